@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"context"
+
+	"tether/client"
+	"tether/server"
+	"tether/structs"
+)
+
+// backend answers the HTTP API's calls from whatever runs in this process:
+// the local node for calls that name no node or this node, the server's
+// forwarding layer for other nodes, and, on a node-only agent, the servers
+// reached over the node's own session.
+type backend struct {
+	server *server.Server // nil on a node-only agent
+	client *client.Client // nil on a server-only agent
+}
+
+// nodeRPC runs a client method on nodeID ("" = this agent's node).
+func (b *backend) nodeRPC(ctx context.Context, nodeID, method string, args, reply any) error {
+	if nodeID != "" {
+		if err := structs.ValidateUUID("node", nodeID); err != nil {
+			return err
+		}
+	}
+	switch {
+	case b.client != nil && (nodeID == "" || nodeID == b.client.NodeID()):
+		return b.client.Mux().CallLocal(ctx, method, args, reply)
+	case nodeID == "":
+		return structs.ErrNoNodeID
+	case b.server != nil:
+		return b.server.NodeRPC(ctx, nodeID, method, args, reply)
+	default:
+		// A node-only agent asks its server, which forwards to the node.
+		return b.client.ServerRPC(ctx, method, args, reply)
+	}
+}
+
+// listNodes lists nodes whose ID starts with prefix.
+func (b *backend) listNodes(ctx context.Context, req *structs.NodeListRequest) (*structs.NodeListResponse, error) {
+	var resp structs.NodeListResponse
+	var err error
+	if b.server != nil {
+		err = b.serverMuxCall(ctx, structs.MethodNodeList, req, &resp)
+	} else {
+		err = b.client.ServerRPC(ctx, structs.MethodNodeList, req, &resp)
+	}
+	return &resp, err
+}
+
+// getNode returns a node (nil when unknown).
+func (b *backend) getNode(ctx context.Context, req *structs.NodeSpecificRequest) (*structs.SingleNodeResponse, error) {
+	var resp structs.SingleNodeResponse
+	var err error
+	if b.server != nil {
+		err = b.serverMuxCall(ctx, structs.MethodNodeGet, req, &resp)
+	} else {
+		err = b.client.ServerRPC(ctx, structs.MethodNodeGet, req, &resp)
+	}
+	return &resp, err
+}
+
+// status returns the leader and peers.
+func (b *backend) status(ctx context.Context) (*structs.StatusResponse, error) {
+	if b.server != nil {
+		return &structs.StatusResponse{Leader: b.server.Leader(), Peers: b.server.Peers()}, nil
+	}
+	var resp structs.StatusResponse
+	err := b.client.ServerRPC(ctx, structs.MethodStatusPeers, &structs.QueryOptions{}, &resp)
+	return &resp, err
+}
+
+func (b *backend) serverMuxCall(ctx context.Context, method string, args, reply any) error {
+	return b.server.Mux().CallLocal(ctx, method, args, reply)
+}

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"tether/structs"
+)
+
+// maxBodySize bounds every request body.
+const maxBodySize = 1 << 20
+
+// handlerFunc is an endpoint: it returns a value to encode as JSON, or an
+// error whose status code it carries. A nil value with a nil error writes
+// nothing (the handler wrote the response itself).
+type handlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
+
+// wrap adapts an endpoint to net/http: JSON encoding (with ?pretty), error
+// mapping to status codes, and panic safety.
+func (a *Agent) wrap(h handlerFunc) http.HandlerFunc {
+	logger := a.logger.Named("http")
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodySize)
+		}
+		out, err := h(w, r)
+		if err != nil {
+			writeError(logger, w, r, err)
+			return
+		}
+		if out == nil {
+			return
+		}
+		writeJSON(w, r, http.StatusOK, out)
+	}
+}
+
+// writeJSON encodes v; HTML characters are kept as they are, as Nomad does.
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if isPretty(r) {
+		enc.SetIndent("", "    ")
+	}
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, "failed to encode response", http.StatusInternalServerError)
+		return
+	}
+	b := buf.Bytes()
+	if !isPretty(r) {
+		b = bytes.TrimSuffix(b, []byte("\n"))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
+
+// isPretty reports whether ?pretty is set to anything but "0".
+func isPretty(r *http.Request) bool {
+	v, ok := r.URL.Query()["pretty"]
+	if !ok {
+		return false
+	}
+	return len(v) == 0 || v[0] != "0"
+}
+
+// writeError answers err as plain text with its status code.
+func writeError(logger hclog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	code := structs.StatusCode(err)
+	msg := err.Error()
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		code, msg = http.StatusRequestEntityTooLarge, structs.ErrBodyTooLarge.Message
+	}
+	if code >= 500 {
+		logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", msg, "code", code)
+	} else {
+		logger.Debug("request refused", "method", r.Method, "path", r.URL.Path, "error", msg, "code", code)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+// queryOptions takes region, namespace and the token from the request. The
+// token comes from X-Nomad-Token, else "Authorization: Bearer <token>";
+// never from the URL.
+func queryOptions(r *http.Request) structs.QueryOptions {
+	q := r.URL.Query()
+	return structs.QueryOptions{
+		Region:    q.Get("region"),
+		Namespace: q.Get("namespace"),
+		AuthToken: requestToken(r),
+	}
+}
+
+func requestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Nomad-Token"); t != "" {
+		return t
+	}
+	auth := r.Header.Get("Authorization")
+	if rest, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		if f := strings.Fields(rest); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+// readBody reads the whole (bounded) body; an empty body is a 400.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, structs.ErrEmptyBody
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, structs.ErrBodyTooLarge
+		}
+		return nil, structs.BadRequest("reading request body: %v", err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, structs.ErrEmptyBody
+	}
+	return b, nil
+}
+
+// setIndex sets Nomad's query meta headers for a read served by a server.
+func setIndex(w http.ResponseWriter, index uint64) {
+	w.Header().Set("X-Nomad-Index", strconv.FormatUint(index, 10))
+	w.Header().Set("X-Nomad-KnownLeader", "true")
+	w.Header().Set("X-Nomad-LastContact", "0")
+}

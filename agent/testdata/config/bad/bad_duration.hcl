@@ -1,0 +1,4 @@
+server {
+  enabled         = true
+  heartbeat_grace = "10 seconds"
+}

@@ -1,0 +1,7 @@
+client {
+  enabled = true
+  meta {
+    rack  = "r1"
+    cores = 8
+  }
+}

@@ -1,0 +1,6 @@
+server {
+  enabled = true
+  server_join {
+    retry_jion = ["a"]
+  }
+}

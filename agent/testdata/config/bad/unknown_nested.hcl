@@ -1,0 +1,7 @@
+data_dir = "/tmp"
+
+server {
+  enabled = true
+
+  bootstrap_expct = 3
+}

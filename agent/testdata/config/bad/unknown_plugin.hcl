@@ -1,0 +1,5 @@
+plugin "raw_exec" {
+  confg {
+    enabled = true
+  }
+}

@@ -1,0 +1,328 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"tether/structs"
+)
+
+// allocManager owns the node's allocation runners: it watches the servers
+// for the node's allocations (a blocking query, no polling storm), reports
+// their status in batches, samples their stats, and persists them so an
+// agent restart finds its allocation dirs.
+type allocManager struct {
+	c        *Client
+	stateDir string
+
+	mu      sync.Mutex
+	runners map[string]*allocRunner
+	dirty   map[string]bool
+	dirtyCh chan struct{}
+}
+
+func newAllocManager(c *Client) *allocManager {
+	return &allocManager{
+		c:        c,
+		stateDir: filepath.Join(c.cfg.StateDir, "allocs"),
+		runners:  map[string]*allocRunner{},
+		dirty:    map[string]bool{},
+		dirtyCh:  make(chan struct{}, 1),
+	}
+}
+
+func (m *allocManager) get(id string) *allocRunner {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.runners[id]
+}
+
+func (m *allocManager) all() []*allocRunner {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*allocRunner, 0, len(m.runners))
+	for _, ar := range m.runners {
+		out = append(out, ar)
+	}
+	return out
+}
+
+func (m *allocManager) markDirty(id string) {
+	m.mu.Lock()
+	m.dirty[id] = true
+	m.mu.Unlock()
+	select {
+	case m.dirtyCh <- struct{}{}:
+	default:
+	}
+}
+
+// persistedAlloc is what the state dir keeps per allocation.
+type persistedAlloc struct {
+	Alloc      *structs.Allocation
+	TaskStates map[string]*structs.TaskState
+	Pids       map[string]int
+	Destroyed  bool
+}
+
+func (m *allocManager) persist(ar *allocRunner) {
+	if m.c.ctx.Err() != nil {
+		return
+	}
+	p := persistedAlloc{Alloc: ar.alloc(), TaskStates: ar.taskStates(), Pids: map[string]int{}, Destroyed: ar.isDestroyed()}
+	for name, tr := range ar.tasks {
+		if pid := tr.pid(); pid > 0 {
+			p.Pids[name] = pid
+		}
+	}
+	b, err := json.Marshal(&p)
+	if err == nil {
+		err = os.MkdirAll(m.stateDir, 0o700)
+	}
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(m.stateDir, ar.a.ID+".json"), b, 0o600)
+	}
+	if err != nil {
+		m.c.logger.Error("persisting allocation state", "alloc_id", ar.a.ID, "error", err)
+	}
+}
+
+// restore loads the allocations a previous run of the agent left. Leftover
+// task process groups are killed; running allocations start again when the
+// servers confirm them.
+func (m *allocManager) restore() {
+	entries, err := os.ReadDir(m.stateDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(m.stateDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var p persistedAlloc
+		if err := json.Unmarshal(b, &p); err != nil || p.Alloc == nil || !structs.IsUUID(p.Alloc.ID) {
+			m.c.logger.Warn("skipping unreadable allocation state", "file", e.Name())
+			continue
+		}
+		for _, pid := range p.Pids {
+			killLeftoverGroup(pid)
+		}
+		ar := newAllocRunner(m.c, p.Alloc, p.TaskStates)
+		ar.destroyed = p.Destroyed
+		ar.changed()
+		m.mu.Lock()
+		m.runners[p.Alloc.ID] = ar
+		m.mu.Unlock()
+	}
+}
+
+// killLeftoverGroup kills the process group led by pid if that process is
+// still a group leader (so a reused pid of an unrelated process is spared).
+func killLeftoverGroup(pid int) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 3 || f[2] != strconv.Itoa(pid) {
+		return
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// run owns the watch, update and stats loops until ctx is done, then stops
+// every allocation.
+func (m *allocManager) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); m.watch(ctx) }()
+	go func() { defer wg.Done(); m.updater(ctx) }()
+	go func() { defer wg.Done(); m.statsLoop(ctx) }()
+	wg.Wait()
+	for _, ar := range m.all() {
+		ar.stop()
+	}
+	for _, ar := range m.all() {
+		ar.wait()
+	}
+}
+
+// watch runs the blocking query for the node's allocations.
+func (m *allocManager) watch(ctx context.Context) {
+	var index uint64
+	const maxWait = 30 * time.Second
+	for ctx.Err() == nil {
+		if !m.c.Connected() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID, MinIndex: index, MaxWait: maxWait}
+		var resp structs.NodeClientAllocsResponse
+		cctx, cancel := context.WithTimeout(ctx, maxWait+15*time.Second)
+		err := m.c.ServerRPC(cctx, structs.MethodNodeGetClientAllocs, req, &resp)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.c.logger.Debug("allocation watch failed; retrying", "error", err)
+			index = 0
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if resp.Index < index {
+			index = 0 // the servers' state was reset
+		} else {
+			index = resp.Index
+		}
+		m.apply(resp.Allocs)
+	}
+}
+
+// apply starts, updates or stops runners to match the servers' view.
+func (m *allocManager) apply(allocs []*structs.Allocation) {
+	for _, a := range allocs {
+		ar := m.get(a.ID)
+		if ar != nil {
+			ar.update(a)
+			if a.DesiredStatus == structs.AllocDesiredStatusRun && !ar.terminal() && !ar.isDestroyed() {
+				ar.run()
+			}
+			continue
+		}
+		if a.DesiredStatus != structs.AllocDesiredStatusRun || a.ClientTerminal() {
+			continue
+		}
+		ar = newAllocRunner(m.c, a, nil)
+		m.mu.Lock()
+		m.runners[a.ID] = ar
+		m.mu.Unlock()
+		m.c.logger.Info("starting allocation", "alloc_id", a.ID, "name", a.Name)
+		ar.persist()
+		ar.run()
+	}
+}
+
+// updater sends batched status updates to the servers.
+func (m *allocManager) updater(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.dirtyCh:
+		case <-t.C:
+		}
+		m.mu.Lock()
+		if len(m.dirty) == 0 || !m.c.Connected() {
+			m.mu.Unlock()
+			continue
+		}
+		var batch []*allocRunner
+		for id := range m.dirty {
+			if ar := m.runners[id]; ar != nil {
+				batch = append(batch, ar)
+			}
+		}
+		m.dirty = map[string]bool{}
+		m.mu.Unlock()
+		req := &structs.AllocUpdateRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
+		for _, ar := range batch {
+			req.Allocs = append(req.Allocs, ar.report())
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.c.ServerRPC(cctx, structs.MethodNodeUpdateAlloc, req, &structs.GenericResponse{})
+		cancel()
+		if err != nil {
+			m.c.logger.Debug("allocation update failed; will retry", "error", err)
+			for _, ar := range batch {
+				m.markDirty(ar.a.ID)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// statsLoop samples every running task's usage on the stats interval.
+func (m *allocManager) statsLoop(ctx context.Context) {
+	t := time.NewTicker(m.c.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, ar := range m.all() {
+			for _, tr := range ar.tasks {
+				tr.sampleStats()
+			}
+		}
+	}
+}
+
+// errNotEligibleForGC is the answer to a GC of an allocation still running.
+var errNotEligibleForGC = structs.NewError(http.StatusConflict, "allocation is not terminal and cannot be garbage collected; stop it first")
+
+// gc destroys one terminal allocation's directory.
+func (m *allocManager) gc(id string) error {
+	ar := m.get(id)
+	if ar == nil {
+		return structs.NotFound("No such allocation on client")
+	}
+	if !ar.terminal() {
+		return errNotEligibleForGC
+	}
+	ar.wait()
+	if err := ar.destroy(); err != nil {
+		return fmt.Errorf("destroying allocation directory: %w", err)
+	}
+	ar.persist()
+	m.c.logger.Info("garbage collected allocation", "alloc_id", id)
+	return nil
+}
+
+// gcAll destroys every terminal allocation's directory.
+func (m *allocManager) gcAll() error {
+	var errs []error
+	for _, ar := range m.all() {
+		if ar.terminal() && !ar.isDestroyed() {
+			if err := m.gc(ar.a.ID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,196 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"tether/rpc"
+	"tether/structs"
+)
+
+// Client is a node agent.
+type Client struct {
+	cfg    *Config
+	logger hclog.Logger
+	rpcCfg *rpc.Config
+
+	id    identity
+	meta  *metaStore
+	stats *HostStatsCollector
+	fp    *Fingerprint
+	mux   *rpc.Mux
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	conn   *connManager
+	allocs *allocManager
+}
+
+// wireCPUTicks points task stats at the host's CPU total once per process.
+var wireCPUTicks sync.Once
+
+// New creates the node agent: it loads (or creates) the node identity and
+// dynamic metadata from the state dir and fingerprints the host. Nothing
+// runs until Start.
+func New(cfg *Config) (*Client, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("client config must not be nil")
+	}
+	if err := cfg.Verify(); err != nil {
+		return nil, fmt.Errorf("client config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	for _, d := range []string{cfg.StateDir, cfg.AllocDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", filepath.Base(d), err)
+		}
+	}
+	id, err := loadOrCreateIdentity(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	meta, err := newMetaStore(filepath.Join(cfg.StateDir, "meta.json"), cfg.Meta)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := FingerprintHost(cfg.AllocDir, cfg.CPUTotalCompute, cfg.Version)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprinting host: %w", err)
+	}
+	rpcCfg := cfg.RPC
+	if rpcCfg == nil {
+		rpcCfg = rpc.DefaultConfig()
+	}
+	if rpcCfg.Logger == nil {
+		rc := *rpcCfg
+		rc.Logger = logger.Named("rpc")
+		rpcCfg = &rc
+	}
+	stats := NewHostStatsCollector(logger.Named("stats"), cfg.AllocDir, cfg.StatsInterval)
+	stats.SetCPUTotalCompute(cfg.CPUTotalCompute)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:    cfg,
+		logger: logger,
+		rpcCfg: rpcCfg,
+		id:     id,
+		meta:   meta,
+		stats:  stats,
+		fp:     fp,
+		mux:    rpc.NewMux(),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	c.conn = newConnManager(c)
+	c.allocs = newAllocManager(c)
+	c.allocs.restore()
+	wireCPUTicks.Do(func() { cpuTotalTicks = stats.CPUTotalTicks })
+	c.registerEndpoints()
+	return c, nil
+}
+
+// NodeID returns the node's ID.
+func (c *Client) NodeID() string { return c.id.NodeID }
+
+// Mux returns the node's RPC method table; the node's HTTP API calls it in
+// process.
+func (c *Client) Mux() *rpc.Mux { return c.mux }
+
+// Start starts stats collection and the connection to the servers.
+func (c *Client) Start() {
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		c.allocs.run(c.ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.stats.Run(c.ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.conn.run(c.ctx)
+	}()
+}
+
+// Shutdown stops the node agent and waits for its goroutines.
+func (c *Client) Shutdown() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Registered returns a channel closed once the node has registered with a
+// server for the first time.
+func (c *Client) Registered() <-chan struct{} { return c.conn.registered }
+
+// Connected reports whether the node holds a registered session now.
+func (c *Client) Connected() bool { return c.conn.current() != nil }
+
+// ServerRPC calls a server method on the node's current session. It fails
+// with 503 when no server is reachable.
+func (c *Client) ServerRPC(ctx context.Context, method string, args, reply any) error {
+	sess := c.conn.current()
+	if sess == nil {
+		return structs.NewError(503, "No cluster leader: node agent has no server connection")
+	}
+	return sess.Call(ctx, method, args, reply)
+}
+
+// Node returns the node as it registers with the servers.
+func (c *Client) Node() *structs.Node {
+	attrs := make(map[string]string, len(c.fp.Attributes)+len(c.cfg.Drivers))
+	for k, v := range c.fp.Attributes {
+		attrs[k] = v
+	}
+	drivers := make(map[string]*structs.DriverInfo)
+	for name, enabled := range c.cfg.Drivers {
+		if !enabled {
+			continue
+		}
+		attrs["driver."+name] = "1"
+		drivers[name] = &structs.DriverInfo{Detected: true, Healthy: true, HealthDescription: "Healthy", Attributes: map[string]string{"driver." + name: "true"}}
+	}
+	var res *structs.Resources
+	if c.fp.Resources != nil {
+		r := *c.fp.Resources
+		res = &r
+	}
+	var nres *structs.NodeResources
+	if c.fp.NodeResources != nil {
+		r := *c.fp.NodeResources
+		nres = &r
+	}
+	return &structs.Node{
+		ID:                    c.id.NodeID,
+		SecretID:              c.id.SecretID,
+		Datacenter:            c.cfg.Datacenter,
+		Name:                  c.cfg.Name,
+		HTTPAddr:              c.cfg.HTTPAddr,
+		TLSEnabled:            c.cfg.TLSEnabled,
+		Attributes:            attrs,
+		Resources:             res,
+		Reserved:              &structs.Resources{},
+		NodeResources:         nres,
+		Meta:                  c.meta.merged(),
+		NodeClass:             c.cfg.NodeClass,
+		NodePool:              c.cfg.NodePool,
+		SchedulingEligibility: structs.NodeSchedulingEligible,
+		Status:                structs.NodeStatusReady,
+		Drivers:               drivers,
+		HostVolumes:           map[string]any{},
+		HostNetworks:          map[string]any{},
+		CSIControllerPlugins:  map[string]any{},
+		CSINodePlugins:        map[string]any{},
+	}
+}

@@ -1,0 +1,102 @@
+package client
+
+import (
+	"errors"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"tether/rpc"
+)
+
+// Config configures a node agent. Start from DefaultConfig.
+type Config struct {
+	// StateDir holds the node's identity (ID and secret) and its dynamic
+	// metadata. Required.
+	StateDir string
+
+	// AllocDir is the root of allocation directories. Required.
+	AllocDir string
+
+	// Name, Datacenter, Region, NodeClass and NodePool describe the node.
+	Name       string
+	Datacenter string
+	Region     string
+	NodeClass  string
+	NodePool   string
+
+	// Servers are the RPC addresses ("host:port") of servers to dial, tried
+	// in turn. Servers learned from registrations are added.
+	Servers []string
+
+	// Meta is the static metadata from the agent config.
+	Meta map[string]string
+
+	// HTTPAddr is the advertised address of the node's own HTTP API, given
+	// to the servers so API clients can reach the node directly. Empty
+	// means not reachable directly.
+	HTTPAddr string
+
+	// TLSEnabled tells API clients to use HTTPS on HTTPAddr.
+	TLSEnabled bool
+
+	// CPUTotalCompute overrides the detected CPU MHz when non-zero.
+	CPUTotalCompute int
+
+	// Drivers are the task drivers this node offers (name → enabled).
+	Drivers map[string]bool
+
+	// Version is reported as the node's nomad.version attribute.
+	Version string
+
+	// StatsInterval is how often host stats are sampled. Default 1s.
+	StatsInterval time.Duration
+
+	// MetaSyncDelay is the base delay before dynamic metadata changes are
+	// pushed to the servers; a random jitter of up to the same amount is
+	// added. Default 5s (so changes land within 10s); dev mode uses less.
+	MetaSyncDelay time.Duration
+
+	// ReconnectMin and ReconnectMax bound the backoff between dial
+	// attempts. Defaults 250ms and 10s.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+
+	// RPC configures the transport; nil means rpc.DefaultConfig().
+	RPC *rpc.Config
+
+	// Logger is the node agent's logger; nil means no logging.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns a Config with safe defaults; StateDir, AllocDir
+// and Servers still need to be set.
+func DefaultConfig() *Config {
+	return &Config{
+		Datacenter:    "dc1",
+		Region:        "global",
+		NodePool:      "default",
+		StatsInterval: time.Second,
+		MetaSyncDelay: 5 * time.Second,
+		ReconnectMin:  250 * time.Millisecond,
+		ReconnectMax:  10 * time.Second,
+		Drivers:       map[string]bool{},
+	}
+}
+
+// Verify checks the config.
+func (c *Config) Verify() error {
+	switch {
+	case c.StateDir == "":
+		return errors.New("state dir must be set")
+	case c.AllocDir == "":
+		return errors.New("alloc dir must be set")
+	case len(c.Servers) == 0:
+		return errors.New("at least one server address must be set")
+	case c.StatsInterval <= 0:
+		return errors.New("stats interval must be positive")
+	case c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin:
+		return errors.New("reconnect backoff bounds are invalid")
+	}
+	return nil
+}

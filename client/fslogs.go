@@ -1,0 +1,311 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"tether/structs"
+)
+
+// This file answers /v1/client/fs/logs (spec/http-surface.md §2.9, §4): a
+// task's stdout or stderr, read across the rotated files
+// alloc/logs/<task>.<type>.<N> in index order.
+
+// logsDir is where a task's rotated log files live, relative to the alloc
+// dir.
+const logsDir = "alloc/logs"
+
+// LogsOptions selects what Logs reads.
+type LogsOptions struct {
+	// Task is the task whose log is read; required.
+	Task string
+	// Type is "stdout" or "stderr".
+	Type string
+	// Offset is where to start: from the start of the oldest file, or
+	// back from the end of the newest when Origin is "end". Both walk
+	// across rotated files. Negative offsets are refused.
+	Offset int64
+	// Origin is "start" or "end"; "" means "start".
+	Origin string
+	// Follow keeps the stream open at the end of the newest file, waiting
+	// for more data and for new files, until ctx is cancelled or the
+	// allocation's directory is removed. Without it the stream ends at
+	// the end of the newest file that existed when the call started.
+	Follow bool
+	// Tasks maps every task name of the allocation to whether it has
+	// started. A task that is absent (nil map included) is unknown; one
+	// that has not started has no logs yet.
+	Tasks map[string]bool
+}
+
+// Logs sends a task's log as frames of at most structs.MaxFrameData bytes,
+// reading the rotated files alloc/logs/<task>.<type>.<N> in index order with
+// no byte lost or repeated. Each frame's File is the file it was read from
+// and its Offset the position within that file after its data. Plain mode
+// is the concatenated Data of the frames; event frames carry none.
+//
+// Start: origin=start begins at the lowest index and walks forward,
+// subtracting file sizes, and stops at the end of the newest file at most.
+// origin=end begins at size−Offset in the highest index and walks backwards
+// into earlier files, so Offset=N yields the last N bytes across files;
+// Offset=0 starts at the true end (not at the start of the newest file, as
+// Nomad does: its bug #18368).
+//
+// Following: at the end of a file, once a higher index exists the current
+// file is read to EOF once more (for the tail written before rotation) and
+// the next index is opened at 0. A file being read that is removed yields
+// a "file deleted" frame and the stream goes on with the next index. The
+// allocation's directory being removed ends the stream with a 404
+// `allocation directory was removed`. Wake-ups come from fsnotify on
+// alloc/logs, with a poll every followPollInterval as a fallback.
+//
+// send is called from the calling goroutine only. The frame's Data aliases
+// a reused buffer and is valid only until send returns. Logs returns nil on
+// a normal end, ctx.Err() when ctx is cancelled and send's error if send
+// fails.
+func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs.StreamFrame) error) error {
+	if opts.Task == "" {
+		return structs.BadRequest("must provide task name")
+	}
+	if opts.Type != "stdout" && opts.Type != "stderr" {
+		return structs.BadRequest("must provide log type (stdout/stderr)")
+	}
+	if err := ValidateStreamOrigin(opts.Origin); err != nil {
+		return err
+	}
+	if opts.Offset < 0 {
+		return structs.BadRequest("offset must not be negative")
+	}
+	started, ok := opts.Tasks[opts.Task]
+	if !ok {
+		return structs.BadRequest("unknown task name %q", opts.Task)
+	}
+	if !started {
+		return structs.NotFound("task %q not started yet. No logs available", opts.Task)
+	}
+
+	lr := &logReader{fs: f, prefix: opts.Task + "." + opts.Type + "."}
+	idxs, dirCanon, err := lr.indexes()
+	if err != nil {
+		return err
+	}
+	if len(idxs) == 0 {
+		return structs.NotFound("log entry for task %q and log type %q not found", opts.Task, opts.Type)
+	}
+	last := idxs[len(idxs)-1]
+	cur, pos := lr.start(idxs, opts.Offset, opts.Origin == "end")
+
+	of, err := f.openReadRel(lr.rel(cur))
+	if isNotFound(err) {
+		// Rotated away since we listed it: go on with what follows.
+		upTo := -1
+		if !opts.Follow {
+			upTo = last
+		}
+		pos = 0
+		of, cur, err = lr.openAfter(cur, upTo)
+		if err == nil && of == nil {
+			return structs.NotFound("log entry for task %q and log type %q not found", opts.Task, opts.Type)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fl := &follower{of: of, name: lr.rel(cur), pos: min(pos, of.info.Size()), known: of.info.Size(), send: send}
+	defer func() { fl.of.file.Close() }()
+
+	var waker *dirWaker
+	if opts.Follow {
+		waker = newDirWaker(f.hostPath(dirCanon), func(base string) bool { return strings.HasPrefix(base, lr.prefix) })
+		defer waker.close()
+	}
+	bp := frameBufPool.Get().(*[]byte)
+	defer frameBufPool.Put(bp)
+
+	switchTo := func(next *openedFile, idx int) {
+		fl.of.file.Close()
+		cur = idx
+		fl.of, fl.name, fl.pos, fl.known = next, lr.rel(idx), 0, next.info.Size()
+	}
+
+	quick := false   // woken only by writes to the current file
+	deleted := false // a "file deleted" frame was sent for the current file
+	for {
+		if opts.Follow {
+			if err := fl.checkTruncated(); err != nil {
+				return err
+			}
+		}
+		if err := fl.drain(ctx, *bp); err != nil {
+			return err
+		}
+
+		if !opts.Follow {
+			if cur >= last {
+				return nil
+			}
+			next, idx, err := lr.openAfter(cur, last)
+			if err != nil || next == nil {
+				return err
+			}
+			switchTo(next, idx)
+			continue
+		}
+
+		if !quick {
+			next, idx, err := lr.openAfter(cur, -1)
+			if err != nil {
+				return err
+			}
+			if next != nil {
+				// The writer has moved on: take the tail it wrote to the
+				// current file between our EOF and the rotation.
+				if err := fl.drain(ctx, *bp); err != nil {
+					next.file.Close()
+					return err
+				}
+				switchTo(next, idx)
+				deleted = false
+				continue
+			}
+			if !deleted && !f.stillAt(fl.of) {
+				if f.removed() {
+					return errAllocDirRemoved()
+				}
+				deleted = true
+				if err := send(&structs.StreamFrame{File: fl.name, FileEvent: structs.FileEventDeleted, Offset: fl.pos}); err != nil {
+					return err
+				}
+			}
+			if deleted && f.removed() {
+				return errAllocDirRemoved()
+			}
+		}
+		if quick, err = waker.wait(ctx, path.Base(fl.name)); err != nil {
+			return err
+		}
+	}
+}
+
+// logReader finds and opens the rotated files of one task log.
+type logReader struct {
+	fs     *AllocFS
+	prefix string // "<task>.<type>."
+}
+
+// rel is the alloc-relative path of index i, which is also the frame File.
+func (lr *logReader) rel(i int) string {
+	return logsDir + "/" + lr.prefix + strconv.Itoa(i)
+}
+
+// indexes lists alloc/logs and returns the indices of the files named
+// <prefix><N>, ascending, with the canonical path of the logs dir. Names
+// whose rest is not a plain decimal integer are skipped (Nomad fails the
+// call with a 500); the hidden .<task>.<type>.fifo never matches. A
+// missing logs dir has no files, unless the alloc dir itself is gone.
+func (lr *logReader) indexes() ([]int, string, error) {
+	f := lr.fs
+	canon, err := f.resolve(logsDir)
+	if err == nil {
+		var entries []fs.DirEntry
+		if entries, err = f.readDir(canon); err == nil {
+			return lr.parse(entries), canon, nil
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		if f.removed() {
+			return nil, "", errAllocDirRemoved()
+		}
+		return nil, logsDir, nil
+	}
+	return nil, "", f.pathErr(logsDir, err)
+}
+
+func (lr *logReader) parse(entries []fs.DirEntry) []int {
+	var idxs []int
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasPrefix(name, lr.prefix) {
+			continue
+		}
+		rest := name[len(lr.prefix):]
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 || strconv.Itoa(n) != rest {
+			continue
+		}
+		idxs = append(idxs, n)
+	}
+	sort.Ints(idxs)
+	return idxs
+}
+
+// start picks the file index and offset to begin at (spec §4). Sizes are
+// those at call time; a file that cannot be stat'ed counts as empty.
+func (lr *logReader) start(idxs []int, offset int64, fromEnd bool) (int, int64) {
+	size := func(i int) int64 {
+		fi, err := lr.fs.root.Stat(lr.rel(idxs[i]))
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	if fromEnd {
+		i := len(idxs) - 1
+		off := size(i) - offset
+		for off < 0 && i > 0 {
+			i--
+			off += size(i)
+		}
+		return idxs[i], max(off, 0)
+	}
+	i, off := 0, offset
+	for i < len(idxs)-1 {
+		s := size(i)
+		if off < s {
+			break
+		}
+		off -= s
+		i++
+	}
+	return idxs[i], min(off, size(i))
+}
+
+// openAfter opens the lowest index above after (and at most upTo, when
+// upTo ≥ 0), skipping files removed since they were listed. It returns a
+// nil file when there is none.
+func (lr *logReader) openAfter(after, upTo int) (*openedFile, int, error) {
+	idxs, _, err := lr.indexes()
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, i := range idxs {
+		if i <= after {
+			continue
+		}
+		if upTo >= 0 && i > upTo {
+			break
+		}
+		of, err := lr.fs.openReadRel(lr.rel(i))
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return of, i, nil
+	}
+	return nil, 0, nil
+}
+
+// isNotFound reports a coded 404 for a missing file (not the alloc dir
+// being gone, which ends the stream).
+func isNotFound(err error) bool {
+	var se *structs.Error
+	return errors.As(err, &se) && se.Code == 404 && !errors.Is(err, errAllocDirRemoved())
+}

@@ -1,0 +1,176 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"sync"
+
+	"tether/structs"
+)
+
+// defaultStaticMeta is injected into every node's static metadata when the
+// config does not set the key, as Nomad does.
+var defaultStaticMeta = map[string]string{
+	"connect.sidecar_image":     "docker.io/envoyproxy/envoy:v${NOMAD_envoy_version}",
+	"connect.gateway_image":     "docker.io/envoyproxy/envoy:v${NOMAD_envoy_version}",
+	"connect.log_level":         "info",
+	"connect.proxy_concurrency": "1",
+}
+
+// metaStore holds the node's static metadata (from config) and dynamic
+// metadata (from the API, persisted in the state dir). A nil dynamic value
+// on a static key is a tombstone that masks the static value.
+type metaStore struct {
+	path string
+
+	mu      sync.Mutex
+	static  map[string]string
+	dynamic map[string]*string
+}
+
+// newMetaStore loads dynamic metadata from path (if present) over static.
+// Tombstones for keys that are no longer static are dropped and the cleaned
+// map is saved back.
+func newMetaStore(path string, static map[string]string) (*metaStore, error) {
+	m := &metaStore{path: path, static: make(map[string]string), dynamic: make(map[string]*string)}
+	for k, v := range defaultStaticMeta {
+		m.static[k] = v
+	}
+	for k, v := range static {
+		m.static[k] = v
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return m, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading dynamic metadata: %w", err)
+	}
+	var dyn map[string]*string
+	if err := json.Unmarshal(b, &dyn); err != nil {
+		return nil, fmt.Errorf("decoding dynamic metadata: %w", err)
+	}
+	cleaned := false
+	for k, v := range dyn {
+		if _, isStatic := m.static[k]; v == nil && !isStatic {
+			delete(dyn, k)
+			cleaned = true
+		}
+	}
+	if dyn != nil {
+		m.dynamic = dyn
+	}
+	if cleaned {
+		if err := m.save(m.dynamic); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// read returns the current metadata.
+func (m *metaStore) read() *structs.NodeMetaResponse {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.responseLocked()
+}
+
+// merged returns the merged metadata the servers see.
+func (m *metaStore) merged() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mergedLocked()
+}
+
+// apply validates every key of update, then merges it into the dynamic
+// metadata and persists it. Nothing is applied if any key is invalid or the
+// write fails.
+func (m *metaStore) apply(update map[string]*string) (*structs.NodeMetaResponse, error) {
+	if len(update) == 0 {
+		return nil, structs.BadRequest("missing required Meta object")
+	}
+	keys := make([]string, 0, len(update))
+	for k := range update {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := structs.ValidateMetaKey(k); err != nil {
+			return nil, err
+		}
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := make(map[string]*string, len(m.dynamic)+len(update))
+	for k, v := range m.dynamic {
+		next[k] = v
+	}
+	for k, v := range update {
+		if v == nil {
+			if _, isStatic := m.static[k]; isStatic {
+				next[k] = nil
+			} else {
+				delete(next, k)
+			}
+			continue
+		}
+		s := *v
+		next[k] = &s
+	}
+	if err := m.save(next); err != nil {
+		return nil, err
+	}
+	m.dynamic = next
+	return m.responseLocked(), nil
+}
+
+func (m *metaStore) save(dyn map[string]*string) error {
+	b, err := json.Marshal(dyn)
+	if err != nil {
+		return fmt.Errorf("encoding dynamic metadata: %w", err)
+	}
+	if err := writeFileAtomic(m.path, b, 0o600); err != nil {
+		return fmt.Errorf("saving dynamic metadata: %w", err)
+	}
+	return nil
+}
+
+func (m *metaStore) mergedLocked() map[string]string {
+	out := make(map[string]string, len(m.static)+len(m.dynamic))
+	for k, v := range m.static {
+		out[k] = v
+	}
+	for k, v := range m.dynamic {
+		if v == nil {
+			delete(out, k)
+		} else {
+			out[k] = *v
+		}
+	}
+	return out
+}
+
+func (m *metaStore) responseLocked() *structs.NodeMetaResponse {
+	resp := &structs.NodeMetaResponse{
+		Meta:    m.mergedLocked(),
+		Static:  make(map[string]string, len(m.static)),
+		Dynamic: make(map[string]*string, len(m.dynamic)),
+	}
+	for k, v := range m.static {
+		resp.Static[k] = v
+	}
+	for k, v := range m.dynamic {
+		if v == nil {
+			resp.Dynamic[k] = nil
+		} else {
+			s := *v
+			resp.Dynamic[k] = &s
+		}
+	}
+	return resp
+}

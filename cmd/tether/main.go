@@ -1,0 +1,64 @@
+// Command tether runs a Tether agent: a server, a node agent, or both in
+// one process, serving Nomad's client HTTP API.
+//
+// Usage:
+//
+//	tether agent [flags]   run an agent (see "tether agent -h")
+//	tether version         print the version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"tether/agent"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the agent failed while running
+	exitUsage = 2 // bad flags, bad configuration
+)
+
+const usageText = `Usage: tether <command> [flags]
+
+Tether serves Nomad's client HTTP API from servers and node agents.
+
+Commands:
+  agent     Run a Tether agent (server, node agent, or both with -dev)
+  version   Print the Tether version
+
+Run "tether agent -h" for the agent's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch args[0] {
+	case "agent":
+		return runAgent(args[1:], stdout, stderr)
+	case "version", "-version", "--version", "-v":
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", args[0], usageText)
+		return exitUsage
+	}
+}
+
+// versionString is what "tether version" prints.
+func versionString() string {
+	return fmt.Sprintf("Tether v%s (Nomad API compatible %s)", agent.Version, agent.NomadVersion)
+}

@@ -1,0 +1,189 @@
+package integration
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var benchForwarding = flag.Bool("bench-forwarding", false, "run the forwarding benchmark (make bench)")
+
+// TestBenchForwarding prints p50/p99 latency and req/s of the small client
+// calls, direct on the node agent and via the server, at concurrency 1 and
+// 8, with the via-server/direct ratio and each process's CPU per call. It
+// runs real processes of the built binary. It is a measurement, not a
+// test: it runs only with -bench-forwarding and asserts nothing about time.
+func TestBenchForwarding(t *testing.T) {
+	if !*benchForwarding {
+		return // measurement only; `make bench` turns it on
+	}
+	ports := freePorts(t, 6)
+	sdir, cdir := t.TempDir(), t.TempDir()
+	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
+data_dir = %q
+bind_addr = "127.0.0.1"
+log_level = "WARN"
+ports { http = %d  rpc = %d  serf = %d }
+server { enabled = true  bootstrap_expect = 1 }
+`, sdir, ports[0], ports[1], ports[2]))
+	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
+data_dir = %q
+bind_addr = "127.0.0.1"
+log_level = "WARN"
+ports { http = %d  rpc = %d  serf = %d }
+client { enabled = true  servers = ["127.0.0.1:%d"] }
+`, cdir, ports[3], ports[4], ports[5], ports[1]))
+	serverURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	nodeURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
+	sp := startProc(t, serverCfg)
+	waitFor(t, 20*time.Second, "server up", func() (bool, error) {
+		code, _, err := tryGet(serverURL + "/v1/status/leader")
+		return code == 200, err
+	})
+	cp := startProc(t, clientCfg)
+	nodeID := waitForOneReadyNode(t, serverURL)
+
+	n := 2000
+	if v := os.Getenv("TETHER_BENCH_N"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+
+	type row struct {
+		name      string
+		c         int
+		rps       float64
+		p50, p99  time.Duration
+		srvCPU    time.Duration
+		nodeCPU   time.Duration
+		direct    bool
+		endpoint  string
+		errorsCnt int
+	}
+	var rows []row
+	for _, ep := range []string{"stats", "metadata"} {
+		for _, c := range []int{1, 8} {
+			for _, direct := range []bool{true, false} {
+				base := serverURL
+				if direct {
+					base = nodeURL
+				}
+				url := base + "/v1/client/" + ep + "?node_id=" + nodeID
+				// Warm up connections.
+				runLoad(hc, url, 200, c)
+				s0, n0 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
+				lat, elapsed, errs := runLoad(hc, url, n, c)
+				s1, n1 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
+				name := ep + "-via-server"
+				if direct {
+					name = ep + "-direct"
+				}
+				rows = append(rows, row{
+					name: name, c: c, direct: direct, endpoint: ep, errorsCnt: errs,
+					rps: float64(n) / elapsed.Seconds(), p50: pct(lat, 50), p99: pct(lat, 99),
+					srvCPU: (s1 - s0) / time.Duration(n), nodeCPU: (n1 - n0) / time.Duration(n),
+				})
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-20s %3s %10s %9s %9s %12s %12s %6s\n", "scenario", "c", "req/s", "p50", "p99", "server CPU", "node CPU", "errors")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-20s %3d %10.0f %9s %9s %10dµs %10dµs %6d\n", r.name, r.c, r.rps,
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.srvCPU.Microseconds(), r.nodeCPU.Microseconds(), r.errorsCnt)
+	}
+	for _, ep := range []string{"stats", "metadata"} {
+		for _, c := range []int{1, 8} {
+			var d, v float64
+			for _, r := range rows {
+				if r.endpoint == ep && r.c == c {
+					if r.direct {
+						d = r.rps
+					} else {
+						v = r.rps
+					}
+				}
+			}
+			fmt.Fprintf(&b, "%s c=%d via-server/direct throughput ratio: %.2f\n", ep, c, v/d)
+		}
+	}
+	t.Log(b.String())
+}
+
+// runLoad sends n GETs with c workers and returns each latency.
+func runLoad(hc *http.Client, url string, n, c int) ([]time.Duration, time.Duration, int) {
+	lat := make([]time.Duration, n)
+	var next, errs int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				resp, err := hc.Get(url)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				lat[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					errs++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start), errs
+}
+
+func pct(lat []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), lat...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	idx := (len(s)*p + 99) / 100
+	if idx < 1 {
+		idx = 1
+	}
+	return s[idx-1]
+}
+
+// procCPU returns a process's user+system CPU time from /proc.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}

@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// msgpackHandle is the encoding of every message body. The settings are
+// Nomad's (spec/transport-and-cluster.md §2.1), so bodies are byte-for-byte
+// what a Nomad peer would send:
+//
+//   - RawToString: raw strings decoded into interface{} become string;
+//   - WriteExt false: old-spec msgpack, strings and []byte both written as
+//     raw, no str8 or bin types;
+//   - TimeNotBuiltin: time.Time goes through MarshalBinary, so the location
+//     offset survives and old and new go-msgpack versions agree;
+//   - MapType map[string]interface{} for maps decoded into interface{}.
+//
+// Structs encode as maps keyed by field name (codec tags rename), nil
+// pointers as nil (so map[string]*string keeps its nil values),
+// time.Duration as int64 nanoseconds, and unknown fields are ignored when
+// decoding.
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.RawToString = true
+	h.WriteExt = false
+	h.TimeNotBuiltin = true
+	h.MapType = reflect.TypeOf(map[string]interface{}(nil))
+	return h
+}()
+
+// encoder encodes values into a reusable buffer that starts with room for
+// the frame header, so a whole message goes out in one Write.
+type encoder struct {
+	enc *codec.Encoder
+	buf []byte // scratch for the msgpack body
+	out []byte // frame header + body
+}
+
+var encoderPool = sync.Pool{New: func() any {
+	e := &encoder{buf: make([]byte, 0, 512)}
+	e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+	return e
+}}
+
+func getEncoder() *encoder { return encoderPool.Get().(*encoder) }
+
+// putEncoder returns e to the pool unless it grew large.
+func putEncoder(e *encoder) {
+	if cap(e.buf) > 64<<10 || cap(e.out) > 64<<10 {
+		return
+	}
+	e.out = e.out[:0]
+	encoderPool.Put(e)
+}
+
+// reset empties the output.
+func (e *encoder) reset() { e.out = e.out[:0] }
+
+// appendFrame encodes v and appends one frame of the given kind to the
+// output. It fails with ErrMessageTooLarge, before anything is appended,
+// when the body is larger than max.
+func (e *encoder) appendFrame(kind byte, v any, max int) error {
+	e.enc.ResetBytes(&e.buf)
+	if err := e.enc.Encode(v); err != nil {
+		return fmt.Errorf("rpc: encode %T: %w", v, err)
+	}
+	if len(e.buf) > max {
+		return fmt.Errorf("%w (%d > %d bytes)", ErrMessageTooLarge, len(e.buf), max)
+	}
+	var hdr [frameHeaderSize]byte
+	binary.BigEndian.PutUint32(hdr[:4], uint32(len(e.buf)))
+	hdr[4] = kind
+	e.out = append(e.out, hdr[:]...)
+	e.out = append(e.out, e.buf...)
+	return nil
+}
+
+// bytes returns the encoded output.
+func (e *encoder) bytes() []byte { return e.out }
+
+// decode decodes one msgpack body into v. A nil v discards the body.
+func decode(body []byte, v any) error {
+	if v == nil {
+		return nil
+	}
+	dec := decoderPool.Get().(*codec.Decoder)
+	dec.ResetBytes(body)
+	err := dec.Decode(v)
+	dec.ResetBytes(empty)
+	decoderPool.Put(dec)
+	if err != nil {
+		return fmt.Errorf("rpc: decode %T: %w", v, err)
+	}
+	return nil
+}
+
+var empty = []byte{}
+
+var decoderPool = sync.Pool{New: func() any {
+	return codec.NewDecoderBytes(empty, msgpackHandle)
+}}
+
+// frameError describes an oversized frame a reader refused: its declared
+// size, so the reader can discard it if it wants to answer.
+type frameError struct {
+	size, limit int
+}
+
+func (e *frameError) Error() string {
+	return fmt.Sprintf("%s (%d > %d bytes)", ErrMessageTooLarge, e.size, e.limit)
+}
+
+func (e *frameError) Unwrap() error { return ErrMessageTooLarge }
+
+// StatusCode makes a handler that returns the error (from Stream.Recv)
+// report 413 to its caller.
+func (e *frameError) StatusCode() int { return codeRequestTooLarge }
+
+// readFrame reads one frame into a freshly allocated body (decoded values may
+// alias it: go-msgpack decodes extensions in place). A zero length is a protocol error; a length over max returns a
+// *frameError (which matches ErrMessageTooLarge) without reading the body.
+// A clean io.EOF is returned only when no byte of the frame was read.
+func readFrame(r *bufio.Reader, max int) (kind byte, body []byte, err error) {
+	var hdr [frameHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	size := binary.BigEndian.Uint32(hdr[:4])
+	kind = hdr[4]
+	if size == 0 {
+		return 0, nil, fmt.Errorf("%w: empty message", ErrProtocol)
+	}
+	if uint64(size) > uint64(max) {
+		return kind, nil, &frameError{size: int(min(uint64(size), uint64(^uint(0)>>1))), limit: max}
+	}
+	if kind != kindData && kind != kindEnd {
+		return 0, nil, fmt.Errorf("%w: unknown frame kind 0x%02x", ErrProtocol, kind)
+	}
+	body = make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return kind, body, nil
+}
+
+// readDataFrame reads a frame that must be a data frame and decodes it into
+// v.
+func readDataFrame(r *bufio.Reader, max int, v any) error {
+	kind, body, err := readFrame(r, max)
+	if err != nil {
+		return err
+	}
+	if kind != kindData {
+		return fmt.Errorf("%w: unexpected frame kind 0x%02x", ErrProtocol, kind)
+	}
+	return decode(body, v)
+}
+
+// discardFrame throws away the body of an oversized frame so that the
+// sender, blocked on flow control, can finish writing it and read the
+// answer. It gives up at the deadline.
+func discardFrame(r *bufio.Reader, fe *frameError, setReadDeadline func(time.Time), timeout time.Duration) error {
+	setReadDeadline(time.Now().Add(timeout))
+	_, err := io.CopyN(io.Discard, r, int64(fe.size))
+	return err
+}

@@ -1,0 +1,328 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
+)
+
+// sessionIDs numbers sessions process-wide.
+var sessionIDs atomic.Uint64
+
+// Session wraps one yamux session, from either end. Both ends may Call and
+// OpenStream, and both may Serve a Mux: a node agent dials a server, serves
+// its own Mux on the session, and calls the server's methods on it, while
+// the server calls the node's methods down the same session.
+type Session struct {
+	id     uint64
+	ys     *yamux.Session
+	conn   net.Conn
+	cfg    *Config
+	logger hclog.Logger
+	seq    atomic.Uint64
+}
+
+// sessionKey is the context key of the session a request arrived on.
+type sessionKey struct{}
+
+// SessionFromContext returns the session a request arrived on, or nil for
+// CallLocal, OpenLocal and raw (non-multiplexed) connections.
+func SessionFromContext(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+// Dial connects to a Server at addr: TCP (keepalive on, Nagle off), then
+// ByteTLS and a TLS handshake if cfg.TLSConfig is set, then ByteMultiplex,
+// and returns the client end of the yamux session. Dialing and the TLS
+// handshake are bounded by cfg.DialTimeout and ctx. The session serves
+// nothing until Serve is called.
+func Dial(ctx context.Context, addr string, cfg *Config) (*Session, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+	}
+	setTCPOptions(conn)
+	if cfg.TLSConfig != nil {
+		tconn, err := clientTLS(dctx, conn, addr, cfg.TLSConfig)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+		}
+		conn = tconn
+	}
+	dl, _ := dctx.Deadline()
+	sess, err := newClientSession(conn, cfg, dl)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+	}
+	return sess, nil
+}
+
+// clientTLS writes ByteTLS and runs the client handshake.
+func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+		defer conn.SetDeadline(time.Time{})
+	}
+	if _, err := conn.Write([]byte{ByteTLS}); err != nil {
+		return nil, err
+	}
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		} else {
+			cfg.ServerName = addr
+		}
+	}
+	tconn := tls.Client(conn, cfg)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tconn, nil
+}
+
+// NewClientSession starts the client end of a session over an existing
+// connection: it writes ByteMultiplex (within cfg.HandshakeTimeout) and
+// starts yamux. Tests use it over net.Pipe; the peer must be reading, for
+// example Server.ServeConn. On error conn is closed.
+func NewClientSession(conn net.Conn, cfg *Config) (*Session, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return newClientSession(conn, cfg, time.Now().Add(cfg.HandshakeTimeout))
+}
+
+func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session, error) {
+	conn.SetWriteDeadline(deadline)
+	if _, err := conn.Write([]byte{ByteMultiplex}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
+	}
+	conn.SetWriteDeadline(time.Time{})
+	ys, err := yamux.Client(conn, cfg.Yamux)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("rpc: start session: %w", err)
+	}
+	return wrapSession(ys, conn, cfg), nil
+}
+
+// wrapSession wraps a started yamux session.
+func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
+	id := sessionIDs.Add(1)
+	return &Session{
+		id:     id,
+		ys:     ys,
+		conn:   conn,
+		cfg:    cfg,
+		logger: cfg.Logger.With("session", id, "remote", conn.RemoteAddr().String()),
+	}
+}
+
+// ID returns the session's process-unique identifier. Key maps of sessions
+// by it (or by the pointer), never by address text: a new session can reuse
+// the address pair of one that is still being torn down.
+func (s *Session) ID() uint64 { return s.id }
+
+// Close closes the session and every stream on it.
+func (s *Session) Close() error { return s.ys.Close() }
+
+// CloseChan returns a channel that is closed when the session closes.
+func (s *Session) CloseChan() <-chan struct{} { return s.ys.CloseChan() }
+
+// IsClosed reports whether the session is closed.
+func (s *Session) IsClosed() bool { return s.ys.IsClosed() }
+
+// RemoteAddr returns the peer's address of the underlying connection.
+func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// LocalAddr returns the local address of the underlying connection.
+func (s *Session) LocalAddr() net.Addr { return s.conn.LocalAddr() }
+
+// NumStreams returns the number of open streams, in both directions.
+func (s *Session) NumStreams() int { return s.ys.NumStreams() }
+
+// openYamux opens a raw stream, mapping a dead session to ErrSessionClosed.
+func (s *Session) openYamux() (*yamux.Stream, error) {
+	ys, err := s.ys.OpenStream()
+	if err != nil {
+		if s.ys.IsClosed() || errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrRemoteGoAway) {
+			return nil, fmt.Errorf("%w: %w", ErrSessionClosed, err)
+		}
+		return nil, err
+	}
+	return ys, nil
+}
+
+// Call calls method on the peer: it opens a stream, writes ByteRPC, sends
+// one request, reads one response and closes the stream. reply must be a
+// pointer (nil discards the reply). ctx bounds the whole call, and
+// Config.CallTimeout applies when ctx has no deadline; the handler's
+// context gets the same deadline. When ctx ends first, Call closes the
+// stream (cancelling the handler) and returns an error matching ctx's
+// error. A handler error comes back as a *RemoteError; a session that dies
+// mid-call gives an error matching ErrSessionClosed.
+func (s *Session) Call(ctx context.Context, method string, args, reply any) error {
+	_, err := s.call(ctx, method, args, reply)
+	return err
+}
+
+// call is Call, also reporting whether a stream could be opened at all
+// (the pool retries on a fresh session only when it could not).
+func (s *Session) call(ctx context.Context, method string, args, reply any) (opened bool, err error) {
+	if ctx.Err() != nil {
+		return false, fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
+	}
+	ctx, cancel := withCallTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	ys, err := s.openYamux()
+	if err != nil {
+		return false, fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	defer ys.Close()
+	return true, unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
+}
+
+// OpenStream starts a streaming call of method on the peer: it opens a
+// stream, writes ByteStreaming and the header, waits for the peer's ack
+// (within Config.HandshakeTimeout) and sends args as the first message,
+// which the handler gets from its first Recv. An unknown method returns an
+// error matching ErrUnknownMethod. ctx bounds the whole stream: when it
+// ends the stream is closed and the handler cancelled. The caller must Close
+// the stream when done with it.
+func (s *Session) OpenStream(ctx context.Context, method string, args any) (*Stream, error) {
+	st, _, err := s.openStream(ctx, method, args)
+	return st, err
+}
+
+// openStream is OpenStream, also reporting whether a stream was opened.
+func (s *Session) openStream(ctx context.Context, method string, args any) (st *Stream, opened bool, err error) {
+	if ctx.Err() != nil {
+		return nil, false, fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
+	}
+	ys, err := s.openYamux()
+	if err != nil {
+		return nil, false, fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	br, err := streamHandshake(ctx, ys, s, s.cfg, method)
+	if err != nil {
+		ys.Close()
+		return nil, true, err
+	}
+	st, err = startCallerStream(ctx, ys, br, s, s.cfg, method, args)
+	return st, true, err
+}
+
+// streamHandshake sends the streaming preamble and header on conn and reads
+// the ack. It returns the reader to keep using.
+func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string) (*bufio.Reader, error) {
+	e := getEncoder()
+	defer putEncoder(e)
+	e.reset()
+	e.out = append(e.out, ByteStreaming)
+	dl, hasDL := ctx.Deadline()
+	if err := e.appendFrame(kindData, &streamHeader{Method: method, Timeout: encodeTimeout(dl, hasDL)}, cfg.MaxMessageSize); err != nil {
+		return nil, fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
+	br := bufio.NewReaderSize(conn, readBufferSize)
+	var ack streamAck
+	_, err := conn.Write(e.bytes())
+	if err == nil {
+		err = readDataFrame(br, cfg.MaxMessageSize, &ack)
+	}
+	if !stop() || err != nil {
+		return nil, callError(ctx, sess, method, err)
+	}
+	conn.SetDeadline(time.Time{})
+	if rerr := remoteFromWire(ack.Error, ack.Code); rerr != nil {
+		return nil, rerr
+	}
+	return br, nil
+}
+
+// Serve accepts the streams the peer opens and serves mux on them, each in
+// its own goroutine. The mode byte and header of a stream are read in that
+// goroutine under Config.HandshakeTimeout, so a stalled or garbage stream
+// never blocks the accept loop. Handlers' contexts derive from ctx and
+// carry the session (SessionFromContext). Serve returns when the session
+// closes (an error matching ErrSessionClosed) or ctx ends (ctx's error),
+// after the handlers it started have returned; it does not close the
+// session.
+func (s *Session) Serve(ctx context.Context, mux *Mux) error {
+	if mux == nil {
+		return errors.New("rpc: Serve needs a Mux")
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		ys, err := s.ys.AcceptStreamWithContext(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if s.ys.IsClosed() {
+				return ErrSessionClosed
+			}
+			// The ack of one stream could not be sent; the session
+			// itself is still up.
+			s.logger.Debug("accepting stream failed", "error", err)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveStream(ctx, ys, mux)
+		}()
+	}
+}
+
+// serveStream reads the mode byte of an accepted stream and serves it.
+func (s *Session) serveStream(ctx context.Context, ys *yamux.Stream, mux *Mux) {
+	defer ys.Close()
+	ys.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	br := bufio.NewReaderSize(ys, readBufferSize)
+	mode, err := br.ReadByte()
+	if err != nil {
+		s.logger.Debug("stream sent no mode byte", "error", err)
+		return
+	}
+	switch mode {
+	case ByteRPC:
+		serveUnary(ctx, ys, br, mux, s, s.cfg, s.logger)
+	case ByteStreaming:
+		serveStreaming(ctx, ys, br, mux, s, s.cfg, s.logger)
+	default:
+		s.logger.Warn("closing stream", "error", ErrUnknownProtocol, "byte", fmt.Sprintf("0x%02x", mode))
+	}
+}
+
+// setTCPOptions turns on TCP keepalive and turns off Nagle.
+func setTCPOptions(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(tcpKeepAlivePeriod)
+	}
+}

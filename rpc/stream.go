@@ -1,0 +1,479 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// streamRole says which end of a streaming call a Stream is.
+type streamRole int
+
+const (
+	// roleCaller is the end returned by OpenStream and OpenLocal.
+	roleCaller streamRole = iota
+
+	// roleHandler is the end a StreamHandler gets.
+	roleHandler
+)
+
+// Stream is one streaming call: a bidirectional sequence of msgpack
+// messages, each length-prefixed and limited to Config.MaxMessageSize.
+// One goroutine may Send while another Recvs; Close may be called from any
+// goroutine and unblocks both.
+//
+// Every Stream has a reader goroutine (the pump) that reads ahead by one
+// message. That is what lets the handler's Context end as soon as the
+// caller goes away, even while the handler only sends, and lets a blocked
+// Send return once the peer has gone: the goroutine exits when the stream
+// ends.
+type Stream struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	cfg    *Config
+	sess   *Session
+	role   streamRole
+	method string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// stopWatch stops the watch on the caller's context (caller role).
+	// Guarded by mu: the watch may fire before it is stored.
+	stopWatch func() bool
+
+	sendMu sync.Mutex
+
+	// mu guards the connection deadlines against an abort: once aborted,
+	// a deadline is never moved out again.
+	mu           sync.Mutex
+	readAborted  bool
+	writeAborted bool
+
+	frames   chan []byte   // pump → Recv, unbuffered
+	pumpDone chan struct{} // closed when the pump exits; recvErr is set
+	recvErr  error
+
+	finished chan struct{} // handler role: the handler returned
+
+	closed    chan struct{} // closed by closeWith
+	closeErr  error
+	closeOnce sync.Once
+
+	recvDL *deadline
+}
+
+// newStream wraps conn. br, if non-nil, is a reader over conn that may
+// already hold buffered bytes.
+func newStream(conn net.Conn, br *bufio.Reader, cfg *Config, role streamRole, ctx context.Context, cancel context.CancelFunc, method string) *Stream {
+	if br == nil {
+		br = bufio.NewReaderSize(conn, readBufferSize)
+	}
+	return &Stream{
+		conn:     conn,
+		br:       br,
+		cfg:      cfg,
+		role:     role,
+		method:   method,
+		ctx:      ctx,
+		cancel:   cancel,
+		frames:   make(chan []byte),
+		pumpDone: make(chan struct{}),
+		finished: make(chan struct{}),
+		closed:   make(chan struct{}),
+		recvDL:   newDeadline(),
+	}
+}
+
+// Context returns the stream's context. On the handler side it is the
+// handler's context: it carries the caller's deadline and is cancelled when
+// the caller closes the stream or goes away, when the session closes, or
+// when the server shuts down. On the caller side it is derived from the
+// context given to OpenStream and is cancelled when the stream ends.
+func (s *Stream) Context() context.Context { return s.ctx }
+
+// Send encodes v and sends it as one message. Only one goroutine may send
+// at a time. A message larger than Config.MaxMessageSize fails with
+// ErrMessageTooLarge before anything is written, leaving the stream usable;
+// any write error closes the stream. Send returns io.EOF when the peer has
+// ended the stream (on the caller side, Recv then tells how), and
+// ErrStreamClosed after Close.
+func (s *Stream) Send(v any) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.sendLocked(kindData, v)
+}
+
+func (s *Stream) sendLocked(kind byte, v any) error {
+	if err := s.sendState(); err != nil {
+		return err
+	}
+	e := getEncoder()
+	defer putEncoder(e)
+	e.reset()
+	if err := e.appendFrame(kind, v, s.cfg.MaxMessageSize); err != nil {
+		return err
+	}
+	if _, err := s.conn.Write(e.bytes()); err != nil {
+		err = s.sendError(err)
+		s.closeWith(err)
+		return err
+	}
+	return nil
+}
+
+// sendState returns why nothing can be sent any more, or nil.
+func (s *Stream) sendState() error {
+	select {
+	case <-s.closed:
+		return s.closeErr
+	default:
+	}
+	select {
+	case <-s.finished:
+		return ErrStreamClosed
+	default:
+	}
+	if s.role == roleCaller {
+		select {
+		case <-s.pumpDone:
+			return io.EOF
+		default:
+		}
+	}
+	return nil
+}
+
+// sendError classifies a write error.
+func (s *Stream) sendError(err error) error {
+	select {
+	case <-s.closed:
+		return s.closeErr
+	default:
+	}
+	select {
+	case <-s.pumpDone:
+		// The peer ended the stream (or went away) first.
+		return io.EOF
+	default:
+	}
+	if s.sess != nil && s.sess.IsClosed() {
+		return fmt.Errorf("rpc: %s: %w", s.method, ErrSessionClosed)
+	}
+	return fmt.Errorf("rpc: %s: send: %w", s.method, err)
+}
+
+// Recv receives one message and decodes it into v (nil discards it). Only
+// one goroutine may receive at a time. Decode into a fresh value: fields
+// missing from the message keep what v held.
+//
+// On the caller side Recv returns io.EOF once the handler returned nil, a
+// *RemoteError carrying the handler's error, an error matching
+// ErrSessionClosed if the session died, and io.ErrUnexpectedEOF (wrapped)
+// if the stream ended without the handler's final message. On the handler
+// side it returns io.EOF once the caller closed the stream. After Close it
+// returns ErrStreamClosed, and ErrTimeout once a deadline set with
+// SetDeadline has passed.
+func (s *Stream) Recv(v any) error {
+	// A terminal result the pump already has wins over local state.
+	select {
+	case <-s.pumpDone:
+		return s.recvErr
+	default:
+	}
+	select {
+	case body := <-s.frames:
+		return decode(body, v)
+	case <-s.pumpDone:
+		return s.recvErr
+	case <-s.closed:
+		return s.closeErr
+	case <-s.recvDL.wait():
+		return ErrTimeout
+	}
+}
+
+// Close ends the stream. It is idempotent and unblocks a pending Recv or
+// Send. On the caller side it is how a call is ended early (the handler's
+// context is cancelled); a handler need not call it.
+func (s *Stream) Close() error {
+	s.closeWith(ErrStreamClosed)
+	return nil
+}
+
+// SetDeadline sets the deadline for Recv and Send; the zero time clears it.
+// Past the deadline Recv returns ErrTimeout; a Send blocked past it fails
+// and closes the stream.
+func (s *Stream) SetDeadline(t time.Time) error {
+	select {
+	case <-s.closed:
+		return s.closeErr
+	default:
+	}
+	s.recvDL.set(t)
+	s.setWriteDeadline(t)
+	return nil
+}
+
+// closeWith closes the stream with err as the result of later calls.
+func (s *Stream) closeWith(err error) {
+	s.closeOnce.Do(func() {
+		s.closeErr = err
+		close(s.closed)
+		s.stopCtxWatch()
+		s.abortRead()
+		s.abortWrite()
+		s.conn.Close()
+		s.cancel()
+		s.recvDL.stop()
+	})
+}
+
+// stopCtxWatch stops watching the caller's context.
+func (s *Stream) stopCtxWatch() {
+	s.mu.Lock()
+	stop := s.stopWatch
+	s.stopWatch = nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// abortRead makes a blocked or future read fail at once.
+func (s *Stream) abortRead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readAborted = true
+	s.conn.SetReadDeadline(pastTime)
+}
+
+// abortWrite makes a blocked or future write fail at once.
+func (s *Stream) abortWrite() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writeAborted = true
+	s.conn.SetWriteDeadline(pastTime)
+}
+
+// setReadDeadline moves the read deadline unless reads were aborted.
+func (s *Stream) setReadDeadline(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.readAborted {
+		s.conn.SetReadDeadline(t)
+	}
+}
+
+// setWriteDeadline moves the write deadline unless writes were aborted.
+func (s *Stream) setWriteDeadline(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.writeAborted {
+		s.conn.SetWriteDeadline(t)
+	}
+}
+
+// pump reads messages and hands them to Recv, one at a time, until the
+// stream ends. It is the only reader of the connection.
+func (s *Stream) pump() {
+	defer close(s.pumpDone)
+	awaitArgs := s.role == roleHandler
+	if awaitArgs {
+		// The arguments follow the ack at once; a caller that sends
+		// nothing must not hold the handler forever.
+		s.setReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	}
+	for {
+		kind, body, err := readFrame(s.br, s.cfg.MaxMessageSize)
+		if err != nil {
+			s.recvErr = s.pumpError(err)
+			return
+		}
+		if awaitArgs {
+			awaitArgs = false
+			s.setReadDeadline(time.Time{})
+		}
+		if kind == kindEnd {
+			s.recvErr = s.trailer(body)
+			return
+		}
+		select {
+		case s.frames <- body:
+		case <-s.finished:
+			// The handler returned: discard until the caller closes.
+		case <-s.closed:
+			s.recvErr = s.closeErr
+			return
+		}
+	}
+}
+
+// trailer handles the final message of a handler (caller role).
+func (s *Stream) trailer(body []byte) error {
+	if s.role != roleCaller {
+		err := fmt.Errorf("%w: end frame from caller", ErrProtocol)
+		s.closeWith(err)
+		return err
+	}
+	var tr streamTrailer
+	if err := decode(body, &tr); err != nil {
+		s.closeWith(err)
+		return err
+	}
+	// The call is over: let the handler's side finish at once, and make a
+	// Send racing with this return io.EOF.
+	s.release()
+	if err := remoteFromWire(tr.Error, tr.Code); err != nil {
+		return err
+	}
+	return io.EOF
+}
+
+// release frees the connection of a stream whose result is known, without
+// recording a local close: Recv keeps returning the result.
+func (s *Stream) release() {
+	s.stopCtxWatch()
+	s.abortWrite()
+	s.conn.Close()
+	s.cancel()
+}
+
+// pumpError classifies the error that ended the pump and reacts to it.
+func (s *Stream) pumpError(err error) error {
+	select {
+	case <-s.closed:
+		return s.closeErr
+	default:
+	}
+	var fe *frameError
+	if s.role == roleHandler {
+		if errors.As(err, &fe) {
+			// Throw the oversized frame away so that the caller's Send
+			// completes and it can read the handler's answer.
+			discardFrame(s.br, fe, s.setReadDeadline, s.cfg.HandshakeTimeout)
+			return err
+		}
+		// The caller closed the stream (io.EOF), reset it, never sent its
+		// arguments, or the session went away: nobody will read what
+		// the handler sends.
+		s.cancel()
+		s.abortWrite()
+		if errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		return fmt.Errorf("rpc: %s: %w", s.method, err)
+	}
+
+	// Caller role: the stream ended without the handler's trailer.
+	switch {
+	case s.sess != nil && s.sess.IsClosed():
+		err = fmt.Errorf("rpc: %s: %w", s.method, ErrSessionClosed)
+	case errors.As(err, &fe):
+		err = fmt.Errorf("rpc: %s: %w", s.method, err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, yamux.ErrConnectionReset):
+		err = fmt.Errorf("rpc: %s: stream ended without a result: %w", s.method, io.ErrUnexpectedEOF)
+	default:
+		err = fmt.Errorf("rpc: %s: %w", s.method, err)
+	}
+	s.release()
+	return err
+}
+
+// finish ends a handler's stream: it sends the trailer carrying the
+// handler's result, half-closes, waits (bounded by HandshakeTimeout) for the
+// caller to close its end, and closes.
+func (s *Stream) finish(herr error) {
+	close(s.finished)
+	s.sendMu.Lock()
+	if !isClosedChan(s.closed) {
+		tr := streamTrailer{}
+		if herr != nil {
+			tr.Error = truncateMessage(herr.Error(), s.cfg.MaxMessageSize)
+			tr.Code = errorCode(herr)
+		}
+		// A slow but live caller still gets the trailer; a stuck one
+		// does not hold us past CallTimeout.
+		s.setWriteDeadline(time.Now().Add(s.cfg.CallTimeout))
+		e := getEncoder()
+		e.reset()
+		if err := e.appendFrame(kindEnd, &tr, s.cfg.MaxMessageSize); err == nil {
+			if _, err := s.conn.Write(e.bytes()); err != nil {
+				s.closeWith(s.sendError(err))
+			}
+		}
+		putEncoder(e)
+	}
+	s.sendMu.Unlock()
+
+	select {
+	case <-s.closed:
+	default:
+		closeWrite(s.conn)
+		s.setReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+		select {
+		case <-s.pumpDone:
+		case <-s.closed:
+		}
+	}
+	s.closeWith(ErrStreamClosed)
+}
+
+// truncateMessage keeps an error message well within the message limit.
+func truncateMessage(msg string, max int) string {
+	limit := max / 2
+	if limit > 64<<10 {
+		limit = 64 << 10
+	}
+	if len(msg) > limit {
+		return msg[:limit]
+	}
+	return msg
+}
+
+// closeWrite half-closes conn where the transport allows it, so the peer
+// reads the end of the stream while we may still read its last bytes.
+func closeWrite(conn net.Conn) {
+	switch c := conn.(type) {
+	case *yamux.Stream:
+		// A yamux Close is a half-close (FIN); reads stay allowed.
+		c.Close()
+	case interface{ CloseWrite() error }:
+		c.CloseWrite()
+	}
+}
+
+// serveStreamHandler runs h on the handler end of a stream and finishes
+// the stream with its result.
+func serveStreamHandler(hs *Stream, h StreamHandler) {
+	go hs.pump()
+	err := callStream(hs.ctx, hs.cfg.Logger, hs.method, h, hs)
+	hs.finish(err)
+}
+
+// startCallerStream wraps the caller end of a streaming call whose
+// handshake is done, ties it to ctx, and sends the arguments.
+func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, sess *Session, cfg *Config, method string, args any) (*Stream, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	cs := newStream(conn, br, cfg, roleCaller, sctx, cancel, method)
+	cs.sess = sess
+	stop := context.AfterFunc(ctx, func() {
+		cs.closeWith(fmt.Errorf("rpc: %s: %w", method, ctxError(ctx)))
+	})
+	cs.mu.Lock()
+	cs.stopWatch = stop
+	cs.mu.Unlock()
+	go cs.pump()
+	if err := cs.Send(args); err != nil {
+		cs.Close()
+		return nil, err
+	}
+	return cs, nil
+}

@@ -1,0 +1,292 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// withCallTimeout applies the default call timeout when ctx has no
+// deadline.
+func withCallTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// callError classifies the error a call ended with: the context's error
+// first (its abort is what usually broke the read), then a dead session.
+func callError(ctx context.Context, sess *Session, method string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
+	}
+	if sess != nil && sess.IsClosed() {
+		return fmt.Errorf("rpc: %s: %w", method, ErrSessionClosed)
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("rpc: %s: %w", method, err)
+}
+
+// unaryCall runs one request/response exchange on conn (the caller owns
+// and closes conn). modeByte prefixes the request with ByteRPC, for a
+// fresh stream.
+func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string, seq uint64, args, reply any, modeByte bool) error {
+	e := getEncoder()
+	defer putEncoder(e)
+	e.reset()
+	if modeByte {
+		e.out = append(e.out, ByteRPC)
+	}
+	dl, hasDL := ctx.Deadline()
+	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, hasDL)}
+	if err := e.appendFrame(kindData, &hdr, cfg.MaxMessageSize); err != nil {
+		return fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	if err := e.appendFrame(kindData, args, cfg.MaxMessageSize); err != nil {
+		return fmt.Errorf("rpc: %s: %w", method, err)
+	}
+
+	// Closing is the caller's job; aborting the I/O on ctx is ours.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
+	defer stop()
+
+	if _, err := conn.Write(e.bytes()); err != nil {
+		return callError(ctx, sess, method, err)
+	}
+	br := bufio.NewReaderSize(conn, readBufferSize)
+	var rh responseHeader
+	if err := readDataFrame(br, cfg.MaxMessageSize, &rh); err != nil {
+		return callError(ctx, sess, method, err)
+	}
+	if rerr := remoteFromWire(rh.Error, rh.Code); rerr != nil {
+		// Seq 0 is what a callee answers before it could read the
+		// request header.
+		if rh.Seq != seq && rh.Seq != 0 {
+			return fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
+		}
+		return rerr
+	}
+	if rh.Seq != seq {
+		return fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
+	}
+	kind, body, err := readFrame(br, cfg.MaxMessageSize)
+	if err != nil {
+		return callError(ctx, sess, method, err)
+	}
+	if kind != kindData {
+		return fmt.Errorf("rpc: %s: %w: unexpected frame kind 0x%02x", method, ErrProtocol, kind)
+	}
+	if err := decode(body, reply); err != nil {
+		return fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	return nil
+}
+
+// handlerContext builds a handler's context: parent (the serving side's
+// lifetime), the session, and the caller's deadline.
+func handlerContext(parent context.Context, sess *Session, timeout int64) (context.Context, context.CancelFunc) {
+	ctx := parent
+	if sess != nil {
+		ctx = context.WithValue(ctx, sessionKey{}, sess)
+	}
+	if timeout > 0 {
+		return context.WithTimeout(ctx, time.Duration(timeout))
+	}
+	return context.WithCancel(ctx)
+}
+
+// serveUnary serves the requests of a ByteRPC stream or connection, one
+// after the other, until the caller closes it or something breaks. The
+// mode byte was read under the handshake deadline, which still applies to
+// the first request header. The caller closes conn.
+func serveUnary(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
+	for first := true; ; first = false {
+		if !first {
+			// Between requests the connection may idle; session keepalive
+			// (or TCP keepalive) is what notices a dead peer.
+			conn.SetReadDeadline(time.Time{})
+		}
+		var hdr requestHeader
+		if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) {
+				// Answer, so the caller sees 413 rather than a hang; the
+				// header was garbage anyway, so do not wait for its body.
+				writeResponse(conn, cfg, 0, tooLargeError(fe.size, fe.limit), nil)
+				return
+			}
+			if !errors.Is(err, io.EOF) {
+				logger.Debug("reading request header failed", "error", err)
+			}
+			return
+		}
+
+		// The arguments must follow within the caller's own timeout.
+		bodyTimeout := cfg.CallTimeout
+		if hdr.Timeout > 0 {
+			bodyTimeout = time.Duration(hdr.Timeout)
+		}
+		conn.SetReadDeadline(time.Now().Add(bodyTimeout))
+		kind, body, err := readFrame(br, cfg.MaxMessageSize)
+		if err != nil {
+			var fe *frameError
+			if errors.As(err, &fe) {
+				discardFrame(br, fe, func(t time.Time) { conn.SetReadDeadline(t) }, cfg.HandshakeTimeout)
+				writeResponse(conn, cfg, hdr.Seq, tooLargeError(fe.size, fe.limit), nil)
+				return
+			}
+			logger.Debug("reading request body failed", "method", hdr.Method, "error", err)
+			return
+		}
+		conn.SetReadDeadline(time.Time{})
+		if kind != kindData {
+			logger.Debug("bad request frame", "method", hdr.Method, "kind", kind)
+			return
+		}
+		if !serveOne(ctx, conn, br, mux, sess, cfg, logger, &hdr, body) {
+			return
+		}
+	}
+}
+
+// serveOne runs one decoded request and writes the response. It reports
+// whether the connection can serve another request.
+func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
+	u := mux.lookupUnary(hdr.Method)
+	if u == nil {
+		return writeResponse(conn, cfg, hdr.Seq, unknownMethodError(hdr.Method), nil) == nil
+	}
+	req := u.newReq()
+	if err := decode(body, req); err != nil {
+		return writeResponse(conn, cfg, hdr.Seq, &RemoteError{Code: 400, Message: err.Error()}, nil) == nil
+	}
+	resp := u.newResp()
+
+	hctx, cancel := handlerContext(ctx, sess, hdr.Timeout)
+	defer cancel()
+	// Past the caller's deadline nobody reads the response.
+	if dl, ok := hctx.Deadline(); ok {
+		conn.SetWriteDeadline(dl)
+	}
+	w := watchCaller(conn, br, cancel)
+	herr := callUnary(hctx, logger, hdr.Method, u, req, resp)
+	werr := writeResponse(conn, cfg, hdr.Seq, herr, resp)
+	if w.stop() || werr != nil {
+		if werr != nil {
+			logger.Debug("writing response failed", "method", hdr.Method, "error", werr)
+		}
+		return false
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return true
+}
+
+// writeResponse writes a response header and, when herr is nil, the reply.
+// A reply that cannot be encoded or is too large is answered with an error
+// instead, so the caller never waits for a reply that will not come.
+func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any) error {
+	e := getEncoder()
+	defer putEncoder(e)
+	if herr == nil {
+		e.reset()
+		err := e.appendFrame(kindData, &responseHeader{Seq: seq}, cfg.MaxMessageSize)
+		if err == nil {
+			err = e.appendFrame(kindData, reply, cfg.MaxMessageSize)
+		}
+		if err == nil {
+			_, err = conn.Write(e.bytes())
+			return err
+		}
+		herr = err
+		if errors.Is(err, ErrMessageTooLarge) {
+			herr = &RemoteError{Code: codeRequestTooLarge, Message: err.Error()}
+		}
+	}
+	e.reset()
+	rh := responseHeader{Seq: seq, Error: truncateMessage(herr.Error(), cfg.MaxMessageSize), Code: errorCode(herr)}
+	if err := e.appendFrame(kindData, &rh, cfg.MaxMessageSize); err != nil {
+		return err
+	}
+	_, err := conn.Write(e.bytes())
+	return err
+}
+
+// callerWatch watches a unary connection while its handler runs: the
+// caller sends nothing until it has the response, so a read that ends
+// means the caller went away (it closed the stream, its context ended, or
+// the session died), and the handler's context is cancelled and the
+// response write aborted.
+type callerWatch struct {
+	conn     net.Conn
+	done     chan struct{}
+	stopping atomic.Bool
+	gone     atomic.Bool
+}
+
+func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc) *callerWatch {
+	w := &callerWatch{conn: conn, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		// Peek consumes nothing: bytes of a next request stay buffered.
+		if _, err := br.Peek(1); err == nil || w.stopping.Load() {
+			return
+		}
+		w.gone.Store(true)
+		cancel()
+		conn.SetWriteDeadline(pastTime)
+	}()
+	return w
+}
+
+// stop ends the watch and reports whether the caller went away.
+func (w *callerWatch) stop() (gone bool) {
+	w.stopping.Store(true)
+	w.conn.SetReadDeadline(pastTime)
+	<-w.done
+	w.conn.SetReadDeadline(time.Time{})
+	return w.gone.Load()
+}
+
+// serveStreaming serves one streaming call on conn: header, ack, handler.
+// The mode byte was read under the handshake deadline, which still applies
+// to the header. The caller closes conn (the stream closes it too).
+func serveStreaming(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
+	var hdr streamHeader
+	if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
+		logger.Debug("reading stream header failed", "error", err)
+		return
+	}
+	conn.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	h := mux.lookupStream(hdr.Method)
+	var ack streamAck
+	if h == nil {
+		rerr := unknownMethodError(hdr.Method)
+		ack = streamAck{Error: rerr.Message, Code: rerr.Code}
+	}
+	e := getEncoder()
+	e.reset()
+	err := e.appendFrame(kindData, &ack, cfg.MaxMessageSize)
+	if err == nil {
+		_, err = conn.Write(e.bytes())
+	}
+	putEncoder(e)
+	if err != nil || h == nil {
+		return
+	}
+	conn.SetWriteDeadline(time.Time{})
+
+	hctx, cancel := handlerContext(ctx, sess, hdr.Timeout)
+	hs := newStream(conn, br, cfg, roleHandler, hctx, cancel, hdr.Method)
+	hs.sess = sess
+	serveStreamHandler(hs, h)
+}

@@ -1,0 +1,365 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+
+	"tether/structs"
+)
+
+// StateStore is the server's state: nodes, jobs and allocations in
+// go-memdb, each change stamped with a monotonically increasing index.
+// Readers get copies; blocking readers wait on memdb watch channels. Every
+// write goes through one method per change so that the cluster issue can
+// put raft underneath.
+type StateStore struct {
+	db *memdb.MemDB
+
+	// writeMu serialises writers so indexes are assigned in order.
+	writeMu sync.Mutex
+	index   uint64
+}
+
+// NewStateStore returns an empty store.
+func NewStateStore() (*StateStore, error) {
+	db, err := memdb.NewMemDB(stateSchema())
+	if err != nil {
+		return nil, fmt.Errorf("creating state store: %w", err)
+	}
+	return &StateStore{db: db}, nil
+}
+
+// write runs fn in a write transaction at the next index and commits it,
+// bumping the index entries of the tables it names.
+func (s *StateStore) write(tables []string, fn func(txn *memdb.Txn, index uint64) error) (uint64, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	idx := s.index + 1
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	if err := fn(txn, idx); err != nil {
+		return 0, err
+	}
+	for _, t := range tables {
+		if err := txn.Insert(tableIndex, &indexEntry{Key: t, Value: idx}); err != nil {
+			return 0, fmt.Errorf("updating index: %w", err)
+		}
+	}
+	txn.Commit()
+	s.index = idx
+	return idx, nil
+}
+
+// tableIndexOf returns the index at which table last changed, and adds the
+// entry to ws.
+func tableIndexOf(txn *memdb.Txn, ws memdb.WatchSet, table string) uint64 {
+	ch, raw, err := txn.FirstWatch(tableIndex, "id", table)
+	if err != nil {
+		return 0
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return 0
+	}
+	return raw.(*indexEntry).Value
+}
+
+// LatestIndex returns the index of the last write.
+func (s *StateStore) LatestIndex() uint64 {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.index
+}
+
+// --- Nodes ---
+
+// UpsertNode stores a node, keeping the CreateIndex of an existing record.
+func (s *StateStore) UpsertNode(n *structs.Node) (uint64, error) {
+	return s.write([]string{tableNodes}, func(txn *memdb.Txn, idx uint64) error {
+		c := n.Copy()
+		raw, err := txn.First(tableNodes, "id", n.ID)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			c.CreateIndex = raw.(*structs.Node).CreateIndex
+		} else {
+			c.CreateIndex = idx
+		}
+		c.ModifyIndex = idx
+		return txn.Insert(tableNodes, c)
+	})
+}
+
+// UpdateNodeStatus sets a node's status; unknown nodes are ignored. An
+// unchanged status writes nothing.
+func (s *StateStore) UpdateNodeStatus(id, status, description string, at int64) (uint64, error) {
+	n, _ := s.Node(id)
+	if n == nil || (n.Status == status && n.StatusDescription == description) {
+		return s.LatestIndex(), nil
+	}
+	return s.write([]string{tableNodes}, func(txn *memdb.Txn, idx uint64) error {
+		raw, err := txn.First(tableNodes, "id", id)
+		if err != nil || raw == nil {
+			return err
+		}
+		c := raw.(*structs.Node).Copy()
+		c.Status = status
+		c.StatusDescription = description
+		c.StatusUpdatedAt = at
+		c.ModifyIndex = idx
+		return txn.Insert(tableNodes, c)
+	})
+}
+
+// Node returns a copy of the node, or nil.
+func (s *StateStore) Node(id string) (*structs.Node, error) {
+	raw, err := s.db.Txn(false).First(tableNodes, "id", id)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	return raw.(*structs.Node).Copy(), nil
+}
+
+// Nodes returns copies of the nodes whose ID starts with prefix, by ID.
+func (s *StateStore) Nodes(prefix string) ([]*structs.Node, error) {
+	it, err := s.db.Txn(false).Get(tableNodes, "id_prefix", prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []*structs.Node
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*structs.Node).Copy())
+	}
+	return out, nil
+}
+
+// --- Jobs ---
+
+// UpsertJob stores a job. A new version of an existing job keeps its
+// CreateIndex and bumps Version.
+func (s *StateStore) UpsertJob(j *structs.Job) (uint64, error) {
+	return s.write([]string{tableJobs}, func(txn *memdb.Txn, idx uint64) error {
+		raw, err := txn.First(tableJobs, "id", j.Namespace, j.ID)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			old := raw.(*structs.Job)
+			j.CreateIndex = old.CreateIndex
+			j.Version = old.Version + 1
+		} else {
+			j.CreateIndex = idx
+			j.Version = 0
+		}
+		j.ModifyIndex = idx
+		j.JobModifyIndex = idx
+		return txn.Insert(tableJobs, j)
+	})
+}
+
+// SetJobStatus updates a job's status without a new version.
+func (s *StateStore) SetJobStatus(ns, id, status string) (uint64, error) {
+	j, _ := s.Job(ns, id)
+	if j == nil || j.Status == status {
+		return s.LatestIndex(), nil
+	}
+	return s.write([]string{tableJobs}, func(txn *memdb.Txn, idx uint64) error {
+		raw, err := txn.First(tableJobs, "id", ns, id)
+		if err != nil || raw == nil {
+			return err
+		}
+		c := *raw.(*structs.Job)
+		c.Status = status
+		c.ModifyIndex = idx
+		return txn.Insert(tableJobs, &c)
+	})
+}
+
+// DeleteJob removes a job (purge).
+func (s *StateStore) DeleteJob(ns, id string) (uint64, error) {
+	return s.write([]string{tableJobs}, func(txn *memdb.Txn, idx uint64) error {
+		_, err := txn.DeleteAll(tableJobs, "id", ns, id)
+		return err
+	})
+}
+
+// Job returns the job (shared: callers must not mutate it), or nil.
+func (s *StateStore) Job(ns, id string) (*structs.Job, error) {
+	raw, err := s.db.Txn(false).First(tableJobs, "id", ns, id)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	return raw.(*structs.Job), nil
+}
+
+// Jobs returns the jobs of namespace ns ("*" = all) whose ID starts with
+// prefix, sorted by namespace and ID.
+func (s *StateStore) Jobs(ns, prefix string) ([]*structs.Job, error) {
+	it, err := s.db.Txn(false).Get(tableJobs, "id")
+	if err != nil {
+		return nil, err
+	}
+	var out []*structs.Job
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		j := raw.(*structs.Job)
+		if (ns == "*" || j.Namespace == ns) && strings.HasPrefix(j.ID, prefix) {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// --- Allocations ---
+
+// UpsertAllocs stores allocations as the scheduler made them.
+func (s *StateStore) UpsertAllocs(allocs []*structs.Allocation) (uint64, error) {
+	return s.write([]string{tableAllocs}, func(txn *memdb.Txn, idx uint64) error {
+		for _, a := range allocs {
+			raw, err := txn.First(tableAllocs, "id", a.ID)
+			if err != nil {
+				return err
+			}
+			c := *a
+			if raw != nil {
+				old := raw.(*structs.Allocation)
+				c.CreateIndex = old.CreateIndex
+				c.CreateTime = old.CreateTime
+				if c.TaskStates == nil {
+					c.TaskStates = old.TaskStates
+				}
+			} else {
+				c.CreateIndex = idx
+			}
+			c.ModifyIndex = idx
+			c.AllocModifyIndex = idx
+			if err := txn.Insert(tableAllocs, &c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// UpdateAllocsFromClient records what a node reports: client status and
+// task states. Unknown allocations are ignored.
+func (s *StateStore) UpdateAllocsFromClient(nodeID string, updates []*structs.Allocation, now int64) (uint64, error) {
+	return s.write([]string{tableAllocs}, func(txn *memdb.Txn, idx uint64) error {
+		for _, u := range updates {
+			raw, err := txn.First(tableAllocs, "id", u.ID)
+			if err != nil {
+				return err
+			}
+			if raw == nil || raw.(*structs.Allocation).NodeID != nodeID {
+				continue
+			}
+			c := *raw.(*structs.Allocation)
+			c.ClientStatus = u.ClientStatus
+			c.ClientDescription = u.ClientDescription
+			c.TaskStates = u.TaskStates
+			c.ModifyIndex = idx
+			c.ModifyTime = now
+			if err := txn.Insert(tableAllocs, &c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteAllocs removes allocations (job purge).
+func (s *StateStore) DeleteAllocs(ids []string) (uint64, error) {
+	return s.write([]string{tableAllocs}, func(txn *memdb.Txn, idx uint64) error {
+		for _, id := range ids {
+			if _, err := txn.DeleteAll(tableAllocs, "id", id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Alloc returns the allocation (shared: callers must not mutate it), or nil.
+func (s *StateStore) Alloc(id string) (*structs.Allocation, error) {
+	raw, err := s.db.Txn(false).First(tableAllocs, "id", id)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	return raw.(*structs.Allocation), nil
+}
+
+// Allocs returns allocations of namespace ns ("*" = all) whose ID starts
+// with prefix.
+func (s *StateStore) Allocs(ns, prefix string) ([]*structs.Allocation, error) {
+	it, err := s.db.Txn(false).Get(tableAllocs, "id_prefix", prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []*structs.Allocation
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		a := raw.(*structs.Allocation)
+		if ns == "*" || a.Namespace == ns {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// AllocsByJob returns a job's allocations, sorted by name.
+func (s *StateStore) AllocsByJob(ns, jobID string) ([]*structs.Allocation, error) {
+	it, err := s.db.Txn(false).Get(tableAllocs, "job", ns, jobID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*structs.Allocation
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*structs.Allocation))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].CreateIndex < out[j].CreateIndex })
+	return out, nil
+}
+
+// AllocsByNode returns a node's allocations and the allocs table index.
+func (s *StateStore) AllocsByNode(nodeID string) ([]*structs.Allocation, uint64, error) {
+	return s.allocsByNode(nil, nodeID)
+}
+
+func (s *StateStore) allocsByNode(ws memdb.WatchSet, nodeID string) ([]*structs.Allocation, uint64, error) {
+	txn := s.db.Txn(false)
+	idx := tableIndexOf(txn, ws, tableAllocs)
+	it, err := txn.Get(tableAllocs, "node", nodeID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*structs.Allocation
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*structs.Allocation))
+	}
+	return out, idx, nil
+}
+
+// BlockingAllocsByNode waits until the allocs table index passes minIndex
+// (or ctx is done) and returns the node's allocations and that index.
+func (s *StateStore) BlockingAllocsByNode(ctx context.Context, nodeID string, minIndex uint64) ([]*structs.Allocation, uint64, error) {
+	for {
+		ws := memdb.NewWatchSet()
+		allocs, idx, err := s.allocsByNode(ws, nodeID)
+		if err != nil || idx > minIndex || ctx.Err() != nil {
+			return allocs, idx, err
+		}
+		if err := ws.WatchCtx(ctx); err != nil {
+			allocs, idx, err = s.allocsByNode(nil, nodeID)
+			return allocs, idx, err
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package structs
+
+import "time"
+
+// Job types.
+const (
+	JobTypeService = "service"
+	JobTypeBatch   = "batch"
+)
+
+// Job statuses.
+const (
+	JobStatusPending = "pending"
+	JobStatusRunning = "running"
+	JobStatusDead    = "dead"
+)
+
+// DefaultNamespace is the namespace of jobs that name none.
+const DefaultNamespace = "default"
+
+// Job is the subset of Nomad's job that Tether runs, in Nomad's JSON shape.
+type Job struct {
+	Region            string
+	Namespace         string
+	ID                string
+	Name              string
+	Type              string
+	Priority          int
+	AllAtOnce         bool
+	Datacenters       []string
+	NodePool          string
+	Constraints       []*Constraint
+	TaskGroups        []*TaskGroup
+	Meta              map[string]string
+	Stop              bool
+	Status            string
+	StatusDescription string
+	Stable            bool
+	Version           uint64
+	SubmitTime        int64
+	CreateIndex       uint64
+	ModifyIndex       uint64
+	JobModifyIndex    uint64
+}
+
+// LookupTaskGroup returns the named group, or nil.
+func (j *Job) LookupTaskGroup(name string) *TaskGroup {
+	for _, tg := range j.TaskGroups {
+		if tg.Name == name {
+			return tg
+		}
+	}
+	return nil
+}
+
+// Stub returns the job's list entry.
+func (j *Job) Stub() *JobListStub {
+	return &JobListStub{
+		ID: j.ID, ParentID: "", Name: j.Name, Namespace: j.Namespace, Datacenters: j.Datacenters,
+		NodePool: j.NodePool, Type: j.Type, Priority: j.Priority, Stop: j.Stop, Status: j.Status,
+		StatusDescription: j.StatusDescription, Version: j.Version, SubmitTime: j.SubmitTime,
+		CreateIndex: j.CreateIndex, ModifyIndex: j.ModifyIndex, JobModifyIndex: j.JobModifyIndex,
+	}
+}
+
+// JobListStub is a job's entry in /v1/jobs.
+type JobListStub struct {
+	ID                string
+	ParentID          string
+	Name              string
+	Namespace         string
+	Datacenters       []string
+	NodePool          string
+	Type              string
+	Priority          int
+	Periodic          bool
+	ParameterizedJob  bool
+	Stop              bool
+	Status            string
+	StatusDescription string
+	Version           uint64
+	SubmitTime        int64
+	CreateIndex       uint64
+	ModifyIndex       uint64
+	JobModifyIndex    uint64
+}
+
+// Constraint restricts placement: LTarget Operand RTarget.
+type Constraint struct {
+	LTarget string
+	RTarget string
+	Operand string
+}
+
+// Constraint operands Tether evaluates.
+const (
+	ConstraintEqual         = "="
+	ConstraintEqualAlt      = "=="
+	ConstraintIs            = "is"
+	ConstraintNotEqual      = "!="
+	ConstraintNot           = "not"
+	ConstraintRegex         = "regexp"
+	ConstraintDistinctHosts = "distinct_hosts"
+)
+
+// TaskGroup is a set of tasks placed together as one allocation.
+type TaskGroup struct {
+	Name          string
+	Count         int
+	Constraints   []*Constraint
+	RestartPolicy *RestartPolicy
+	EphemeralDisk *EphemeralDisk
+	Tasks         []*Task
+	Meta          map[string]string
+}
+
+// LookupTask returns the named task, or nil.
+func (tg *TaskGroup) LookupTask(name string) *Task {
+	for _, t := range tg.Tasks {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// RestartPolicy says how often a failed task is restarted in place.
+type RestartPolicy struct {
+	Attempts int
+	Interval time.Duration
+	Delay    time.Duration
+	Mode     string // "fail" or "delay"
+}
+
+// EphemeralDisk is the allocation dir's size.
+type EphemeralDisk struct {
+	Sticky  bool
+	Migrate bool
+	SizeMB  int
+}
+
+// Task is one process of a task group.
+type Task struct {
+	Name        string
+	Driver      string
+	User        string
+	Config      map[string]any
+	Env         map[string]string
+	Constraints []*Constraint
+	Resources   *Resources
+	Meta        map[string]string
+	KillTimeout time.Duration
+	KillSignal  string
+	LogConfig   *LogConfig
+	Leader      bool
+}
+
+// LogConfig bounds a task's rotated logs.
+type LogConfig struct {
+	MaxFiles      int
+	MaxFileSizeMB int
+	Disabled      bool
+}
+
+// JobRegisterResponse is the answer to a job registration.
+type JobRegisterResponse struct {
+	EvalID          string
+	EvalCreateIndex uint64
+	JobModifyIndex  uint64
+	Warnings        string
+	Index           uint64
+}
+
+// JobDeregisterResponse is the answer to a job stop.
+type JobDeregisterResponse struct {
+	EvalID          string
+	EvalCreateIndex uint64
+	JobModifyIndex  uint64
+	Index           uint64
+}

@@ -1,0 +1,132 @@
+package structs
+
+import "time"
+
+// RPC method names. Server methods are called by node agents on the session
+// they dialed; client methods are called by servers on that same session
+// (and by the node's own HTTP API, in process).
+const (
+	// Server methods.
+	MethodNodeRegister  = "Node.Register"
+	MethodNodeHeartbeat = "Node.Heartbeat"
+	MethodNodeList      = "Node.List"
+	MethodNodeGet       = "Node.GetNode"
+	MethodStatusPeers   = "Status.Peers"
+
+	// Client (node) methods.
+	MethodClientStats   = "ClientStats.Stats"
+	MethodNodeMetaRead  = "NodeMeta.Read"
+	MethodNodeMetaApply = "NodeMeta.Apply"
+)
+
+// QueryOptions is embedded in every request that comes from an HTTP caller.
+type QueryOptions struct {
+	Region    string
+	Namespace string
+	AuthToken string
+}
+
+// NodeSpecificRequest names the node a client call is for.
+type NodeSpecificRequest struct {
+	NodeID string
+	QueryOptions
+}
+
+// NodeRegisterRequest registers (or re-registers) a node. The session it
+// arrives on becomes the node's session once the secret checks out.
+type NodeRegisterRequest struct {
+	Node *Node
+}
+
+// NodeRegisterResponse tells the node how often to heartbeat and which
+// servers it may fail over to.
+type NodeRegisterResponse struct {
+	HeartbeatTTL time.Duration
+	Servers      []string
+	Index        uint64
+}
+
+// NodeHeartbeatRequest keeps a node alive.
+type NodeHeartbeatRequest struct {
+	NodeID   string
+	SecretID string
+	Status   string
+}
+
+// NodeHeartbeatResponse is the answer to a heartbeat.
+type NodeHeartbeatResponse struct {
+	HeartbeatTTL time.Duration
+	Servers      []string
+	Index        uint64
+}
+
+// GenericResponse is the reply of calls that return nothing.
+type GenericResponse struct {
+	Index uint64
+}
+
+// NodeListRequest lists nodes whose ID starts with Prefix.
+type NodeListRequest struct {
+	Prefix string
+	QueryOptions
+}
+
+// NodeListResponse is the answer to Node.List.
+type NodeListResponse struct {
+	Nodes []*NodeListStub
+	Index uint64
+}
+
+// SingleNodeResponse is the answer to Node.GetNode; Node is nil when the
+// node is unknown.
+type SingleNodeResponse struct {
+	Node  *Node
+	Index uint64
+}
+
+// StatusResponse names the cluster leader and voters by RPC address.
+type StatusResponse struct {
+	Leader string
+	Peers  []string
+}
+
+// Allocation RPC methods.
+const (
+	// Server methods called by nodes.
+	MethodNodeGetClientAllocs = "Node.GetClientAllocs"
+	MethodNodeUpdateAlloc     = "Node.UpdateAlloc"
+
+	// Client (node) methods.
+	MethodClientAllocStats = "ClientAllocations.Stats"
+	MethodClientAllocGC    = "ClientAllocations.GarbageCollect"
+	MethodClientGCAll      = "ClientAllocations.GarbageCollectAll"
+)
+
+// AllocSpecificRequest names the allocation a client call is for.
+type AllocSpecificRequest struct {
+	AllocID string
+	QueryOptions
+}
+
+// NodeClientAllocsRequest is a node's blocking query for its allocations:
+// it returns once the allocations index passes MinIndex or MaxWait ends.
+type NodeClientAllocsRequest struct {
+	NodeID   string
+	SecretID string
+	MinIndex uint64
+	MaxWait  time.Duration
+}
+
+// NodeClientAllocsResponse carries the node's allocations.
+type NodeClientAllocsResponse struct {
+	Allocs []*Allocation
+	Index  uint64
+}
+
+// AllocUpdateRequest carries a node's report of its allocations' client
+// status and task states.
+type AllocUpdateRequest struct {
+	NodeID   string
+	SecretID string
+	Allocs   []*Allocation
+}
