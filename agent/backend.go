@@ -74,3 +74,22 @@ func (b *backend) status(ctx context.Context) (*structs.StatusResponse, error) {
 func (b *backend) serverMuxCall(ctx context.Context, method string, args, reply any) error {
 	return b.server.Mux().CallLocal(ctx, method, args, reply)
 }
+
+// allocRPC runs a client method on the node that owns allocID: this node
+// when it runs the allocation, else through the servers.
+func (b *backend) allocRPC(ctx context.Context, allocID, method string, args, reply any) error {
+	if allocID == "" {
+		return structs.BadRequest("must provide a valid alloc id")
+	}
+	if err := structs.ValidateUUID("alloc", allocID); err != nil {
+		return err
+	}
+	switch {
+	case b.client != nil && b.client.HasAlloc(allocID):
+		return b.client.Mux().CallLocal(ctx, method, args, reply)
+	case b.server != nil:
+		return b.server.AllocRPC(ctx, allocID, method, args, reply)
+	default:
+		return b.client.ServerRPC(ctx, method, args, reply)
+	}
+}

@@ -14,6 +14,17 @@ func (a *Agent) router() http.Handler {
 	// Client API (seed endpoints).
 	r.Handle("/v1/client/stats", a.wrap(a.clientStats))
 	r.Handle("/v1/client/metadata", a.wrap(a.clientMetadata))
+	r.Handle("/v1/client/gc", a.wrap(a.clientGC))
+	r.Handle("/v1/client/allocation/{id}/{action}", a.wrap(a.clientAllocation))
+
+	// Jobs and allocations.
+	r.Handle("/v1/jobs", a.wrap(a.jobsRequest))
+	r.Handle("/v1/job/{id}", a.wrap(a.jobRequest))
+	r.Handle("/v1/job/{id}/allocations", a.wrap(a.jobAllocations))
+	r.Handle("/v1/allocations", a.wrap(a.allocationsList))
+	r.Handle("/v1/allocation/{id}", a.wrap(a.allocationInfo))
+	r.Handle("/v1/allocation/{id}/stop", a.wrap(a.allocationStop))
+	r.Handle("/v1/node/{id}/allocations", a.wrap(a.nodeAllocations))
 
 	// Node and cluster API the Go client and CLI need.
 	r.Handle("/v1/nodes", a.wrap(a.nodesList))

@@ -38,8 +38,8 @@ import (
 // Error messages never contain a host path: they quote the cleaned request
 // path, and errors from the OS are reduced to their errno text.
 
-// copyBufSize is the buffer ReadAt and OpenRange readers copy through.
-const copyBufSize = 256 * 1024
+// fsCopyBufSize is the buffer ReadAt and OpenRange readers copy through.
+const fsCopyBufSize = 256 * 1024
 
 // maxSymlinkHops bounds symlink expansion during resolution, as the kernel's
 // own limit does (40 on Linux).
@@ -50,8 +50,8 @@ const maxSymlinkHops = 40
 var errEscape = errors.New("path escapes the alloc directory")
 
 var (
-	frameBufPool = sync.Pool{New: func() any { b := make([]byte, structs.MaxFrameData); return &b }}
-	copyBufPool  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	fsFrameBufPool = sync.Pool{New: func() any { b := make([]byte, structs.MaxFrameData); return &b }}
+	fsCopyBufPool  = sync.Pool{New: func() any { b := make([]byte, fsCopyBufSize); return &b }}
 )
 
 // AllocFS gives safe, read-only access to one allocation directory. All
@@ -73,13 +73,13 @@ func OpenAllocFS(allocDir, allocID string) (*AllocFS, error) {
 			return nil, structs.NotFound("allocation %s has no directory on this node", allocID)
 		}
 		return nil, structs.NewError(http.StatusInternalServerError,
-			"opening directory of allocation %s: %v", allocID, errnoText(err))
+			"opening directory of allocation %s: %v", allocID, fsErrnoText(err))
 	}
 	info, err := root.Stat(".")
 	if err != nil {
 		root.Close()
 		return nil, structs.NewError(http.StatusInternalServerError,
-			"opening directory of allocation %s: %v", allocID, errnoText(err))
+			"opening directory of allocation %s: %v", allocID, fsErrnoText(err))
 	}
 	return &AllocFS{allocID: allocID, allocDir: allocDir, root: root, rootInfo: info}, nil
 }
@@ -92,7 +92,7 @@ func (f *AllocFS) Close() error { return f.root.Close() }
 // following symlinks. An empty directory gives an empty, non-nil slice.
 // Listing a task's secrets dir is allowed (names only), as in Nomad.
 func (f *AllocFS) List(p string) ([]*structs.AllocFileInfo, error) {
-	rel, err := cleanRel(p)
+	rel, err := fsCleanRel(p)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func (f *AllocFS) List(p string) ([]*structs.AllocFileInfo, error) {
 			// Removed between ReadDir and Lstat: it is no longer there.
 			continue
 		}
-		out = append(out, fileInfo(e.Name(), info))
+		out = append(out, allocFileInfo(e.Name(), info))
 	}
 	return out, nil
 }
@@ -137,7 +137,7 @@ func (f *AllocFS) Stat(p string) (*structs.AllocFileInfo, error) {
 	if p == "" {
 		return nil, structs.BadRequest("must provide a file name")
 	}
-	rel, err := cleanRel(p)
+	rel, err := fsCleanRel(p)
 	if err != nil {
 		return nil, err
 	}
@@ -153,13 +153,13 @@ func (f *AllocFS) Stat(p string) (*structs.AllocFileInfo, error) {
 	if rel == "." {
 		name = f.allocID
 	}
-	out := fileInfo(name, info)
+	out := allocFileInfo(name, info)
 	out.ContentType = "application/octet-stream"
 	switch {
 	case info.IsDir():
 	case strings.HasSuffix(rel, ".json"):
 		out.ContentType = "application/json"
-	case info.Mode().IsRegular() && secretKind(rel) == "" && secretKind(canon) == "":
+	case info.Mode().IsRegular() && fsSecretKind(rel) == "" && fsSecretKind(canon) == "":
 		out.ContentType = f.sniff(canon)
 	}
 	return out, nil
@@ -196,8 +196,8 @@ func (f *AllocFS) ReadAt(ctx context.Context, p string, offset, limit int64, w i
 		return 0, err
 	}
 	defer rc.Close()
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
+	bp := fsCopyBufPool.Get().(*[]byte)
+	defer fsCopyBufPool.Put(bp)
 	buf := *bp
 	var written int64
 	for {
@@ -245,7 +245,7 @@ func (f *AllocFS) OpenRange(p string, offset, limit int64) (io.ReadCloser, *stru
 		}
 	}
 	r := &rangeReader{file: of.file, rel: of.rel, off: offset, end: end}
-	return r, fileInfo(path.Base(of.rel), of.info), nil
+	return r, allocFileInfo(path.Base(of.rel), of.info), nil
 }
 
 // rangeReader reads [off, end) of an open file with pread. end < 0 means to
@@ -275,7 +275,7 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if err != nil {
-		return n, readErr(r.rel, err)
+		return n, fsReadErr(r.rel, err)
 	}
 	return n, nil
 }
@@ -307,7 +307,7 @@ func (f *AllocFS) openRead(p string) (*openedFile, error) {
 	if p == "" {
 		return nil, structs.BadRequest("must provide a file name")
 	}
-	rel, err := cleanRel(p)
+	rel, err := fsCleanRel(p)
 	if err != nil {
 		return nil, err
 	}
@@ -318,21 +318,21 @@ func (f *AllocFS) openRead(p string) (*openedFile, error) {
 // rotation, a new index) comes through here, so it goes through the Root
 // and the checks again.
 func (f *AllocFS) openReadRel(rel string) (*openedFile, error) {
-	if err := secretErr(rel, rel); err != nil {
+	if err := fsSecretErr(rel, rel); err != nil {
 		return nil, err
 	}
 	canon, err := f.resolve(rel)
 	if err != nil {
 		return nil, f.pathErr(rel, err)
 	}
-	if err := secretErr(canon, rel); err != nil {
+	if err := fsSecretErr(canon, rel); err != nil {
 		return nil, err
 	}
 	li, err := f.root.Lstat(canon)
 	if err != nil {
 		return nil, f.pathErr(rel, err)
 	}
-	if err := regularErr(rel, li); err != nil {
+	if err := fsRegularErr(rel, li); err != nil {
 		return nil, err
 	}
 	// O_NONBLOCK: if a fifo is swapped in after the Lstat, opening it must
@@ -344,9 +344,9 @@ func (f *AllocFS) openReadRel(rel string) (*openedFile, error) {
 	info, err := file.Stat()
 	if err != nil {
 		file.Close()
-		return nil, readErr(rel, err)
+		return nil, fsReadErr(rel, err)
 	}
-	if err := regularErr(rel, info); err != nil {
+	if err := fsRegularErr(rel, info); err != nil {
 		file.Close()
 		return nil, err
 	}
@@ -391,11 +391,11 @@ func (f *AllocFS) hostPath(canon string) string {
 	return filepath.Join(f.allocDir, filepath.FromSlash(canon))
 }
 
-// cleanRel turns a request path into a clean slash path relative to the
+// fsCleanRel turns a request path into a clean slash path relative to the
 // alloc dir ("." for the dir itself). Leading slashes are dropped, as Nomad
 // joins the path onto the alloc dir; a path that climbs above it is an
 // escape.
-func cleanRel(p string) (string, error) {
+func fsCleanRel(p string) (string, error) {
 	if strings.IndexByte(p, 0) >= 0 {
 		return "", structs.BadRequest("invalid path %q", p)
 	}
@@ -413,7 +413,7 @@ func cleanRel(p string) (string, error) {
 // syscall.ELOOP after too many links. The last component must exist.
 func (f *AllocFS) resolve(rel string) (string, error) {
 	var done []string
-	todo := splitPath(rel)
+	todo := fsSplitPath(rel)
 	hops := 0
 	for len(todo) > 0 {
 		c := todo[0]
@@ -444,7 +444,7 @@ func (f *AllocFS) resolve(rel string) (string, error) {
 			if path.IsAbs(target) {
 				return "", errEscape
 			}
-			todo = append(splitPath(target), todo...)
+			todo = append(fsSplitPath(target), todo...)
 			continue
 		}
 		if len(todo) > 0 && !fi.IsDir() {
@@ -458,19 +458,19 @@ func (f *AllocFS) resolve(rel string) (string, error) {
 	return path.Join(done...), nil
 }
 
-func splitPath(p string) []string {
+func fsSplitPath(p string) []string {
 	if p == "" || p == "." {
 		return nil
 	}
 	return strings.Split(p, "/")
 }
 
-// secretKind returns "secret" or "private" when p (clean, relative) is a
+// fsSecretKind returns "secret" or "private" when p (clean, relative) is a
 // task's secrets or private dir or lies under it, else "". As in Nomad the
 // match ignores case. The task is any first component but the shared
 // "alloc" dir; this layer does not know the task names, and refusing a
 // non-task "<x>/secrets" as well errs on the safe side.
-func secretKind(p string) string {
+func fsSecretKind(p string) string {
 	parts := strings.SplitN(p, "/", 3)
 	if len(parts) < 2 || parts[0] == "alloc" {
 		return ""
@@ -484,17 +484,17 @@ func secretKind(p string) string {
 	return ""
 }
 
-// secretErr returns Nomad's 403 when p is a secret or private path; the
+// fsSecretErr returns Nomad's 403 when p is a secret or private path; the
 // message quotes the request path rel.
-func secretErr(p, rel string) error {
-	if k := secretKind(p); k != "" {
+func fsSecretErr(p, rel string) error {
+	if k := fsSecretKind(p); k != "" {
 		return structs.NewError(http.StatusForbidden, "Reading %s file prohibited: %s", k, rel)
 	}
 	return nil
 }
 
-// regularErr refuses directories and special files for reading.
-func regularErr(rel string, fi os.FileInfo) error {
+// fsRegularErr refuses directories and special files for reading.
+func fsRegularErr(rel string, fi os.FileInfo) error {
 	switch {
 	case fi.IsDir():
 		return structs.BadRequest("file %q is a directory", rel)
@@ -526,13 +526,13 @@ func (f *AllocFS) pathErr(rel string, err error) error {
 	case errors.Is(err, fs.ErrPermission):
 		return structs.NewError(http.StatusForbidden, "permission denied reading %q", rel)
 	}
-	return structs.NewError(http.StatusInternalServerError, "accessing %q: %v", rel, errnoText(err))
+	return structs.NewError(http.StatusInternalServerError, "accessing %q: %v", rel, fsErrnoText(err))
 }
 
-// readErr maps an error from reading an open file; *os.File errors carry
+// fsReadErr maps an error from reading an open file; *os.File errors carry
 // the host path, so only the errno text is kept.
-func readErr(rel string, err error) error {
-	return structs.NewError(http.StatusInternalServerError, "reading %q: %v", rel, errnoText(err))
+func fsReadErr(rel string, err error) error {
+	return structs.NewError(http.StatusInternalServerError, "reading %q: %v", rel, fsErrnoText(err))
 }
 
 // errAllocDirRemoved is returned when the alloc dir disappears, which is
@@ -548,9 +548,9 @@ func isRootEscape(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
 }
 
-// errnoText returns the innermost text of err, dropping any path a
+// fsErrnoText returns the innermost text of err, dropping any path a
 // *PathError or *LinkError would print.
-func errnoText(err error) string {
+func fsErrnoText(err error) string {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return pe.Err.Error()
@@ -562,8 +562,8 @@ func errnoText(err error) string {
 	return err.Error()
 }
 
-// fileInfo builds Nomad's AllocFileInfo without ContentType.
-func fileInfo(name string, info os.FileInfo) *structs.AllocFileInfo {
+// allocFileInfo builds Nomad's AllocFileInfo without ContentType.
+func allocFileInfo(name string, info os.FileInfo) *structs.AllocFileInfo {
 	return &structs.AllocFileInfo{
 		Name:     name,
 		IsDir:    info.IsDir(),

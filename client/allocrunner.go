@@ -11,6 +11,7 @@ import (
 // the client status it reports.
 type allocRunner struct {
 	c   *Client
+	id  string // the allocation ID; never changes
 	dir *AllocDir
 
 	mu        sync.Mutex
@@ -32,6 +33,7 @@ func newAllocRunner(c *Client, a *structs.Allocation, states map[string]*structs
 	ctx, cancel := context.WithCancel(c.ctx)
 	ar := &allocRunner{
 		c:        c,
+		id:       a.ID,
 		dir:      NewAllocDir(c.cfg.AllocDir, a.ID),
 		a:        a,
 		tasks:    map[string]*taskRunner{},
@@ -94,7 +96,7 @@ func (ar *allocRunner) run() {
 	}
 	ar.mu.Unlock()
 	if err := ar.dir.Build(names); err != nil {
-		ar.c.logger.Error("building alloc dir", "alloc_id", ar.a.ID, "error", err)
+		ar.c.logger.Error("building alloc dir", "alloc_id", ar.id, "error", err)
 		for _, tr := range ar.tasks {
 			ev := structs.NewTaskEvent(structs.TaskSetup, "failed to build task directory")
 			ev.SetupError = err.Error()
@@ -175,7 +177,7 @@ func (ar *allocRunner) changed() {
 	ar.mu.Lock()
 	ar.clientSt, ar.clientDsc = status, desc
 	ar.mu.Unlock()
-	ar.c.allocs.markDirty(ar.a.ID)
+	ar.c.allocs.markDirty(ar.id)
 }
 
 // clientStatusOf derives the alloc's client status from its tasks.
@@ -219,7 +221,7 @@ func (ar *allocRunner) report() *structs.Allocation {
 	states := ar.taskStates()
 	ar.mu.Lock()
 	defer ar.mu.Unlock()
-	return &structs.Allocation{ID: ar.a.ID, ClientStatus: ar.clientSt, ClientDescription: ar.clientDsc, TaskStates: states}
+	return &structs.Allocation{ID: ar.id, ClientStatus: ar.clientSt, ClientDescription: ar.clientDsc, TaskStates: states}
 }
 
 // terminal reports whether every task is dead.

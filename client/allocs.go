@@ -90,10 +90,10 @@ func (m *allocManager) persist(ar *allocRunner) {
 		err = os.MkdirAll(m.stateDir, 0o700)
 	}
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(m.stateDir, ar.a.ID+".json"), b, 0o600)
+		err = writeFileAtomic(filepath.Join(m.stateDir, ar.id+".json"), b, 0o600)
 	}
 	if err != nil {
-		m.c.logger.Error("persisting allocation state", "alloc_id", ar.a.ID, "error", err)
+		m.c.logger.Error("persisting allocation state", "alloc_id", ar.id, "error", err)
 	}
 }
 
@@ -264,7 +264,7 @@ func (m *allocManager) updater(ctx context.Context) {
 		if err != nil {
 			m.c.logger.Debug("allocation update failed; will retry", "error", err)
 			for _, ar := range batch {
-				m.markDirty(ar.a.ID)
+				m.markDirty(ar.id)
 			}
 			select {
 			case <-ctx.Done():
@@ -319,7 +319,7 @@ func (m *allocManager) gcAll() error {
 	var errs []error
 	for _, ar := range m.all() {
 		if ar.terminal() && !ar.isDestroyed() {
-			if err := m.gc(ar.a.ID); err != nil {
+			if err := m.gc(ar.id); err != nil {
 				errs = append(errs, err)
 			}
 		}

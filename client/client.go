@@ -194,3 +194,6 @@ func (c *Client) Node() *structs.Node {
 		CSINodePlugins:        map[string]any{},
 	}
 }
+
+// HasAlloc reports whether this node runs (or ran) the allocation.
+func (c *Client) HasAlloc(id string) bool { return c.allocs.get(id) != nil }

@@ -17,9 +17,9 @@ import (
 // task's stdout or stderr, read across the rotated files
 // alloc/logs/<task>.<type>.<N> in index order.
 
-// logsDir is where a task's rotated log files live, relative to the alloc
+// fsLogsDir is where a task's rotated log files live, relative to the alloc
 // dir.
-const logsDir = "alloc/logs"
+const fsLogsDir = "alloc/logs"
 
 // LogsOptions selects what Logs reads.
 type LogsOptions struct {
@@ -102,7 +102,7 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 	cur, pos := lr.start(idxs, opts.Offset, opts.Origin == "end")
 
 	of, err := f.openReadRel(lr.rel(cur))
-	if isNotFound(err) {
+	if isFileNotFound(err) {
 		// Rotated away since we listed it: go on with what follows.
 		upTo := -1
 		if !opts.Follow {
@@ -125,8 +125,8 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 		waker = newDirWaker(f.hostPath(dirCanon), func(base string) bool { return strings.HasPrefix(base, lr.prefix) })
 		defer waker.close()
 	}
-	bp := frameBufPool.Get().(*[]byte)
-	defer frameBufPool.Put(bp)
+	bp := fsFrameBufPool.Get().(*[]byte)
+	defer fsFrameBufPool.Put(bp)
 
 	switchTo := func(next *openedFile, idx int) {
 		fl.of.file.Close()
@@ -201,7 +201,7 @@ type logReader struct {
 
 // rel is the alloc-relative path of index i, which is also the frame File.
 func (lr *logReader) rel(i int) string {
-	return logsDir + "/" + lr.prefix + strconv.Itoa(i)
+	return fsLogsDir + "/" + lr.prefix + strconv.Itoa(i)
 }
 
 // indexes lists alloc/logs and returns the indices of the files named
@@ -211,7 +211,7 @@ func (lr *logReader) rel(i int) string {
 // missing logs dir has no files, unless the alloc dir itself is gone.
 func (lr *logReader) indexes() ([]int, string, error) {
 	f := lr.fs
-	canon, err := f.resolve(logsDir)
+	canon, err := f.resolve(fsLogsDir)
 	if err == nil {
 		var entries []fs.DirEntry
 		if entries, err = f.readDir(canon); err == nil {
@@ -222,9 +222,9 @@ func (lr *logReader) indexes() ([]int, string, error) {
 		if f.removed() {
 			return nil, "", errAllocDirRemoved()
 		}
-		return nil, logsDir, nil
+		return nil, fsLogsDir, nil
 	}
-	return nil, "", f.pathErr(logsDir, err)
+	return nil, "", f.pathErr(fsLogsDir, err)
 }
 
 func (lr *logReader) parse(entries []fs.DirEntry) []int {
@@ -292,7 +292,7 @@ func (lr *logReader) openAfter(after, upTo int) (*openedFile, int, error) {
 			break
 		}
 		of, err := lr.fs.openReadRel(lr.rel(i))
-		if isNotFound(err) {
+		if isFileNotFound(err) {
 			continue
 		}
 		if err != nil {
@@ -303,9 +303,9 @@ func (lr *logReader) openAfter(after, upTo int) (*openedFile, int, error) {
 	return nil, 0, nil
 }
 
-// isNotFound reports a coded 404 for a missing file (not the alloc dir
+// isFileNotFound reports a coded 404 for a missing file (not the alloc dir
 // being gone, which ends the stream).
-func isNotFound(err error) bool {
+func isFileNotFound(err error) bool {
 	var se *structs.Error
 	return errors.As(err, &se) && se.Code == 404 && !errors.Is(err, errAllocDirRemoved())
 }

@@ -86,8 +86,8 @@ func (f *AllocFS) Stream(ctx context.Context, opts StreamOptions, send func(*str
 		pos = max(size-opts.Offset, 0)
 	}
 	fl := &follower{of: of, name: of.rel, pos: pos, known: size, send: send}
-	bp := frameBufPool.Get().(*[]byte)
-	defer frameBufPool.Put(bp)
+	bp := fsFrameBufPool.Get().(*[]byte)
+	defer fsFrameBufPool.Put(bp)
 
 	for {
 		// Look for deletion before draining, so bytes written just before
@@ -142,7 +142,7 @@ func (fl *follower) drain(ctx context.Context, buf []byte) error {
 		case err == io.EOF, err == nil && n == 0:
 			return nil
 		case err != nil:
-			return readErr(fl.of.rel, err)
+			return fsReadErr(fl.of.rel, err)
 		}
 	}
 }
@@ -152,7 +152,7 @@ func (fl *follower) drain(ctx context.Context, buf []byte) error {
 func (fl *follower) checkTruncated() error {
 	fi, err := fl.of.file.Stat()
 	if err != nil {
-		return readErr(fl.of.rel, err)
+		return fsReadErr(fl.of.rel, err)
 	}
 	size := fi.Size()
 	if size >= fl.known {

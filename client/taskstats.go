@@ -25,8 +25,8 @@ import (
 //
 // One scan of /proc (one read of /proc/<pid>/stat per process on the host)
 // yields a process table that all tasks share: sampling N tasks costs one
-// scan plus one /proc/<pid>/status read per task process (for VmSwap), not
-// N scans. See procTableMaxAge for when a table is reused.
+// scan plus, only while swap is in use, one /proc/<pid>/status read per
+// task process (for VmSwap), not N scans. See procTableMaxAge for when a table is reused.
 
 // Measured field names, as Nomad's executor reports them.
 var (
@@ -50,13 +50,42 @@ var procTableMaxAge = 250 * time.Millisecond
 // ErrTaskNotRunning is returned by TaskHandle.Stats once the task exited.
 var ErrTaskNotRunning = errors.New("task not running")
 
-// taskStatsState is a handle's memory of its previous sample, against which
-// CPU percentages are computed.
+// statsMinWindow is the shortest window CPU percentages are measured over.
+// /proc CPU times and start times count in clock ticks (10ms), so a window
+// of a few milliseconds would swing between 0% and several hundred percent;
+// callers sampling faster than this get figures over a longer window.
+const statsMinWindow = 200 * time.Millisecond
+
+// taskStatsState is a handle's memory of earlier samples, against which CPU
+// percentages are computed.
 type taskStatsState struct {
 	mu      sync.Mutex
-	tableID uint64          // ID of the table of the previous sample; 0 = none
-	prevAt  time.Duration   // boot clock of the previous sample
-	prev    map[int]procCPU // CPU times of each process at the previous sample
+	tableID uint64 // ID of the table of the last sample; 0 = none
+	// newest and older are the last two baselines, at least
+	// statsMinWindow apart; nil if not taken yet.
+	newest, older *statsBaseline
+}
+
+// baseline returns the baseline a sample taken at now (boot clock) is
+// measured against: the newest one at least statsMinWindow old, nil meaning
+// "since each process started". record says whether the sample is to become
+// the newest baseline: only when it is that far from the last one, so the
+// two kept are always a window apart.
+func (st *taskStatsState) baseline(now time.Duration) (base *statsBaseline, record bool) {
+	switch {
+	case st.newest == nil:
+		return nil, true
+	case now-st.newest.at >= statsMinWindow:
+		return st.newest, true
+	default:
+		return st.older, false
+	}
+}
+
+// statsBaseline is the CPU times of a task's processes at one sample.
+type statsBaseline struct {
+	at  time.Duration // boot clock of the sample
+	cpu map[int]procCPU
 }
 
 // procCPU is one process's cumulative CPU time, in clock ticks.
@@ -68,8 +97,9 @@ type procCPU struct {
 // Stats returns the task's resource usage, summed over its process group and
 // every descendant (also those that left the group). CPU figures are
 // percentages of one core over the time since the previous call, or since a
-// process started for processes not seen before. It is safe for concurrent
-// use.
+// process started for processes not seen before; calls less than 200ms
+// apart are measured against an older sample instead (see statsMinWindow).
+// It is safe for concurrent use.
 func (h *TaskHandle) Stats() (*structs.TaskResourceUsage, error) {
 	select {
 	case <-h.done:
@@ -84,8 +114,18 @@ func (h *TaskHandle) Stats() (*structs.TaskResourceUsage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to sample task %q: %w", h.name, err)
 	}
-	usage, cur := table.taskUsage(h.pid, st.prev, st.prevAt)
-	st.tableID, st.prevAt, st.prev = table.id, table.boot, cur
+	st.tableID = table.id
+
+	base, record := st.baseline(table.boot)
+	var prev map[int]procCPU
+	var prevAt time.Duration
+	if base != nil {
+		prev, prevAt = base.cpu, base.at
+	}
+	usage, cur := table.taskUsage(h.pid, prev, prevAt)
+	if record {
+		st.older, st.newest = st.newest, &statsBaseline{at: table.boot, cpu: cur}
+	}
 	return usage, nil
 }
 
@@ -158,6 +198,7 @@ type procStat struct {
 	ppid, pgrp   int
 	utime, stime uint64 // clock ticks
 	start        uint64 // clock ticks after boot
+	threads      uint64
 	rssPages     uint64
 }
 
@@ -169,6 +210,10 @@ type procTable struct {
 	procs    map[int]procStat
 	byPgrp   map[int][]int
 	children map[int][]int
+	// swapUsed is whether any swap was in use at the scan. If not, no
+	// process has VmSwap and reading /proc/<pid>/status (the costliest
+	// read of a sample) is skipped.
+	swapUsed bool
 }
 
 // procTables is the shared, most recent process table.
@@ -216,6 +261,8 @@ func scanProcTable() (*procTable, error) {
 		byPgrp:   make(map[int][]int),
 		children: make(map[int][]int),
 	}
+	var si syscall.Sysinfo_t
+	t.swapUsed = syscall.Sysinfo(&si) != nil || si.Totalswap != si.Freeswap
 	buf := make([]byte, 4096)
 	for _, name := range names {
 		pid, ok := parsePid(name)
@@ -263,14 +310,18 @@ func (t *procTable) members(pgid int) []int {
 // for the next sample.
 func (t *procTable) taskUsage(pgid int, prev map[int]procCPU, prevAt time.Duration) (*structs.TaskResourceUsage, map[int]procCPU) {
 	hz := clockTicks()
-	ticksPerCore := cpuTotalTicks() / float64(runtime.NumCPU())
+	numCPU := runtime.NumCPU()
+	ticksPerCore := cpuTotalTicks() / float64(numCPU)
 	pageSize := uint64(os.Getpagesize())
 	members := t.members(pgid)
 
 	cur := make(map[int]procCPU, len(members))
 	pids := make(map[string]*structs.ResourceUsage, len(members))
 	total := newTaskResourceUsage()
-	buf := make([]byte, 4096)
+	var buf []byte
+	if t.swapUsed {
+		buf = make([]byte, 4096)
+	}
 	for _, pid := range members {
 		ps := t.procs[pid]
 		c := procCPU{start: ps.start, utime: ps.utime, stime: ps.stime}
@@ -286,10 +337,18 @@ func (t *procTable) taskUsage(pgid int, prev map[int]procCPU, prevAt time.Durati
 		wall := (t.boot - since).Seconds()
 		user := finitePercent(tickDelta(c.utime, base.utime) / hz / wall * 100)
 		system := finitePercent(tickDelta(c.stime, base.stime) / hz / wall * 100)
+		// Tick rounding over a short window can exceed what the process's
+		// threads could use; cap at that, keeping the user/system split.
+		if limit := float64(max(1, min(ps.threads, uint64(numCPU)))) * 100; user+system > limit {
+			scale := limit / (user + system)
+			user, system = user*scale, system*scale
+		}
 
 		u := newTaskResourceUsage()
 		u.MemoryStats.RSS = ps.rssPages * pageSize
-		u.MemoryStats.Swap = readVmSwap(pid, buf)
+		if t.swapUsed {
+			u.MemoryStats.Swap = readVmSwap(pid, buf)
+		}
 		u.CpuStats.UserMode = user
 		u.CpuStats.SystemMode = system
 		u.CpuStats.Percent = user + system
@@ -376,14 +435,15 @@ func parseProcStat(b []byte) (procStat, bool) {
 		return procStat{}, false
 	}
 	// Fields after ")": 0 state, 1 ppid, 2 pgrp, ..., 11 utime, 12 stime,
-	// ..., 19 starttime, 20 vsize, 21 rss.
+	// ..., 17 num_threads, 18 itrealvalue, 19 starttime, 20 vsize, 21 rss.
 	const (
-		fPpid  = 1
-		fPgrp  = 2
-		fUtime = 11
-		fStime = 12
-		fStart = 19
-		fRss   = 21
+		fPpid    = 1
+		fPgrp    = 2
+		fUtime   = 11
+		fStime   = 12
+		fThreads = 17
+		fStart   = 19
+		fRss     = 21
 	)
 	var f [fRss + 1][]byte
 	rest := b[i+1:]
@@ -401,16 +461,20 @@ func parseProcStat(b []byte) (procStat, bool) {
 		f[n], rest = rest[:end], rest[end:]
 	}
 	var ps procStat
-	var ok1, ok2, ok3, ok4, ok5, ok6 bool
 	var ppid, pgrp uint64
-	ppid, ok1 = parseUint(f[fPpid])
-	pgrp, ok2 = parseUint(f[fPgrp])
-	ps.utime, ok3 = parseUint(f[fUtime])
-	ps.stime, ok4 = parseUint(f[fStime])
-	ps.start, ok5 = parseUint(f[fStart])
-	ps.rssPages, ok6 = parseUint(bytes.TrimSpace(f[fRss]))
+	ok := true
+	for _, fld := range []struct {
+		dst *uint64
+		n   int
+	}{
+		{&ppid, fPpid}, {&pgrp, fPgrp}, {&ps.utime, fUtime}, {&ps.stime, fStime},
+		{&ps.threads, fThreads}, {&ps.start, fStart}, {&ps.rssPages, fRss},
+	} {
+		v, vok := parseUint(bytes.TrimSpace(f[fld.n]))
+		*fld.dst, ok = v, ok && vok
+	}
 	ps.ppid, ps.pgrp = int(ppid), int(pgrp)
-	return ps, ok1 && ok2 && ok3 && ok4 && ok5 && ok6
+	return ps, ok
 }
 
 // parseUint parses a non-negative decimal number.
@@ -435,11 +499,18 @@ func readVmSwap(pid int, buf []byte) uint64 {
 	if err != nil {
 		return 0
 	}
-	i := bytes.Index(data, []byte("\nVmSwap:"))
+	return parseVmSwap(data)
+}
+
+// parseVmSwap returns the VmSwap line of /proc/<pid>/status in bytes, 0 if
+// there is none.
+func parseVmSwap(status []byte) uint64 {
+	const key = "\nVmSwap:"
+	i := bytes.Index(status, []byte(key))
 	if i < 0 {
 		return 0
 	}
-	line := data[i+len("\nVmSwap:"):]
+	line := status[i+len(key):]
 	if j := bytes.IndexByte(line, '\n'); j >= 0 {
 		line = line[:j]
 	}

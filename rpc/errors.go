@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Errors returned by this package. Compare with errors.Is: most are wrapped
@@ -137,11 +138,21 @@ func remoteFromWire(msg string, code int) error {
 	return &RemoteError{Code: code, Message: msg}
 }
 
+// ctxEnded reports whether ctx is done or its deadline has passed (the
+// context's own timer may not have run yet).
+func ctxEnded(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
 // ctxError returns the error a caller gets when ctx ended: ErrTimeout for
 // an expired deadline, the context's own error otherwise.
 func ctxError(ctx context.Context) error {
 	err := ctx.Err()
-	if errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		return ErrTimeout
 	}
 	return err

@@ -138,6 +138,7 @@ type echoArgs struct {
 
 	// Behaviour switches for the test handlers.
 	Code      int    // Test.Error: status code to fail with
+	Wrap      bool   // Test.Error: wrap the coded error
 	ReplySize int    // Test.Big, Test.Frames: size of the reply's (frames') Data
 	Frames    int    // Test.Frames: frames to send
 	EndErr    string // Test.Frames / Test.EchoStream: error to end with
@@ -187,7 +188,11 @@ func registerTestMethods(m *Mux, side string, h *hooks) {
 		if req.Code == 0 {
 			return errors.New(req.Msg)
 		}
-		return fmt.Errorf("wrapped: %w", &codedError{code: req.Code, msg: req.Msg})
+		err := &codedError{code: req.Code, msg: req.Msg}
+		if req.Wrap {
+			return fmt.Errorf("wrapped: %w", err)
+		}
+		return err
 	})
 	HandleUnary(m, "Test.Block", func(ctx context.Context, req *echoArgs, resp *echoReply) error {
 		h.started <- req.Msg
@@ -256,7 +261,7 @@ func registerTestMethods(m *Mux, side string, h *hooks) {
 		h.started <- args.Msg
 		<-ctx.Done()
 		h.cancelled <- ctx.Err()
-		return nil
+		return ctx.Err()
 	})
 	// Test.Sink reads frames until the caller closes.
 	m.HandleStream("Test.Sink", func(ctx context.Context, s *Stream) error {

@@ -85,6 +85,7 @@ func TestSession_Errors(t *testing.T) {
 			wantIs   error
 		}{
 			{"coded error", "Test.Error", echoArgs{Code: 404, Msg: `Unknown node "x"`}, 404, `Unknown node "x"`, nil},
+			{"wrapped coded error", "Test.Error", echoArgs{Code: 403, Msg: "Permission denied", Wrap: true}, 403, "wrapped: Permission denied", nil},
 			{"plain error", "Test.Error", echoArgs{Msg: "no cluster leader"}, 0, "no cluster leader", nil},
 			{"unknown method", "Test.Nope", echoArgs{}, 404, `rpc: unknown method "Test.Nope"`, ErrUnknownMethod},
 			{"panic", "Test.Panic", echoArgs{}, 500, `rpc: handler for "Test.Panic" panicked`, nil},

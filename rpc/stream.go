@@ -45,6 +45,9 @@ type Stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// parent is the context given to OpenStream (caller role).
+	parent context.Context
+
 	// stopWatch stops the watch on the caller's context (caller role).
 	// Guarded by mu: the watch may fire before it is stored.
 	stopWatch func() bool
@@ -332,6 +335,11 @@ func (s *Stream) trailer(body []byte) error {
 	// Send racing with this return io.EOF.
 	s.release()
 	if err := remoteFromWire(tr.Error, tr.Code); err != nil {
+		if s.parent != nil && ctxEnded(s.parent) {
+			// The handler most likely reports our own deadline or
+			// cancellation; say so the way a local expiry would.
+			return fmt.Errorf("rpc: %s: %w", s.method, ctxError(s.parent))
+		}
 		return err
 	}
 	return io.EOF
@@ -464,6 +472,7 @@ func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, ses
 	sctx, cancel := context.WithCancel(ctx)
 	cs := newStream(conn, br, cfg, roleCaller, sctx, cancel, method)
 	cs.sess = sess
+	cs.parent = ctx
 	stop := context.AfterFunc(ctx, func() {
 		cs.closeWith(fmt.Errorf("rpc: %s: %w", method, ctxError(ctx)))
 	})

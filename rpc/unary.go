@@ -25,7 +25,7 @@ func withCallTimeout(ctx context.Context, d time.Duration) (context.Context, con
 // callError classifies the error a call ended with: the context's error
 // first (its abort is what usually broke the read), then a dead session.
 func callError(ctx context.Context, sess *Session, method string, err error) error {
-	if ctx.Err() != nil {
+	if ctxEnded(ctx) {
 		return fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
 	}
 	if sess != nil && sess.IsClosed() {
@@ -69,6 +69,11 @@ func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, m
 		return callError(ctx, sess, method, err)
 	}
 	if rerr := remoteFromWire(rh.Error, rh.Code); rerr != nil {
+		if ctxEnded(ctx) {
+			// The handler most likely reports our own deadline or
+			// cancellation; say so the way a local expiry would.
+			return callError(ctx, sess, method, rerr)
+		}
 		// Seq 0 is what a callee answers before it could read the
 		// request header.
 		if rh.Seq != seq && rh.Seq != 0 {

@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"tether/server"
+	"tether/structs"
+)
+
+// needServer returns the server, or a 400 on an agent that runs none: jobs
+// and allocations live in the servers' state.
+func (a *Agent) needServer() (*server.Server, error) {
+	if a.server == nil {
+		return nil, structs.BadRequest("this endpoint is served by servers; this agent runs only a node")
+	}
+	return a.server, nil
+}
+
+// jobsRequest serves /v1/jobs: GET lists, PUT/POST registers.
+func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	switch r.Method {
+	case http.MethodGet:
+		ns := namespaceOf(r)
+		jobs, err := s.State().Jobs(ns, r.URL.Query().Get("prefix"))
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*structs.JobListStub, 0, len(jobs))
+		for _, j := range jobs {
+			out = append(out, j.Stub())
+		}
+		setIndex(w, s.State().LatestIndex())
+		return out, nil
+	case http.MethodPut, http.MethodPost:
+		body, err := readBody(r)
+		if err != nil {
+			return nil, err
+		}
+		job, err := decodeJobRegister(body)
+		if err != nil {
+			return nil, err
+		}
+		if job.Region != "" && job.Region != a.cfg.Region {
+			return nil, structs.BadRequest("Job.Region: %q does not match this cluster's region %q", job.Region, a.cfg.Region)
+		}
+		job.Region = a.cfg.Region
+		resp, err := s.RegisterJob(job)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, resp.Index)
+		return resp, nil
+	default:
+		return nil, structs.ErrInvalidMethod
+	}
+}
+
+// jobRequest serves /v1/job/:id: GET reads, DELETE stops (?purge=true
+// removes).
+func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	ns := namespaceOf(r)
+	switch r.Method {
+	case http.MethodGet:
+		job, err := s.State().Job(ns, id)
+		if err != nil {
+			return nil, err
+		}
+		if job == nil {
+			return nil, structs.NotFound("job not found")
+		}
+		setIndex(w, job.ModifyIndex)
+		return job, nil
+	case http.MethodDelete:
+		purge, _ := strconv.ParseBool(r.URL.Query().Get("purge"))
+		resp, err := s.DeregisterJob(ns, id, purge)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, resp.Index)
+		return resp, nil
+	default:
+		return nil, structs.ErrInvalidMethod
+	}
+}
+
+// jobAllocations serves /v1/job/:id/allocations.
+func (a *Agent) jobAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	allocs, err := s.State().AllocsByJob(namespaceOf(r), mux.Vars(r)["id"])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*structs.AllocListStub, 0, len(allocs))
+	for _, al := range allocs {
+		out = append(out, al.Stub())
+	}
+	setIndex(w, s.State().LatestIndex())
+	return out, nil
+}
+
+// allocationsList serves /v1/allocations?prefix=&namespace=.
+func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	allocs, err := s.State().Allocs(namespaceOf(r), r.URL.Query().Get("prefix"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
+	out := make([]*structs.AllocListStub, 0, len(allocs))
+	for _, al := range allocs {
+		out = append(out, al.Stub())
+	}
+	setIndex(w, s.State().LatestIndex())
+	return out, nil
+}
+
+// allocationInfo serves /v1/allocation/:id.
+func (a *Agent) allocationInfo(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	if err := structs.ValidateUUID("alloc", id); err != nil {
+		return nil, err
+	}
+	al, err := s.State().Alloc(id)
+	if err != nil {
+		return nil, err
+	}
+	if al == nil {
+		return nil, structs.NotFound("alloc not found")
+	}
+	setIndex(w, al.ModifyIndex)
+	return al, nil
+}
+
+// allocationStop serves POST/PUT /v1/allocation/:id/stop.
+func (a *Agent) allocationStop(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	if err := structs.ValidateUUID("alloc", id); err != nil {
+		return nil, err
+	}
+	idx, err := s.StopAlloc(id)
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, idx)
+	return map[string]any{"EvalID": structs.GenerateUUID(), "Index": idx}, nil
+}
+
+// nodeAllocations serves /v1/node/:id/allocations.
+func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	allocs, idx, err := s.State().AllocsByNode(id)
+	if err != nil {
+		return nil, err
+	}
+	if allocs == nil {
+		allocs = []*structs.Allocation{}
+	}
+	setIndex(w, idx)
+	return allocs, nil
+}
+
+// namespaceOf returns ?namespace, "default" when absent.
+func namespaceOf(r *http.Request) string {
+	if ns := r.URL.Query().Get("namespace"); ns != "" {
+		return ns
+	}
+	return structs.DefaultNamespace
+}
