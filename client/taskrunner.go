@@ -364,18 +364,18 @@ func (tr *taskRunner) env() map[string]string {
 	ad := tr.ar.dir
 	taskDir := ad.TaskDir(t.Name)
 	env := map[string]string{
-		"NOMAD_ALLOC_DIR":    ad.SharedDir(),
-		"NOMAD_TASK_DIR":     filepath.Join(taskDir, "local"),
-		"NOMAD_SECRETS_DIR":  filepath.Join(taskDir, "secrets"),
-		"NOMAD_ALLOC_ID":     a.ID,
-		"NOMAD_ALLOC_NAME":   a.Name,
-		"NOMAD_ALLOC_INDEX":  strconv.Itoa(a.Index()),
-		"NOMAD_GROUP_NAME":   a.TaskGroup,
-		"NOMAD_JOB_ID":       a.JobID,
-		"NOMAD_TASK_NAME":    t.Name,
-		"NOMAD_NAMESPACE":    a.Namespace,
-		"NOMAD_REGION":       tr.ar.c.cfg.Region,
-		"NOMAD_DC":           tr.ar.c.cfg.Datacenter,
+		"NOMAD_ALLOC_DIR":      ad.SharedDir(),
+		"NOMAD_TASK_DIR":       filepath.Join(taskDir, "local"),
+		"NOMAD_SECRETS_DIR":    filepath.Join(taskDir, "secrets"),
+		"NOMAD_ALLOC_ID":       a.ID,
+		"NOMAD_ALLOC_NAME":     a.Name,
+		"NOMAD_ALLOC_INDEX":    strconv.Itoa(a.Index()),
+		"NOMAD_GROUP_NAME":     a.TaskGroup,
+		"NOMAD_JOB_ID":         a.JobID,
+		"NOMAD_TASK_NAME":      t.Name,
+		"NOMAD_NAMESPACE":      a.Namespace,
+		"NOMAD_REGION":         tr.ar.c.cfg.Region,
+		"NOMAD_DC":             tr.ar.c.cfg.Datacenter,
 		"NOMAD_SHORT_ALLOC_ID": a.ID[:8],
 	}
 	if a.Job != nil {

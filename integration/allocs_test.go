@@ -166,7 +166,7 @@ func TestAllocations_BatchAndFailure(t *testing.T) {
 	bad := &nomad.Job{ID: ptr("bad"), Type: ptr("batch"), Datacenters: []string{"dc1"},
 		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"),
 			RestartPolicy: &nomad.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")},
-			Tasks: []*nomad.Task{{Name: "t", Driver: "raw_exec", Config: map[string]any{"command": "/nonexistent/tether-nope"}}}}}}
+			Tasks:         []*nomad.Task{{Name: "t", Driver: "raw_exec", Config: map[string]any{"command": "/nonexistent/tether-nope"}}}}}}
 	if _, _, err := api.Jobs().Register(bad, nil); err != nil {
 		t.Fatalf("register bad: %v", err)
 	}

@@ -322,7 +322,9 @@ func (s *StateStore) AllocsByJob(ns, jobID string) ([]*structs.Allocation, error
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		out = append(out, raw.(*structs.Allocation))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].CreateIndex < out[j].CreateIndex })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].CreateIndex < out[j].CreateIndex
+	})
 	return out, nil
 }
 
