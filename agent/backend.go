@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"tether/client"
+	"tether/rpc"
 	"tether/server"
 	"tether/structs"
 )
@@ -91,5 +92,24 @@ func (b *backend) allocRPC(ctx context.Context, allocID, method string, args, re
 		return b.server.AllocRPC(ctx, allocID, method, args, reply)
 	default:
 		return b.client.ServerRPC(ctx, method, args, reply)
+	}
+}
+
+// allocStream opens a streaming client method on the node that owns
+// allocID.
+func (b *backend) allocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {
+	if allocID == "" {
+		return nil, structs.BadRequest("must provide a valid alloc id")
+	}
+	if err := structs.ValidateUUID("alloc", allocID); err != nil {
+		return nil, err
+	}
+	switch {
+	case b.client != nil && b.client.HasAlloc(allocID):
+		return b.client.Mux().OpenLocal(ctx, method, args)
+	case b.server != nil:
+		return b.server.AllocStream(ctx, allocID, method, args)
+	default:
+		return b.client.ServerStream(ctx, method, args)
 	}
 }

@@ -16,6 +16,7 @@ func (a *Agent) router() http.Handler {
 	r.Handle("/v1/client/metadata", a.wrap(a.clientMetadata))
 	r.Handle("/v1/client/gc", a.wrap(a.clientGC))
 	r.Handle("/v1/client/allocation/{id}/{action}", a.wrap(a.clientAllocation))
+	r.Handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.clientFS))
 
 	// Jobs and allocations.
 	r.Handle("/v1/jobs", a.wrap(a.jobsRequest))

@@ -226,9 +226,11 @@ func (f *AllocFS) ReadAt(ctx context.Context, p string, offset, limit int64, w i
 
 // OpenRange opens the file at path for reading from offset, at most limit
 // bytes (limit ≤ 0 means to EOF as it is while reading), with the same
-// checks as ReadAt. The caller streams the reader and must close it. The
-// returned info describes the file; its ContentType is left empty, because
-// cat and readat sniff the bytes they actually send (spec §2.6).
+// checks as ReadAt. The caller streams the reader and must close it. Read
+// errors other than io.EOF are already *structs.Error (500) with no host
+// path, so they can be returned as they are. The returned info describes
+// the file; its ContentType is left empty, because cat and readat sniff the
+// bytes they actually send (spec §2.6).
 func (f *AllocFS) OpenRange(p string, offset, limit int64) (io.ReadCloser, *structs.AllocFileInfo, error) {
 	if offset < 0 {
 		return nil, nil, structs.BadRequest("offset must not be negative")

@@ -197,3 +197,13 @@ func (c *Client) Node() *structs.Node {
 
 // HasAlloc reports whether this node runs (or ran) the allocation.
 func (c *Client) HasAlloc(id string) bool { return c.allocs.get(id) != nil }
+
+// ServerStream opens a streaming server method on the node's current
+// session; the server relays it to the node the request names.
+func (c *Client) ServerStream(ctx context.Context, method string, args any) (*rpc.Stream, error) {
+	sess := c.conn.current()
+	if sess == nil {
+		return nil, structs.NewError(503, "No cluster leader: node agent has no server connection")
+	}
+	return sess.OpenStream(ctx, method, args)
+}

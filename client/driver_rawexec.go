@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,14 @@ const (
 	// agent's has one.
 	defaultTaskPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
+
+// rawExecCounters counts the driver's unusual branches.
+var rawExecCounters struct {
+	killEscalations atomic.Uint64 // tasks SIGKILLed after their kill timeout
+	outputCutOff    atomic.Uint64 // tasks whose output was closed after outputDrainTimeout
+	outputWriteErrs atomic.Uint64 // output streams discarded after a write error
+	waitFailures    atomic.Uint64 // waitid failed, so the group was not killed on exit
+}
 
 // inheritedEnv are the agent's variables a task gets when its own env does
 // not set them. Nothing else of the agent's environment leaks into tasks.
@@ -300,6 +309,7 @@ func (h *TaskHandle) escalate() {
 	select {
 	case <-h.done:
 	case <-t.C:
+		rawExecCounters.killEscalations.Add(1)
 		h.logger.Debug("task did not exit within kill timeout; sending SIGKILL", "kill_timeout", h.killTimeout)
 		if err := h.signalGroup(syscall.SIGKILL); err != nil {
 			h.logger.Warn("failed to SIGKILL task", "error", err)
@@ -329,6 +339,7 @@ func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
 	// while the rest of the group is killed.
 	waitErr := waitExitNoReap(h.pid)
 	if waitErr != nil {
+		rawExecCounters.waitFailures.Add(1)
 		h.logger.Warn("waitid failed; reaping directly", "error", waitErr)
 	}
 
@@ -358,6 +369,7 @@ func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
 	case <-t.C:
 		// Someone outside the group still holds a pipe. Closing the read
 		// ends makes the copiers' reads fail, so they return.
+		rawExecCounters.outputCutOff.Add(1)
 		h.logger.Warn("task output still open after exit; closing it", "timeout", outputDrainTimeout)
 		for _, r := range readers {
 			r.Close()
@@ -383,6 +395,7 @@ func (h *TaskHandle) copyOutput(name string, dst io.Writer, r *os.File) {
 		n, err := r.Read(buf)
 		if n > 0 && werr == nil {
 			if _, werr = dst.Write(buf[:n]); werr != nil {
+				rawExecCounters.outputWriteErrs.Add(1)
 				h.logger.Error("failed to write task output; discarding the rest", "stream", name, "error", werr)
 			}
 		}

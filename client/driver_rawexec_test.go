@@ -409,6 +409,7 @@ func TestRawExecKillEscalatesToSIGKILL(t *testing.T) {
 	h := startTestTask(t, cfg)
 	waitCond(t, 5*time.Second, func() bool { return strings.Contains(out.String(), "ready") }, "task not ready")
 
+	escalations := rawExecCounters.killEscalations.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -416,6 +417,9 @@ func TestRawExecKillEscalatesToSIGKILL(t *testing.T) {
 		t.Fatalf("Kill: %v", err)
 	}
 	elapsed := time.Since(start)
+	if rawExecCounters.killEscalations.Load() <= escalations {
+		t.Errorf("killEscalations counter did not grow")
+	}
 	if elapsed < cfg.KillTimeout || elapsed > cfg.KillTimeout+3*time.Second {
 		t.Errorf("Kill took %v; want about the kill timeout %v", elapsed, cfg.KillTimeout)
 	}
@@ -525,7 +529,8 @@ func TestRawExecEscapedChildDoesNotHang(t *testing.T) {
 	var out syncBuffer
 	// setsid moves the child out of the task's group, out of reach of the
 	// group kill, while it keeps stdout open.
-	cfg := shTask(`setsid sleep 1000 & echo $! > gc.pid; echo bye`)
+	// The child writes its PID only once setsid ran; sh exits after that.
+	cfg := shTask(`setsid sh -c 'echo $$ > gc.pid; exec sleep 1000' & while [ ! -s gc.pid ]; do sleep 0.01; done; echo bye`)
 	cfg.Dir = dir
 	cfg.Stdout = &out
 	h := startTestTask(t, cfg)
@@ -535,7 +540,11 @@ func TestRawExecEscapedChildDoesNotHang(t *testing.T) {
 		waitCond(t, 5*time.Second, func() bool { return !processAlive(gc) }, "escaped child %d still alive", gc)
 	})
 
+	cutOff := rawExecCounters.outputCutOff.Load()
 	res := waitResult(t, h, outputDrainTimeout+5*time.Second)
+	if rawExecCounters.outputCutOff.Load() <= cutOff {
+		t.Errorf("outputCutOff counter did not grow")
+	}
 	if !res.Successful() {
 		t.Errorf("result = %+v; want success", res)
 	}
@@ -578,9 +587,13 @@ func TestRawExecOutputErrors(t *testing.T) {
 			// read to the end, head would block forever.
 			cfg := shTask(`head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2`)
 			cfg.Stdout, cfg.Stderr = tc.out, tc.out
+			writeErrs := rawExecCounters.outputWriteErrs.Load()
 			h := startTestTask(t, cfg)
 			if res := waitResult(t, h, 10*time.Second); !res.Successful() {
 				t.Errorf("result = %+v; want success", res)
+			}
+			if _, failing := tc.out.(failingWriter); failing && rawExecCounters.outputWriteErrs.Load() < writeErrs+2 {
+				t.Errorf("outputWriteErrs grew by %d; want 2 (stdout and stderr)", rawExecCounters.outputWriteErrs.Load()-writeErrs)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocStats, c.allocStats)
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocGC, c.allocGC)
 	rpc.HandleUnary(c.mux, structs.MethodClientGCAll, c.gcAll)
+	c.registerFSEndpoints()
 }
 
 // runnerFor returns the allocation's runner or a 404.

@@ -42,6 +42,11 @@ type LogsOptions struct {
 	// started. A task that is absent (nil map included) is unknown; one
 	// that has not started has no logs yet.
 	Tasks map[string]bool
+	// Ready, if not nil, is called once the request is valid and the
+	// first log file is open, before the first frame, so that the caller
+	// can commit a success status. Its error aborts the stream and is
+	// returned.
+	Ready func() error
 }
 
 // Logs sends a task's log as frames of at most structs.MaxFrameData bytes,
@@ -127,6 +132,11 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 	}
 	bp := fsFrameBufPool.Get().(*[]byte)
 	defer fsFrameBufPool.Put(bp)
+	if opts.Ready != nil {
+		if err := opts.Ready(); err != nil {
+			return err
+		}
+	}
 
 	switchTo := func(next *openedFile, idx int) {
 		fl.of.file.Close()
@@ -174,17 +184,31 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 				deleted = false
 				continue
 			}
-			if !deleted && !f.stillAt(fl.of) {
+			if !f.stillAt(fl.of) {
 				if f.removed() {
 					return errAllocDirRemoved()
 				}
-				deleted = true
-				if err := send(&structs.StreamFrame{File: fl.name, FileEvent: structs.FileEventDeleted, Offset: fl.pos}); err != nil {
+				// Replaced by a new file of the same index (say, removed
+				// and recreated): finish the old one, then read the new
+				// one from 0, opened through the Root again.
+				re, err := f.openReadRel(fl.name)
+				switch {
+				case err == nil:
+					if err := fl.drain(ctx, *bp); err != nil {
+						re.file.Close()
+						return err
+					}
+					switchTo(re, cur)
+					deleted = false
+					continue
+				case !isFileNotFound(err):
 					return err
+				case !deleted:
+					deleted = true
+					if err := send(&structs.StreamFrame{File: fl.name, FileEvent: structs.FileEventDeleted, Offset: fl.pos}); err != nil {
+						return err
+					}
 				}
-			}
-			if deleted && f.removed() {
-				return errAllocDirRemoved()
 			}
 		}
 		if quick, err = waker.wait(ctx, path.Base(fl.name)); err != nil {

@@ -361,6 +361,34 @@ func TestFsLogs_FileDeleted(t *testing.T) {
 	})
 }
 
+func TestFsLogs_FileRecreated(t *testing.T) {
+	dir, outside := afsTestDir(t)
+	afsWriteLogs(t, dir, "web", "stdout", "zero-")
+	f := afsOpen(t, dir)
+	sink, done := afsLogsAsync(t, f, LogsOptions{Task: "web", Type: "stdout", Follow: true, Tasks: afsWebStarted})
+	sink.waitData(t, "zero-")
+
+	// Replaced by a new file of the same index: read it from 0.
+	p := filepath.Join(dir, "alloc/logs/web.stdout.0")
+	afsWriteFile(t, p+".tmp", "again-")
+	if err := os.Rename(p+".tmp", p); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitData(t, "zero-again-")
+	afsAppendFile(t, p, "more")
+	sink.waitData(t, "zero-again-more")
+
+	// Replaced by a symlink out of the alloc dir: refused, never read.
+	afsSymlink(t, filepath.Join(outside, "host.txt"), p+".tmp")
+	if err := os.Rename(p+".tmp", p); err != nil {
+		t.Fatal(err)
+	}
+	afsWantCode(t, afsWaitDone(t, done), 400, "path escapes the alloc directory", dir)
+	if _, data := sink.snapshot(); string(data) != "zero-again-more" {
+		t.Errorf("data = %q", data)
+	}
+}
+
 // TestFsLogs_SymlinkIndex: a rotated "file" that is a afsSymlink out of the
 // alloc dir or into secrets is refused when the follower reaches it.
 func TestFsLogs_SymlinkIndex(t *testing.T) {

@@ -38,6 +38,11 @@ type StreamOptions struct {
 	// the file is deleted or ctx is cancelled. Without it the stream ends
 	// at the first EOF.
 	Follow bool
+	// Ready, if not nil, is called once the request is valid and the file
+	// is open, before the first frame, so that the caller can commit a
+	// success status (every 4xx comes before it). Its error aborts the
+	// stream and is returned.
+	Ready func() error
 }
 
 // Stream sends the file opts.Path as frames of at most structs.MaxFrameData
@@ -88,6 +93,11 @@ func (f *AllocFS) Stream(ctx context.Context, opts StreamOptions, send func(*str
 	fl := &follower{of: of, name: of.rel, pos: pos, known: size, send: send}
 	bp := fsFrameBufPool.Get().(*[]byte)
 	defer fsFrameBufPool.Put(bp)
+	if opts.Ready != nil {
+		if err := opts.Ready(); err != nil {
+			return err
+		}
+	}
 
 	for {
 		// Look for deletion before draining, so bytes written just before

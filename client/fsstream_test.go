@@ -541,3 +541,66 @@ func afsCountFDs(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+// TestFsStream_Ready: Ready is called once, after validation and open and
+// before the first frame; not at all when the request fails; and its error
+// aborts the stream.
+func TestFsStream_Ready(t *testing.T) {
+	dir, _ := afsTestDir(t)
+	afsWriteFile(t, filepath.Join(dir, "alloc/data/app.log"), "abc")
+	afsWriteLogs(t, dir, "web", "stdout", "log0")
+	f := afsOpen(t, dir)
+
+	type call func(ready func() error, send func(*structs.StreamFrame) error) error
+	stream := func(p string) call {
+		return func(ready func() error, send func(*structs.StreamFrame) error) error {
+			return f.Stream(context.Background(), StreamOptions{Path: p, Ready: ready}, send)
+		}
+	}
+	logs := func(task string) call {
+		return func(ready func() error, send func(*structs.StreamFrame) error) error {
+			return f.Logs(context.Background(), LogsOptions{Task: task, Type: "stdout", Tasks: afsWebStarted, Ready: ready}, send)
+		}
+	}
+	cases := []struct {
+		name      string
+		run       call
+		wantReady bool
+	}{
+		{"stream ok", stream("alloc/data/app.log"), true},
+		{"stream missing", stream("alloc/data/nope"), false},
+		{"stream secret", stream("web/secrets/token"), false},
+		{"logs ok", logs("web"), true},
+		{"logs unknown task", logs("db"), false},
+		{"logs not started", logs("sidecar"), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var events []string
+			err := tc.run(func() error {
+				events = append(events, "ready")
+				return nil
+			}, func(*structs.StreamFrame) error {
+				events = append(events, "frame")
+				return nil
+			})
+			if tc.wantReady {
+				if err != nil || len(events) < 2 || events[0] != "ready" || strings.Count(strings.Join(events, ","), "ready") != 1 {
+					t.Errorf("events = %v, err = %v; want ready once, then frames", events, err)
+				}
+				boom := errors.New("ack failed")
+				err := tc.run(func() error { return boom }, func(*structs.StreamFrame) error {
+					t.Error("frame sent after Ready failed")
+					return nil
+				})
+				if !errors.Is(err, boom) {
+					t.Errorf("err = %v; want Ready's error", err)
+				}
+				return
+			}
+			if err == nil || len(events) != 0 {
+				t.Errorf("events = %v, err = %v; want an error and no Ready", events, err)
+			}
+		})
+	}
+}

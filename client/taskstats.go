@@ -25,8 +25,9 @@ import (
 //
 // One scan of /proc (one read of /proc/<pid>/stat per process on the host)
 // yields a process table that all tasks share: sampling N tasks costs one
-// scan plus, only while swap is in use, one /proc/<pid>/status read per
-// task process (for VmSwap), not N scans. See procTableMaxAge for when a table is reused.
+// scan, plus one /proc/<pid>/status read per task process (for VmSwap) only
+// while the host has swap in use, not N scans. See procTableMaxAge for when
+// a table is reused.
 
 // Measured field names, as Nomad's executor reports them.
 var (

@@ -108,6 +108,22 @@ var decoderPool = sync.Pool{New: func() any {
 	return codec.NewDecoderBytes(empty, msgpackHandle)
 }}
 
+// readerPool recycles the read buffers of unary exchanges, which are
+// short-lived; a Stream keeps its reader.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// putReader returns br to the pool; nothing may use it afterwards.
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
+}
+
 // frameError describes an oversized frame a reader refused: its declared
 // size, so the reader can discard it if it wants to answer.
 type frameError struct {

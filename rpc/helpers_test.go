@@ -456,3 +456,6 @@ func (p *testPair) close() {
 	p.cancelServe()
 	p.serveWG.Wait()
 }
+
+// numGoroutines is the baseline for goroutinesSettle.
+func numGoroutines() int { return runtime.NumGoroutine() }

@@ -191,7 +191,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 		}
 		switch b[0] {
 		case ByteRPC:
-			serveUnary(ctx, conn, bufio.NewReaderSize(conn, readBufferSize), s.mux, nil, s.cfg, logger)
+			br := getReader(conn)
+			serveUnary(ctx, conn, br, s.mux, nil, s.cfg, logger)
+			putReader(br)
 		case ByteStreaming:
 			serveStreaming(ctx, conn, bufio.NewReaderSize(conn, readBufferSize), s.mux, nil, s.cfg, logger)
 		case ByteMultiplex:
@@ -236,7 +238,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(conn, s.cfg.Yamux)
+	ys, err := yamux.Server(wrapYamuxConn(conn), s.cfg.Yamux)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return

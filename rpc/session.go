@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -119,7 +120,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(conn, cfg.Yamux)
+	ys, err := yamux.Client(wrapYamuxConn(conn), cfg.Yamux)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
@@ -302,16 +303,18 @@ func (s *Session) Serve(ctx context.Context, mux *Mux) error {
 func (s *Session) serveStream(ctx context.Context, ys *yamux.Stream, mux *Mux) {
 	defer ys.Close()
 	ys.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	br := bufio.NewReaderSize(ys, readBufferSize)
-	mode, err := br.ReadByte()
-	if err != nil {
+	var b [1]byte
+	if _, err := io.ReadFull(ys, b[:]); err != nil {
 		s.logger.Debug("stream sent no mode byte", "error", err)
 		return
 	}
-	switch mode {
+	switch mode := b[0]; mode {
 	case ByteRPC:
+		br := getReader(ys)
 		serveUnary(ctx, ys, br, mux, s, s.cfg, s.logger)
+		putReader(br)
 	case ByteStreaming:
+		br := bufio.NewReaderSize(ys, readBufferSize)
 		serveStreaming(ctx, ys, br, mux, s, s.cfg, s.logger)
 	default:
 		s.logger.Warn("closing stream", "error", ErrUnknownProtocol, "byte", fmt.Sprintf("0x%02x", mode))

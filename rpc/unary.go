@@ -63,7 +63,8 @@ func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, m
 	if _, err := conn.Write(e.bytes()); err != nil {
 		return callError(ctx, sess, method, err)
 	}
-	br := bufio.NewReaderSize(conn, readBufferSize)
+	br := getReader(conn)
+	defer putReader(br)
 	var rh responseHeader
 	if err := readDataFrame(br, cfg.MaxMessageSize, &rh); err != nil {
 		return callError(ctx, sess, method, err)
@@ -226,6 +227,11 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 	return err
 }
 
+// watchDelay is how long a unary handler runs before its connection is
+// watched for the caller going away. Most handlers finish sooner, and
+// skipping the watch saves a goroutine and two deadline changes per call.
+const watchDelay = 5 * time.Millisecond
+
 // callerWatch watches a unary connection while its handler runs: the
 // caller sends nothing until it has the response, so a read that ends
 // means the caller went away (it closed the stream, its context ended, or
@@ -233,28 +239,39 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 // response write aborted.
 type callerWatch struct {
 	conn     net.Conn
+	br       *bufio.Reader
+	cancel   context.CancelFunc
+	timer    *time.Timer
 	done     chan struct{}
 	stopping atomic.Bool
 	gone     atomic.Bool
 }
 
+// watchCaller starts watching conn after watchDelay.
 func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc) *callerWatch {
-	w := &callerWatch{conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		// Peek consumes nothing: bytes of a next request stay buffered.
-		if _, err := br.Peek(1); err == nil || w.stopping.Load() {
-			return
-		}
-		w.gone.Store(true)
-		cancel()
-		conn.SetWriteDeadline(pastTime)
-	}()
+	w := &callerWatch{conn: conn, br: br, cancel: cancel, done: make(chan struct{})}
+	w.timer = time.AfterFunc(watchDelay, w.watch)
 	return w
+}
+
+// watch runs in the timer's goroutine until the caller sends something,
+// goes away, or stop aborts the read.
+func (w *callerWatch) watch() {
+	defer close(w.done)
+	// Peek consumes nothing: bytes of a next request stay buffered.
+	if _, err := w.br.Peek(1); err == nil || w.stopping.Load() {
+		return
+	}
+	w.gone.Store(true)
+	w.cancel()
+	w.conn.SetWriteDeadline(pastTime)
 }
 
 // stop ends the watch and reports whether the caller went away.
 func (w *callerWatch) stop() (gone bool) {
+	if w.timer.Stop() {
+		return false // never started
+	}
 	w.stopping.Store(true)
 	w.conn.SetReadDeadline(pastTime)
 	<-w.done

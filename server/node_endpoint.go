@@ -29,17 +29,20 @@ func (s *Server) registerEndpoints() {
 		func(r *structs.NodeMetaApplyRequest) string { return r.NodeID })
 	forwardNodeRPC[structs.NodeSpecificRequest, structs.GenericResponse](s, structs.MethodClientGCAll,
 		func(r *structs.NodeSpecificRequest) string { return r.NodeID })
-	forwardAllocRPC[structs.AllocResourceUsage](s, structs.MethodClientAllocStats)
-	forwardAllocRPC[structs.GenericResponse](s, structs.MethodClientAllocGC)
+	forwardAllocRPC[structs.AllocSpecificRequest, structs.AllocResourceUsage](s, structs.MethodClientAllocStats, allocIDOfReq)
+	forwardAllocRPC[structs.AllocSpecificRequest, structs.GenericResponse](s, structs.MethodClientAllocGC, allocIDOfReq)
+	s.registerStreamForwards()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the
 // server relays to the allocation's node.
-func forwardAllocRPC[Resp any](s *Server, method string) {
-	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *structs.AllocSpecificRequest, resp *Resp) error {
-		return s.AllocRPC(ctx, req.AllocID, method, req, resp)
+func forwardAllocRPC[Req, Resp any](s *Server, method string, allocIDOf func(*Req) string) {
+	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *Req, resp *Resp) error {
+		return s.AllocRPC(ctx, allocIDOf(req), method, req, resp)
 	})
 }
+
+func allocIDOfReq(r *structs.AllocSpecificRequest) string { return r.AllocID }
 
 // forwardNodeRPC registers method on the server so that a caller on any
 // session (a node agent relaying for its HTTP API) reaches the named node.

@@ -34,3 +34,66 @@ const (
 
 // MaxFrameData is the most data one stream frame carries.
 const MaxFrameData = 64 * 1024
+
+// File system RPC methods (client methods; the last three stream).
+const (
+	MethodFsList   = "FileSystem.List"
+	MethodFsStat   = "FileSystem.Stat"
+	MethodFsReadAt = "FileSystem.ReadAt"
+	MethodFsStream = "FileSystem.Stream"
+	MethodFsLogs   = "FileSystem.Logs"
+)
+
+// FsListRequest lists (or stats) a path of an allocation dir.
+type FsListRequest struct {
+	AllocID string
+	Path    string
+	QueryOptions
+}
+
+// FsListResponse is a directory listing.
+type FsListResponse struct {
+	Files []*AllocFileInfo
+}
+
+// FsStatResponse describes one path.
+type FsStatResponse struct {
+	Info *AllocFileInfo
+}
+
+// FsReadAtRequest reads Limit bytes (≤ 0: to the end) from Offset; cat is
+// Offset 0, Limit -1.
+type FsReadAtRequest struct {
+	AllocID string
+	Path    string
+	Offset  int64
+	Limit   int64
+	QueryOptions
+}
+
+// FsStreamRequest streams a file.
+type FsStreamRequest struct {
+	AllocID string
+	Path    string
+	Offset  int64
+	Origin  string
+	Follow  bool
+	QueryOptions
+}
+
+// FsLogsRequest streams a task's logs.
+type FsLogsRequest struct {
+	AllocID string
+	Task    string
+	LogType string
+	Offset  int64
+	Origin  string
+	Follow  bool
+	QueryOptions
+}
+
+// The streaming file methods answer with StreamFrames. The first frame is
+// always an empty acknowledgement sent once the request was validated and
+// the file opened, so a caller can answer validation errors with a real
+// HTTP status before it commits to 200. A clean end is EOF; an error ends
+// the stream with the remote error.

@@ -1,0 +1,338 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"tether/rpc"
+	"tether/structs"
+)
+
+// heartbeatInterval is how often an idle framed stream sends "{}", so
+// proxies and load balancers keep the connection.
+const heartbeatInterval = time.Second
+
+// maxPathLen bounds the path parameter of the file endpoints.
+const maxPathLen = 4096
+
+// clientFS serves /v1/client/fs/:op/:alloc_id.
+func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
+	vars := mux.Vars(r)
+	op, allocID := vars["op"], vars["id"]
+	if allocID == "" {
+		return nil, structs.BadRequest("must provide a valid alloc id")
+	}
+	if err := structs.ValidateUUID("alloc", allocID); err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	path := q.Get("path")
+	if len(path) > maxPathLen {
+		return nil, structs.BadRequest("path is longer than %d bytes", maxPathLen)
+	}
+	if strings.IndexByte(path, 0) >= 0 {
+		return nil, structs.BadRequest("path must not contain NUL")
+	}
+	qo := queryOptions(r)
+	switch op {
+	case "ls":
+		if path == "" {
+			path = "/"
+		}
+		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
+		var out structs.FsListResponse
+		if err := a.backend.allocRPC(r.Context(), allocID, structs.MethodFsList, &req, &out); err != nil {
+			return nil, err
+		}
+		if out.Files == nil {
+			out.Files = []*structs.AllocFileInfo{}
+		}
+		return out.Files, nil
+	case "stat":
+		if path == "" {
+			return nil, structs.BadRequest("must provide a file name")
+		}
+		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
+		var out structs.FsStatResponse
+		if err := a.backend.allocRPC(r.Context(), allocID, structs.MethodFsStat, &req, &out); err != nil {
+			return nil, err
+		}
+		return out.Info, nil
+	case "cat", "readat":
+		if path == "" {
+			return nil, structs.BadRequest("must provide a file name")
+		}
+		req := structs.FsReadAtRequest{AllocID: allocID, Path: path, Offset: 0, Limit: -1, QueryOptions: qo}
+		if op == "readat" {
+			var err error
+			if req.Offset, err = strconv.ParseInt(q.Get("offset"), 10, 64); err != nil {
+				return nil, structs.BadRequest("error parsing offset: %v", err)
+			}
+			if req.Offset < 0 {
+				return nil, structs.BadRequest("offset must not be negative")
+			}
+			if l := q.Get("limit"); l != "" {
+				if req.Limit, err = strconv.ParseInt(l, 10, 64); err != nil {
+					return nil, structs.BadRequest("error parsing limit: %v", err)
+				}
+			}
+		}
+		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsReadAt, &req)
+		if err != nil {
+			return nil, err
+		}
+		return nil, a.streamRaw(w, r, st)
+	case "stream":
+		if path == "" {
+			return nil, structs.BadRequest("must provide a file name")
+		}
+		req := structs.FsStreamRequest{AllocID: allocID, Path: path, Follow: true, QueryOptions: qo}
+		var err error
+		if v := q.Get("follow"); v != "" {
+			if req.Follow, err = strconv.ParseBool(v); err != nil {
+				return nil, structs.BadRequest("failed to parse follow field to boolean: %v", err)
+			}
+		}
+		if v := q.Get("offset"); v != "" {
+			if req.Offset, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, structs.BadRequest("error parsing offset: %v", err)
+			}
+		}
+		if req.Offset < 0 {
+			return nil, structs.BadRequest("offset must not be negative")
+		}
+		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
+			return nil, err
+		}
+		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsStream, &req)
+		if err != nil {
+			return nil, err
+		}
+		return nil, a.streamFrames(w, r, st, "text/plain; charset=utf-8", false)
+	case "logs":
+		req := structs.FsLogsRequest{AllocID: allocID, QueryOptions: qo}
+		if req.Task = q.Get("task"); req.Task == "" {
+			return nil, structs.BadRequest("must provide task name")
+		}
+		var err error
+		if v := q.Get("follow"); v != "" {
+			if req.Follow, err = strconv.ParseBool(v); err != nil {
+				return nil, structs.BadRequest("failed to parse follow field to boolean: %v", err)
+			}
+		}
+		plain := false
+		if v := q.Get("plain"); v != "" {
+			if plain, err = strconv.ParseBool(v); err != nil {
+				return nil, structs.BadRequest("failed to parse plain field to boolean: %v", err)
+			}
+		}
+		switch req.LogType = q.Get("type"); req.LogType {
+		case "stdout", "stderr":
+		default:
+			return nil, structs.BadRequest("must provide log type (stdout/stderr)")
+		}
+		if v := q.Get("offset"); v != "" {
+			if req.Offset, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, structs.BadRequest("error parsing offset: %v", err)
+			}
+		}
+		if req.Offset < 0 {
+			return nil, structs.BadRequest("offset must not be negative")
+		}
+		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
+			return nil, err
+		}
+		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsLogs, &req)
+		if err != nil {
+			return nil, err
+		}
+		if plain {
+			return nil, a.streamFrames(w, r, st, "text/plain", true)
+		}
+		return nil, a.streamFrames(w, r, st, "application/json", false)
+	default:
+		return nil, structs.NotFound("Invalid method")
+	}
+}
+
+func parseOrigin(o string) (string, error) {
+	switch o {
+	case "":
+		return "start", nil
+	case "start", "end":
+		return o, nil
+	}
+	return "", structs.BadRequest("origin must be start or end")
+}
+
+// firstFrame waits for the node's acknowledgement (or its error, which
+// becomes the HTTP status since nothing was written yet).
+func firstFrame(st *rpc.Stream) error {
+	var ack structs.StreamFrame
+	if err := st.Recv(&ack); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// frameReader moves frames from the stream to a channel, so the writer can
+// also send heartbeats. It ends when the stream ends; its error (nil on a
+// clean end) is delivered last.
+func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *structs.StreamFrame, <-chan error) {
+	frames := make(chan *structs.StreamFrame, 4)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(frames)
+		for {
+			f := new(structs.StreamFrame)
+			if err := st.Recv(f); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				errc <- err
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
+	return frames, errc
+}
+
+// streamFrames answers a frame stream: JSON frames back to back (with a
+// "{}" heartbeat each idle second) or, in plain mode, the raw data only.
+// Each write is flushed; a slow reader slows the node through flow
+// control. The stream is closed on every path.
+func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Stream, contentType string, plain bool) error {
+	defer st.Close()
+	if err := firstFrame(st); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	frames, errc := frameReader(ctx, st)
+	hb := time.NewTicker(heartbeatInterval)
+	defer hb.Stop()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				if err := <-errc; err != nil && r.Context().Err() == nil {
+					a.logger.Named("http").Debug("stream ended with error", "path", r.URL.Path, "error", err)
+				}
+				return nil
+			}
+			var err error
+			if plain {
+				if len(f.Data) > 0 {
+					_, err = w.Write(f.Data)
+				}
+			} else {
+				buf.Reset()
+				if err = enc.Encode(f); err == nil {
+					_, err = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+				}
+			}
+			if err == nil && len(frames) == 0 {
+				err = rc.Flush()
+			}
+			if err != nil {
+				return nil // the caller went away; the deferred Close stops the node
+			}
+		case <-hb.C:
+			if plain {
+				continue
+			}
+			// Every second, data or not, as Nomad: "{}" is ignored by
+			// decoders and keeps idle proxies from cutting the stream.
+			if _, err := io.WriteString(w, "{}"); err != nil {
+				return nil
+			}
+			if err := rc.Flush(); err != nil {
+				return nil
+			}
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+}
+
+// streamRaw answers cat and readat: the file's bytes, with a content type
+// sniffed from the first 512 bytes (never text/html) and headers that keep
+// a browser from running what it reads.
+func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream) error {
+	defer st.Close()
+	if err := firstFrame(st); err != nil {
+		return err
+	}
+	var head []byte
+	var f structs.StreamFrame
+	var recvErr error
+	for len(head) < 512 {
+		f = structs.StreamFrame{}
+		if recvErr = st.Recv(&f); recvErr != nil {
+			break
+		}
+		head = append(head, f.Data...)
+	}
+	if recvErr != nil && !errors.Is(recvErr, io.EOF) && len(head) == 0 {
+		return recvErr
+	}
+	h := w.Header()
+	ct := http.DetectContentType(head)
+	if strings.HasPrefix(ct, "text/html") || strings.HasPrefix(ct, "text/xml") {
+		ct = "text/plain"
+	}
+	if len(head) == 0 {
+		ct = "text/plain; charset=utf-8"
+	}
+	h.Set("Content-Type", ct)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-XSS-Protection", "1; mode=block")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(head); err != nil || recvErr != nil {
+		return nil
+	}
+	for {
+		f = structs.StreamFrame{}
+		if err := st.Recv(&f); err != nil {
+			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
+				a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
+				// A truncated body must not look complete.
+				panic(http.ErrAbortHandler)
+			}
+			return nil
+		}
+		if _, err := w.Write(f.Data); err != nil {
+			return nil
+		}
+	}
+}

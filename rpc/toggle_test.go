@@ -1,0 +1,5 @@
+package rpc
+
+import "os"
+
+func init() { coalesceOff = os.Getenv("COALESCE_OFF") != "" }
