@@ -36,6 +36,8 @@ type Agent struct {
 	httpAdvertise string
 	rpcAdvertise  string
 
+	streams streamLimiter
+
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }

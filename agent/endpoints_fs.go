@@ -44,6 +44,13 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	qo := queryOptions(r)
 	switch op {
+	case "cat", "readat", "stream", "logs":
+		if err := a.streams.acquire(); err != nil {
+			return nil, err
+		}
+		defer a.streams.release()
+	}
+	switch op {
 	case "ls":
 		if path == "" {
 			path = "/"

@@ -1,0 +1,335 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// fsFixture is a running allocation whose dir the test can touch.
+type fsFixture struct {
+	srv, node *testAgent
+	api       *nomad.Client
+	allocID   string
+	allocDir  string
+}
+
+func startFSFixture(t *testing.T, tasks ...*nomad.Task) *fsFixture {
+	t.Helper()
+	srv := startServer(t, "server1")
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withRawExec())
+	api := srv.API(t)
+	if len(tasks) == 0 {
+		tasks = []*nomad.Task{shellTask("web", `echo secret > "$NOMAD_SECRETS_DIR/token"; while :; do sleep 1; done`)}
+	}
+	job := &nomad.Job{ID: ptr("fsx"), Type: ptr("service"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: tasks}}}
+	if _, _, err := api.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	id := waitAllocsStatus(t, api, "fsx", 1, "running")[0].ID
+	return &fsFixture{srv: srv, node: node, api: api, allocID: id, allocDir: filepath.Join(node.cfg.DataDir, "alloc", id)}
+}
+
+func (f *fsFixture) url(base, op, query string) string {
+	return base + "/v1/client/fs/" + op + "/" + f.allocID + "?" + query
+}
+
+// openFollow opens a follow stream and returns its response once the
+// headers arrived.
+func openFollow(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return resp, nil
+}
+
+func openFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+// TestFS_AbortedStreamsLeakNothing opens and aborts 1,000 follow streams
+// through a server: goroutines and file descriptors of the (in-process)
+// server and node return to their baseline.
+func TestFS_AbortedStreamsLeakNothing(t *testing.T) {
+	f := startFSFixture(t)
+	if err := os.WriteFile(filepath.Join(f.allocDir, "alloc", "data", "f.txt"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := f.url(f.srv.URL(), "stream", "path=alloc/data/f.txt")
+	tr := &http.Transport{MaxIdleConnsPerHost: 8}
+	hc := &http.Client{Transport: tr}
+	defer tr.CloseIdleConnections()
+
+	// Warm up, then take the baseline.
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	tr.CloseIdleConnections()
+	var baseG, baseFD int
+	waitFor(t, 10*time.Second, "quiet baseline", func() (bool, error) {
+		baseG, baseFD = runtime.NumGoroutine(), openFDs()
+		return f.srv.OpenStreams() == 0 && f.node.OpenStreams() == 0, nil
+	})
+
+	for i := 0; i < 1000; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if resp.StatusCode != 200 {
+			cancel()
+			t.Fatalf("stream %d: status %d", i, resp.StatusCode)
+		}
+		// Read the first frame so the whole path is open, then abort.
+		buf := make([]byte, 64)
+		_, _ = resp.Body.Read(buf)
+		cancel()
+		resp.Body.Close()
+	}
+	tr.CloseIdleConnections()
+	waitFor(t, 30*time.Second, "goroutines and fds back to baseline", func() (bool, error) {
+		g, fd := runtime.NumGoroutine(), openFDs()
+		if f.srv.OpenStreams() != 0 {
+			return false, fmt.Errorf("server still has %d streams", f.srv.OpenStreams())
+		}
+		return g <= baseG+5 && fd <= baseFD+2, fmt.Errorf("goroutines %d (baseline %d), fds %d (baseline %d)", g, baseG, fd, baseFD)
+	})
+}
+
+// TestFS_ManyFollowersOneAddress serves 200 concurrent follow streams from
+// one client address; a limit hit is a clear 429.
+func TestFS_ManyFollowersOneAddress(t *testing.T) {
+	f := startFSFixture(t)
+	path := filepath.Join(f.allocDir, "alloc", "data", "shared.log")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	got := make(chan struct{}, n)
+	opened := make(chan struct{}, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := openFollow(ctx, f.url(f.srv.URL(), "stream", "path=alloc/data/shared.log"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			opened <- struct{}{}
+			dec := json.NewDecoder(resp.Body)
+			for {
+				var fr nomad.StreamFrame
+				if err := dec.Decode(&fr); err != nil {
+					errs <- err
+					return
+				}
+				if strings.Contains(string(fr.Data), "hello") {
+					got <- struct{}{}
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case <-opened:
+		case err := <-errs:
+			t.Fatalf("a follower failed: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d followers opened", i, n)
+		}
+	}
+	fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteString("hello\n")
+	fh.Close()
+	for i := 0; i < n; i++ {
+		select {
+		case <-got:
+		case err := <-errs:
+			t.Fatalf("a follower failed: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("only %d of %d followers got the write", i, n)
+		}
+	}
+	cancel()
+	wg.Wait()
+	waitFor(t, 10*time.Second, "followers closed", func() (bool, error) { return f.srv.OpenStreams() == 0, nil })
+
+	// Over the agent's stream limit: 429 at once, not a hang.
+	f.srv.SetMaxStreams(1)
+	defer f.srv.SetMaxStreams(0)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	first, err := openFollow(ctx2, f.url(f.srv.URL(), "stream", "path=alloc/data/shared.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	code, body, _ := do(t, "GET", f.url(f.srv.URL(), "stream", "path=alloc/data/shared.log"), nil)
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("stream over the limit = %d %q; want 429", code, body)
+	}
+}
+
+// TestFS_EscapeSuite tries to read host files out of the allocation dir
+// through a server and directly: every attempt is a 4xx, never host data,
+// never a host path.
+func TestFS_EscapeSuite(t *testing.T) {
+	f := startFSFixture(t)
+	data := filepath.Join(f.allocDir, "alloc", "data")
+	for name, target := range map[string]string{
+		"hostdir":  "/etc",
+		"hostfile": "/etc/passwd",
+		"climb":    "../../../../../../../../etc/passwd",
+		"climbdir": "../../..",
+		"inside":   "../tmp",
+	} {
+		if err := os.Symlink(target, filepath.Join(data, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		op, query string
+		code      int
+	}{
+		{"cat", "path=../etc/passwd", 400},
+		{"cat", "path=../../../../../../etc/passwd", 400},
+		{"cat", "path=/etc/passwd", 404},
+		{"cat", "path=alloc/../../../etc/passwd", 400},
+		{"cat", "path=%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd", 400},
+		{"cat", "path=%252e%252e%252fetc%252fpasswd", 404},
+		{"cat", "path=alloc/data/hostdir/passwd", 400},
+		{"ls", "path=alloc/data/hostdir", 400},
+		{"cat", "path=alloc/data/hostfile", 400},
+		{"stat", "path=alloc/data/hostfile", 400},
+		{"readat", "path=alloc/data/hostfile&offset=0&limit=100", 400},
+		{"stream", "path=alloc/data/hostfile&follow=false", 400},
+		{"cat", "path=alloc/data/climb", 400},
+		{"ls", "path=alloc/data/climbdir", 400},
+		{"cat", "path=web/secrets/token", 403},
+		{"stream", "path=web/secrets/token&follow=false", 403},
+		{"logs", "task=../../etc&type=stdout", 400},
+		{"cat", "path=%00", 400},
+		{"ls", "path=alloc/data/inside", 200},
+	}
+	for _, base := range []string{f.srv.URL(), f.node.URL()} {
+		for _, tc := range cases {
+			code, body, _ := do(t, "GET", f.url(base, tc.op, tc.query), nil)
+			if code != tc.code {
+				t.Errorf("%s %s?%s = %d %q; want %d", base, tc.op, tc.query, code, body, tc.code)
+			}
+			if strings.Contains(body, "root:") || strings.Contains(body, f.node.cfg.DataDir) || strings.Contains(body, "secret\n") {
+				t.Errorf("%s?%s leaked %q", tc.op, tc.query, body)
+			}
+		}
+	}
+
+	// A symlink swapped in while a stream is open is never followed.
+	swap := filepath.Join(data, "swap.txt")
+	if err := os.WriteFile(swap, []byte("before\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := openFollow(ctx, f.url(f.srv.URL(), "stream", "path=alloc/data/swap.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := os.Remove(swap); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", swap); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body) // the stream ends after "file deleted"
+	if strings.Contains(string(body), "cm9vd") /* base64 of "root" */ || strings.Contains(string(body), "root:") {
+		t.Fatalf("stream followed a swapped-in symlink: %q", body)
+	}
+	if !strings.Contains(string(body), "file deleted") {
+		t.Fatalf("stream body %q; want a file deleted event", body)
+	}
+}
+
+// TestFS_RotationUnderLiveWrites follows a task's stdout while it writes
+// numbered lines across rotations; every line arrives once, in order.
+func TestFS_RotationUnderLiveWrites(t *testing.T) {
+	const lines = 250000
+	task := shellTask("writer", fmt.Sprintf(`sleep 1; seq 1 %d | while read i; do echo "line $i"; done; while :; do sleep 1; done`, lines))
+	task.LogConfig = &nomad.LogConfig{MaxFiles: ptr(10), MaxFileSizeMB: ptr(1)}
+	f := startFSFixture(t, task)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	resp, err := openFollow(ctx, f.url(f.srv.URL(), "logs", "task=writer&type=stdout&follow=true&plain=true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	next := 1
+	for next <= lines && sc.Scan() {
+		want := "line " + strconv.Itoa(next)
+		if sc.Text() != want {
+			t.Fatalf("got %q; want %q (lost or repeated bytes across rotation)", sc.Text(), want)
+		}
+		next++
+	}
+	if next <= lines {
+		t.Fatalf("stream ended at line %d: %v", next, sc.Err())
+	}
+	ls, _, err := f.api.AllocFS().List(&nomad.Allocation{ID: f.allocID, NodeID: f.node.Client().NodeID()}, "alloc/logs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := 0
+	for _, fi := range ls {
+		if strings.HasPrefix(fi.Name, "writer.stdout.") {
+			rotated++
+		}
+	}
+	if rotated < 2 {
+		t.Fatalf("only %d stdout files; the test wants rotation", rotated)
+	}
+}
