@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run bench lint clean
+.PHONY: all build test run bench bench-peer lint clean
 
 all: build
 
@@ -26,6 +26,12 @@ run: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./rpc/ ./client/
 	$(GO) test -run '^TestBenchForwarding$$' -count=1 -v -timeout 10m ./integration/ -args -bench-forwarding
+
+# bench-peer drives ../shared/bench/clientapi-bench (the harness that
+# measured Nomad v1.6.5) against a Tether server and node with the peer
+# workload. ARGS passes harness flags, e.g. ARGS="-scenarios small -reps 1".
+bench-peer:
+	scripts/clientapi-bench.sh $(ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

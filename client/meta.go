@@ -30,6 +30,13 @@ type metaStore struct {
 	mu      sync.Mutex
 	static  map[string]string
 	dynamic map[string]*string
+
+	// Group commit: applies bump gen and wait until a save covers it, so
+	// one fsync serves every apply that arrived while the last one ran.
+	saveMu  sync.Mutex // held while writing the file
+	gen     uint64     // bumped by each apply, under mu
+	saved   uint64     // highest gen on disk, under mu
+	saveErr error      // error of the last save, under mu
 }
 
 // newMetaStore loads dynamic metadata from path (if present) over static.
@@ -105,7 +112,6 @@ func (m *metaStore) apply(update map[string]*string) (*structs.NodeMetaResponse,
 	}
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	next := make(map[string]*string, len(m.dynamic)+len(update))
 	for k, v := range m.dynamic {
 		next[k] = v
@@ -122,11 +128,49 @@ func (m *metaStore) apply(update map[string]*string) (*structs.NodeMetaResponse,
 		s := *v
 		next[k] = &s
 	}
-	if err := m.save(next); err != nil {
+	prev := m.dynamic
+	m.dynamic = next
+	m.gen++
+	mine := m.gen
+	resp := m.responseLocked()
+	m.mu.Unlock()
+
+	if err := m.commit(mine); err != nil {
+		// Not durable: undo this update unless a later one built on it.
+		m.mu.Lock()
+		if m.gen == mine {
+			m.dynamic = prev
+		}
+		m.mu.Unlock()
 		return nil, err
 	}
-	m.dynamic = next
-	return m.responseLocked(), nil
+	return resp, nil
+}
+
+// commit returns once the dynamic metadata as of generation gen is on
+// disk. Whoever holds saveMu writes the newest state, covering every
+// apply that came before it.
+func (m *metaStore) commit(gen uint64) error {
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	m.mu.Lock()
+	if m.saved >= gen {
+		err := m.saveErr
+		m.mu.Unlock()
+		return err
+	}
+	snapshot := make(map[string]*string, len(m.dynamic))
+	for k, v := range m.dynamic {
+		snapshot[k] = v
+	}
+	upTo := m.gen
+	m.mu.Unlock()
+
+	err := m.save(snapshot)
+	m.mu.Lock()
+	m.saved, m.saveErr = upTo, err
+	m.mu.Unlock()
+	return err
 }
 
 func (m *metaStore) save(dyn map[string]*string) error {

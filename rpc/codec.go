@@ -52,9 +52,10 @@ var encoderPool = sync.Pool{New: func() any {
 
 func getEncoder() *encoder { return encoderPool.Get().(*encoder) }
 
-// putEncoder returns e to the pool unless it grew large.
+// putEncoder returns e to the pool unless it grew past a typical stream
+// frame (64 KiB of data plus framing); the pool is emptied by the GC.
 func putEncoder(e *encoder) {
-	if cap(e.buf) > 64<<10 || cap(e.out) > 64<<10 {
+	if cap(e.buf) > 256<<10 || cap(e.out) > 256<<10 {
 		return
 	}
 	e.out = e.out[:0]

@@ -21,6 +21,12 @@ var (
 	// calls whose stream was closed locally.
 	ErrStreamClosed = errors.New("rpc: stream closed")
 
+	// ErrRefused is returned by Dial when the server ends the session
+	// before answering its first ping: it refused the TLS certificate (the
+	// error carries the server's alert), requires TLS, or is over its
+	// connection limit.
+	ErrRefused = errors.New("rpc: server refused the session")
+
 	// ErrPoolClosed is returned by Pool methods after Close.
 	ErrPoolClosed = errors.New("rpc: pool closed")
 

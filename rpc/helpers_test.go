@@ -263,6 +263,11 @@ func registerTestMethods(m *Mux, side string, h *hooks) {
 		h.cancelled <- ctx.Err()
 		return ctx.Err()
 	})
+	m.HandleStream("Test.PanicStream", func(ctx context.Context, s *Stream) error {
+		s.Recv(nil)
+		s.Send(&frame{Seq: 1})
+		panic("stream boom")
+	})
 	// Test.Sink reads frames until the caller closes.
 	m.HandleStream("Test.Sink", func(ctx context.Context, s *Stream) error {
 		for {
@@ -459,3 +464,11 @@ func (p *testPair) close() {
 
 // numGoroutines is the baseline for goroutinesSettle.
 func numGoroutines() int { return runtime.NumGoroutine() }
+
+// busyStreams closes both sessions' idle unary streams (kept for reuse)
+// and returns how many streams remain open on either side.
+func (p *testPair) busyStreams() int {
+	p.node.closeIdle()
+	p.server.closeIdle()
+	return p.node.NumStreams() + p.server.NumStreams()
+}

@@ -145,20 +145,27 @@ func (m *Mux) OpenLocal(ctx context.Context, method string, args any) (*Stream, 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
 	}
-	cfg, _ := (*Config)(nil).normalize()
+	cfg := *localConfig()
 	cfg.Logger = m.logger()
 	callerConn, handlerConn := net.Pipe()
 
 	hctx, hcancel := context.WithCancel(ctx)
-	hs := newStream(handlerConn, nil, cfg, roleHandler, hctx, hcancel, method)
+	hs := newStream(handlerConn, nil, &cfg, roleHandler, hctx, hcancel, method)
 	go serveStreamHandler(hs, h)
 
-	cs, err := startCallerStream(ctx, callerConn, nil, nil, cfg, method, args)
+	cs, err := startCallerStream(ctx, callerConn, nil, nil, &cfg, method, args)
 	if err != nil {
 		return nil, err
 	}
 	return cs, nil
 }
+
+// localConfig is the default config, used by in-process streams (only its
+// limits and timeouts matter).
+var localConfig = sync.OnceValue(func() *Config {
+	cfg, _ := (*Config)(nil).normalize()
+	return cfg
+})
 
 func (m *Mux) logger() hclog.Logger {
 	if m.Logger == nil {

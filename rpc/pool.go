@@ -24,7 +24,10 @@ type Pool struct {
 	IdleTimeout time.Duration
 
 	// Mux, if set before first use, is served on every session the pool
-	// dials, so the remote end can call back. nil serves nothing.
+	// dials, so the remote end can call back. nil serves no methods: a
+	// stream the remote opens is still accepted (yamux would otherwise
+	// close the whole session once the stream's open times out) and gets
+	// ErrUnknownMethod.
 	Mux *Mux
 
 	cfg    *Config
@@ -125,13 +128,15 @@ func (p *Pool) dial(addr string, d *poolDial) {
 		e := &poolEntry{sess: sess}
 		e.lastUsed.Store(p.now().UnixNano())
 		p.sessions[addr] = e
-		if p.Mux != nil {
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				sess.Serve(p.ctx, p.Mux)
-			}()
+		mux := p.Mux
+		if mux == nil {
+			mux = NewMux()
 		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			sess.Serve(p.ctx, mux)
+		}()
 		if !p.reaper {
 			p.reaper = true
 			p.wg.Add(1)

@@ -236,8 +236,18 @@ func TestPool_IdleReap(t *testing.T) {
 }
 
 func TestPool_ServesMux(t *testing.T) {
-	// A pool with a Mux answers calls the remote makes back down the
-	// session it dialed.
+	for _, withMux := range []bool{true, false} {
+		name := "with mux"
+		if !withMux {
+			name = "without mux"
+		}
+		t.Run(name, func(t *testing.T) { testPoolServesMux(t, withMux) })
+	}
+}
+
+// testPoolServesMux checks that a pool answers calls the remote makes back
+// down the session it dialed: with its Mux, or with ErrUnknownMethod.
+func testPoolServesMux(t *testing.T, withMux bool) {
 	var mu sync.Mutex
 	var remote *Session
 	got := make(chan struct{})
@@ -248,8 +258,10 @@ func TestPool_ServesMux(t *testing.T) {
 		close(got)
 	})
 	p := NewPool(testConfig(t))
-	p.Mux = NewMux()
-	registerTestMethods(p.Mux, "pool", newHooks())
+	if withMux {
+		p.Mux = NewMux()
+		registerTestMethods(p.Mux, "pool", newHooks())
+	}
 	defer p.Close()
 	if _, err := p.Session(context.Background(), addr); err != nil {
 		t.Fatal(err)
@@ -258,7 +270,11 @@ func TestPool_ServesMux(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	var reply echoReply
-	if err := remote.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "back"}, &reply); err != nil || reply.Msg != "pool:back" {
+	err := remote.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "back"}, &reply)
+	if withMux && (err != nil || reply.Msg != "pool:back") {
 		t.Fatalf("call back = %+v, %v", reply, err)
+	}
+	if !withMux && !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("call back = %v; want ErrUnknownMethod", err)
 	}
 }

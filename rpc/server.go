@@ -180,6 +180,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 			tconn, err := s.serverTLS(ctx, conn, isTLS)
 			if err != nil {
 				logger.Warn("refusing TLS connection", "error", err)
+				lingerClose(raw, s.cfg.HandshakeTimeout)
 				return
 			}
 			conn, isTLS = tconn, true
@@ -238,7 +239,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(wrapYamuxConn(conn), s.cfg.Yamux)
+	ys, err := yamux.Server(conn, s.cfg.Yamux)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return

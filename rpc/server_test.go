@@ -101,8 +101,11 @@ func TestServer_ShutdownClosesSessions(t *testing.T) {
 
 	stop()
 
-	if err := recvWithin(t, callErr, 5*time.Second, "in-flight call"); !errors.Is(err, ErrSessionClosed) {
-		t.Errorf("in-flight call = %v; want ErrSessionClosed", err)
+	// The handler is cancelled; its answer may beat the session's close.
+	err = recvWithin(t, callErr, 5*time.Second, "in-flight call")
+	var re *RemoteError
+	if !errors.Is(err, ErrSessionClosed) && !(errors.As(err, &re) && re.Message == context.Canceled.Error()) {
+		t.Errorf("in-flight call = %v; want ErrSessionClosed or the handler's cancellation", err)
 	}
 	if err := st.Recv(nil); err == nil {
 		t.Errorf("Recv on a stream of a stopped server succeeded")
@@ -287,12 +290,11 @@ func TestServer_TLS(t *testing.T) {
 	})
 	t.Run("plaintext refused", func(t *testing.T) {
 		s, err := Dial(context.Background(), addr, testConfig(t))
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			s.Close()
 		}
-		defer s.Close()
-		if err := s.Call(context.Background(), "Test.Echo", &echoArgs{}, &echoReply{}); !errors.Is(err, ErrSessionClosed) {
-			t.Fatalf("plaintext Call = %v; want ErrSessionClosed", err)
+		if !errors.Is(err, ErrRefused) {
+			t.Fatalf("plaintext Dial = %v; want ErrRefused", err)
 		}
 	})
 	t.Run("TLS inside TLS refused", func(t *testing.T) {

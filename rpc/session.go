@@ -30,6 +30,53 @@ type Session struct {
 	cfg    *Config
 	logger hclog.Logger
 	seq    atomic.Uint64
+
+	// idle holds unary streams that finished a call cleanly, for reuse:
+	// a reused stream costs one write per call instead of a stream open,
+	// a mode byte and a close each way.
+	idleMu sync.Mutex
+	idle   []*yamux.Stream
+}
+
+// maxIdleStreams bounds the unary streams a session keeps for reuse.
+const maxIdleStreams = 64
+
+// takeIdle returns an idle unary stream, or nil.
+func (s *Session) takeIdle() *yamux.Stream {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	n := len(s.idle)
+	if n == 0 {
+		return nil
+	}
+	ys := s.idle[n-1]
+	s.idle = s.idle[:n-1]
+	return ys
+}
+
+// putIdle keeps a stream whose call ended cleanly, or closes it when the
+// pool is full or the session is gone.
+func (s *Session) putIdle(ys *yamux.Stream) {
+	ys.SetDeadline(time.Time{})
+	s.idleMu.Lock()
+	if len(s.idle) < maxIdleStreams && !s.ys.IsClosed() {
+		s.idle = append(s.idle, ys)
+		s.idleMu.Unlock()
+		return
+	}
+	s.idleMu.Unlock()
+	ys.Close()
+}
+
+// closeIdle closes every idle stream.
+func (s *Session) closeIdle() {
+	s.idleMu.Lock()
+	idle := s.idle
+	s.idle = nil
+	s.idleMu.Unlock()
+	for _, ys := range idle {
+		ys.Close()
+	}
 }
 
 // sessionKey is the context key of the session a request arrived on.
@@ -44,9 +91,14 @@ func SessionFromContext(ctx context.Context) *Session {
 
 // Dial connects to a Server at addr: TCP (keepalive on, Nagle off), then
 // ByteTLS and a TLS handshake if cfg.TLSConfig is set, then ByteMultiplex,
-// and returns the client end of the yamux session. Dialing and the TLS
-// handshake are bounded by cfg.DialTimeout and ctx. The session serves
-// nothing until Serve is called.
+// and returns the client end of the yamux session once the server has
+// answered a first ping (tls_dial.go): a server that refuses the session,
+// for example the client's TLS certificate, makes Dial fail with an error
+// matching ErrRefused. Dialing, the TLS handshake and the ping are bounded
+// by cfg.DialTimeout and ctx. The session serves
+// nothing until Serve is called; call it (with an empty Mux if there is
+// nothing to serve), because yamux closes the whole session when a stream
+// the peer opened stays unaccepted for its StreamOpenTimeout.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Session, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -68,8 +120,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Session, error) {
 		}
 		conn = tconn
 	}
-	dl, _ := dctx.Deadline()
-	sess, err := newClientSession(conn, cfg, dl)
+	sess, err := dialSession(dctx, conn, cfg, cfg.TLSConfig != nil)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
 	}
@@ -120,7 +171,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(wrapYamuxConn(conn), cfg.Yamux)
+	ys, err := yamux.Client(conn, cfg.Yamux)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
@@ -196,12 +247,44 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	}
 	ctx, cancel := withCallTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
+	if ys := s.takeIdle(); ys != nil {
+		err := unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, false)
+		if reusable(ctx, err) {
+			s.putIdle(ys)
+			return true, err
+		}
+		ys.Close()
+		var re *RemoteError
+		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
+			return true, err
+		}
+		// The idle stream had died (the peer reaped it, or the session
+		// is going away): the request was not served; use a fresh stream.
+	}
 	ys, err := s.openYamux()
 	if err != nil {
 		return false, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	defer ys.Close()
-	return true, unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
+	err = unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
+	if reusable(ctx, err) {
+		s.putIdle(ys)
+	} else {
+		ys.Close()
+	}
+	return true, err
+}
+
+// reusable reports whether a stream is in a clean state after a call: the
+// exchange completed (a handler error included) and ctx did not end.
+func reusable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if err == nil {
+		return true
+	}
+	var re *RemoteError
+	return errors.As(err, &re) && re.Code != codeRequestTooLarge
 }
 
 // OpenStream starts a streaming call of method on the peer: it opens a
@@ -232,35 +315,6 @@ func (s *Session) openStream(ctx context.Context, method string, args any) (st *
 	}
 	st, err = startCallerStream(ctx, ys, br, s, s.cfg, method, args)
 	return st, true, err
-}
-
-// streamHandshake sends the streaming preamble and header on conn and reads
-// the ack. It returns the reader to keep using.
-func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string) (*bufio.Reader, error) {
-	e := getEncoder()
-	defer putEncoder(e)
-	e.reset()
-	e.out = append(e.out, ByteStreaming)
-	dl, hasDL := ctx.Deadline()
-	if err := e.appendFrame(kindData, &streamHeader{Method: method, Timeout: encodeTimeout(dl, hasDL)}, cfg.MaxMessageSize); err != nil {
-		return nil, fmt.Errorf("rpc: %s: %w", method, err)
-	}
-	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
-	br := bufio.NewReaderSize(conn, readBufferSize)
-	var ack streamAck
-	_, err := conn.Write(e.bytes())
-	if err == nil {
-		err = readDataFrame(br, cfg.MaxMessageSize, &ack)
-	}
-	if !stop() || err != nil {
-		return nil, callError(ctx, sess, method, err)
-	}
-	conn.SetDeadline(time.Time{})
-	if rerr := remoteFromWire(ack.Error, ack.Code); rerr != nil {
-		return nil, rerr
-	}
-	return br, nil
 }
 
 // Serve accepts the streams the peer opens and serves mux on them, each in

@@ -174,7 +174,7 @@ func TestSession_CallContext(t *testing.T) {
 						t.Errorf("handler ctx.Err() = nil")
 					}
 					waitFor(t, 5*time.Second, "streams to close", func() bool {
-						return p.node.NumStreams() == 0 && p.server.NumStreams() == 0
+						return p.busyStreams() == 0
 					})
 				})
 			}
@@ -213,7 +213,7 @@ func TestSession_LossMidCall(t *testing.T) {
 				p.dropConn()
 				err := recvWithin(t, errCh, 5*time.Second, "call to fail")
 				if !errors.Is(err, ErrSessionClosed) {
-					t.Errorf("err = %v; want ErrSessionClosed", err)
+					t.Errorf("err = %#v; want ErrSessionClosed", err)
 				}
 				if d := time.Since(start); d > 3*time.Second {
 					t.Errorf("call failed after %v; want prompt", d)
@@ -314,7 +314,7 @@ func TestSession_ConcurrentStreams(t *testing.T) {
 				t.Error(err)
 			}
 			waitFor(t, 10*time.Second, "streams to close", func() bool {
-				return p.node.NumStreams() == 0 && p.server.NumStreams() == 0
+				return p.busyStreams() == 0
 			})
 		})
 	})

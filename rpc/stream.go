@@ -60,9 +60,10 @@ type Stream struct {
 	readAborted  bool
 	writeAborted bool
 
-	frames   chan []byte   // pump → Recv, unbuffered
-	pumpDone chan struct{} // closed when the pump exits; recvErr is set
-	recvErr  error
+	frames    chan []byte   // pump → Recv, unbuffered
+	pumpDone  chan struct{} // closed when the pump exits; recvErr is set
+	recvErr   error
+	peerEnded bool // caller role: the handler's trailer arrived
 
 	finished chan struct{} // handler role: the handler returned
 
@@ -106,8 +107,9 @@ func (s *Stream) Context() context.Context { return s.ctx }
 // at a time. A message larger than Config.MaxMessageSize fails with
 // ErrMessageTooLarge before anything is written, leaving the stream usable;
 // any write error closes the stream. Send returns io.EOF when the peer has
-// ended the stream (on the caller side, Recv then tells how), and
-// ErrStreamClosed after Close.
+// ended the stream (on the caller side, Recv then tells how), an error
+// matching ErrSessionClosed when the session died, and ErrStreamClosed
+// after Close.
 func (s *Stream) Send(v any) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
@@ -147,11 +149,20 @@ func (s *Stream) sendState() error {
 	if s.role == roleCaller {
 		select {
 		case <-s.pumpDone:
-			return io.EOF
+			return s.pumpEndForSend()
 		default:
 		}
 	}
 	return nil
+}
+
+// pumpEndForSend is what Send reports once the pump has ended: io.EOF if
+// the handler ended the stream (Recv tells how), else why it broke.
+func (s *Stream) pumpEndForSend() error {
+	if s.role == roleHandler || s.peerEnded {
+		return io.EOF
+	}
+	return s.recvErr
 }
 
 // sendError classifies a write error.
@@ -161,14 +172,14 @@ func (s *Stream) sendError(err error) error {
 		return s.closeErr
 	default:
 	}
+	if s.sess != nil && s.sess.IsClosed() {
+		return fmt.Errorf("rpc: %s: %w", s.method, ErrSessionClosed)
+	}
 	select {
 	case <-s.pumpDone:
 		// The peer ended the stream (or went away) first.
-		return io.EOF
+		return s.pumpEndForSend()
 	default:
-	}
-	if s.sess != nil && s.sess.IsClosed() {
-		return fmt.Errorf("rpc: %s: %w", s.method, ErrSessionClosed)
 	}
 	return fmt.Errorf("rpc: %s: send: %w", s.method, err)
 }
@@ -333,6 +344,7 @@ func (s *Stream) trailer(body []byte) error {
 	}
 	// The call is over: let the handler's side finish at once, and make a
 	// Send racing with this return io.EOF.
+	s.peerEnded = true
 	s.release()
 	if err := remoteFromWire(tr.Error, tr.Code); err != nil {
 		if s.parent != nil && ctxEnded(s.parent) {
@@ -456,33 +468,4 @@ func closeWrite(conn net.Conn) {
 	case interface{ CloseWrite() error }:
 		c.CloseWrite()
 	}
-}
-
-// serveStreamHandler runs h on the handler end of a stream and finishes
-// the stream with its result.
-func serveStreamHandler(hs *Stream, h StreamHandler) {
-	go hs.pump()
-	err := callStream(hs.ctx, hs.cfg.Logger, hs.method, h, hs)
-	hs.finish(err)
-}
-
-// startCallerStream wraps the caller end of a streaming call whose
-// handshake is done, ties it to ctx, and sends the arguments.
-func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, sess *Session, cfg *Config, method string, args any) (*Stream, error) {
-	sctx, cancel := context.WithCancel(ctx)
-	cs := newStream(conn, br, cfg, roleCaller, sctx, cancel, method)
-	cs.sess = sess
-	cs.parent = ctx
-	stop := context.AfterFunc(ctx, func() {
-		cs.closeWith(fmt.Errorf("rpc: %s: %w", method, ctxError(ctx)))
-	})
-	cs.mu.Lock()
-	cs.stopWatch = stop
-	cs.mu.Unlock()
-	go cs.pump()
-	if err := cs.Send(args); err != nil {
-		cs.Close()
-		return nil, err
-	}
-	return cs, nil
 }

@@ -107,7 +107,7 @@ func TestStream_Bidirectional(t *testing.T) {
 			st.Close()
 		}
 		waitFor(t, 5*time.Second, "streams to close", func() bool {
-			return p.node.NumStreams() == 0 && p.server.NumStreams() == 0
+			return p.busyStreams() == 0
 		})
 	})
 }
@@ -185,7 +185,7 @@ func TestStream_CallerEndsEarly(t *testing.T) {
 				}
 				st.Close() // idempotent
 				waitFor(t, 5*time.Second, "streams to close", func() bool {
-					return p.node.NumStreams() == 0 && p.server.NumStreams() == 0
+					return p.busyStreams() == 0
 				})
 			})
 		}
@@ -273,8 +273,32 @@ func TestStream_MaxMessageSize(t *testing.T) {
 				t.Errorf("Send on a reset stream succeeded")
 			}
 			waitFor(t, 5*time.Second, "streams to close", func() bool {
-				return p.node.NumStreams() == 0 && p.server.NumStreams() == 0
+				return p.busyStreams() == 0
 			})
 		})
+	})
+}
+
+func TestStream_HandlerPanic(t *testing.T) {
+	testConnTypes(t, func(t *testing.T, kind string) {
+		p := newTestPair(t, kind, pairOpts{})
+		st, err := p.node.OpenStream(context.Background(), "Test.PanicStream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		var f frame
+		if err := st.Recv(&f); err != nil || f.Seq != 1 {
+			t.Fatalf("Recv = %+v, %v", f, err)
+		}
+		err = st.Recv(nil)
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Code != 500 || re.Message != `rpc: handler for "Test.PanicStream" panicked` {
+			t.Fatalf("end = %#v; want RemoteError 500", err)
+		}
+		// The server lives on.
+		if err := p.node.Call(context.Background(), "Test.Echo", &echoArgs{}, nil); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

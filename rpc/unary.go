@@ -278,37 +278,3 @@ func (w *callerWatch) stop() (gone bool) {
 	w.conn.SetReadDeadline(time.Time{})
 	return w.gone.Load()
 }
-
-// serveStreaming serves one streaming call on conn: header, ack, handler.
-// The mode byte was read under the handshake deadline, which still applies
-// to the header. The caller closes conn (the stream closes it too).
-func serveStreaming(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
-	var hdr streamHeader
-	if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
-		logger.Debug("reading stream header failed", "error", err)
-		return
-	}
-	conn.SetWriteDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	h := mux.lookupStream(hdr.Method)
-	var ack streamAck
-	if h == nil {
-		rerr := unknownMethodError(hdr.Method)
-		ack = streamAck{Error: rerr.Message, Code: rerr.Code}
-	}
-	e := getEncoder()
-	e.reset()
-	err := e.appendFrame(kindData, &ack, cfg.MaxMessageSize)
-	if err == nil {
-		_, err = conn.Write(e.bytes())
-	}
-	putEncoder(e)
-	if err != nil || h == nil {
-		return
-	}
-	conn.SetWriteDeadline(time.Time{})
-
-	hctx, cancel := handlerContext(ctx, sess, hdr.Timeout)
-	hs := newStream(conn, br, cfg, roleHandler, hctx, cancel, hdr.Method)
-	hs.sess = sess
-	serveStreamHandler(hs, h)
-}

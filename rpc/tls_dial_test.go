@@ -1,0 +1,230 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// testCA is a throwaway CA that issues leaf certificates for 127.0.0.1.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// leaf issues a certificate for 127.0.0.1, usable on both ends.
+func (ca *testCA) leaf(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "leaf"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startMTLSServer serves the test methods on a server that requires
+// client certificates from ca.
+func startMTLSServer(t *testing.T, ca *testCA, mut func(*Config)) string {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.TLSConfig = &tls.Config{
+		Certificates: []tls.Certificate{ca.leaf(t)},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.pool,
+		MinVersion:   tls.VersionTLS12,
+	}
+	if mut != nil {
+		mut(cfg)
+	}
+	mux := NewMux()
+	registerTestMethods(mux, "server", newHooks())
+	addr, _ := startServer(t, cfg, mux, nil)
+	return addr
+}
+
+// TestDial_Refused checks that a server refusing the session fails Dial
+// itself, with ErrRefused, the server's reason when it sent one, the same
+// text on every attempt, and no yamux error logged: the node logs a
+// refusal once.
+func TestDial_Refused(t *testing.T) {
+	ca, otherCA := newTestCA(t), newTestCA(t)
+	tls13 := startMTLSServer(t, ca, nil)
+	tls12 := startMTLSServer(t, ca, func(c *Config) { c.TLSConfig.MaxVersion = tls.VersionTLS12 })
+
+	clientTLS := func(cert *tls.Certificate) *tls.Config {
+		c := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
+		if cert != nil {
+			c.Certificates = []tls.Certificate{*cert}
+		}
+		return c
+	}
+	foreign := otherCA.leaf(t)
+	for _, tc := range []struct {
+		name    string
+		addr    string
+		tls     *tls.Config
+		wantIs  error
+		wantMsg string
+	}{
+		{"tls13 cert from another CA", tls13, clientTLS(&foreign), ErrRefused, "remote error: tls: unknown certificate authority"},
+		{"tls13 no client cert", tls13, clientTLS(nil), ErrRefused, "remote error: tls: certificate required"},
+		{"tls12 cert from another CA", tls12, clientTLS(&foreign), nil, "remote error: tls: unknown certificate authority"},
+		{"plaintext to TLS server", tls13, nil, ErrRefused, "the server closed the connection (does it require TLS?)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			cfg := testConfig(t)
+			cfg.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: logs})
+			cfg.TLSConfig = tc.tls
+			var first string
+			for i := 0; i < 8; i++ {
+				s, err := Dial(context.Background(), tc.addr, cfg)
+				if err == nil {
+					s.Close()
+					t.Fatalf("attempt %d: Dial succeeded; want a refusal", i)
+				}
+				if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+					t.Fatalf("attempt %d: Dial = %v; want %v", i, err, tc.wantIs)
+				}
+				if !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("attempt %d: Dial = %q; want it to contain %q", i, err, tc.wantMsg)
+				}
+				if i == 0 {
+					first = err.Error()
+				} else if err.Error() != first {
+					t.Fatalf("attempt %d: Dial = %q; want the same text as attempt 0, %q", i, err, first)
+				}
+			}
+			if l := logs.String(); l != "" {
+				t.Fatalf("logs at Info and above = %q; want none (the caller reports the refusal)", l)
+			}
+		})
+	}
+
+	t.Run("accepted", func(t *testing.T) {
+		good := ca.leaf(t)
+		cfg := testConfig(t)
+		cfg.TLSConfig = clientTLS(&good)
+		s, err := Dial(context.Background(), tls13, cfg)
+		if err != nil {
+			t.Fatalf("Dial = %v; want a session", err)
+		}
+		defer s.Close()
+		var reply echoReply
+		if err := s.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "hi"}, &reply); err != nil || reply.Msg != "server:hi" {
+			t.Fatalf("Call = %q, %v; want server:hi", reply.Msg, err)
+		}
+	})
+}
+
+// TestDial_NoAnswer checks that a peer that accepts the connection but
+// never answers the ping fails Dial within the dial timeout.
+func TestDial_NoAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var buf [64]byte
+		for {
+			if _, err := c.Read(buf[:]); err != nil {
+				return
+			}
+		}
+	}()
+	cfg := testConfig(t)
+	cfg.DialTimeout = 300 * time.Millisecond
+	start := time.Now()
+	s, err := Dial(context.Background(), ln.Addr().String(), cfg)
+	if err == nil {
+		s.Close()
+		t.Fatal("Dial to a silent peer succeeded")
+	}
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Dial = %v; want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Dial took %v; want about the 300ms dial timeout", d)
+	}
+}

@@ -1,5 +1,0 @@
-package rpc
-
-import "os"
-
-func init() { coalesceOff = os.Getenv("COALESCE_OFF") != "" }
