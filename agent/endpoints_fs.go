@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -245,8 +243,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 	frames, errc := frameReader(ctx, st)
 	hb := time.NewTicker(heartbeatInterval)
 	defer hb.Stop()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	var out []byte
 	for {
 		select {
 		case f, ok := <-frames:
@@ -262,10 +259,8 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 					_, err = w.Write(f.Data)
 				}
 			} else {
-				buf.Reset()
-				if err = enc.Encode(f); err == nil {
-					_, err = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-				}
+				out = appendFrameJSON(out[:0], f)
+				_, err = w.Write(out)
 			}
 			if err == nil && len(frames) == 0 {
 				err = rc.Flush()

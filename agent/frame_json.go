@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"encoding/base64"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+
+	"tether/structs"
+)
+
+// appendFrameJSON appends f encoded as encoding/json would encode a
+// structs.StreamFrame (fields in order, empty ones left out, Data in
+// standard base64), without reflection: bulk log streams spend their time
+// here.
+func appendFrameJSON(b []byte, f *structs.StreamFrame) []byte {
+	b = append(b, '{')
+	first := true
+	sep := func() {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+	}
+	if f.Offset != 0 {
+		sep()
+		b = append(b, `"Offset":`...)
+		b = strconv.AppendInt(b, f.Offset, 10)
+	}
+	if len(f.Data) > 0 {
+		sep()
+		b = append(b, `"Data":"`...)
+		n := base64.StdEncoding.EncodedLen(len(f.Data))
+		b = slices.Grow(b, n+1)
+		start := len(b)
+		b = b[:start+n]
+		base64.StdEncoding.Encode(b[start:], f.Data)
+		b = append(b, '"')
+	}
+	if f.File != "" {
+		sep()
+		b = append(b, `"File":`...)
+		b = appendJSONString(b, f.File)
+	}
+	if f.FileEvent != "" {
+		sep()
+		b = append(b, `"FileEvent":`...)
+		b = appendJSONString(b, f.FileEvent)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with HTML escaping off: quotes, backslashes and control characters
+// escaped, U+2028 and U+2029 escaped, invalid UTF-8 replaced.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}

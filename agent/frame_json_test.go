@@ -1,0 +1,41 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"tether/structs"
+)
+
+func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
+	cases := []structs.StreamFrame{
+		{},
+		{Offset: 8, Data: []byte(`{"a":1}` + "\n"), File: "alloc/x.json"},
+		{File: "alloc/logs/web.stdout.0", FileEvent: structs.FileEventDeleted, Offset: 42},
+		{File: "alloc/logs/web.stdout.0", FileEvent: structs.FileEventTruncated},
+		{Data: bytes.Repeat([]byte{0, 1, 2, 250}, 1000), Offset: 4000, File: "a/b"},
+		{Data: []byte("x"), File: "we\"ird\\na<me>\x01é"},
+	}
+	for i, f := range cases {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&f); err != nil {
+			t.Fatal(err)
+		}
+		got := appendFrameJSON(nil, &f)
+		if w := bytes.TrimSuffix(want.Bytes(), []byte("\n")); !bytes.Equal(got, w) {
+			t.Errorf("case %d: got %s; want %s", i, got, w)
+		}
+	}
+}
+
+func BenchmarkAppendFrameJSON(b *testing.B) {
+	f := &structs.StreamFrame{Offset: 65536, Data: bytes.Repeat([]byte("0123456789abcdef"), 4096), File: "alloc/logs/writer.stdout.3"}
+	buf := make([]byte, 0, 100<<10)
+	b.SetBytes(int64(len(f.Data)))
+	for i := 0; i < b.N; i++ {
+		buf = appendFrameJSON(buf[:0], f)
+	}
+}
