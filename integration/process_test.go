@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,13 +81,42 @@ func startProc(t *testing.T, configFile string) *proc {
 	p := &proc{cmd: cmd, done: make(chan struct{}), log: logf}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.kill()
+		p.stop()
+		killTasksUnder(filepath.Dir(configFile))
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
 			t.Logf("agent log %s:\n%s", configFile, b)
 		}
 	})
 	return p
+}
+
+// stop asks the agent to shut down (which stops its tasks), and kills it
+// if it does not exit in time.
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.kill()
+	}
+}
+
+// killTasksUnder kills every process whose working directory is inside
+// dir: tasks of an agent that was killed with SIGKILL (they run in their
+// own process groups and outlive it, as Nomad's do).
+func killTasksUnder(dir string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err == nil && strings.HasPrefix(cwd, dir+"/") {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // kill sends SIGKILL to the process group and waits for the process.

@@ -18,7 +18,12 @@ bench_dir="${BENCH_DIR:-$root/../shared/bench}"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done
+  # A graceful stop: the node agent stops its tasks before it exits.
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 1 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 -- "-$p" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
