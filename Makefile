@@ -25,7 +25,7 @@ run: build
 # server) and the package micro-benchmarks.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./rpc/ ./client/
-	$(GO) test -run '^TestBench(Forwarding|Tasks|Streams)$$' -count=1 -v -timeout 10m ./integration/ -args -bench-forwarding -bench-tasks -bench-streams
+	$(GO) test -run '^TestBench(Forwarding|Tasks|Streams|Cluster)$$' -count=1 -v -timeout 10m ./integration/ -args -bench-forwarding -bench-tasks -bench-streams -bench-cluster
 
 # bench-peer drives ../shared/bench/clientapi-bench (the harness that
 # measured Nomad v1.6.5) against a Tether server and node with the peer

@@ -27,6 +27,7 @@ type Agent struct {
 	server  *server.Server
 	client  *client.Client
 	backend *backend
+	tls     *agentTLS // nil unless tls.http or tls.rpc
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -76,6 +77,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("creating data_dir: %w", err)
 	}
 
+	if err := a.startTLS(); err != nil {
+		return err
+	}
+
 	// The HTTP listener first: its address is the node's HTTPAddr.
 	if a.httpLn, err = net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.HTTP))); err != nil {
 		return fmt.Errorf("http listener: %w", err)
@@ -92,10 +97,27 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		scfg.Datacenter = cfg.Datacenter
 		scfg.Name = cfg.Name
 		scfg.RPCAdvertise = a.rpcAdvertise
+		scfg.ACLEnabled = cfg.ACL.Enabled
+		scfg.RPC = a.serverRPCConfig()
 		if cfg.Server.HeartbeatGrace > 0 {
 			scfg.HeartbeatGrace = cfg.Server.HeartbeatGrace
 		}
 		scfg.Logger = a.logger.Named("server")
+		scfg.PeerRPC = a.clientRPCConfig()
+		scfg.Build = NomadVersion
+		scfg.BootstrapExpect = cfg.Server.BootstrapExpect
+		scfg.InMemory = cfg.DevMode
+		if !cfg.DevMode {
+			scfg.DataDir = filepath.Join(dataDir, "server")
+			scfg.SerfBind = net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Ports.Serf))
+			scfg.SerfAdvertise = cfg.Advertise.Serf
+		}
+		for _, j := range append(append([]string(nil), cfg.Server.RetryJoin...), cfg.Server.StartJoin...) {
+			scfg.RetryJoin = append(scfg.RetryJoin, withDefaultPort(j, DefaultSerfPort))
+		}
+		if cfg.ServerTuning != nil {
+			cfg.ServerTuning(scfg)
+		}
 		if a.server, err = server.New(scfg); err != nil {
 			return err
 		}
@@ -122,6 +144,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		ccfg.Meta = cfg.Client.Meta
 		ccfg.HTTPAddr = a.httpAdvertise
 		ccfg.TLSEnabled = cfg.TLS.HTTP
+		ccfg.ACLEnabled = cfg.ACL.Enabled
+		ccfg.ACLTokenTTL = cfg.ACL.TokenTTL
+		ccfg.ACLPolicyTTL = cfg.ACL.PolicyTTL
+		ccfg.RPC = a.clientRPCConfig()
 		ccfg.CPUTotalCompute = cfg.Client.CPUTotalCompute
 		ccfg.Drivers = map[string]bool{"raw_exec": cfg.RawExecEnabled()}
 		ccfg.Version = NomadVersion
@@ -149,10 +175,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	httpLn := a.httpListener()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("http server stopped", "error", err)
 		}
 	}()
@@ -190,10 +217,17 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Reload applies what can change at run time (the log level).
+// Reload applies what can change at run time: the log level, and the TLS
+// certificates, keys and CA (re-read from the files cfg names; sessions
+// and streams already established are not dropped). A TLS file that is
+// missing or bad makes Reload fail with an error naming it, and nothing
+// changes.
 func (a *Agent) Reload(cfg *Config) error {
 	if cfg == nil {
 		return errors.New("agent config must not be nil")
+	}
+	if err := a.reloadTLS(cfg.TLS); err != nil {
+		return err
 	}
 	if lvl := hclog.LevelFromString(cfg.LogLevel); lvl != hclog.NoLevel {
 		a.logger.SetLevel(lvl)
@@ -232,7 +266,27 @@ func (a *Agent) advertiseHost() string {
 	return h
 }
 
-func (a *Agent) serfPort() int { return a.cfg.Ports.Serf }
+// serfPort returns the membership port actually bound (the configured one
+// when no server runs).
+func (a *Agent) serfPort() int {
+	if a.server != nil {
+		if _, p, err := net.SplitHostPort(a.server.SerfAddr()); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				return n
+			}
+		}
+	}
+	return a.cfg.Ports.Serf
+}
+
+// SerfAddr returns the membership address other servers join ("" without
+// a server, or in dev mode).
+func (a *Agent) SerfAddr() string {
+	if a.server == nil {
+		return ""
+	}
+	return a.server.SerfAddr()
+}
 
 // withActualPort returns advertise with its port replaced by the listener's
 // when the configured one was 0 (or missing).

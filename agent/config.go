@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tether/server"
 )
 
 // Default ports, the same as Nomad's.
@@ -88,6 +90,12 @@ type Config struct {
 	// Files lists the configuration files that were loaded, in the order
 	// they were merged.
 	Files []string
+
+	// ServerTuning, when set, adjusts the server's configuration just
+	// before the server is created (raft timeouts, heartbeat TTLs). It is
+	// never read from files; tests and embedders set it. Merge keeps the
+	// receiver's.
+	ServerTuning func(*server.Config)
 }
 
 // AdvertiseConfig holds the advertised addresses (advertise). Each is

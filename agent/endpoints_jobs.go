@@ -9,6 +9,7 @@ import (
 
 	"tether/server"
 	"tether/structs"
+	"tether/structs/acl"
 )
 
 // needServer returns the server, or a 400 on an agent that runs none: jobs
@@ -29,13 +30,19 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 	switch r.Method {
 	case http.MethodGet:
 		ns := namespaceOf(r)
+		aclObj, err := a.authorize(r, allowNsOrWildcard(ns, acl.NamespaceCapabilityListJobs))
+		if err != nil {
+			return nil, err
+		}
 		jobs, err := s.State().Jobs(ns, r.URL.Query().Get("prefix"))
 		if err != nil {
 			return nil, err
 		}
 		out := make([]*structs.JobListStub, 0, len(jobs))
 		for _, j := range jobs {
-			out = append(out, j.Stub())
+			if aclObj.AllowNamespaceOperation(j.Namespace, acl.NamespaceCapabilityListJobs) {
+				out = append(out, j.Stub())
+			}
 		}
 		setIndex(w, s.State().LatestIndex())
 		return out, nil
@@ -48,11 +55,14 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
+		if _, err := a.authorize(r, allowNs(job.Namespace, acl.NamespaceCapabilitySubmitJob)); err != nil {
+			return nil, err
+		}
 		if job.Region != "" && job.Region != a.cfg.Region {
 			return nil, structs.BadRequest("Job.Region: %q does not match this cluster's region %q", job.Region, a.cfg.Region)
 		}
 		job.Region = a.cfg.Region
-		resp, err := s.RegisterJob(job)
+		resp, err := s.RegisterJob(r.Context(), job)
 		if err != nil {
 			return nil, err
 		}
@@ -74,6 +84,9 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 	ns := namespaceOf(r)
 	switch r.Method {
 	case http.MethodGet:
+		if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
+			return nil, err
+		}
 		job, err := s.State().Job(ns, id)
 		if err != nil {
 			return nil, err
@@ -84,8 +97,11 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 		setIndex(w, job.ModifyIndex)
 		return job, nil
 	case http.MethodDelete:
+		if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilitySubmitJob)); err != nil {
+			return nil, err
+		}
 		purge, _ := strconv.ParseBool(r.URL.Query().Get("purge"))
-		resp, err := s.DeregisterJob(ns, id, purge)
+		resp, err := s.DeregisterJob(r.Context(), ns, id, purge)
 		if err != nil {
 			return nil, err
 		}
@@ -100,6 +116,9 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 func (a *Agent) jobAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
 	s, err := a.needServer()
 	if err != nil {
+		return nil, err
+	}
+	if _, err := a.authorize(r, allowNs(namespaceOf(r), acl.NamespaceCapabilityReadJob)); err != nil {
 		return nil, err
 	}
 	allocs, err := s.State().AllocsByJob(namespaceOf(r), mux.Vars(r)["id"])
@@ -120,6 +139,10 @@ func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
+	aclObj, err := a.authorize(r, allowNsOrWildcard(namespaceOf(r), acl.NamespaceCapabilityReadJob))
+	if err != nil {
+		return nil, err
+	}
 	allocs, err := s.State().Allocs(namespaceOf(r), r.URL.Query().Get("prefix"))
 	if err != nil {
 		return nil, err
@@ -127,7 +150,9 @@ func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, er
 	sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
 	out := make([]*structs.AllocListStub, 0, len(allocs))
 	for _, al := range allocs {
-		out = append(out, al.Stub())
+		if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
+			out = append(out, al.Stub())
+		}
 	}
 	setIndex(w, s.State().LatestIndex())
 	return out, nil
@@ -153,6 +178,9 @@ func (a *Agent) allocationInfo(w http.ResponseWriter, r *http.Request) (any, err
 	if al == nil {
 		return nil, structs.NotFound("alloc not found")
 	}
+	if _, err := a.authorize(r, allowNs(al.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
+		return nil, err
+	}
 	setIndex(w, al.ModifyIndex)
 	return al, nil
 }
@@ -170,7 +198,14 @@ func (a *Agent) allocationStop(w http.ResponseWriter, r *http.Request) (any, err
 	if err := structs.ValidateUUID("alloc", id); err != nil {
 		return nil, err
 	}
-	idx, err := s.StopAlloc(id)
+	if al, err := s.State().Alloc(id); err == nil && al != nil {
+		if _, err := a.authorize(r, allowNs(al.Namespace, acl.NamespaceCapabilityAllocLifecycle)); err != nil {
+			return nil, err
+		}
+	} else if _, err := a.authorize(r, (*acl.ACL).IsManagement); err != nil {
+		return nil, err
+	}
+	idx, err := s.StopAlloc(r.Context(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -185,12 +220,19 @@ func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	id := mux.Vars(r)["id"]
-	allocs, idx, err := s.State().AllocsByNode(id)
+	aclObj, err := a.authorize(r, (*acl.ACL).AllowNodeRead)
 	if err != nil {
 		return nil, err
 	}
-	if allocs == nil {
-		allocs = []*structs.Allocation{}
+	all, idx, err := s.State().AllocsByNode(id)
+	if err != nil {
+		return nil, err
+	}
+	allocs := make([]*structs.Allocation, 0, len(all))
+	for _, al := range all {
+		if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
+			allocs = append(allocs, al)
+		}
 	}
 	setIndex(w, idx)
 	return allocs, nil

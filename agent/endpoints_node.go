@@ -2,10 +2,13 @@ package agent
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 
 	"tether/structs"
+	"tether/structs/acl"
 )
 
 // nodesList serves /v1/nodes?prefix=.
@@ -66,6 +69,9 @@ func (a *Agent) statusPeers(w http.ResponseWriter, r *http.Request) (any, error)
 
 // agentSelf serves /v1/agent/self in Nomad's lower-case shape.
 func (a *Agent) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := a.authorize(r, (*acl.ACL).AllowAgentRead); err != nil {
+		return nil, err
+	}
 	cfg := a.cfg
 	config := map[string]any{
 		"Region":     cfg.Region,
@@ -91,10 +97,12 @@ func (a *Agent) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	stats := map[string]map[string]string{}
 	if a.client != nil {
-		stats["client"] = map[string]string{"node_id": a.client.NodeID(), "known_servers": ""}
+		stats["client"] = map[string]string{"node_id": a.client.NodeID(), "known_servers": strings.Join(a.client.KnownServers(), ","),
+			"server": a.client.ServerAddr()}
 	}
 	if a.server != nil {
-		stats["nomad"] = map[string]string{"server": "true", "leader": "true"}
+		stats["nomad"] = map[string]string{"server": "true", "leader": strconv.FormatBool(a.server.IsLeader()),
+			"leader_addr": a.server.Leader(), "known_servers": strconv.Itoa(len(a.server.Peers()))}
 	}
 	return map[string]any{"config": config, "member": member, "stats": stats}, nil
 }

@@ -33,6 +33,11 @@ func (a *Agent) router() http.Handler {
 	r.Handle("/v1/agent/self", a.wrap(a.agentSelf))
 	r.Handle("/v1/status/leader", a.wrap(a.statusLeader))
 	r.Handle("/v1/status/peers", a.wrap(a.statusPeers))
+	r.Handle("/v1/agent/members", a.wrap(a.agentMembers))
+	r.Handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
+
+	// ACL administration (served by servers).
+	a.registerACLRoutes(r)
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

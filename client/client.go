@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -19,11 +20,12 @@ type Client struct {
 	logger hclog.Logger
 	rpcCfg *rpc.Config
 
-	id    identity
-	meta  *metaStore
-	stats *HostStatsCollector
-	fp    *Fingerprint
-	mux   *rpc.Mux
+	id      identity
+	started time.Time // when the agent started: drivers' UpdateTime
+	meta    *metaStore
+	stats   *HostStatsCollector
+	fp      *Fingerprint
+	mux     *rpc.Mux
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -31,6 +33,9 @@ type Client struct {
 
 	conn   *connManager
 	allocs *allocManager
+
+	// acl caches tokens and policies resolved through the servers.
+	acl aclCache
 }
 
 // wireCPUTicks points task stats at the host's CPU total once per process.
@@ -81,16 +86,17 @@ func New(cfg *Config) (*Client, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		cfg:    cfg,
-		logger: logger,
-		rpcCfg: rpcCfg,
-		id:     id,
-		meta:   meta,
-		stats:  stats,
-		fp:     fp,
-		mux:    rpc.NewMux(),
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:     cfg,
+		logger:  logger,
+		rpcCfg:  rpcCfg,
+		id:      id,
+		started: time.Now().UTC(),
+		meta:    meta,
+		stats:   stats,
+		fp:      fp,
+		mux:     rpc.NewMux(),
+		ctx:     ctx,
+		cancel:  cancel,
 	}
 	c.conn = newConnManager(c)
 	c.allocs = newAllocManager(c)
@@ -134,6 +140,14 @@ func (c *Client) Shutdown() {
 // server for the first time.
 func (c *Client) Registered() <-chan struct{} { return c.conn.registered }
 
+// ServerAddr returns the address of the server the node is registered
+// with now, or "" between sessions.
+func (c *Client) ServerAddr() string { return c.conn.serverAddr() }
+
+// KnownServers returns the server addresses the node fails over to: its
+// configured ones, then those the servers told it about.
+func (c *Client) KnownServers() []string { return c.conn.knownServers() }
+
 // Connected reports whether the node holds a registered session now.
 func (c *Client) Connected() bool { return c.conn.current() != nil }
 
@@ -159,7 +173,7 @@ func (c *Client) Node() *structs.Node {
 			continue
 		}
 		attrs["driver."+name] = "1"
-		drivers[name] = &structs.DriverInfo{Detected: true, Healthy: true, HealthDescription: "Healthy", Attributes: map[string]string{"driver." + name: "true"}}
+		drivers[name] = &structs.DriverInfo{Detected: true, Healthy: true, HealthDescription: "Healthy", UpdateTime: c.started, Attributes: map[string]string{"driver." + name: "true"}}
 	}
 	var res *structs.Resources
 	if c.fp.Resources != nil {

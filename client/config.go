@@ -62,6 +62,17 @@ type Config struct {
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 
+	// ACLEnabled makes the node check every client call's token itself,
+	// resolved through the servers, whether the call came to its own HTTP
+	// API or was forwarded by a server.
+	ACLEnabled bool
+
+	// ACLTokenTTL and ACLPolicyTTL are how long resolved tokens and
+	// policies are cached (acl.token_ttl, acl.policy_ttl); a token deleted
+	// on the servers stops working here within ACLTokenTTL. Zero means 30s.
+	ACLTokenTTL  time.Duration
+	ACLPolicyTTL time.Duration
+
 	// RPC configures the transport; nil means rpc.DefaultConfig().
 	RPC *rpc.Config
 

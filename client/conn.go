@@ -43,6 +43,22 @@ func newConnManager(c *Client) *connManager {
 	}
 }
 
+// serverAddr returns the address of the server the node is registered
+// with now, or "".
+func (m *connManager) serverAddr() string {
+	if sess := m.current(); sess != nil {
+		return sess.RemoteAddr().String()
+	}
+	return ""
+}
+
+// knownServers returns the servers the node may fail over to.
+func (m *connManager) knownServers() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.servers...)
+}
+
 func (m *connManager) current() *rpc.Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -179,6 +195,23 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 	}()
 
 	ttl, err := m.register(ctx, sess)
+	for err != nil && serverUnavailable(err) {
+		// The server is up but cannot write (no cluster leader). It has
+		// bound the session already when it knows us, so keep it: calls
+		// for this node work through the servers meanwhile.
+		c.logger.Warn("registration not accepted yet; retrying on the same server", "server", addr, "error", err)
+		t := time.NewTimer(time.Second + rand.N(time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-sess.CloseChan():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		ttl, err = m.register(ctx, sess)
+	}
 	if err != nil {
 		return err
 	}
@@ -215,10 +248,25 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 						continue
 					}
 				}
+				if serverUnavailable(err) {
+					// No cluster leader right now: the session still
+					// routes calls to us; try again soon.
+					c.logger.Warn("heartbeat not accepted; keeping the session", "server", addr, "error", err)
+					ttl = 2 * time.Second
+					continue
+				}
 				return err
 			}
 		}
 	}
+}
+
+// serverUnavailable reports whether a server answered that it cannot
+// take writes now (a 5xx such as "No cluster leader"), as opposed to a
+// dead session or a refusal.
+func serverUnavailable(err error) bool {
+	var se *rpc.RemoteError
+	return errors.As(err, &se) && (se.Code == 0 || se.Code >= 500)
 }
 
 func heartbeatInterval(ttl time.Duration) time.Duration {

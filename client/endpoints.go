@@ -31,6 +31,9 @@ func (c *Client) runnerFor(allocID string) (*allocRunner, error) {
 }
 
 func (c *Client) allocStats(ctx context.Context, req *structs.AllocSpecificRequest, resp *structs.AllocResourceUsage) error {
+	if err := c.authorizeAlloc(ctx, structs.MethodClientAllocStats, req, req.AllocID); err != nil {
+		return err
+	}
 	ar, err := c.runnerFor(req.AllocID)
 	if err != nil {
 		return err
@@ -40,6 +43,9 @@ func (c *Client) allocStats(ctx context.Context, req *structs.AllocSpecificReque
 }
 
 func (c *Client) allocGC(ctx context.Context, req *structs.AllocSpecificRequest, resp *structs.GenericResponse) error {
+	if err := c.authorizeAlloc(ctx, structs.MethodClientAllocGC, req, req.AllocID); err != nil {
+		return err
+	}
 	if err := structs.ValidateUUID("alloc", req.AllocID); err != nil {
 		return err
 	}
@@ -47,6 +53,9 @@ func (c *Client) allocGC(ctx context.Context, req *structs.AllocSpecificRequest,
 }
 
 func (c *Client) gcAll(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.GenericResponse) error {
+	if err := c.authorizeNode(ctx, structs.MethodClientGCAll, req); err != nil {
+		return err
+	}
 	if err := c.checkNode(req.NodeID); err != nil {
 		return err
 	}
@@ -63,6 +72,9 @@ func (c *Client) checkNode(nodeID string) error {
 }
 
 func (c *Client) hostStats(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.HostStats) error {
+	if err := c.authorizeNode(ctx, structs.MethodClientStats, req); err != nil {
+		return err
+	}
 	if err := c.checkNode(req.NodeID); err != nil {
 		return err
 	}
@@ -71,6 +83,9 @@ func (c *Client) hostStats(ctx context.Context, req *structs.NodeSpecificRequest
 }
 
 func (c *Client) metaRead(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.NodeMetaResponse) error {
+	if err := c.authorizeNode(ctx, structs.MethodNodeMetaRead, req); err != nil {
+		return err
+	}
 	if err := c.checkNode(req.NodeID); err != nil {
 		return err
 	}
@@ -79,6 +94,9 @@ func (c *Client) metaRead(ctx context.Context, req *structs.NodeSpecificRequest,
 }
 
 func (c *Client) metaApply(ctx context.Context, req *structs.NodeMetaApplyRequest, resp *structs.NodeMetaResponse) error {
+	if err := c.authorizeNode(ctx, structs.MethodNodeMetaApply, req); err != nil {
+		return err
+	}
 	if err := c.checkNode(req.NodeID); err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ func (c *Client) allocFS(allocID string) (*AllocFS, *allocRunner, error) {
 }
 
 func (c *Client) fsList(ctx context.Context, req *structs.FsListRequest, resp *structs.FsListResponse) error {
+	if err := c.authorizeAlloc(ctx, structs.MethodFsList, req, req.AllocID); err != nil {
+		return err
+	}
 	fs, _, err := c.allocFS(req.AllocID)
 	if err != nil {
 		return err
@@ -47,6 +50,9 @@ func (c *Client) fsList(ctx context.Context, req *structs.FsListRequest, resp *s
 }
 
 func (c *Client) fsStat(ctx context.Context, req *structs.FsListRequest, resp *structs.FsStatResponse) error {
+	if err := c.authorizeAlloc(ctx, structs.MethodFsStat, req, req.AllocID); err != nil {
+		return err
+	}
 	fs, _, err := c.allocFS(req.AllocID)
 	if err != nil {
 		return err
@@ -62,6 +68,9 @@ func ack(s *rpc.Stream) error { return s.Send(&structs.StreamFrame{}) }
 func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	var req structs.FsReadAtRequest
 	if err := s.Recv(&req); err != nil {
+		return err
+	}
+	if err := c.authorizeAlloc(ctx, structs.MethodFsReadAt, &req, req.AllocID); err != nil {
 		return err
 	}
 	fs, _, err := c.allocFS(req.AllocID)
@@ -102,6 +111,9 @@ func (c *Client) fsStream(ctx context.Context, s *rpc.Stream) error {
 	if err := s.Recv(&req); err != nil {
 		return err
 	}
+	if err := c.authorizeAlloc(ctx, structs.MethodFsStream, &req, req.AllocID); err != nil {
+		return err
+	}
 	fs, _, err := c.allocFS(req.AllocID)
 	if err != nil {
 		return err
@@ -115,6 +127,9 @@ func (c *Client) fsStream(ctx context.Context, s *rpc.Stream) error {
 func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	var req structs.FsLogsRequest
 	if err := s.Recv(&req); err != nil {
+		return err
+	}
+	if err := c.authorizeAlloc(ctx, structs.MethodFsLogs, &req, req.AllocID); err != nil {
 		return err
 	}
 	fs, ar, err := c.allocFS(req.AllocID)

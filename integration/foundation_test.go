@@ -15,7 +15,7 @@ import (
 // the node's session) and against the node agent directly.
 func TestForwarding_GoClient(t *testing.T) {
 	srv := startServer(t, "server1")
-	node := startNode(t, "node1", withServers(srv.RPCAddr()),
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withRawExec(),
 		withMeta(map[string]string{"rack": "r1", "connect.log_level": "warn"}))
 	nodeID := node.Client().NodeID()
 
@@ -44,6 +44,10 @@ func TestForwarding_GoClient(t *testing.T) {
 				info.Resources.CPU == nil || *info.Resources.CPU <= 0 || info.Attributes["nomad.version"] == "" {
 				t.Fatalf("Nodes().Info = status %q httpaddr %q (want %q) resources %+v attrs %v",
 					info.Status, info.HTTPAddr, node.HTTPAddr(), info.Resources, info.Attributes)
+			}
+
+			if d := info.Drivers["raw_exec"]; d == nil || !d.Healthy || d.UpdateTime.IsZero() {
+				t.Fatalf("Nodes().Info Drivers[raw_exec] = %+v; want healthy with an update time", d)
 			}
 
 			stats, err := api.Nodes().Stats(nodeID, nil)

@@ -13,6 +13,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"tether/agent"
+	"tether/server"
 )
 
 // testAgent is an in-process agent bound to loopback ports.
@@ -56,7 +57,17 @@ func baseConfig(t *testing.T, name string) *agent.Config {
 	cfg.Ports.HTTP, cfg.Ports.RPC, cfg.Ports.Serf = 0, 0, 0
 	cfg.Advertise.HTTP, cfg.Advertise.RPC, cfg.Advertise.Serf = "127.0.0.1", "127.0.0.1", "127.0.0.1"
 	cfg.LogLevel = "DEBUG"
+	cfg.ServerTuning = fastServer
 	return cfg
+}
+
+// fastServer shortens the raft timeouts and retry intervals of in-process
+// servers so elections and joins take well under a second.
+func fastServer(c *server.Config) {
+	c.RaftHeartbeatTimeout = 500 * time.Millisecond
+	c.RaftElectionTimeout = 500 * time.Millisecond
+	c.RaftLeaderLease = 250 * time.Millisecond
+	c.RetryJoinInterval = 200 * time.Millisecond
 }
 
 // startAgent starts an agent and stops it when the test ends.

@@ -67,6 +67,15 @@ type Config struct {
 	// are closed.
 	RaftHandler func(net.Conn)
 
+	// VerifyRaftPeer, if set, is asked about every ByteRaft connection
+	// that arrived inside TLS, with the TLS state, before RaftHandler gets
+	// it; an error refuses the connection. It lets a server accept raft
+	// only from server certificates while node certificates from the same
+	// CA may open sessions (CVE-2021-37218). Plaintext raft connections
+	// (possible only without TLSConfig or in TLSUpgradeMode) are not
+	// checked. nil accepts every peer the TLS handshake accepted.
+	VerifyRaftPeer func(tls.ConnectionState) error
+
 	// Logger receives the package's logs. nil means hclog.NewNullLogger().
 	Logger hclog.Logger
 }

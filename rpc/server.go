@@ -204,6 +204,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 				logger.Warn("refusing raft connection: no raft handler")
 				return
 			}
+			if err := s.verifyRaftPeer(conn); err != nil {
+				logger.Warn("refusing raft connection", "error", err)
+				return
+			}
 			if !stop() {
 				return // ctx ended: the connection is closed
 			}

@@ -55,13 +55,19 @@ func newTestCA(t *testing.T) *testCA {
 // leaf issues a certificate for 127.0.0.1, usable on both ends.
 func (ca *testCA) leaf(t *testing.T) tls.Certificate {
 	t.Helper()
+	return ca.leafCN(t, "leaf")
+}
+
+// leafCN is leaf with the common name cn.
+func (ca *testCA) leafCN(t *testing.T, cn string) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "leaf"},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -113,11 +119,11 @@ func startMTLSServer(t *testing.T, ca *testCA, mut func(*Config)) string {
 	return addr
 }
 
-// TestDial_Refused checks that a server refusing the session fails Dial
+// TestDial_TLSRefusal checks that a server refusing the session fails Dial
 // itself, with ErrRefused, the server's reason when it sent one, the same
 // text on every attempt, and no yamux error logged: the node logs a
 // refusal once.
-func TestDial_Refused(t *testing.T) {
+func TestDial_TLSRefusal(t *testing.T) {
 	ca, otherCA := newTestCA(t), newTestCA(t)
 	tls13 := startMTLSServer(t, ca, nil)
 	tls12 := startMTLSServer(t, ca, func(c *Config) { c.TLSConfig.MaxVersion = tls.VersionTLS12 })
@@ -227,4 +233,90 @@ func TestDial_NoAnswer(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("Dial took %v; want about the 300ms dial timeout", d)
 	}
+}
+
+// TestServer_TLSRaftPeer checks that a raft connection inside TLS
+// reaches RaftHandler only when VerifyRaftPeer accepts the peer, so a node
+// certificate that may open sessions cannot speak raft.
+func TestServer_TLSRaftPeer(t *testing.T) {
+	ca := newTestCA(t)
+	handed := make(chan net.Conn, 4)
+	addr := startMTLSServer(t, ca, func(c *Config) {
+		c.RaftHandler = func(conn net.Conn) { handed <- conn }
+		c.VerifyRaftPeer = func(cs tls.ConnectionState) error {
+			if cn := cs.PeerCertificates[0].Subject.CommonName; cn != "server" {
+				return errors.New("not a server: " + cn)
+			}
+			return nil
+		}
+	})
+	raftConn := func(t *testing.T, cn string) *tls.Conn {
+		t.Helper()
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		raw.Write([]byte{ByteTLS})
+		cert := ca.leafCN(t, cn)
+		tc := tls.Client(raw, &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.Write([]byte{ByteRaft}); err != nil {
+			t.Fatal(err)
+		}
+		return tc
+	}
+	for _, tc := range []struct {
+		cn   string
+		want bool
+	}{{"server", true}, {"client", false}} {
+		t.Run(tc.cn, func(t *testing.T) {
+			conn := raftConn(t, tc.cn)
+			if !tc.want {
+				expectClosed(t, conn, 5*time.Second)
+				select {
+				case c := <-handed:
+					c.Close()
+					t.Fatal("a refused raft peer reached RaftHandler")
+				default:
+				}
+				return
+			}
+			c := recvWithin(t, handed, 5*time.Second, "raft handoff")
+			defer c.Close()
+			st, ok := c.(*tls.Conn)
+			if !ok {
+				t.Fatalf("RaftHandler got %T; want the *tls.Conn", c)
+			}
+			if cn := st.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "server" {
+				t.Fatalf("handed peer CN = %q; want server", cn)
+			}
+		})
+	}
+}
+
+// TestSession_TLSConnectionState checks the TLS state sessions report on
+// both ends, over each transport.
+func TestSession_TLSConnectionState(t *testing.T) {
+	testConnTypes(t, func(t *testing.T, kind string) {
+		p := newTestPair(t, kind, pairOpts{})
+		for _, end := range []struct {
+			name string
+			sess *Session
+		}{{"node", p.node}, {"server", p.server}} {
+			cs, ok := end.sess.ConnectionState()
+			if ok != (kind == "tls") {
+				t.Fatalf("%s end: ConnectionState ok = %t; want %t over %s", end.name, ok, kind == "tls", kind)
+			}
+			if ok && !cs.HandshakeComplete {
+				t.Fatalf("%s end: handshake not complete", end.name)
+			}
+		}
+		if cs, ok := p.node.ConnectionState(); ok && len(cs.PeerCertificates) == 0 {
+			t.Fatal("node end: no server certificate in the TLS state")
+		}
+	})
 }

@@ -20,6 +20,9 @@ type Config struct {
 	// Name is the server's name, reported in /v1/agent/members.
 	Name string
 
+	// Build is the version reported in the member tags ("build").
+	Build string
+
 	// RPCAdvertise is the address nodes and peers dial to reach this
 	// server's RPC port. It is handed to nodes as a failover address.
 	RPCAdvertise string
@@ -32,8 +35,85 @@ type Config struct {
 	// Default 10s.
 	HeartbeatGrace time.Duration
 
+	// ACLEnabled turns ACL enforcement on: client calls are checked
+	// against the caller's token before they are forwarded, and the
+	// /v1/acl endpoints work. Off, every caller may do everything.
+	ACLEnabled bool
+
 	// RPC configures the transport; nil means rpc.DefaultConfig().
 	RPC *rpc.Config
+
+	// PeerRPC configures the transport this server dials peer servers with
+	// (forwarding pool and raft). nil means RPC without its TLSConfig,
+	// which is a server-side config; set it when RPC uses TLS.
+	PeerRPC *rpc.Config
+
+	// DataDir holds the raft log (raft-wal), raft snapshots and the
+	// server's identity. Empty means InMemory.
+	DataDir string
+
+	// InMemory keeps raft in memory (a single voter with in-memory stores
+	// and transport, as in `agent -dev`): nothing survives a restart and
+	// no peer can join.
+	InMemory bool
+
+	// BootstrapExpect is the number of servers to wait for before the
+	// cluster is bootstrapped; once that many servers of the region are
+	// members, every one of them bootstraps raft with the same
+	// configuration (only when it has no raft state yet). Zero means join
+	// an existing cluster. InMemory servers bootstrap alone.
+	BootstrapExpect int
+
+	// SerfBind is the "host:port" the membership (memberlist) listener
+	// binds, TCP and UDP; port 0 picks a free port. Empty disables
+	// membership (a lone server).
+	SerfBind string
+
+	// SerfAdvertise is the host peers reach the membership port on; empty
+	// means the host of SerfBind. The port is always the bound one unless
+	// it carries its own.
+	SerfAdvertise string
+
+	// RetryJoin lists "host:port" membership addresses of other servers;
+	// they are tried every RetryJoinInterval until one answers.
+	RetryJoin []string
+
+	// RetryJoinInterval is the wait between join attempts. Default 2s.
+	RetryJoinInterval time.Duration
+
+	// Raft timeouts. Zero means raft's defaults (1s heartbeat, 1s
+	// election, 500ms leader lease); tests shorten them.
+	RaftHeartbeatTimeout time.Duration
+	RaftElectionTimeout  time.Duration
+	RaftLeaderLease      time.Duration
+
+	// RPCHoldTimeout bounds how long a write waits for a cluster leader
+	// (election in progress, leader unreachable) before it fails with
+	// "No cluster leader". The call's own deadline applies when shorter.
+	// Default 5s.
+	RPCHoldTimeout time.Duration
+
+	// FailoverHeartbeatTTL is the TTL a new leader gives every node when it
+	// takes over, so nodes of a failed server have time to reconnect
+	// elsewhere before they are marked down. Default 5m (Nomad's); it is
+	// never shorter than HeartbeatTTL plus HeartbeatGrace.
+	FailoverHeartbeatTTL time.Duration
+
+	// DeadServerCleanup is how long a server must have been failed in
+	// membership before the leader removes it from the raft voters, and
+	// only while more voters than BootstrapExpect remain (autopilot-lite:
+	// a replaced server goes, a quorum never shrinks below the expected
+	// size). Default 5m.
+	DeadServerCleanup time.Duration
+
+	// RouteCacheTTL is how long a node → server route found by asking the
+	// peers is reused before asking again. A route that turns out stale is
+	// dropped at once. Default 10s.
+	RouteCacheTTL time.Duration
+
+	// PeerQueryTimeout bounds the parallel query of peers for the server
+	// holding a node's session. Default 2s.
+	PeerQueryTimeout time.Duration
 
 	// Logger is the server's logger; nil means no logging.
 	Logger hclog.Logger
@@ -42,10 +122,16 @@ type Config struct {
 // DefaultConfig returns a Config with safe defaults.
 func DefaultConfig() *Config {
 	return &Config{
-		Region:         "global",
-		Datacenter:     "dc1",
-		HeartbeatTTL:   10 * time.Second,
-		HeartbeatGrace: 10 * time.Second,
+		Region:               "global",
+		Datacenter:           "dc1",
+		HeartbeatTTL:         10 * time.Second,
+		HeartbeatGrace:       10 * time.Second,
+		RetryJoinInterval:    2 * time.Second,
+		RPCHoldTimeout:       5 * time.Second,
+		FailoverHeartbeatTTL: 5 * time.Minute,
+		DeadServerCleanup:    5 * time.Minute,
+		RouteCacheTTL:        10 * time.Second,
+		PeerQueryTimeout:     2 * time.Second,
 	}
 }
 
@@ -60,5 +146,39 @@ func (c *Config) Verify() error {
 	if c.HeartbeatGrace < 0 {
 		return errors.New("heartbeat grace must not be negative")
 	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("bootstrap_expect must not be negative")
+	}
+	for _, d := range []time.Duration{c.RetryJoinInterval, c.RaftHeartbeatTimeout, c.RaftElectionTimeout,
+		c.RaftLeaderLease, c.RPCHoldTimeout, c.FailoverHeartbeatTTL, c.DeadServerCleanup, c.RouteCacheTTL, c.PeerQueryTimeout} {
+		if d < 0 {
+			return errors.New("durations must not be negative")
+		}
+	}
 	return nil
+}
+
+// setDefaults fills zero durations with DefaultConfig's values, so a
+// Config built by hand only sets what it changes.
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	for _, p := range []struct{ v, def *time.Duration }{
+		{&c.HeartbeatTTL, &d.HeartbeatTTL},
+		{&c.RetryJoinInterval, &d.RetryJoinInterval},
+		{&c.RPCHoldTimeout, &d.RPCHoldTimeout},
+		{&c.FailoverHeartbeatTTL, &d.FailoverHeartbeatTTL},
+		{&c.DeadServerCleanup, &d.DeadServerCleanup},
+		{&c.RouteCacheTTL, &d.RouteCacheTTL},
+		{&c.PeerQueryTimeout, &d.PeerQueryTimeout},
+	} {
+		if *p.v == 0 {
+			*p.v = *p.def
+		}
+	}
+	if c.DataDir == "" {
+		c.InMemory = true
+	}
+	if c.InMemory {
+		c.SerfBind = ""
+	}
 }

@@ -21,14 +21,17 @@ func newHeartbeats(ttl, grace time.Duration, onExpire func(string)) *heartbeats 
 	return &heartbeats{ttl: ttl, grace: grace, onExpire: onExpire, timers: make(map[string]*time.Timer)}
 }
 
-// reset (re)arms the node's timer.
-func (h *heartbeats) reset(nodeID string) {
+// reset (re)arms the node's timer with TTL plus grace. Only the leader
+// keeps timers.
+func (h *heartbeats) reset(nodeID string) { h.resetFor(nodeID, h.ttl+h.grace) }
+
+// resetFor (re)arms the node's timer to fire after d.
+func (h *heartbeats) resetFor(nodeID string, d time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
 		return
 	}
-	d := h.ttl + h.grace
 	if t, ok := h.timers[nodeID]; ok {
 		t.Reset(d)
 		return
@@ -45,6 +48,23 @@ func (h *heartbeats) expire(nodeID string) {
 	delete(h.timers, nodeID)
 	h.mu.Unlock()
 	h.onExpire(nodeID)
+}
+
+// clear disarms every timer (leadership lost); later resets arm again.
+func (h *heartbeats) clear() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, t := range h.timers {
+		t.Stop()
+		delete(h.timers, id)
+	}
+}
+
+// armed reports how many nodes have a timer.
+func (h *heartbeats) armed() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.timers)
 }
 
 // stop disarms every timer; later resets are ignored.

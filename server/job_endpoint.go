@@ -12,84 +12,135 @@ import (
 )
 
 // RegisterJob stores a job (a new version when it exists) and schedules
-// it. Groups that cannot be placed are recorded on the job's status
-// description and retried whenever a node registers or changes.
-func (s *Server) RegisterJob(job *structs.Job) (*structs.JobRegisterResponse, error) {
+// it, on the leader (a follower forwards the call). Groups that cannot be
+// placed are recorded on the job's status description and retried
+// whenever a node registers or changes.
+func (s *Server) RegisterJob(ctx context.Context, job *structs.Job) (*structs.JobRegisterResponse, error) {
+	req := &jobRegisterRequest{Job: job}
+	var resp structs.JobRegisterResponse
+	if err := s.leaderCall(ctx, methodLeaderJobRegister, req, &resp, func(ctx context.Context) error {
+		return s.registerJobEndpoint(ctx, req, &resp)
+	}); err != nil {
+		return nil, err
+	}
+	s.waitApplied(ctx, resp.Index)
+	return &resp, nil
+}
+
+// registerJobEndpoint is the leader's half of RegisterJob.
+func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterRequest, resp *structs.JobRegisterResponse) error {
+	job := req.Job
+	if job == nil {
+		return structs.BadRequest("missing job")
+	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	job.SubmitTime = time.Now().UnixNano()
 	job.Status = structs.JobStatusPending
 	job.StatusDescription = ""
-	idx, err := s.store.UpsertJob(job)
+	idx, err := s.raftApply(ctx, msgUpsertJob, &upsertJobCmd{Job: job})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := s.scheduleLocked(job.Namespace, job.ID); err != nil {
-		return nil, err
+	if err := s.scheduleLocked(ctx, job.Namespace, job.ID); err != nil {
+		return err
 	}
-	return &structs.JobRegisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: idx}, nil
+	*resp = structs.JobRegisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
+	return nil
 }
 
-// DeregisterJob stops a job's allocations; purge also removes the job.
-func (s *Server) DeregisterJob(ns, id string, purge bool) (*structs.JobDeregisterResponse, error) {
+// DeregisterJob stops a job's allocations; purge also removes the job. It
+// runs on the leader.
+func (s *Server) DeregisterJob(ctx context.Context, ns, id string, purge bool) (*structs.JobDeregisterResponse, error) {
+	req := &jobDeregisterRequest{Namespace: ns, JobID: id, Purge: purge}
+	var resp structs.JobDeregisterResponse
+	if err := s.leaderCall(ctx, methodLeaderJobDeregister, req, &resp, func(ctx context.Context) error {
+		return s.deregisterJobEndpoint(ctx, req, &resp)
+	}); err != nil {
+		return nil, err
+	}
+	s.waitApplied(ctx, resp.Index)
+	return &resp, nil
+}
+
+// deregisterJobEndpoint is the leader's half of DeregisterJob.
+func (s *Server) deregisterJobEndpoint(ctx context.Context, req *jobDeregisterRequest, resp *structs.JobDeregisterResponse) error {
+	ns, id := req.Namespace, req.JobID
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	job, err := s.store.Job(ns, id)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if job == nil {
-		return nil, structs.NotFound("job not found")
+		return structs.NotFound("job not found")
 	}
 	c := *job
 	c.Stop = true
-	idx, err := s.store.UpsertJob(&c)
+	idx, err := s.raftApply(ctx, msgUpsertJob, &upsertJobCmd{Job: &c})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := s.reconcile(&c); err != nil {
-		return nil, err
-	}
-	s.updateJobStatusLocked(ns, id)
-	if purge {
-		if idx, err = s.store.DeleteJob(ns, id); err != nil {
-			return nil, err
+	if cur, _ := s.store.Job(ns, id); cur != nil {
+		if _, err := s.reconcile(ctx, cur); err != nil {
+			return err
 		}
 	}
-	return &structs.JobDeregisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: idx}, nil
+	s.updateJobStatusLocked(ctx, ns, id)
+	if req.Purge {
+		if idx, err = s.raftApply(ctx, msgDeleteJob, &deleteJobCmd{Namespace: ns, JobID: id}); err != nil {
+			return err
+		}
+	}
+	*resp = structs.JobDeregisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
+	return nil
 }
 
 // StopAlloc stops one allocation; the scheduler places a replacement when
-// the job still wants it.
-func (s *Server) StopAlloc(id string) (uint64, error) {
-	s.schedMu.Lock()
-	defer s.schedMu.Unlock()
-	a, err := s.store.Alloc(id)
-	if err != nil {
+// the job still wants it. It runs on the leader.
+func (s *Server) StopAlloc(ctx context.Context, id string) (uint64, error) {
+	req := &allocStopRequest{AllocID: id}
+	var resp structs.GenericResponse
+	if err := s.leaderCall(ctx, methodLeaderAllocStop, req, &resp, func(ctx context.Context) error {
+		return s.stopAllocEndpoint(ctx, req, &resp)
+	}); err != nil {
 		return 0, err
 	}
+	s.waitApplied(ctx, resp.Index)
+	return resp.Index, nil
+}
+
+// stopAllocEndpoint is the leader's half of StopAlloc.
+func (s *Server) stopAllocEndpoint(ctx context.Context, req *allocStopRequest, resp *structs.GenericResponse) error {
+	s.schedMu.Lock()
+	defer s.schedMu.Unlock()
+	a, err := s.store.Alloc(req.AllocID)
+	if err != nil {
+		return err
+	}
 	if a == nil {
-		return 0, structs.ErrUnknownAllocation(id)
+		return structs.ErrUnknownAllocation(req.AllocID)
 	}
 	c := *a
 	c.DesiredStatus = structs.AllocDesiredStatusStop
 	c.DesiredDescription = "alloc was stopped by the user"
-	if _, err := s.store.UpsertAllocs([]*structs.Allocation{&c}); err != nil {
-		return 0, err
+	if _, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: []*structs.Allocation{&c}}); err != nil {
+		return err
 	}
-	if err := s.scheduleLocked(a.Namespace, a.JobID); err != nil {
-		return 0, err
+	if err := s.scheduleLocked(ctx, a.Namespace, a.JobID); err != nil {
+		return err
 	}
-	return s.store.LatestIndex(), nil
+	resp.Index = s.store.LatestIndex()
+	return nil
 }
 
 // scheduleLocked reconciles one job and records what could not be placed.
-func (s *Server) scheduleLocked(ns, id string) error {
+func (s *Server) scheduleLocked(ctx context.Context, ns, id string) error {
 	job, err := s.store.Job(ns, id)
 	if err != nil || job == nil {
 		return err
 	}
-	failures, err := s.reconcile(job)
+	failures, err := s.reconcile(ctx, job)
 	if err != nil {
 		return err
 	}
@@ -104,12 +155,12 @@ func (s *Server) scheduleLocked(ns, id string) error {
 		s.blocked[key] = strings.Join(parts, "; ")
 		s.logger.Warn("placement failed", "job", id, "namespace", ns, "reason", s.blocked[key])
 	}
-	s.updateJobStatusLocked(ns, id)
+	s.updateJobStatusLocked(ctx, ns, id)
 	return nil
 }
 
 // updateJobStatusLocked derives a job's status from its allocations.
-func (s *Server) updateJobStatusLocked(ns, id string) {
+func (s *Server) updateJobStatusLocked(ctx context.Context, ns, id string) {
 	job, _ := s.store.Job(ns, id)
 	if job == nil {
 		return
@@ -132,22 +183,19 @@ func (s *Server) updateJobStatusLocked(ns, id string) {
 	if job.Status == status && job.StatusDescription == desc {
 		return
 	}
-	c := *job
-	c.Status, c.StatusDescription = status, desc
-	_, _ = s.store.write([]string{tableJobs}, func(txn memdbTxn, idx uint64) error {
-		c.ModifyIndex = idx
-		return txn.Insert(tableJobs, &c)
-	})
+	if _, err := s.raftApply(ctx, msgUpdateJobStatus, &jobStatusCmd{Namespace: ns, JobID: id, Status: status, Description: desc}); err != nil {
+		s.logger.Warn("updating job status", "job", id, "namespace", ns, "error", err)
+	}
 }
 
 // retryBlocked reschedules every job with unplaced work (a node appeared or
 // changed) and every job that lost allocations.
-func (s *Server) retryBlocked() {
+func (s *Server) retryBlocked(ctx context.Context) {
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	for key := range s.blocked {
 		ns, id, _ := strings.Cut(key, "/")
-		if err := s.scheduleLocked(ns, id); err != nil {
+		if err := s.scheduleLocked(ctx, ns, id); err != nil {
 			s.logger.Error("rescheduling blocked job", "job", id, "error", err)
 		}
 	}
@@ -155,7 +203,7 @@ func (s *Server) retryBlocked() {
 
 // markNodeAllocsLost marks a down node's unfinished allocations lost and
 // reschedules their jobs elsewhere.
-func (s *Server) markNodeAllocsLost(nodeID string) {
+func (s *Server) markNodeAllocsLost(ctx context.Context, nodeID string) {
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	allocs, _, err := s.store.AllocsByNode(nodeID)
@@ -177,13 +225,13 @@ func (s *Server) markNodeAllocsLost(nodeID string) {
 	if len(lost) == 0 {
 		return
 	}
-	if _, err := s.store.UpdateAllocsFromClient(nodeID, lost, time.Now().UnixNano()); err != nil {
+	if _, err := s.raftApply(ctx, msgUpdateAllocsFromClient, &allocClientUpdateCmd{NodeID: nodeID, Allocs: lost, At: time.Now().UnixNano()}); err != nil {
 		s.logger.Error("marking allocations lost", "node_id", nodeID, "error", err)
 		return
 	}
 	for key := range jobs {
 		ns, id, _ := strings.Cut(key, "/")
-		_ = s.scheduleLocked(ns, id)
+		_ = s.scheduleLocked(ctx, ns, id)
 	}
 }
 
@@ -192,7 +240,7 @@ func (s *Server) nodeGetClientAllocs(ctx context.Context, req *structs.NodeClien
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
 	}
-	if err := s.bindSession(ctx, req.NodeID); err != nil {
+	if err := s.bindSession(ctx, req.NodeID, 0); err != nil {
 		return err
 	}
 	wait := req.MaxWait
@@ -209,14 +257,25 @@ func (s *Server) nodeGetClientAllocs(ctx context.Context, req *structs.NodeClien
 	return nil
 }
 
-// nodeUpdateAlloc records a node's report on its allocations.
+// nodeUpdateAlloc records a node's report on its allocations, on the
+// leader.
 func (s *Server) nodeUpdateAlloc(ctx context.Context, req *structs.AllocUpdateRequest, resp *structs.GenericResponse) error {
+	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
+		return err
+	}
+	return s.leaderCall(ctx, methodLeaderNodeUpdate, req, resp, func(ctx context.Context) error {
+		return s.updateAllocLeader(ctx, req, resp)
+	})
+}
+
+// updateAllocLeader is the leader's half of nodeUpdateAlloc.
+func (s *Server) updateAllocLeader(ctx context.Context, req *structs.AllocUpdateRequest, resp *structs.GenericResponse) error {
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
 	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
-	idx, err := s.store.UpdateAllocsFromClient(req.NodeID, req.Allocs, time.Now().UnixNano())
+	idx, err := s.raftApply(ctx, msgUpdateAllocsFromClient, &allocClientUpdateCmd{NodeID: req.NodeID, Allocs: req.Allocs, At: time.Now().UnixNano()})
 	if err != nil {
 		return err
 	}
@@ -228,7 +287,7 @@ func (s *Server) nodeUpdateAlloc(ctx context.Context, req *structs.AllocUpdateRe
 	}
 	for key := range jobs {
 		ns, id, _ := strings.Cut(key, "/")
-		s.updateJobStatusLocked(ns, id)
+		s.updateJobStatusLocked(ctx, ns, id)
 	}
 	resp.Index = idx
 	return nil
@@ -270,6 +329,11 @@ func (s *Server) ResolveAlloc(id string) (*structs.Allocation, error) {
 
 // AllocRPC runs a client method on the node that owns allocID.
 func (s *Server) AllocRPC(ctx context.Context, allocID, method string, args, reply any) error {
+	// A bad token is reported before an unknown allocation; the capability
+	// is checked (in NodeRPC) after it, against the allocation's namespace.
+	if err := s.checkToken(args); err != nil {
+		return err
+	}
 	a, err := s.ResolveAlloc(allocID)
 	if err != nil {
 		return err
@@ -279,6 +343,9 @@ func (s *Server) AllocRPC(ctx context.Context, allocID, method string, args, rep
 
 // AllocStream opens a streaming client method on the node owning allocID.
 func (s *Server) AllocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {
+	if err := s.checkToken(args); err != nil {
+		return nil, err
+	}
 	a, err := s.ResolveAlloc(allocID)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,17 @@ func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodStatusPeers, s.statusPeers)
 	rpc.HandleUnary(s.mux, structs.MethodNodeGetClientAllocs, s.nodeGetClientAllocs)
 	rpc.HandleUnary(s.mux, structs.MethodNodeUpdateAlloc, s.nodeUpdateAlloc)
+	rpc.HandleUnary(s.mux, MethodOperatorRaftConfiguration, s.operatorRaftConfiguration)
+
+	// Server-to-server methods.
+	rpc.HandleUnary(s.mux, methodRaftApply, s.raftApplyEndpoint)
+	rpc.HandleUnary(s.mux, methodLeaderNodeRegister, leaderOnly(s, s.registerNodeLeader))
+	rpc.HandleUnary(s.mux, methodLeaderNodeHeartbeat, leaderOnly(s, s.heartbeatNodeLeader))
+	rpc.HandleUnary(s.mux, methodLeaderNodeUpdate, leaderOnly(s, s.updateAllocLeader))
+	rpc.HandleUnary(s.mux, methodLeaderJobRegister, leaderOnly(s, s.registerJobEndpoint))
+	rpc.HandleUnary(s.mux, methodLeaderJobDeregister, leaderOnly(s, s.deregisterJobEndpoint))
+	rpc.HandleUnary(s.mux, methodLeaderAllocStop, leaderOnly(s, s.stopAllocEndpoint))
+	s.registerRouting()
 
 	forwardNodeRPC[structs.NodeSpecificRequest, structs.HostStats](s, structs.MethodClientStats,
 		func(r *structs.NodeSpecificRequest) string { return r.NodeID })
@@ -32,6 +43,7 @@ func (s *Server) registerEndpoints() {
 	forwardAllocRPC[structs.AllocSpecificRequest, structs.AllocResourceUsage](s, structs.MethodClientAllocStats, allocIDOfReq)
 	forwardAllocRPC[structs.AllocSpecificRequest, structs.GenericResponse](s, structs.MethodClientAllocGC, allocIDOfReq)
 	s.registerStreamForwards()
+	s.registerACLEndpoints()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the
@@ -52,6 +64,25 @@ func forwardNodeRPC[Req, Resp any](s *Server, method string, nodeIDOf func(*Req)
 	})
 }
 
+// leaderOnly wraps a leader-side write for a peer that forwarded it: it
+// runs only on the leader and never forwards again.
+func leaderOnly[Req, Resp any](s *Server, fn func(context.Context, *Req, *Resp) error) func(context.Context, *Req, *Resp) error {
+	return func(ctx context.Context, req *Req, resp *Resp) error {
+		if err := s.requirePeer(ctx); err != nil {
+			return err
+		}
+		if !s.IsLeader() {
+			return errNotLeader
+		}
+		return fn(ctx, req, resp)
+	}
+}
+
+// nodeRegister registers the node that called it and binds the session it
+// arrived on. The write (and scheduling) happens on the leader; the
+// binding stays here, on the server the node dialed. A node already in
+// the (possibly stale) local state is bound at once, its secret checked
+// against that state, so it is routable even while no leader is elected.
 func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
 	n := req.Node
 	if n == nil {
@@ -77,6 +108,45 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 			return structs.NewError(http.StatusForbidden, "session already bound to another node")
 		}
 	}
+	if old != nil {
+		if err := s.bindSession(ctx, n.ID, 0); err != nil {
+			return err
+		}
+	}
+	var lresp structs.NodeRegisterResponse
+	if err := s.leaderCall(ctx, methodLeaderNodeRegister, req, &lresp, func(ctx context.Context) error {
+		return s.registerNodeLeader(ctx, req, &lresp)
+	}); err != nil {
+		return err
+	}
+	if old == nil {
+		// The node's next calls (alloc watch, heartbeats) come here:
+		// make sure this server has its record.
+		s.waitApplied(ctx, lresp.Index)
+	}
+	if err := s.bindSession(ctx, n.ID, lresp.Index); err != nil {
+		return err
+	}
+	resp.HeartbeatTTL = lresp.HeartbeatTTL
+	resp.Servers = s.rpcServers()
+	resp.Index = lresp.Index
+	return nil
+}
+
+// registerNodeLeader is the leader's half of a registration: it writes the
+// node, arms its heartbeat timer and retries blocked placements.
+func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
+	n := req.Node
+	if n == nil || !structs.IsUUID(n.ID) || n.SecretID == "" {
+		return structs.BadRequest("invalid node registration")
+	}
+	old, err := s.store.Node(n.ID)
+	if err != nil {
+		return err
+	}
+	if old != nil && old.SecretID != n.SecretID {
+		return structs.NewError(http.StatusForbidden, "node secret ID does not match")
+	}
 	c := n.Copy()
 	if c.Status == "" || c.Status == structs.NodeStatusInit {
 		c.Status = structs.NodeStatusReady
@@ -90,23 +160,19 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 	c.StatusUpdatedAt = time.Now().UnixNano()
 	becameReady := old == nil || old.Status != structs.NodeStatusReady || !nodeSchedulingEqual(old, c)
 	if old == nil {
-		c.Events = []*structs.NodeEvent{{Message: "Node registered", Subsystem: "Cluster", Timestamp: time.Now().UTC().Format(time.RFC3339Nano)}}
+		c.Events = []*structs.NodeEvent{{Message: "Node registered", Subsystem: "Cluster", Timestamp: time.Now().UTC()}}
 	} else {
 		c.Events = old.Events
 	}
-	idx, err := s.store.UpsertNode(c)
+	idx, err := s.raftApply(ctx, msgUpsertNode, &upsertNodeCmd{Node: c})
 	if err != nil {
-		return err
-	}
-	if err := s.bindSession(ctx, n.ID); err != nil {
 		return err
 	}
 	s.hb.reset(n.ID)
 	if becameReady {
-		s.retryBlocked()
+		s.retryBlocked(ctx)
 	}
 	resp.HeartbeatTTL = s.cfg.HeartbeatTTL
-	resp.Servers = s.Peers()
 	resp.Index = idx
 	return nil
 }
@@ -124,7 +190,29 @@ func nodeSchedulingEqual(a, b *structs.Node) bool {
 	return true
 }
 
+// nodeHeartbeat keeps a node alive. The session is bound here; the TTL is
+// kept (and the status written) by the leader.
 func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
+	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
+		return err
+	}
+	if err := s.bindSession(ctx, req.NodeID, 0); err != nil {
+		return err
+	}
+	var lresp structs.NodeHeartbeatResponse
+	if err := s.leaderCall(ctx, methodLeaderNodeHeartbeat, req, &lresp, func(ctx context.Context) error {
+		return s.heartbeatNodeLeader(ctx, req, &lresp)
+	}); err != nil {
+		return err
+	}
+	resp.HeartbeatTTL = lresp.HeartbeatTTL
+	resp.Servers = s.rpcServers()
+	resp.Index = lresp.Index
+	return nil
+}
+
+// heartbeatNodeLeader is the leader's half of a heartbeat.
+func (s *Server) heartbeatNodeLeader(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
 	n, err := s.store.Node(req.NodeID)
 	if err != nil {
 		return err
@@ -135,28 +223,31 @@ func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRe
 	if n.SecretID != req.SecretID {
 		return structs.NewError(http.StatusForbidden, "node secret ID does not match")
 	}
-	if err := s.bindSession(ctx, req.NodeID); err != nil {
-		return err
-	}
 	status := req.Status
 	if status == "" {
 		status = structs.NodeStatusReady
 	}
-	idx, err := s.store.UpdateNodeStatus(req.NodeID, status, "", time.Now().UnixNano())
-	if err != nil {
-		return err
+	idx := s.store.LatestIndex()
+	if n.Status != status || n.StatusDescription != "" {
+		if idx, err = s.raftApply(ctx, msgUpdateNodeStatus, &nodeStatusCmd{
+			NodeID: req.NodeID, Status: status, At: time.Now().UnixNano(),
+		}); err != nil {
+			return err
+		}
 	}
 	s.hb.reset(req.NodeID)
 	if n.Status != status && status == structs.NodeStatusReady {
-		s.retryBlocked()
+		s.retryBlocked(ctx)
 	}
 	resp.HeartbeatTTL = s.cfg.HeartbeatTTL
-	resp.Servers = s.Peers()
 	resp.Index = idx
 	return nil
 }
 
 func (s *Server) nodeList(ctx context.Context, req *structs.NodeListRequest, resp *structs.NodeListResponse) error {
+	if err := s.requireNodeRead(req.AuthToken); err != nil {
+		return err
+	}
 	nodes, err := s.store.Nodes(req.Prefix)
 	if err != nil {
 		return err
@@ -172,6 +263,9 @@ func (s *Server) nodeList(ctx context.Context, req *structs.NodeListRequest, res
 }
 
 func (s *Server) nodeGet(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.SingleNodeResponse) error {
+	if err := s.requireNodeRead(req.AuthToken); err != nil {
+		return err
+	}
 	n, err := s.store.Node(req.NodeID)
 	if err != nil {
 		return err
@@ -186,5 +280,14 @@ func (s *Server) nodeGet(ctx context.Context, req *structs.NodeSpecificRequest, 
 func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, resp *structs.StatusResponse) error {
 	resp.Leader = s.Leader()
 	resp.Peers = s.Peers()
+	return nil
+}
+
+func (s *Server) operatorRaftConfiguration(ctx context.Context, req *structs.QueryOptions, resp *RaftConfigurationResponse) error {
+	c, err := s.RaftConfiguration()
+	if err != nil {
+		return err
+	}
+	*resp = *c
 	return nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -25,7 +26,7 @@ type placementFailure struct {
 // replaces allocations whose group changed, and places missing ones on
 // feasible nodes. It returns the groups it could not fully place. Callers
 // hold s.schedMu.
-func (s *Server) reconcile(job *structs.Job) ([]placementFailure, error) {
+func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFailure, error) {
 	existing, err := s.store.AllocsByJob(job.Namespace, job.ID)
 	if err != nil {
 		return nil, err
@@ -76,7 +77,10 @@ func (s *Server) reconcile(job *structs.Job) ([]placementFailure, error) {
 		}
 	}
 	if job.Stop {
-		_, err := s.store.UpsertAllocs(updates)
+		if len(updates) == 0 {
+			return nil, nil
+		}
+		_, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates})
 		return nil, err
 	}
 	for _, tg := range job.TaskGroups {
@@ -124,7 +128,7 @@ func (s *Server) reconcile(job *structs.Job) ([]placementFailure, error) {
 	}
 	updates = append(updates, placed...)
 	if len(updates) > 0 {
-		if _, err := s.store.UpsertAllocs(updates); err != nil {
+		if _, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates}); err != nil {
 			return nil, err
 		}
 	}

@@ -2,52 +2,93 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"tether/rpc"
 	"tether/structs"
 )
 
-// Server is a server agent's core: node registry, node sessions, heartbeat
-// TTLs and forwarding of client calls to nodes.
+// Server is a server agent's core: replicated state (raft), membership,
+// node sessions, heartbeat TTLs and forwarding of client calls to nodes,
+// locally or through the peer server holding the node's session.
 type Server struct {
-	cfg    *Config
-	logger hclog.Logger
-	store  *StateStore
+	cfg     *Config
+	logger  hclog.Logger
+	store   *StateStore
+	id      string      // raft server ID, kept in the data dir
+	peerRPC *rpc.Config // dialing peers
 
 	sessions *sessionRegistry
 	hb       *heartbeats
 	mux      *rpc.Mux
 	rpcSrv   *rpc.Server
+	pool     *rpc.Pool
+	routes   *routeCache
+
+	raft         *raft.Raft
+	raftTrans    raft.Transport
+	raftLayer    *raftLayer // nil in memory
+	wal          *raftwal.WAL
+	walMeta      *metadb.BoltMetaDB
+	fsm          *fsm
+	raftNotify   chan bool
+	hadRaftState bool
+	bootstrapped atomic.Bool
+
+	members     *membership // nil without a serf port
+	serfAddr    string
+	reconcileCh chan struct{}
+
+	leaderMu sync.Mutex
+	leaderCh chan struct{} // closed on every leader change
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu sync.Mutex
-	ln net.Listener
+	mu       sync.Mutex
+	ln       net.Listener
+	started  bool
+	shutdown bool
 
 	// schedMu serialises scheduling; blocked maps "ns/job" to why some of
-	// its allocations could not be placed.
+	// its allocations could not be placed. Only the leader schedules.
 	schedMu sync.Mutex
 	blocked map[string]string
+
+	// acl caches parsed ACL policies (acl_endpoint.go).
+	acl aclState
+
+	// Counters for odd branches.
+	forwardRetries   atomic.Uint64 // leader writes retried (no leader, leader unreachable)
+	staleRoutes      atomic.Uint64 // forwarded node calls that hit a stale route
+	peerQueries      atomic.Uint64 // fan-outs asking peers for a node's session
+	peerQueryMisses  atomic.Uint64 // fan-outs where no peer had the session
+	streamsForwarded atomic.Uint64 // streams relayed for a peer
+	peerRefused      atomic.Uint64 // server-to-server calls refused to non-servers
 }
 
-// New returns a Server with an empty state store. It serves nothing until
-// Start.
-func New(cfg *Config) (*Server, error) {
+// New returns a Server: it opens the raft stores in cfg.DataDir (or
+// memory), starts raft and membership. It serves nothing until Start.
+func New(cfg *Config) (_ *Server, err error) {
 	if cfg == nil {
 		cfg = DefaultConfig()
 	}
 	if err := cfg.Verify(); err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
+	c := *cfg
+	cfg = &c
+	cfg.setDefaults()
 	store, err := NewStateStore()
 	if err != nil {
 		return nil, err
@@ -56,29 +97,65 @@ func New(cfg *Config) (*Server, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
+	id, err := loadServerID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:         cfg,
+		logger:      logger,
+		store:       store,
+		id:          id,
+		sessions:    newSessionRegistry(),
+		mux:         rpc.NewMux(),
+		routes:      newRouteCache(cfg.RouteCacheTTL),
+		raftNotify:  make(chan bool, 16),
+		reconcileCh: make(chan struct{}, 1),
+		leaderCh:    make(chan struct{}),
+		ctx:         ctx,
+		cancel:      cancel,
+		blocked:     make(map[string]string),
+	}
+	defer func() {
+		if err != nil {
+			s.Shutdown()
+		}
+	}()
 	rpcCfg := cfg.RPC
 	if rpcCfg == nil {
 		rpcCfg = rpc.DefaultConfig()
 	}
-	if rpcCfg.Logger == nil {
-		c := *rpcCfg
-		c.Logger = logger.Named("rpc")
-		rpcCfg = &c
+	rc := *rpcCfg
+	if rc.Logger == nil {
+		rc.Logger = logger.Named("rpc")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
-		cfg:      cfg,
-		logger:   logger,
-		store:    store,
-		sessions: newSessionRegistry(),
-		mux:      rpc.NewMux(),
-		ctx:      ctx,
-		cancel:   cancel,
-		blocked:  make(map[string]string),
+	peerCfg := cfg.PeerRPC
+	if peerCfg == nil {
+		p := rc
+		p.TLSConfig = nil
+		p.RaftHandler = nil
+		peerCfg = &p
 	}
+	s.peerRPC = peerCfg
+	s.pool = rpc.NewPool(peerCfg)
 	s.hb = newHeartbeats(cfg.HeartbeatTTL, cfg.HeartbeatGrace, s.nodeExpired)
 	s.registerEndpoints()
-	s.rpcSrv = rpc.NewServer(rpcCfg, s.mux)
+	if err := s.setupRaft(); err != nil {
+		return nil, err
+	}
+	if s.raftLayer != nil {
+		rc.RaftHandler = s.raftLayer.handoff
+	}
+	s.rpcSrv = rpc.NewServer(&rc, s.mux)
+	if cfg.SerfBind != "" && !cfg.InMemory {
+		if err := s.setupMembership(); err != nil {
+			return nil, err
+		}
+	}
+	s.wg.Add(2)
+	go s.watchLeader()
+	go s.monitorLeadership()
 	return s, nil
 }
 
@@ -89,11 +166,16 @@ func (s *Server) Mux() *rpc.Mux { return s.mux }
 // State returns the state store.
 func (s *Server) State() *StateStore { return s.store }
 
-// Start serves the RPC port on ln until Shutdown.
+// Start serves the RPC port on ln, and joins the cluster, until Shutdown.
 func (s *Server) Start(ln net.Listener) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown || s.started {
+		ln.Close()
+		return
+	}
+	s.started = true
 	s.ln = ln
-	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -101,11 +183,24 @@ func (s *Server) Start(ln net.Listener) {
 			s.logger.Error("rpc listener stopped", "error", err)
 		}
 	}()
+	if s.members != nil {
+		s.wg.Add(1)
+		go s.runMembership()
+	}
 }
 
-// Shutdown stops serving, closes every node session and waits for the
-// server's goroutines.
+// Shutdown leaves the membership, stops serving and raft, closes every
+// node session and waits for the server's goroutines. Raft state stays in
+// the data dir: a restarted server is the same voter.
 func (s *Server) Shutdown() {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return
+	}
+	s.shutdown = true
+	s.mu.Unlock()
+	s.shutdownMembership()
 	s.cancel()
 	s.mu.Lock()
 	if s.ln != nil {
@@ -113,15 +208,41 @@ func (s *Server) Shutdown() {
 	}
 	s.mu.Unlock()
 	s.hb.stop()
+	if s.raft != nil {
+		if err := s.raft.Shutdown().Error(); err != nil {
+			s.logger.Warn("raft shutdown", "error", err)
+		}
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
 	s.wg.Wait()
+	if c, ok := s.raftTrans.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+	if s.wal != nil {
+		if err := s.wal.Close(); err != nil {
+			s.logger.Warn("closing raft log", "error", err)
+		}
+	}
+	if s.walMeta != nil {
+		if err := s.walMeta.Close(); err != nil {
+			s.logger.Warn("closing raft log metadata", "error", err)
+		}
+	}
 }
 
-// Leader returns the RPC address of the cluster leader. A single server is
-// its own leader.
-func (s *Server) Leader() string { return s.cfg.RPCAdvertise }
+// ID returns the server's raft ID.
+func (s *Server) ID() string { return s.id }
 
-// Peers returns the RPC addresses of the voting servers.
-func (s *Server) Peers() []string { return []string{s.cfg.RPCAdvertise} }
+// Snapshot takes a raft snapshot now (operators and tests; raft also
+// snapshots on its own every few thousand entries).
+func (s *Server) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("raft snapshot: %w", err)
+	}
+	return nil
+}
 
 // Region returns the server's region.
 func (s *Server) Region() string { return s.cfg.Region }
@@ -129,24 +250,43 @@ func (s *Server) Region() string { return s.cfg.Region }
 // ConnectedNodes returns how many nodes hold a live session on this server.
 func (s *Server) ConnectedNodes() int { return s.sessions.count() }
 
-// nodeExpired marks a node down when its heartbeat TTL runs out.
+// nodeExpired marks a node down when its heartbeat TTL runs out. Only the
+// leader keeps timers; one that fires as leadership is lost does nothing.
 func (s *Server) nodeExpired(nodeID string) {
+	if !s.IsLeader() {
+		return
+	}
+	n, _ := s.store.Node(nodeID)
+	if n == nil || n.Status == structs.NodeStatusDown {
+		return
+	}
 	s.logger.Warn("node heartbeat missed; marking down", "node_id", nodeID)
-	if _, err := s.store.UpdateNodeStatus(nodeID, structs.NodeStatusDown, "node heartbeat missed", time.Now().UnixNano()); err != nil {
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.raftApply(ctx, msgUpdateNodeStatus, &nodeStatusCmd{
+		NodeID: nodeID, Status: structs.NodeStatusDown, Description: "node heartbeat missed", At: time.Now().UnixNano(),
+	}); err != nil {
 		s.logger.Error("marking node down", "node_id", nodeID, "error", err)
 		return
 	}
-	s.markNodeAllocsLost(nodeID)
+	s.markNodeAllocsLost(ctx, nodeID)
 }
 
 // bindSession binds the session a request arrived on to nodeID and, when
 // the binding is new, drops it as soon as the session closes.
-func (s *Server) bindSession(ctx context.Context, nodeID string) error {
+//
+// idx orders this binding against the node's bindings on other servers
+// (routing.go): the raft index of the registration when known; the local
+// state index is the floor.
+func (s *Server) bindSession(ctx context.Context, nodeID string, idx uint64) error {
 	sess := rpc.SessionFromContext(ctx)
 	if sess == nil {
 		return nil
 	}
-	created, err := s.sessions.bind(nodeID, sess)
+	if li := s.store.LatestIndex(); li > idx {
+		idx = li
+	}
+	created, err := s.sessions.bind(nodeID, sess, idx)
 	if err != nil || !created {
 		return err
 	}
@@ -181,40 +321,4 @@ func (s *Server) ResolveNode(nodeID string) (*structs.Node, error) {
 		return nil, structs.ErrUnknownNode(nodeID)
 	}
 	return n, nil
-}
-
-// NodeRPC runs a client method on the node nodeID, down the session that
-// node opened. It fails at once with ErrNoPathToNode when no live session
-// exists, and within ctx's deadline when the node dies mid-call.
-func (s *Server) NodeRPC(ctx context.Context, nodeID, method string, args, reply any) error {
-	if _, err := s.ResolveNode(nodeID); err != nil {
-		return err
-	}
-	sess := s.sessions.get(nodeID)
-	if sess == nil {
-		return structs.ErrNoPathToNode
-	}
-	err := sess.Call(ctx, method, args, reply)
-	if err != nil && errors.Is(err, rpc.ErrSessionClosed) {
-		s.sessions.unbind(sess)
-		return structs.ErrNoPathToNode
-	}
-	return err
-}
-
-// NodeStream opens a streaming client method on the node nodeID.
-func (s *Server) NodeStream(ctx context.Context, nodeID, method string, args any) (*rpc.Stream, error) {
-	if _, err := s.ResolveNode(nodeID); err != nil {
-		return nil, err
-	}
-	sess := s.sessions.get(nodeID)
-	if sess == nil {
-		return nil, structs.ErrNoPathToNode
-	}
-	st, err := sess.OpenStream(ctx, method, args)
-	if err != nil && errors.Is(err, rpc.ErrSessionClosed) {
-		s.sessions.unbind(sess)
-		return nil, structs.ErrNoPathToNode
-	}
-	return st, err
 }

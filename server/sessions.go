@@ -16,6 +16,7 @@ type sessionRegistry struct {
 	mu     sync.Mutex
 	byNode map[string]*rpc.Session
 	bound  map[uint64]string // session ID → node ID
+	index  map[uint64]uint64 // session ID → state index of its binding
 
 	// Counters for odd branches.
 	rebinds      atomic.Uint64 // a node's binding moved to a newer session
@@ -26,13 +27,17 @@ func newSessionRegistry() *sessionRegistry {
 	return &sessionRegistry{
 		byNode: make(map[string]*rpc.Session),
 		bound:  make(map[uint64]string),
+		index:  make(map[uint64]uint64),
 	}
 }
 
-// bind binds sess to nodeID. It refuses a session already bound to another
-// node. The returned bool is true when this call created the binding (the
-// caller then watches the session for close).
-func (r *sessionRegistry) bind(nodeID string, sess *rpc.Session) (bool, error) {
+// bind binds sess to nodeID at state index idx (the raft index of the
+// registration, or of the state the binding server had: it orders the
+// bindings of one node across servers, see routing.go). It refuses a
+// session already bound to another node; binding the same pair again only
+// raises its index. The returned bool is true when this call created the
+// binding (the caller then watches the session for close).
+func (r *sessionRegistry) bind(nodeID string, sess *rpc.Session, idx uint64) (bool, error) {
 	if sess == nil || sess.IsClosed() {
 		return false, nil
 	}
@@ -44,9 +49,13 @@ func (r *sessionRegistry) bind(nodeID string, sess *rpc.Session) (bool, error) {
 		}
 		// Already bound: make sure it is still the node's current session
 		// (a newer one may have taken over; the older does not take back).
+		if idx > r.index[sess.ID()] {
+			r.index[sess.ID()] = idx
+		}
 		return false, nil
 	}
 	r.bound[sess.ID()] = nodeID
+	r.index[sess.ID()] = idx
 	if old, ok := r.byNode[nodeID]; ok && old != sess {
 		r.rebinds.Add(1)
 	}
@@ -64,6 +73,7 @@ func (r *sessionRegistry) unbind(sess *rpc.Session) {
 		return
 	}
 	delete(r.bound, sess.ID())
+	delete(r.index, sess.ID())
 	if r.byNode[nodeID] == sess {
 		delete(r.byNode, nodeID)
 		r.staleDropped.Add(1)
@@ -80,6 +90,18 @@ func (r *sessionRegistry) get(nodeID string) *rpc.Session {
 		return nil
 	}
 	return sess
+}
+
+// lookup returns the node's live session and the index of its binding, or
+// nil.
+func (r *sessionRegistry) lookup(nodeID string) (*rpc.Session, uint64) {
+	sess := r.get(nodeID)
+	if sess == nil {
+		return nil, 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return sess, r.index[sess.ID()]
 }
 
 // nodeOf returns the node bound to sess, or "".

@@ -15,14 +15,23 @@ import (
 // StateStore is the server's state: nodes, jobs and allocations in
 // go-memdb, each change stamped with a monotonically increasing index.
 // Readers get copies; blocking readers wait on memdb watch channels. Every
-// write goes through one method per change so that the cluster issue can
-// put raft underneath.
+// write goes through one method per change; on a server those methods are
+// called only by the raft FSM (fsm.go), which stamps each write with the
+// index of its raft log entry, so every server holds the same state at the
+// same index.
 type StateStore struct {
 	db *memdb.MemDB
 
 	// writeMu serialises writers so indexes are assigned in order.
 	writeMu sync.Mutex
 	index   uint64
+
+	// applyIndex is the raft index of the log entry the FSM is applying
+	// (see applyAt); 0 outside the FSM, where a write takes index+1.
+	applyIndex uint64
+
+	// indexCh is closed (and replaced) whenever index advances.
+	indexCh chan struct{}
 }
 
 // NewStateStore returns an empty store.
@@ -31,15 +40,67 @@ func NewStateStore() (*StateStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating state store: %w", err)
 	}
-	return &StateStore{db: db}, nil
+	return &StateStore{db: db, indexCh: make(chan struct{})}, nil
 }
 
-// write runs fn in a write transaction at the next index and commits it,
-// bumping the index entries of the tables it names.
+// applyAt runs fn, one write method of the store, stamping what it writes
+// with the raft log index idx, and advances the store's index to idx even
+// when fn wrote nothing. The FSM calls it for every command, one at a
+// time; nothing else may write meanwhile.
+func (s *StateStore) applyAt(idx uint64, fn func() (uint64, error)) (uint64, error) {
+	s.writeMu.Lock()
+	s.applyIndex = idx
+	s.writeMu.Unlock()
+	out, err := fn()
+	s.writeMu.Lock()
+	s.applyIndex = 0
+	s.advanceLocked(idx)
+	s.writeMu.Unlock()
+	if err == nil && out < idx {
+		out = idx
+	}
+	return out, err
+}
+
+// advanceLocked moves the index forward to idx and wakes index waiters.
+func (s *StateStore) advanceLocked(idx uint64) {
+	if idx <= s.index {
+		return
+	}
+	s.index = idx
+	close(s.indexCh)
+	s.indexCh = make(chan struct{})
+}
+
+// WaitForIndex blocks until the store has applied index idx or ctx ends.
+// A follower uses it so that a write it forwarded to the leader is
+// visible to its own readers before it answers.
+func (s *StateStore) WaitForIndex(ctx context.Context, idx uint64) error {
+	for {
+		s.writeMu.Lock()
+		cur, ch := s.index, s.indexCh
+		s.writeMu.Unlock()
+		if cur >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for state index %d (at %d): %w", idx, cur, ctx.Err())
+		}
+	}
+}
+
+// write runs fn in a write transaction at the next index (the raft index
+// of the entry being applied, on a server) and commits it, bumping the
+// index entries of the tables it names.
 func (s *StateStore) write(tables []string, fn func(txn *memdb.Txn, index uint64) error) (uint64, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	idx := s.index + 1
+	if s.applyIndex > s.index {
+		idx = s.applyIndex
+	}
 	txn := s.db.Txn(true)
 	defer txn.Abort()
 	if err := fn(txn, idx); err != nil {
@@ -51,7 +112,7 @@ func (s *StateStore) write(tables []string, fn func(txn *memdb.Txn, index uint64
 		}
 	}
 	txn.Commit()
-	s.index = idx
+	s.advanceLocked(idx)
 	return idx, nil
 }
 
@@ -178,6 +239,25 @@ func (s *StateStore) SetJobStatus(ns, id, status string) (uint64, error) {
 		}
 		c := *raw.(*structs.Job)
 		c.Status = status
+		c.ModifyIndex = idx
+		return txn.Insert(tableJobs, &c)
+	})
+}
+
+// UpdateJobStatus sets a job's status and status description without a
+// new version; an unchanged pair writes nothing.
+func (s *StateStore) UpdateJobStatus(ns, id, status, description string) (uint64, error) {
+	j, _ := s.Job(ns, id)
+	if j == nil || (j.Status == status && j.StatusDescription == description) {
+		return s.LatestIndex(), nil
+	}
+	return s.write([]string{tableJobs}, func(txn *memdb.Txn, idx uint64) error {
+		raw, err := txn.First(tableJobs, "id", ns, id)
+		if err != nil || raw == nil {
+			return err
+		}
+		c := *raw.(*structs.Job)
+		c.Status, c.StatusDescription = status, description
 		c.ModifyIndex = idx
 		return txn.Insert(tableJobs, &c)
 	})

@@ -20,7 +20,7 @@ type indexEntry struct {
 
 // stateSchema is the go-memdb schema of the server state.
 func stateSchema() *memdb.DBSchema {
-	return &memdb.DBSchema{
+	schema := &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
 			tableIndex: {
 				Name: tableIndex,
@@ -56,4 +56,8 @@ func stateSchema() *memdb.DBSchema {
 			},
 		},
 	}
+	for name, t := range aclTableSchemas() {
+		schema.Tables[name] = t
+	}
+	return schema
 }

@@ -1,5 +1,7 @@
 package structs
 
+import "time"
+
 // Node statuses.
 const (
 	NodeStatusInit  = "initializing"
@@ -83,7 +85,7 @@ type NodeEvent struct {
 	Message     string
 	Subsystem   string
 	Details     map[string]string
-	Timestamp   string
+	Timestamp   time.Time
 	CreateIndex uint64
 }
 
@@ -93,7 +95,7 @@ type DriverInfo struct {
 	Detected          bool
 	Healthy           bool
 	HealthDescription string
-	UpdateTime        string
+	UpdateTime        time.Time
 }
 
 // Copy returns a deep copy of the node's maps and pointers that callers

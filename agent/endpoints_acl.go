@@ -1,0 +1,296 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"tether/structs"
+)
+
+// registerACLRoutes maps /v1/acl/... as Nomad does. The fixed paths come
+// before the ones that take an ID.
+func (a *Agent) registerACLRoutes(r *mux.Router) {
+	r.Handle("/v1/acl/bootstrap", a.wrap(a.aclBootstrap))
+	r.Handle("/v1/acl/policies", a.wrap(a.aclPolicies))
+	r.Handle("/v1/acl/policy/{name}", a.wrap(a.aclPolicy))
+	r.Handle("/v1/acl/tokens", a.wrap(a.aclTokens))
+	r.Handle("/v1/acl/token", a.wrap(a.aclTokenCreate))
+	r.Handle("/v1/acl/token/self", a.wrap(a.aclTokenSelf))
+	r.Handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
+}
+
+func isWrite(r *http.Request) bool { return r.Method == http.MethodPut || r.Method == http.MethodPost }
+
+// readOptionalBody reads a bounded body that may be empty.
+func readOptionalBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, structs.ErrBodyTooLarge
+		}
+		return nil, structs.BadRequest("reading request body: %v", err)
+	}
+	return bytes.TrimSpace(b), nil
+}
+
+// aclBootstrap serves PUT/POST /v1/acl/bootstrap: the first management
+// token, once.
+func (a *Agent) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isWrite(r) {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	body, err := readOptionalBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var req structs.ACLBootstrapRequest
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, structs.BadRequest("failed to decode request body: %v", err)
+		}
+	}
+	tok, err := s.BootstrapACL(r.Context(), req.BootstrapSecret)
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, tok.ModifyIndex)
+	return tok, nil
+}
+
+// aclPolicies serves GET /v1/acl/policies.
+func (a *Agent) aclPolicies(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	out, idx, err := s.ACLPolicies(requestToken(r))
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, idx)
+	return out, nil
+}
+
+// aclPolicy serves GET, PUT/POST and DELETE /v1/acl/policy/:name.
+func (a *Agent) aclPolicy(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	name := mux.Vars(r)["name"]
+	tok := requestToken(r)
+	switch {
+	case r.Method == http.MethodGet:
+		p, err := s.ACLPolicy(tok, name)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, p.ModifyIndex)
+		return p, nil
+	case isWrite(r):
+		body, err := readBody(r)
+		if err != nil {
+			return nil, err
+		}
+		var p structs.ACLPolicy
+		if err := json.Unmarshal(body, &p); err != nil {
+			return nil, structs.BadRequest("failed to decode request body: %v", err)
+		}
+		if p.Name == "" {
+			p.Name = name
+		}
+		if p.Name != name {
+			return nil, structs.BadRequest("ACL policy name does not match request path")
+		}
+		idx, err := s.UpsertACLPolicy(r.Context(), tok, &p)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, idx)
+		return nil, nil
+	case r.Method == http.MethodDelete:
+		idx, err := s.DeleteACLPolicy(r.Context(), tok, name)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, idx)
+		return nil, nil
+	default:
+		return nil, structs.ErrInvalidMethod
+	}
+}
+
+// aclTokens serves GET /v1/acl/tokens.
+func (a *Agent) aclTokens(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	out, idx, err := s.ACLTokens(requestToken(r))
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, idx)
+	return out, nil
+}
+
+// tokenBody is a token as callers send it. ExpirationTTL arrives as a
+// duration string ("10m", as the Go client sends) or as nanoseconds.
+type tokenBody struct {
+	AccessorID     string
+	SecretID       string
+	Name           string
+	Type           string
+	Policies       []string
+	Roles          []*structs.ACLTokenRoleLink
+	Global         bool
+	ExpirationTime *time.Time
+	ExpirationTTL  json.RawMessage
+}
+
+// decodeToken parses a token from the request body.
+func decodeToken(r *http.Request) (*structs.ACLToken, error) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var tb tokenBody
+	if err := json.Unmarshal(body, &tb); err != nil {
+		return nil, structs.BadRequest("failed to decode request body: %v", err)
+	}
+	t := &structs.ACLToken{
+		AccessorID:     tb.AccessorID,
+		SecretID:       tb.SecretID,
+		Name:           tb.Name,
+		Type:           tb.Type,
+		Policies:       tb.Policies,
+		Roles:          tb.Roles,
+		Global:         tb.Global,
+		ExpirationTime: tb.ExpirationTime,
+	}
+	if t.ExpirationTTL, err = parseTTL(tb.ExpirationTTL); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// parseTTL reads a duration given as a string or a number of nanoseconds.
+func parseTTL(raw json.RawMessage) (time.Duration, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		if s == "" {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, structs.BadRequest("invalid ExpirationTTL %q: %v", s, err)
+		}
+		return d, nil
+	}
+	var n float64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, structs.BadRequest("ExpirationTTL must be a duration string or nanoseconds")
+	}
+	return time.Duration(n), nil
+}
+
+// aclTokenCreate serves PUT/POST /v1/acl/token.
+func (a *Agent) aclTokenCreate(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isWrite(r) {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	t, err := decodeToken(r)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.CreateACLToken(r.Context(), requestToken(r), t)
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, out.ModifyIndex)
+	return out, nil
+}
+
+// aclTokenSelf serves GET /v1/acl/token/self.
+func (a *Agent) aclTokenSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.ACLTokenSelf(requestToken(r))
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, t.ModifyIndex)
+	return t, nil
+}
+
+// aclToken serves GET, PUT/POST and DELETE /v1/acl/token/:accessor_id.
+func (a *Agent) aclToken(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	tok := requestToken(r)
+	switch {
+	case r.Method == http.MethodGet:
+		t, err := s.ACLToken(tok, id)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, t.ModifyIndex)
+		return t, nil
+	case isWrite(r):
+		t, err := decodeToken(r)
+		if err != nil {
+			return nil, err
+		}
+		out, err := s.UpdateACLToken(r.Context(), tok, id, t)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, out.ModifyIndex)
+		return out, nil
+	case r.Method == http.MethodDelete:
+		idx, err := s.DeleteACLToken(r.Context(), tok, id)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, idx)
+		return nil, nil
+	default:
+		return nil, structs.ErrInvalidMethod
+	}
+}

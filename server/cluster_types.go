@@ -1,0 +1,123 @@
+package server
+
+import (
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"tether/structs"
+)
+
+// Server-to-server methods. They are refused on sessions bound to a node
+// (requirePeer). None of them forwards again: a forwarded call makes at
+// most one extra hop.
+const (
+	// methodRaftApply applies an encoded raft command on the leader.
+	methodRaftApply = "Raft.Apply"
+
+	// Writes that run whole on the leader (scheduling, heartbeat TTLs).
+	methodLeaderNodeRegister  = "Leader.NodeRegister"
+	methodLeaderNodeHeartbeat = "Leader.NodeHeartbeat"
+	methodLeaderNodeUpdate    = "Leader.NodeUpdateAlloc"
+	methodLeaderJobRegister   = "Leader.JobRegister"
+	methodLeaderJobDeregister = "Leader.JobDeregister"
+	methodLeaderAllocStop     = "Leader.AllocStop"
+
+	// methodHasNode asks a peer whether it holds a node's session.
+	methodHasNode = "Routing.HasNode"
+
+	// methodForwardNodeRPC and methodForwardNodeStream run a client
+	// method on a node whose session the receiving server holds.
+	methodForwardNodeRPC    = "Forward.NodeRPC"
+	methodForwardNodeStream = "Forward.NodeStream"
+
+	// MethodOperatorRaftConfiguration returns the raft configuration; node
+	// agents relay /v1/operator/raft/configuration with it.
+	MethodOperatorRaftConfiguration = "Operator.RaftGetConfiguration"
+)
+
+// raftApplyRequest carries one encoded raft command to the leader.
+type raftApplyRequest struct {
+	Data []byte
+}
+
+// raftApplyResponse is the index the command was applied at.
+type raftApplyResponse struct {
+	Index uint64
+}
+
+// jobRegisterRequest forwards a job registration to the leader.
+type jobRegisterRequest struct {
+	Job *structs.Job
+}
+
+// jobDeregisterRequest forwards a job stop (or purge) to the leader.
+type jobDeregisterRequest struct {
+	Namespace string
+	JobID     string
+	Purge     bool
+}
+
+// allocStopRequest forwards an allocation stop to the leader.
+type allocStopRequest struct {
+	AllocID string
+}
+
+// hasNodeRequest asks a peer about a node's session.
+type hasNodeRequest struct {
+	NodeID string
+}
+
+// hasNodeResponse answers hasNodeRequest. Index orders the bindings of
+// one node across servers: the holder with the highest one has the newest
+// session.
+type hasNodeResponse struct {
+	Connected bool
+	Index     uint64
+}
+
+// forwardRequest carries a client call to the server holding the node's
+// session. Args is the caller's request as it decodes generically (a
+// msgpack map); the holder passes it on unchanged. Hops counts the
+// server-to-server hops so far; a receiver never forwards again.
+type forwardRequest struct {
+	NodeID string
+	Method string
+	Hops   int
+	Args   any
+}
+
+// forwardStreamAck is the first frame of a forwarded stream, sent once the
+// holder has opened the stream to the node, so the caller can tell a stale
+// route (an error instead) before it hands the stream on.
+type forwardStreamAck struct {
+	OK bool
+}
+
+// RaftServer is one server of the raft configuration, in Nomad's
+// /v1/operator/raft/configuration shape.
+type RaftServer struct {
+	ID           string
+	Node         string
+	Address      string
+	Leader       bool
+	Voter        bool
+	RaftProtocol string
+}
+
+// RaftConfigurationResponse is the raft configuration and its index.
+type RaftConfigurationResponse struct {
+	Servers []*RaftServer
+	Index   uint64
+}
+
+// rawMsg passes a msgpack value through a server untyped: it decodes into
+// a generic value and encodes that value as itself (not wrapped), so a
+// reply relayed by the holder reaches the origin as the node sent it.
+type rawMsg struct {
+	v any
+}
+
+// CodecEncodeSelf implements codec.Selfer.
+func (r *rawMsg) CodecEncodeSelf(e *codec.Encoder) { e.MustEncode(r.v) }
+
+// CodecDecodeSelf implements codec.Selfer.
+func (r *rawMsg) CodecDecodeSelf(d *codec.Decoder) { d.MustDecode(&r.v) }
