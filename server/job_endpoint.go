@@ -42,10 +42,19 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 	if err != nil {
 		return err
 	}
-	if err := s.scheduleLocked(ctx, job.Namespace, job.ID); err != nil {
+	evalID := structs.GenerateUUID()
+	s.evalID = evalID
+	err = s.scheduleLocked(ctx, job.Namespace, job.ID)
+	s.evalID = ""
+	if err != nil {
 		return err
 	}
-	*resp = structs.JobRegisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
+	if stored, _ := s.store.Job(job.Namespace, job.ID); stored != nil {
+		if err := s.recordEvalLocked(ctx, evalID, "job-register", stored, s.lastFailures); err != nil {
+			return err
+		}
+	}
+	*resp = structs.JobRegisterResponse{EvalID: evalID, EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
 	return nil
 }
 
@@ -87,12 +96,18 @@ func (s *Server) deregisterJobEndpoint(ctx context.Context, req *jobDeregisterRe
 		}
 	}
 	s.updateJobStatusLocked(ctx, ns, id)
+	evalID := structs.GenerateUUID()
+	if cur, _ := s.store.Job(ns, id); cur != nil {
+		if err := s.recordEvalLocked(ctx, evalID, "job-deregister", cur, nil); err != nil {
+			return err
+		}
+	}
 	if req.Purge {
 		if idx, err = s.raftApply(ctx, msgDeleteJob, &deleteJobCmd{Namespace: ns, JobID: id}); err != nil {
 			return err
 		}
 	}
-	*resp = structs.JobDeregisterResponse{EvalID: structs.GenerateUUID(), EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
+	*resp = structs.JobDeregisterResponse{EvalID: evalID, EvalCreateIndex: idx, JobModifyIndex: idx, Index: s.store.LatestIndex()}
 	return nil
 }
 
@@ -144,6 +159,7 @@ func (s *Server) scheduleLocked(ctx context.Context, ns, id string) error {
 	if err != nil {
 		return err
 	}
+	s.lastFailures = failures
 	key := ns + "/" + id
 	if len(failures) == 0 {
 		delete(s.blocked, key)

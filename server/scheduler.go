@@ -121,6 +121,9 @@ func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFa
 				break
 			}
 			a := newAlloc(job, tg, idx, node, now)
+			if s.evalID != "" {
+				a.EvalID = s.evalID
+			}
 			placed = append(placed, a)
 			groupAllocs = append(groupAllocs, a)
 			load[node.ID] += float64(a.Resources.CPU)

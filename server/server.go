@@ -64,6 +64,11 @@ type Server struct {
 	// its allocations could not be placed. Only the leader schedules.
 	schedMu sync.Mutex
 	blocked map[string]string
+	// evalID is the evaluation of the scheduling pass under way (stamped
+	// on the allocations it creates); lastFailures what that pass could
+	// not place. Both under schedMu.
+	evalID       string
+	lastFailures []placementFailure
 
 	// acl caches parsed ACL policies (acl_endpoint.go).
 	acl aclState

@@ -22,6 +22,7 @@ type indexEntry struct {
 func stateSchema() *memdb.DBSchema {
 	schema := &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
+			tableEvals: evalsTableSchema(),
 			tableIndex: {
 				Name: tableIndex,
 				Indexes: map[string]*memdb.IndexSchema{
