@@ -62,6 +62,9 @@ func (c *Client) fsStat(ctx context.Context, req *structs.FsListRequest, resp *s
 	return err
 }
 
+// rawChunkSize is the data per message of cat and readat.
+const rawChunkSize = 128 << 10
+
 // ack tells the caller the request is valid and data may follow.
 func ack(s *rpc.Stream) error { return s.Send(&structs.StreamFrame{}) }
 
@@ -86,7 +89,10 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	if err := ack(s); err != nil {
 		return err
 	}
-	buf := make([]byte, structs.MaxFrameData)
+	// cat and readat are raw bytes, not JSON frames: larger chunks mean
+	// fewer messages per byte (half the yamux window, so one is in flight
+	// while the next is read).
+	buf := make([]byte, rawChunkSize)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err

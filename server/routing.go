@@ -233,7 +233,7 @@ func (s *Server) NodeRPC(ctx context.Context, nodeID, method string, args, reply
 	if err := s.authorizeClientCall(method, args); err != nil {
 		return err
 	}
-	if _, err := s.ResolveNode(nodeID); err != nil {
+	if err := s.checkNode(nodeID); err != nil {
 		return err
 	}
 	if sess := s.sessions.get(nodeID); sess != nil {

@@ -309,6 +309,21 @@ func (s *Server) bindSession(ctx context.Context, nodeID string, idx uint64) err
 	return nil
 }
 
+// checkNode is ResolveNode for callers that only need to know the node
+// exists: the same errors, no copy.
+func (s *Server) checkNode(nodeID string) error {
+	if nodeID == "" {
+		return structs.ErrNoNodeID
+	}
+	if err := structs.ValidateUUID("node", nodeID); err != nil {
+		return err
+	}
+	if !s.store.NodeExists(nodeID) {
+		return structs.ErrUnknownNode(nodeID)
+	}
+	return nil
+}
+
 // ResolveNode returns the node with the exact full ID, or the errors an
 // HTTP caller gets for a missing, malformed or unknown ID.
 func (s *Server) ResolveNode(nodeID string) (*structs.Node, error) {

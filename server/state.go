@@ -445,3 +445,10 @@ func (s *StateStore) BlockingAllocsByNode(ctx context.Context, nodeID string, mi
 		}
 	}
 }
+
+// NodeExists reports whether a node is known, without copying it (the
+// forwarding hot path only needs to know).
+func (s *StateStore) NodeExists(id string) bool {
+	raw, err := s.db.Txn(false).First(tableNodes, "id", id)
+	return err == nil && raw != nil
+}
