@@ -21,11 +21,20 @@ test: lint
 run: build
 	./$(BIN) agent -dev
 
-# bench prints the forwarding benchmark (p50/p99 and req/s, direct vs via
-# server) and the package micro-benchmarks.
+# bench prints, from one run: the package micro-benchmarks (rpc calls and
+# streams, host and task stats sampling, file reads); small calls direct
+# and via a server (p50/p99, req/s, ratio, CPU per call); per-task agent
+# cost; log streams against disk and RSS of 100 follow streams; cluster
+# hops, raft write rate and node failover time; TLS beside plaintext; and,
+# when ../shared/bench is beside the checkout, the shared clientapi-bench
+# harness with the peer workload (bulk reads and follow latency).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./rpc/ ./client/
-	$(GO) test -run '^TestBench(Forwarding|Tasks|Streams|Cluster)$$' -count=1 -v -timeout 10m ./integration/ -args -bench-forwarding -bench-tasks -bench-streams -bench-cluster
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./rpc/ ./client/ ./agent/
+	$(GO) test -run '^TestBench(Forwarding|Tasks|Streams|Cluster|TLS)$$' -count=1 -v -timeout 20m ./integration/ \
+		-args -bench-forwarding -bench-tasks -bench-streams -bench-cluster -bench-tls
+	@if [ -d ../shared/bench/clientapi-bench ]; then \
+		scripts/clientapi-bench.sh -scenarios all -reps 1 -big-n 2 -readat-n 200 -n 1000; \
+	else echo "../shared/bench not found: skipping clientapi-bench"; fi
 
 # bench-peer drives ../shared/bench/clientapi-bench (the harness that
 # measured Nomad v1.6.5) against a Tether server and node with the peer

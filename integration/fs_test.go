@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -196,6 +197,42 @@ func TestFS_EndToEnd(t *testing.T) {
 	if n != len(want) {
 		t.Fatalf("AllocFS().Logs read %d bytes; want %d", n, len(want))
 	}
+
+	st, _, err := api.AllocFS().Stat(alloc, "alloc/data/file.txt", nil)
+	if err != nil || st.Size != 6 || st.IsDir || st.ContentType == "" {
+		t.Fatalf("AllocFS().Stat = %+v, %v", st, err)
+	}
+
+	// The Go client's follow streams, cancelled by the caller.
+	streamCancel := make(chan struct{})
+	sframes, serrs := api.AllocFS().Stream(alloc, "alloc/data/file.txt", "start", 0, streamCancel, nil)
+	select {
+	case f := <-sframes:
+		if string(f.Data) != "marker" {
+			t.Fatalf("AllocFS().Stream first frame %q; want marker", f.Data)
+		}
+	case err := <-serrs:
+		t.Fatalf("AllocFS().Stream: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("AllocFS().Stream sent nothing")
+	}
+	close(streamCancel)
+	logCancel := make(chan struct{})
+	lframes, lerrs := api.AllocFS().Logs(alloc, true, "web", "stdout", "end", 100, logCancel, nil)
+	select {
+	case f := <-lframes:
+		if len(f.Data) != 100 {
+			t.Fatalf("AllocFS().Logs follow from end-100 gave %d bytes; want 100", len(f.Data))
+		}
+	case err := <-lerrs:
+		t.Fatalf("AllocFS().Logs follow: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("AllocFS().Logs follow sent nothing")
+	}
+	close(logCancel)
+	waitFor(t, 10*time.Second, "cancelled follows closed on the node", func() (bool, error) {
+		return node.OpenStreams() == 0, fmt.Errorf("%d streams open on the node", node.OpenStreams())
+	})
 
 	// Follow: a write wakes the stream promptly, through the server.
 	followPath := filepath.Join(allocDir, "alloc", "data", "follow.txt")
