@@ -5,28 +5,39 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"tether/server"
 	"tether/structs"
 	"tether/structs/acl"
 )
 
-// evaluationInfo serves /v1/evaluation/:id.
-func (a *Agent) evaluationInfo(w http.ResponseWriter, r *http.Request) (any, error) {
+// evalFor looks up the evaluation named in the path and checks the
+// caller may read jobs of its namespace.
+func (a *Agent) evalFor(r *http.Request) (*server.Server, *structs.Evaluation, error) {
 	s, err := a.needServer()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	id := mux.Vars(r)["id"]
 	if err := structs.ValidateUUID("eval", id); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e, err := s.State().Eval(id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if e == nil {
-		return nil, structs.NotFound("eval not found")
+		return nil, nil, structs.NotFound("eval not found")
 	}
 	if _, err := a.authorize(r, allowNs(e.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
+		return nil, nil, err
+	}
+	return s, e, nil
+}
+
+// evaluationInfo serves /v1/evaluation/:id.
+func (a *Agent) evaluationInfo(w http.ResponseWriter, r *http.Request) (any, error) {
+	_, e, err := a.evalFor(r)
+	if err != nil {
 		return nil, err
 	}
 	setIndex(w, e.ModifyIndex)
@@ -36,22 +47,8 @@ func (a *Agent) evaluationInfo(w http.ResponseWriter, r *http.Request) (any, err
 // evaluationAllocations serves /v1/evaluation/:id/allocations: the
 // allocations the evaluation placed.
 func (a *Agent) evaluationAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, e, err := a.evalFor(r)
 	if err != nil {
-		return nil, err
-	}
-	id := mux.Vars(r)["id"]
-	if err := structs.ValidateUUID("eval", id); err != nil {
-		return nil, err
-	}
-	e, err := s.State().Eval(id)
-	if err != nil {
-		return nil, err
-	}
-	if e == nil {
-		return nil, structs.NotFound("eval not found")
-	}
-	if _, err := a.authorize(r, allowNs(e.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
 		return nil, err
 	}
 	allocs, err := s.State().AllocsByJob(e.Namespace, e.JobID)
@@ -60,7 +57,7 @@ func (a *Agent) evaluationAllocations(w http.ResponseWriter, r *http.Request) (a
 	}
 	out := []*structs.AllocListStub{}
 	for _, al := range allocs {
-		if al.EvalID == id {
+		if al.EvalID == e.ID {
 			out = append(out, al.Stub())
 		}
 	}

@@ -23,32 +23,8 @@ func TestBenchStreams(t *testing.T) {
 	if !*benchStreams {
 		return // measurement only; `make bench` turns it on
 	}
-	ports := freePorts(t, 6)
-	sdir, cdir := t.TempDir(), t.TempDir()
-	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-server { enabled = true  bootstrap_expect = 1 }
-`, sdir, ports[0], ports[1], ports[2]))
-	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-client { enabled = true  servers = ["127.0.0.1:%d"] }
-plugin "raw_exec" { config { enabled = true } }
-`, cdir, ports[3], ports[4], ports[5], ports[1]))
-	serverURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	nodeURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
-	sp := startProc(t, serverCfg)
-	waitFor(t, 20*time.Second, "server up", func() (bool, error) {
-		code, _, err := tryGet(serverURL + "/v1/status/leader")
-		return code == 200, err
-	})
-	cp := startProc(t, clientCfg)
-	waitForOneReadyNode(t, serverURL)
+	pair := startProcPair(t)
+	serverURL, nodeURL, sp, cp, cdir := pair.serverURL, pair.nodeURL, pair.server, pair.node, pair.nodeDataDir
 
 	body := `{"Job":{"ID":"logs","Type":"service","Datacenters":["dc1"],"TaskGroups":[{"Name":"g","Tasks":[{"Name":"w","Driver":"raw_exec",` +
 		`"Config":{"command":"/bin/sh","args":["-c","yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456 | head -c 90000000; echo done >&2; exec sleep 100000"]}}]}]}}`

@@ -25,31 +25,8 @@ func TestBenchForwarding(t *testing.T) {
 	if !*benchForwarding {
 		return // measurement only; `make bench` turns it on
 	}
-	ports := freePorts(t, 6)
-	sdir, cdir := t.TempDir(), t.TempDir()
-	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-server { enabled = true  bootstrap_expect = 1 }
-`, sdir, ports[0], ports[1], ports[2]))
-	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-client { enabled = true  servers = ["127.0.0.1:%d"] }
-`, cdir, ports[3], ports[4], ports[5], ports[1]))
-	serverURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	nodeURL := fmt.Sprintf("http://127.0.0.1:%d", ports[3])
-	sp := startProc(t, serverCfg)
-	waitFor(t, 20*time.Second, "server up", func() (bool, error) {
-		code, _, err := tryGet(serverURL + "/v1/status/leader")
-		return code == 200, err
-	})
-	cp := startProc(t, clientCfg)
-	nodeID := waitForOneReadyNode(t, serverURL)
+	pair := startProcPair(t)
+	serverURL, nodeURL, sp, cp, nodeID := pair.serverURL, pair.nodeURL, pair.server, pair.node, pair.nodeID
 
 	n := 2000
 	if v := os.Getenv("TETHER_BENCH_N"); v != "" {
@@ -118,6 +95,51 @@ client { enabled = true  servers = ["127.0.0.1:%d"] }
 		}
 	}
 	t.Log(b.String())
+}
+
+// procPair is a server process and a node process of the built binary,
+// on loopback ports, from Nomad-shaped config files.
+type procPair struct {
+	serverURL, nodeURL string
+	server, node       *proc
+	nodeID             string
+	nodeDataDir        string
+}
+
+// startProcPair starts a server and a node (raw_exec enabled) as real
+// processes and waits until the node is ready.
+func startProcPair(t *testing.T) *procPair {
+	t.Helper()
+	ports := freePorts(t, 6)
+	sdir, cdir := t.TempDir(), t.TempDir()
+	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
+data_dir = %q
+bind_addr = "127.0.0.1"
+log_level = "WARN"
+ports { http = %d  rpc = %d  serf = %d }
+server { enabled = true  bootstrap_expect = 1 }
+`, sdir, ports[0], ports[1], ports[2]))
+	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
+data_dir = %q
+bind_addr = "127.0.0.1"
+log_level = "WARN"
+ports { http = %d  rpc = %d  serf = %d }
+client { enabled = true  servers = ["127.0.0.1:%d"] }
+plugin "raw_exec" { config { enabled = true } }
+`, cdir, ports[3], ports[4], ports[5], ports[1]))
+	p := &procPair{
+		serverURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		nodeURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[3]),
+		nodeDataDir: cdir,
+	}
+	p.server = startProc(t, serverCfg)
+	waitFor(t, 20*time.Second, "server up", func() (bool, error) {
+		code, _, err := tryGet(p.serverURL + "/v1/status/leader")
+		return code == 200, err
+	})
+	p.node = startProc(t, clientCfg)
+	p.nodeID = waitForOneReadyNode(t, p.serverURL)
+	return p
 }
 
 // runLoad sends n GETs with c workers and returns each latency.
