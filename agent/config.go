@@ -60,6 +60,10 @@ type Config struct {
 	// LogJSON makes the agent log JSON lines instead of text (log_json).
 	LogJSON bool
 
+	// EnableDebug serves Go's profiler under /debug/pprof/ (enable_debug),
+	// as Nomad does.
+	EnableDebug bool
+
 	// Advertise holds the addresses other agents use to reach this one
 	// (advertise). Empty fields are filled by NormalizeAddrs.
 	Advertise AdvertiseConfig
@@ -389,6 +393,7 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeString(&r.BindAddr, o.BindAddr)
 	mergeString(&r.LogLevel, o.LogLevel)
 	mergeBool(&r.LogJSON, o.LogJSON)
+	mergeBool(&r.EnableDebug, o.EnableDebug)
 	mergeBool(&r.DevMode, o.DevMode)
 
 	mergeString(&r.Advertise.HTTP, o.Advertise.HTTP)

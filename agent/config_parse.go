@@ -88,7 +88,7 @@ var (
 	ignoredTopLevel = keySet(
 		"addresses", "leave_on_interrupt", "leave_on_terminate",
 		"enable_syslog", "syslog_facility", "disable_update_check",
-		"disable_anonymous_signature", "enable_debug",
+		"disable_anonymous_signature",
 		"http_api_response_headers", "log_file", "log_rotate_bytes",
 		"log_rotate_duration", "log_rotate_max_files", "log_include_location",
 		"plugin_dir", "limits", "telemetry", "consul", "vault", "ui", "audit",
@@ -207,19 +207,20 @@ func (p *parser) parse(items []*ast.ObjectItem, b block) error {
 func (p *parser) parseRoot(items []*ast.ObjectItem, c *Config) error {
 	return p.parse(items, block{
 		fields: map[string]field{
-			"name":       p.stringField(&c.Name),
-			"datacenter": p.stringField(&c.Datacenter),
-			"region":     p.stringField(&c.Region),
-			"data_dir":   p.stringField(&c.DataDir),
-			"bind_addr":  p.stringField(&c.BindAddr),
-			"log_level":  p.stringField(&c.LogLevel),
-			"log_json":   p.boolField(&c.LogJSON),
-			"advertise":  p.blockField(p.advertiseBlock(&c.Advertise)),
-			"ports":      p.blockField(p.portsBlock(&c.Ports)),
-			"server":     p.blockField(p.serverBlock(&c.Server)),
-			"client":     p.blockField(p.clientBlock(&c.Client)),
-			"acl":        p.blockField(p.aclBlock(&c.ACL)),
-			"tls":        p.blockField(p.tlsBlock(&c.TLS)),
+			"name":         p.stringField(&c.Name),
+			"datacenter":   p.stringField(&c.Datacenter),
+			"region":       p.stringField(&c.Region),
+			"data_dir":     p.stringField(&c.DataDir),
+			"bind_addr":    p.stringField(&c.BindAddr),
+			"log_level":    p.stringField(&c.LogLevel),
+			"log_json":     p.boolField(&c.LogJSON),
+			"enable_debug": p.boolField(&c.EnableDebug),
+			"advertise":    p.blockField(p.advertiseBlock(&c.Advertise)),
+			"ports":        p.blockField(p.portsBlock(&c.Ports)),
+			"server":       p.blockField(p.serverBlock(&c.Server)),
+			"client":       p.blockField(p.clientBlock(&c.Client)),
+			"acl":          p.blockField(p.aclBlock(&c.ACL)),
+			"tls":          p.blockField(p.tlsBlock(&c.TLS)),
 			"plugin": func(it *ast.ObjectItem, path string) error {
 				return p.parsePlugins(it, path, c)
 			},

@@ -478,7 +478,7 @@ func TestLoadConfig_Warnings(t *testing.T) {
 		content string
 		want    []string // keys, with the line they are on
 	}{
-		{"top level", "data_dir = \"/d\"\nlimits {\n  https_handshake_timeout = \"5s\"\n}\nenable_debug = true", []string{`"limits" (%s:2)`, `"enable_debug" (%s:5)`}},
+		{"top level", "data_dir = \"/d\"\nlimits {\n  https_handshake_timeout = \"5s\"\n}\nreporting {\n}", []string{`"limits" (%s:2)`, `"reporting" (%s:5)`}},
 		{"server", "server {\n  raft_protocol = 3\n  license_path = \"/l\"\n}", []string{`"server.raft_protocol" (%s:2)`, `"server.license_path" (%s:3)`}},
 		{"client", "client {\n  drain_on_shutdown {\n    deadline = \"1m\"\n  }\n  gc_max_allocs = 50\n}", []string{`"client.drain_on_shutdown" (%s:2)`, `"client.gc_max_allocs" (%s:5)`}},
 		{"acl", `acl { replication_token = "x" }`, []string{`"acl.replication_token" (%s:1)`}},

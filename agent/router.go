@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	_ "net/http/pprof" // served under /debug/pprof/ with enable_debug
 
 	"github.com/gorilla/mux"
 )
@@ -42,6 +43,10 @@ func (a *Agent) router() http.Handler {
 
 	// ACL administration (served by servers).
 	a.registerACLRoutes(r)
+
+	if a.cfg.EnableDebug {
+		r.PathPrefix("/debug/pprof/").Handler(http.DefaultServeMux)
+	}
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -243,7 +243,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(conn, s.cfg.Yamux)
+	ys, err := yamux.Server(coalesceFrames(conn), s.cfg.Yamux)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return

@@ -171,7 +171,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(conn, cfg.Yamux)
+	ys, err := yamux.Client(coalesceFrames(conn), cfg.Yamux)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
