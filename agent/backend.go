@@ -113,3 +113,51 @@ func (b *backend) allocStream(ctx context.Context, allocID, method string, args 
 		return b.client.ServerStream(ctx, method, args)
 	}
 }
+
+// rawJSON is a reply already encoded as the HTTP API's JSON.
+type rawJSON []byte
+
+// forwardsJSON reports whether a call for nodeID leaves this agent through
+// the server's forwarding layer, where the node encodes the reply.
+func (b *backend) forwardsJSON(nodeID string) bool {
+	return b.server != nil && !(b.client != nil && (nodeID == "" || nodeID == b.client.NodeID()))
+}
+
+// nodeRPCJSON is nodeRPC for the HTTP API: through a server the node
+// answers the method's JSON variant and the bytes pass through untouched;
+// locally the typed reply is returned for the HTTP layer to encode.
+// project gives what the HTTP API returns from reply.
+func (b *backend) nodeRPCJSON(ctx context.Context, nodeID, method string, args, reply any, project func() any) (any, error) {
+	if b.forwardsJSON(nodeID) {
+		var out structs.JSONResponse
+		if err := b.server.NodeRPC(ctx, nodeID, method+structs.JSONMethodSuffix, args, &out); err != nil {
+			return nil, err
+		}
+		return rawJSON(out.Body), nil
+	}
+	if err := b.nodeRPC(ctx, nodeID, method, args, reply); err != nil {
+		return nil, err
+	}
+	return project(), nil
+}
+
+// allocRPCJSON is allocRPC for the HTTP API, as nodeRPCJSON.
+func (b *backend) allocRPCJSON(ctx context.Context, allocID, method string, args, reply any, project func() any) (any, error) {
+	if b.server != nil && !(b.client != nil && b.client.HasAlloc(allocID)) {
+		if allocID == "" {
+			return nil, structs.BadRequest("must provide a valid alloc id")
+		}
+		if err := structs.ValidateUUID("alloc", allocID); err != nil {
+			return nil, err
+		}
+		var out structs.JSONResponse
+		if err := b.server.AllocRPC(ctx, allocID, method+structs.JSONMethodSuffix, args, &out); err != nil {
+			return nil, err
+		}
+		return rawJSON(out.Body), nil
+	}
+	if err := b.allocRPC(ctx, allocID, method, args, reply); err != nil {
+		return nil, err
+	}
+	return project(), nil
+}

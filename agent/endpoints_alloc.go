@@ -16,10 +16,7 @@ func (a *Agent) clientAllocation(w http.ResponseWriter, r *http.Request) (any, e
 	switch action {
 	case "stats":
 		var out structs.AllocResourceUsage
-		if err := a.backend.allocRPC(r.Context(), id, structs.MethodClientAllocStats, &req, &out); err != nil {
-			return nil, err
-		}
-		return &out, nil
+		return a.backend.allocRPCJSON(r.Context(), id, structs.MethodClientAllocStats, &req, &out, func() any { return &out })
 	case "gc":
 		if err := a.backend.allocRPC(r.Context(), id, structs.MethodClientAllocGC, &req, &structs.GenericResponse{}); err != nil {
 			return nil, err

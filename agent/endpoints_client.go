@@ -13,10 +13,7 @@ import (
 func (a *Agent) clientStats(w http.ResponseWriter, r *http.Request) (any, error) {
 	req := structs.NodeSpecificRequest{NodeID: r.URL.Query().Get("node_id"), QueryOptions: queryOptions(r)}
 	var out structs.HostStats
-	if err := a.backend.nodeRPC(r.Context(), req.NodeID, structs.MethodClientStats, &req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodClientStats, &req, &out, func() any { return &out })
 }
 
 // clientMetadata serves GET and POST /v1/client/metadata.
@@ -25,20 +22,14 @@ func (a *Agent) clientMetadata(w http.ResponseWriter, r *http.Request) (any, err
 	case http.MethodGet:
 		req := structs.NodeSpecificRequest{NodeID: r.URL.Query().Get("node_id"), QueryOptions: queryOptions(r)}
 		var out structs.NodeMetaResponse
-		if err := a.backend.nodeRPC(r.Context(), req.NodeID, structs.MethodNodeMetaRead, &req, &out); err != nil {
-			return nil, err
-		}
-		return &out, nil
+		return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodNodeMetaRead, &req, &out, func() any { return &out })
 	case http.MethodPost:
 		req, err := decodeMetaApply(r)
 		if err != nil {
 			return nil, err
 		}
 		var out structs.NodeMetaResponse
-		if err := a.backend.nodeRPC(r.Context(), req.NodeID, structs.MethodNodeMetaApply, req, &out); err != nil {
-			return nil, err
-		}
-		return &out, nil
+		return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodNodeMetaApply, req, &out, func() any { return &out })
 	default:
 		return nil, structs.ErrInvalidMethod
 	}

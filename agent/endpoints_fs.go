@@ -55,23 +55,19 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
 		var out structs.FsListResponse
-		if err := a.backend.allocRPC(r.Context(), allocID, structs.MethodFsList, &req, &out); err != nil {
-			return nil, err
-		}
-		if out.Files == nil {
-			out.Files = []*structs.AllocFileInfo{}
-		}
-		return out.Files, nil
+		return a.backend.allocRPCJSON(r.Context(), allocID, structs.MethodFsList, &req, &out, func() any {
+			if out.Files == nil {
+				return []*structs.AllocFileInfo{}
+			}
+			return out.Files
+		})
 	case "stat":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
 		var out structs.FsStatResponse
-		if err := a.backend.allocRPC(r.Context(), allocID, structs.MethodFsStat, &req, &out); err != nil {
-			return nil, err
-		}
-		return out.Info, nil
+		return a.backend.allocRPCJSON(r.Context(), allocID, structs.MethodFsStat, &req, &out, func() any { return out.Info })
 	case "cat", "readat":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")

@@ -44,6 +44,10 @@ func (a *Agent) wrap(h handlerFunc) http.HandlerFunc {
 
 // writeJSON encodes v; HTML characters are kept as they are, as Nomad does.
 func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
+	if raw, ok := v.(rawJSON); ok {
+		writeRawJSON(w, r, code, raw)
+		return
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -141,4 +145,20 @@ func setIndex(w http.ResponseWriter, index uint64) {
 	w.Header().Set("X-Nomad-Index", strconv.FormatUint(index, 10))
 	w.Header().Set("X-Nomad-KnownLeader", "true")
 	w.Header().Set("X-Nomad-LastContact", "0")
+}
+
+// writeRawJSON writes a reply a node already encoded, indented for ?pretty.
+func writeRawJSON(w http.ResponseWriter, r *http.Request, code int, raw rawJSON) {
+	b := []byte(raw)
+	if isPretty(r) {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, raw, "", "    "); err == nil {
+			buf.WriteByte('\n')
+			b = buf.Bytes()
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
 }

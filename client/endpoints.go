@@ -16,6 +16,7 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocGC, c.allocGC)
 	rpc.HandleUnary(c.mux, structs.MethodClientGCAll, c.gcAll)
 	c.registerFSEndpoints()
+	c.registerJSONEndpoints()
 }
 
 // runnerFor returns the allocation's runner or a 404.

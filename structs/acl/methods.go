@@ -1,6 +1,10 @@
 package acl
 
-import "tether/structs"
+import (
+	"strings"
+
+	"tether/structs"
+)
 
 // methodRule is what a client method requires: a node policy, or any one
 // of a list of capabilities in the allocation's namespace.
@@ -29,7 +33,7 @@ var clientMethods = map[string]methodRule{
 // IsAllocMethod reports whether method is checked against an allocation's
 // namespace (as opposed to the node policy).
 func IsAllocMethod(method string) bool {
-	r, ok := clientMethods[method]
+	r, ok := clientMethods[strings.TrimSuffix(method, structs.JSONMethodSuffix)]
 	return ok && len(r.nsAnyOf) > 0
 }
 
@@ -41,7 +45,8 @@ func (a *ACL) AllowClientMethod(method, namespace string) bool {
 	if a.IsManagement() {
 		return true
 	}
-	r, ok := clientMethods[method]
+	// A method's JSON variant needs what the method needs.
+	r, ok := clientMethods[strings.TrimSuffix(method, structs.JSONMethodSuffix)]
 	switch {
 	case a == nil || !ok:
 		return false

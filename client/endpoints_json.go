@@ -1,0 +1,47 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	"tether/rpc"
+	"tether/structs"
+)
+
+// registerJSONEndpoints adds the JSON variants of the small client
+// methods (see structs.JSONMethodSuffix). Each runs the same handler, with
+// the same checks, and encodes what the HTTP API returns for it.
+func (c *Client) registerJSONEndpoints() {
+	registerJSON(c, structs.MethodClientStats, c.hostStats, func(r *structs.HostStats) any { return r })
+	registerJSON(c, structs.MethodNodeMetaRead, c.metaRead, func(r *structs.NodeMetaResponse) any { return r })
+	registerJSON(c, structs.MethodNodeMetaApply, c.metaApply, func(r *structs.NodeMetaResponse) any { return r })
+	registerJSON(c, structs.MethodClientAllocStats, c.allocStats, func(r *structs.AllocResourceUsage) any { return r })
+	registerJSON(c, structs.MethodFsList, c.fsList, func(r *structs.FsListResponse) any {
+		if r.Files == nil {
+			return []*structs.AllocFileInfo{}
+		}
+		return r.Files
+	})
+	registerJSON(c, structs.MethodFsStat, c.fsStat, func(r *structs.FsStatResponse) any { return r.Info })
+}
+
+// registerJSON registers method+JSONMethodSuffix: fn's reply, projected to
+// what the HTTP API returns, encoded as JSON (HTML characters kept, no
+// trailing newline).
+func registerJSON[Req, Resp any](c *Client, method string, fn func(context.Context, *Req, *Resp) error, project func(*Resp) any) {
+	rpc.HandleUnary(c.mux, method+structs.JSONMethodSuffix, func(ctx context.Context, req *Req, out *structs.JSONResponse) error {
+		var resp Resp
+		if err := fn(ctx, req, &resp); err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(project(&resp)); err != nil {
+			return err
+		}
+		out.Body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		return nil
+	})
+}
