@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -188,6 +189,10 @@ func firstFrame(st *rpc.Stream) error {
 	return nil
 }
 
+// framePool recycles frames (and their data buffers) between the stream
+// reader and the HTTP writer.
+var framePool = sync.Pool{New: func() any { return new(structs.StreamFrame) }}
+
 // frameReader moves frames from the stream to a channel, so the writer can
 // also send heartbeats. It ends when the stream ends; its error (nil on a
 // clean end) is delivered last.
@@ -197,8 +202,10 @@ func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *structs.StreamFra
 	go func() {
 		defer close(frames)
 		for {
-			f := new(structs.StreamFrame)
+			f := framePool.Get().(*structs.StreamFrame)
+			*f = structs.StreamFrame{Data: f.Data[:0]} // reuse the data buffer
 			if err := st.Recv(f); err != nil {
+				framePool.Put(f)
 				if errors.Is(err, io.EOF) {
 					err = nil
 				}
@@ -258,6 +265,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				out = appendFrameJSON(out[:0], f)
 				_, err = w.Write(out)
 			}
+			framePool.Put(f)
 			if err == nil && len(frames) == 0 {
 				err = rc.Flush()
 			}
@@ -320,7 +328,8 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 		return nil
 	}
 	for {
-		f = structs.StreamFrame{}
+		// Reuse the data buffer: the decoder fills a slice with room.
+		f = structs.StreamFrame{Data: f.Data[:0]}
 		if err := st.Recv(&f); err != nil {
 			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
 				a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)

@@ -161,14 +161,44 @@ func readFrame(r *bufio.Reader, max int) (kind byte, body []byte, err error) {
 	if kind != kindData && kind != kindEnd {
 		return 0, nil, fmt.Errorf("%w: unknown frame kind 0x%02x", ErrProtocol, kind)
 	}
-	body = make([]byte, size)
+	body = getBody(int(size))
 	if _, err := io.ReadFull(r, body); err != nil {
+		putBody(body)
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
 	return kind, body, nil
+}
+
+// Bodies of bulk messages (file data) come from a pool: a stream of
+// 128 KiB messages would otherwise allocate, and collect, one buffer per
+// message. A body goes back once it is decoded (decoding copies).
+const pooledBodyMin = 16 << 10
+
+var bodyPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// getBody returns a buffer of length n, pooled when n is large.
+func getBody(n int) []byte {
+	if n < pooledBodyMin {
+		return make([]byte, n)
+	}
+	bp := bodyPool.Get().(*[]byte)
+	if cap(*bp) < n {
+		return make([]byte, n)
+	}
+	return (*bp)[:n]
+}
+
+// putBody returns a large body to the pool; small ones are left to the
+// collector. The caller must not use b afterwards.
+func putBody(b []byte) {
+	if cap(b) < pooledBodyMin || cap(b) > 1<<20 {
+		return
+	}
+	b = b[:0]
+	bodyPool.Put(&b)
 }
 
 // readDataFrame reads a frame that must be a data frame and decodes it into

@@ -204,7 +204,9 @@ func (s *Stream) Recv(v any) error {
 	}
 	select {
 	case body := <-s.frames:
-		return decode(body, v)
+		err := decode(body, v)
+		putBody(body) // decoding copied what v keeps
+		return err
 	case <-s.pumpDone:
 		return s.recvErr
 	case <-s.closed:
