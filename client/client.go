@@ -34,6 +34,8 @@ type Client struct {
 	conn   *connManager
 	allocs *allocManager
 
+	statsJSON statsJSONCache
+
 	// acl caches tokens and policies resolved through the servers.
 	acl aclCache
 }

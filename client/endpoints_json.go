@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"sync"
 
 	"tether/rpc"
 	"tether/structs"
@@ -13,7 +14,7 @@ import (
 // methods (see structs.JSONMethodSuffix). Each runs the same handler, with
 // the same checks, and encodes what the HTTP API returns for it.
 func (c *Client) registerJSONEndpoints() {
-	registerJSON(c, structs.MethodClientStats, c.hostStats, func(r *structs.HostStats) any { return r })
+	registerJSON(c, structs.MethodClientStats, c.hostStats, func(r *structs.HostStats) any { return c.statsJSON.get(r) })
 	registerJSON(c, structs.MethodNodeMetaRead, c.metaRead, func(r *structs.NodeMetaResponse) any { return r })
 	registerJSON(c, structs.MethodNodeMetaApply, c.metaApply, func(r *structs.NodeMetaResponse) any { return r })
 	registerJSON(c, structs.MethodClientAllocStats, c.allocStats, func(r *structs.AllocResourceUsage) any { return r })
@@ -44,4 +45,29 @@ func registerJSON[Req, Resp any](c *Client, method string, fn func(context.Conte
 		out.Body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 		return nil
 	})
+}
+
+// statsJSONCache keeps the JSON of the latest host stats sample: samples
+// change once per interval, calls can come thousands of times a second.
+type statsJSONCache struct {
+	mu   sync.Mutex
+	ts   int64
+	body json.RawMessage
+}
+
+// get returns s encoded, reusing the encoding of the same sample.
+func (c *statsJSONCache) get(s *structs.HostStats) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.body != nil && c.ts == s.Timestamp {
+		return c.body
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return s
+	}
+	c.ts, c.body = s.Timestamp, json.RawMessage(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	return c.body
 }
