@@ -245,3 +245,82 @@ func namespaceOf(r *http.Request) string {
 	}
 	return structs.DefaultNamespace
 }
+
+// jobSummary serves /v1/job/:id/summary: allocations per group by client
+// status, as `nomad job status` shows them.
+func (a *Agent) jobSummary(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	ns := namespaceOf(r)
+	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
+		return nil, err
+	}
+	id := mux.Vars(r)["id"]
+	job, err := s.State().Job(ns, id)
+	if err != nil {
+		return nil, err
+	}
+	if job == nil {
+		return nil, structs.NotFound("job not found")
+	}
+	allocs, err := s.State().AllocsByJob(ns, id)
+	if err != nil {
+		return nil, err
+	}
+	sum := &structs.JobSummary{JobID: id, Namespace: ns, Summary: map[string]structs.TaskGroupSummary{},
+		Children: &structs.JobChildrenSummary{}, CreateIndex: job.CreateIndex, ModifyIndex: job.ModifyIndex}
+	for _, tg := range job.TaskGroups {
+		sum.Summary[tg.Name] = structs.TaskGroupSummary{}
+	}
+	for _, al := range allocs {
+		g := sum.Summary[al.TaskGroup]
+		switch al.ClientStatus {
+		case structs.AllocClientStatusPending:
+			g.Starting++
+		case structs.AllocClientStatusRunning:
+			g.Running++
+		case structs.AllocClientStatusComplete:
+			g.Complete++
+		case structs.AllocClientStatusFailed:
+			g.Failed++
+		case structs.AllocClientStatusLost:
+			g.Lost++
+		default:
+			g.Unknown++
+		}
+		sum.Summary[al.TaskGroup] = g
+	}
+	if evals, _ := s.State().EvalsByJob(ns, id); len(evals) > 0 {
+		for tg, n := range evals[0].QueuedAllocations {
+			g := sum.Summary[tg]
+			g.Queued = n
+			sum.Summary[tg] = g
+		}
+	}
+	setIndex(w, s.State().LatestIndex())
+	return sum, nil
+}
+
+// jobDeployment serves /v1/job/:id/deployment. Tether runs no
+// deployments, so the latest is none: JSON null, which the Go client and
+// the CLI read as "no deployment".
+func (a *Agent) jobDeployment(w http.ResponseWriter, r *http.Request) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	ns := namespaceOf(r)
+	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
+		return nil, err
+	}
+	if job, err := s.State().Job(ns, mux.Vars(r)["id"]); err != nil || job == nil {
+		if err == nil {
+			err = structs.NotFound("job not found")
+		}
+		return nil, err
+	}
+	setIndex(w, s.State().LatestIndex())
+	return rawJSON("null"), nil
+}

@@ -24,6 +24,8 @@ func (a *Agent) router() http.Handler {
 	r.Handle("/v1/job/{id}", a.wrap(a.jobRequest))
 	r.Handle("/v1/job/{id}/allocations", a.wrap(a.jobAllocations))
 	r.Handle("/v1/job/{id}/evaluations", a.wrap(a.jobEvaluations))
+	r.Handle("/v1/job/{id}/summary", a.wrap(a.jobSummary))
+	r.Handle("/v1/job/{id}/deployment", a.wrap(a.jobDeployment))
 	r.Handle("/v1/evaluations", a.wrap(a.evaluationsList))
 	r.Handle("/v1/evaluation/{id}", a.wrap(a.evaluationInfo))
 	r.Handle("/v1/evaluation/{id}/allocations", a.wrap(a.evaluationAllocations))

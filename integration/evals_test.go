@@ -43,6 +43,13 @@ func TestEvaluations(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Fatalf("Jobs().Evaluations = %d, %v", len(list), err)
 	}
+	sum, _, err := api.Jobs().Summary("ev", nil)
+	if err != nil || sum.Summary["ok"].Running+sum.Summary["ok"].Starting != 2 || sum.Summary["nowhere"].Queued != 1 {
+		t.Fatalf("Jobs().Summary = %+v, %v; want 2 ok allocations and 1 queued", sum, err)
+	}
+	if d, _, err := api.Jobs().LatestDeployment("ev", nil); err != nil || d != nil {
+		t.Fatalf("Jobs().LatestDeployment = %+v, %v; want none", d, err)
+	}
 	dresp, _, err := api.Jobs().Deregister("ev", false, nil)
 	if err != nil {
 		t.Fatal(err)

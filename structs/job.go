@@ -178,3 +178,32 @@ type JobDeregisterResponse struct {
 	JobModifyIndex  uint64
 	Index           uint64
 }
+
+// JobSummary counts a job's allocations by client status, per group.
+type JobSummary struct {
+	JobID       string
+	Namespace   string
+	Summary     map[string]TaskGroupSummary
+	Children    *JobChildrenSummary
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// TaskGroupSummary counts one group's allocations.
+type TaskGroupSummary struct {
+	Queued   int
+	Complete int
+	Failed   int
+	Running  int
+	Starting int
+	Lost     int
+	Unknown  int
+}
+
+// JobChildrenSummary counts child jobs (Tether runs no periodic or
+// parameterized jobs, so it is all zeros).
+type JobChildrenSummary struct {
+	Pending int64
+	Running int64
+	Dead    int64
+}
