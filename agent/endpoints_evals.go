@@ -67,14 +67,11 @@ func (a *Agent) evaluationAllocations(w http.ResponseWriter, r *http.Request) (a
 
 // jobEvaluations serves /v1/job/:id/evaluations.
 func (a *Agent) jobEvaluations(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, err := a.serverFor(r, acl.NamespaceCapabilityReadJob)
 	if err != nil {
 		return nil, err
 	}
 	ns := namespaceOf(r)
-	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
-		return nil, err
-	}
 	evals, err := s.State().EvalsByJob(ns, mux.Vars(r)["id"])
 	if err != nil {
 		return nil, err
@@ -88,14 +85,11 @@ func (a *Agent) jobEvaluations(w http.ResponseWriter, r *http.Request) (any, err
 
 // evaluationsList serves /v1/evaluations?namespace=.
 func (a *Agent) evaluationsList(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, err := a.serverFor(r, acl.NamespaceCapabilityReadJob)
 	if err != nil {
 		return nil, err
 	}
 	ns := namespaceOf(r)
-	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
-		return nil, err
-	}
 	evals, err := s.State().Evals(ns)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,19 @@ func (a *Agent) needServer() (*server.Server, error) {
 	return a.server, nil
 }
 
+// serverFor returns the server once the caller is found to hold
+// capability in the request's namespace.
+func (a *Agent) serverFor(r *http.Request, capability string) (*server.Server, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.authorize(r, allowNs(namespaceOf(r), capability)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // jobsRequest serves /v1/jobs: GET lists, PUT/POST registers.
 func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error) {
 	s, err := a.needServer()
@@ -114,11 +127,8 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 
 // jobAllocations serves /v1/job/:id/allocations.
 func (a *Agent) jobAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, err := a.serverFor(r, acl.NamespaceCapabilityReadJob)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := a.authorize(r, allowNs(namespaceOf(r), acl.NamespaceCapabilityReadJob)); err != nil {
 		return nil, err
 	}
 	allocs, err := s.State().AllocsByJob(namespaceOf(r), mux.Vars(r)["id"])
@@ -249,14 +259,11 @@ func namespaceOf(r *http.Request) string {
 // jobSummary serves /v1/job/:id/summary: allocations per group by client
 // status, as `nomad job status` shows them.
 func (a *Agent) jobSummary(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, err := a.serverFor(r, acl.NamespaceCapabilityReadJob)
 	if err != nil {
 		return nil, err
 	}
 	ns := namespaceOf(r)
-	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
-		return nil, err
-	}
 	id := mux.Vars(r)["id"]
 	job, err := s.State().Job(ns, id)
 	if err != nil {
@@ -307,14 +314,11 @@ func (a *Agent) jobSummary(w http.ResponseWriter, r *http.Request) (any, error) 
 // deployments, so the latest is none: JSON null, which the Go client and
 // the CLI read as "no deployment".
 func (a *Agent) jobDeployment(w http.ResponseWriter, r *http.Request) (any, error) {
-	s, err := a.needServer()
+	s, err := a.serverFor(r, acl.NamespaceCapabilityReadJob)
 	if err != nil {
 		return nil, err
 	}
 	ns := namespaceOf(r)
-	if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
-		return nil, err
-	}
 	if job, err := s.State().Job(ns, mux.Vars(r)["id"]); err != nil || job == nil {
 		if err == nil {
 			err = structs.NotFound("job not found")

@@ -267,7 +267,7 @@ func waitLog(t *testing.T, logs *syncBuffer, want string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("logs do not contain %q:\n%s", want, logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-time.After(10 * time.Millisecond) // poll interval; the condition decides
 	}
 }
 
