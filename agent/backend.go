@@ -26,7 +26,7 @@ func (b *backend) nodeRPC(ctx context.Context, nodeID, method string, args, repl
 		}
 	}
 	switch {
-	case b.client != nil && (nodeID == "" || nodeID == b.client.NodeID()):
+	case b.localNode(nodeID):
 		return b.client.Mux().CallLocal(ctx, method, args, reply)
 	case nodeID == "":
 		return structs.ErrNoNodeID
@@ -38,27 +38,26 @@ func (b *backend) nodeRPC(ctx context.Context, nodeID, method string, args, repl
 	}
 }
 
+// serverCall runs a server method: in process on a server, over the
+// node's session on a node-only agent.
+func (b *backend) serverCall(ctx context.Context, method string, args, reply any) error {
+	if b.server != nil {
+		return b.server.Mux().CallLocal(ctx, method, args, reply)
+	}
+	return b.client.ServerRPC(ctx, method, args, reply)
+}
+
 // listNodes lists nodes whose ID starts with prefix.
 func (b *backend) listNodes(ctx context.Context, req *structs.NodeListRequest) (*structs.NodeListResponse, error) {
 	var resp structs.NodeListResponse
-	var err error
-	if b.server != nil {
-		err = b.serverMuxCall(ctx, structs.MethodNodeList, req, &resp)
-	} else {
-		err = b.client.ServerRPC(ctx, structs.MethodNodeList, req, &resp)
-	}
+	err := b.serverCall(ctx, structs.MethodNodeList, req, &resp)
 	return &resp, err
 }
 
 // getNode returns a node (nil when unknown).
 func (b *backend) getNode(ctx context.Context, req *structs.NodeSpecificRequest) (*structs.SingleNodeResponse, error) {
 	var resp structs.SingleNodeResponse
-	var err error
-	if b.server != nil {
-		err = b.serverMuxCall(ctx, structs.MethodNodeGet, req, &resp)
-	} else {
-		err = b.client.ServerRPC(ctx, structs.MethodNodeGet, req, &resp)
-	}
+	err := b.serverCall(ctx, structs.MethodNodeGet, req, &resp)
 	return &resp, err
 }
 
@@ -72,21 +71,33 @@ func (b *backend) status(ctx context.Context) (*structs.StatusResponse, error) {
 	return &resp, err
 }
 
-func (b *backend) serverMuxCall(ctx context.Context, method string, args, reply any) error {
-	return b.server.Mux().CallLocal(ctx, method, args, reply)
+// localNode reports whether nodeID ("" = this agent's node) is served in
+// process.
+func (b *backend) localNode(nodeID string) bool {
+	return b.client != nil && (nodeID == "" || nodeID == b.client.NodeID())
+}
+
+// localAlloc reports whether this agent's node runs the allocation.
+func (b *backend) localAlloc(allocID string) bool {
+	return b.client != nil && b.client.HasAlloc(allocID)
+}
+
+// checkAllocID refuses a missing or malformed allocation ID.
+func checkAllocID(allocID string) error {
+	if allocID == "" {
+		return structs.BadRequest("must provide a valid alloc id")
+	}
+	return structs.ValidateUUID("alloc", allocID)
 }
 
 // allocRPC runs a client method on the node that owns allocID: this node
 // when it runs the allocation, else through the servers.
 func (b *backend) allocRPC(ctx context.Context, allocID, method string, args, reply any) error {
-	if allocID == "" {
-		return structs.BadRequest("must provide a valid alloc id")
-	}
-	if err := structs.ValidateUUID("alloc", allocID); err != nil {
+	if err := checkAllocID(allocID); err != nil {
 		return err
 	}
 	switch {
-	case b.client != nil && b.client.HasAlloc(allocID):
+	case b.localAlloc(allocID):
 		return b.client.Mux().CallLocal(ctx, method, args, reply)
 	case b.server != nil:
 		return b.server.AllocRPC(ctx, allocID, method, args, reply)
@@ -98,14 +109,11 @@ func (b *backend) allocRPC(ctx context.Context, allocID, method string, args, re
 // allocStream opens a streaming client method on the node that owns
 // allocID.
 func (b *backend) allocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {
-	if allocID == "" {
-		return nil, structs.BadRequest("must provide a valid alloc id")
-	}
-	if err := structs.ValidateUUID("alloc", allocID); err != nil {
+	if err := checkAllocID(allocID); err != nil {
 		return nil, err
 	}
 	switch {
-	case b.client != nil && b.client.HasAlloc(allocID):
+	case b.localAlloc(allocID):
 		return b.client.Mux().OpenLocal(ctx, method, args)
 	case b.server != nil:
 		return b.server.AllocStream(ctx, allocID, method, args)
@@ -117,18 +125,12 @@ func (b *backend) allocStream(ctx context.Context, allocID, method string, args 
 // rawJSON is a reply already encoded as the HTTP API's JSON.
 type rawJSON []byte
 
-// forwardsJSON reports whether a call for nodeID leaves this agent through
-// the server's forwarding layer, where the node encodes the reply.
-func (b *backend) forwardsJSON(nodeID string) bool {
-	return b.server != nil && !(b.client != nil && (nodeID == "" || nodeID == b.client.NodeID()))
-}
-
 // nodeRPCJSON is nodeRPC for the HTTP API: through a server the node
 // answers the method's JSON variant and the bytes pass through untouched;
 // locally the typed reply is returned for the HTTP layer to encode.
 // project gives what the HTTP API returns from reply.
 func (b *backend) nodeRPCJSON(ctx context.Context, nodeID, method string, args, reply any, project func() any) (any, error) {
-	if b.forwardsJSON(nodeID) {
+	if b.server != nil && !b.localNode(nodeID) {
 		var out structs.JSONResponse
 		if err := b.server.NodeRPC(ctx, nodeID, method+structs.JSONMethodSuffix, args, &out); err != nil {
 			return nil, err
@@ -143,13 +145,10 @@ func (b *backend) nodeRPCJSON(ctx context.Context, nodeID, method string, args, 
 
 // allocRPCJSON is allocRPC for the HTTP API, as nodeRPCJSON.
 func (b *backend) allocRPCJSON(ctx context.Context, allocID, method string, args, reply any, project func() any) (any, error) {
-	if b.server != nil && !(b.client != nil && b.client.HasAlloc(allocID)) {
-		if allocID == "" {
-			return nil, structs.BadRequest("must provide a valid alloc id")
-		}
-		if err := structs.ValidateUUID("alloc", allocID); err != nil {
-			return nil, err
-		}
+	if err := checkAllocID(allocID); err != nil {
+		return nil, err
+	}
+	if b.server != nil && !b.localAlloc(allocID) {
 		var out structs.JSONResponse
 		if err := b.server.AllocRPC(ctx, allocID, method+structs.JSONMethodSuffix, args, &out); err != nil {
 			return nil, err

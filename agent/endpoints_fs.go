@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,18 +100,11 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		req := structs.FsStreamRequest{AllocID: allocID, Path: path, Follow: true, QueryOptions: qo}
 		var err error
-		if v := q.Get("follow"); v != "" {
-			if req.Follow, err = strconv.ParseBool(v); err != nil {
-				return nil, structs.BadRequest("failed to parse follow field to boolean: %v", err)
-			}
+		if req.Follow, err = queryBool(q, "follow", req.Follow); err != nil {
+			return nil, err
 		}
-		if v := q.Get("offset"); v != "" {
-			if req.Offset, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, structs.BadRequest("error parsing offset: %v", err)
-			}
-		}
-		if req.Offset < 0 {
-			return nil, structs.BadRequest("offset must not be negative")
+		if req.Offset, err = queryOffset(q); err != nil {
+			return nil, err
 		}
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
@@ -126,29 +120,20 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			return nil, structs.BadRequest("must provide task name")
 		}
 		var err error
-		if v := q.Get("follow"); v != "" {
-			if req.Follow, err = strconv.ParseBool(v); err != nil {
-				return nil, structs.BadRequest("failed to parse follow field to boolean: %v", err)
-			}
+		if req.Follow, err = queryBool(q, "follow", req.Follow); err != nil {
+			return nil, err
 		}
-		plain := false
-		if v := q.Get("plain"); v != "" {
-			if plain, err = strconv.ParseBool(v); err != nil {
-				return nil, structs.BadRequest("failed to parse plain field to boolean: %v", err)
-			}
+		plain, err := queryBool(q, "plain", false)
+		if err != nil {
+			return nil, err
 		}
 		switch req.LogType = q.Get("type"); req.LogType {
 		case "stdout", "stderr":
 		default:
 			return nil, structs.BadRequest("must provide log type (stdout/stderr)")
 		}
-		if v := q.Get("offset"); v != "" {
-			if req.Offset, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, structs.BadRequest("error parsing offset: %v", err)
-			}
-		}
-		if req.Offset < 0 {
-			return nil, structs.BadRequest("offset must not be negative")
+		if req.Offset, err = queryOffset(q); err != nil {
+			return nil, err
 		}
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
@@ -164,6 +149,35 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 	default:
 		return nil, structs.NotFound("Invalid method")
 	}
+}
+
+// queryBool parses an optional boolean parameter (def when absent).
+func queryBool(q url.Values, name string, def bool) (bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, structs.BadRequest("failed to parse %s field to boolean: %v", name, err)
+	}
+	return b, nil
+}
+
+// queryOffset parses the optional, non-negative offset parameter.
+func queryOffset(q url.Values) (int64, error) {
+	v := q.Get("offset")
+	if v == "" {
+		return 0, nil
+	}
+	off, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, structs.BadRequest("error parsing offset: %v", err)
+	}
+	if off < 0 {
+		return 0, structs.BadRequest("offset must not be negative")
+	}
+	return off, nil
 }
 
 func parseOrigin(o string) (string, error) {

@@ -111,15 +111,7 @@ func GenerateCA(o CAOptions) (certPEM, keyPEM []byte, err error) {
 	if days < 0 {
 		return nil, nil, fmt.Errorf("days %d must be positive", days)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating key: %w", err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	skid, err := keyID(key.Public())
+	key, serial, skid, err := newKeyMaterial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -210,15 +202,7 @@ func GenerateCert(o CertOptions) (certPEM, keyPEM []byte, err error) {
 		}
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating key: %w", err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	skid, err := keyID(key.Public())
+	key, serial, skid, err := newKeyMaterial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -264,6 +248,25 @@ func CertFileNames(role, region, domain string) (cert, key string) {
 }
 
 // randomSerial returns a random 128-bit serial number.
+// newKeyMaterial returns a fresh ECDSA P-256 key, a random serial number
+// and the key's subject key ID: what every certificate this file makes
+// starts from.
+func newKeyMaterial() (*ecdsa.PrivateKey, *big.Int, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generating key: %w", err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	skid, err := keyID(key.Public())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return key, serial, skid, nil
+}
+
 func randomSerial() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"time"
 
 	"tether/structs"
 )
@@ -77,9 +78,9 @@ func (ar *allocRunner) restartPolicy() *structs.RestartPolicy {
 		return tg.RestartPolicy
 	}
 	if ar.a.Job != nil && ar.a.Job.Type == structs.JobTypeBatch {
-		return &structs.RestartPolicy{Attempts: 3, Interval: 24 * 60 * 60e9, Delay: 15e9, Mode: "fail"}
+		return &structs.RestartPolicy{Attempts: 3, Interval: 24 * time.Hour, Delay: 15 * time.Second, Mode: "fail"}
 	}
-	return &structs.RestartPolicy{Attempts: 2, Interval: 30 * 60e9, Delay: 15e9, Mode: "fail"}
+	return &structs.RestartPolicy{Attempts: 2, Interval: 30 * time.Minute, Delay: 15 * time.Second, Mode: "fail"}
 }
 
 // run builds the alloc dir and starts every task.

@@ -137,13 +137,7 @@ func killLeftoverGroup(pid int) {
 	if err != nil {
 		return
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 3 || f[2] != strconv.Itoa(pid) {
+	if st, ok := parseProcStat(b); !ok || st.pgrp != pid {
 		return
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -177,8 +176,6 @@ func mustContain(t *testing.T, got, want string) {
 }
 
 func sp(s string) *string { return &s }
-
-var _ = fmt.Sprintf
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
