@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -304,56 +305,50 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 	}
 }
 
-// streamRaw answers cat and readat: the file's bytes, with a content type
-// sniffed from the first 512 bytes (never text/html) and headers that keep
-// a browser from running what it reads.
+// streamRaw answers cat and readat: the node's header (length and content
+// type, or its error, which becomes the HTTP status since nothing was
+// written yet), then its raw messages written as they arrive, with no
+// decoding. Content-Length is the header's length, so a read that ends
+// short can never look complete; headers keep a browser from running what
+// it reads.
 func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream) error {
 	defer st.Close()
-	if err := firstFrame(st); err != nil {
+	var hdr structs.FsReadAtHeader
+	if err := st.Recv(&hdr); err != nil {
 		return err
 	}
-	var head []byte
-	var f structs.StreamFrame
-	var recvErr error
-	for len(head) < 512 {
-		f = structs.StreamFrame{}
-		if recvErr = st.Recv(&f); recvErr != nil {
-			break
-		}
-		head = append(head, f.Data...)
-	}
-	if recvErr != nil && !errors.Is(recvErr, io.EOF) && len(head) == 0 {
-		return recvErr
+	if hdr.Length < 0 || hdr.ContentType == "" {
+		return structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
 	}
 	h := w.Header()
-	ct := http.DetectContentType(head)
-	if strings.HasPrefix(ct, "text/html") || strings.HasPrefix(ct, "text/xml") {
-		ct = "text/plain"
-	}
-	if len(head) == 0 {
-		ct = "text/plain; charset=utf-8"
-	}
-	h.Set("Content-Type", ct)
+	h.Set("Content-Type", hdr.ContentType)
+	h.Set("Content-Length", strconv.FormatInt(hdr.Length, 10))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-XSS-Protection", "1; mode=block")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 	w.WriteHeader(http.StatusOK)
-	if _, err := w.Write(head); err != nil || recvErr != nil {
-		return nil
-	}
+	var sent int64
 	for {
-		// Reuse the data buffer: the decoder fills a slice with room.
-		f = structs.StreamFrame{Data: f.Data[:0]}
-		if err := st.Recv(&f); err != nil {
-			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
-				a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
-				// A truncated body must not look complete.
-				panic(http.ErrAbortHandler)
-			}
-			return nil
+		m, err := st.RecvMsg()
+		if err == nil && (!m.Raw() || sent+int64(len(m.Bytes())) > hdr.Length) {
+			m.Release()
+			err = fmt.Errorf("node sent more than the %d bytes it announced", hdr.Length)
 		}
-		if _, err := w.Write(f.Data); err != nil {
-			return nil
+		if err != nil {
+			if errors.Is(err, io.EOF) && sent == hdr.Length {
+				return nil
+			}
+			if r.Context().Err() == nil {
+				a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
+			}
+			// A truncated body must not look complete.
+			panic(http.ErrAbortHandler)
+		}
+		n, werr := w.Write(m.Bytes())
+		m.Release()
+		sent += int64(n)
+		if werr != nil {
+			return nil // the caller went away; the deferred Close stops the node
 		}
 	}
 }

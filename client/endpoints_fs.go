@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"strings"
+	"sync"
 
 	"tether/rpc"
 	"tether/structs"
@@ -62,12 +65,27 @@ func (c *Client) fsStat(ctx context.Context, req *structs.FsListRequest, resp *s
 	return err
 }
 
-// rawChunkSize is the data per message of cat and readat.
-const rawChunkSize = 128 << 10
+// rawChunkSize is the data per message of cat and readat: with its header
+// a message is exactly half the yamux window, so one is in flight while
+// the next is read, and no message straddles a window update (which would
+// split it into two yamux frames, the second waiting for the update).
+const rawChunkSize = 128<<10 - rpc.RawHeaderSize
+
+// rawFramePool recycles the read buffers of cat and readat: a payload of
+// rawChunkSize behind the headroom of a raw message.
+var rawFramePool = sync.Pool{New: func() any {
+	b := make([]byte, rpc.RawHeaderSize+rawChunkSize)
+	return &b
+}}
 
 // ack tells the caller the request is valid and data may follow.
 func ack(s *rpc.Stream) error { return s.Send(&structs.StreamFrame{}) }
 
+// fsReadAt serves cat and readat: a structs.FsReadAtHeader once the file is
+// open and its first bytes read, then exactly Header.Length bytes as raw
+// messages, read into the message buffer and sent from it. The length is
+// fixed when the file is opened (the HTTP layer sends it as
+// Content-Length); a file that shrinks under the read fails the call.
 func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	var req structs.FsReadAtRequest
 	if err := s.Recv(&req); err != nil {
@@ -81,35 +99,63 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 		return err
 	}
 	defer fs.Close()
-	rc, _, err := fs.OpenRange(req.Path, req.Offset, req.Limit)
+	rc, info, err := fs.OpenRange(req.Path, req.Offset, req.Limit)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if err := ack(s); err != nil {
+	length := max(info.Size-req.Offset, 0)
+	if req.Limit > 0 && req.Limit < length {
+		length = req.Limit
+	}
+	r := io.LimitReader(rc, length)
+
+	bp := rawFramePool.Get().(*[]byte)
+	defer rawFramePool.Put(bp)
+	frame := *bp
+	n, rerr := io.ReadFull(r, frame[rpc.RawHeaderSize:])
+	if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+		return rerr
+	}
+	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(frame[rpc.RawHeaderSize : rpc.RawHeaderSize+min(n, 512)])}
+	if err := s.Send(&hdr); err != nil {
 		return err
 	}
-	// cat and readat are raw bytes, not JSON frames: larger chunks mean
-	// fewer messages per byte (half the yamux window, so one is in flight
-	// while the next is read).
-	buf := make([]byte, rawChunkSize)
-	for {
+	var sent int64
+	for n > 0 {
+		if err := s.SendRawFrame(frame[:rpc.RawHeaderSize+n]); err != nil {
+			return err
+		}
+		sent += int64(n)
+		if rerr != nil {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := io.ReadFull(rc, buf)
-		if n > 0 {
-			if err := s.Send(&structs.StreamFrame{Data: buf[:n]}); err != nil {
-				return err
-			}
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return nil
-		}
-		if rerr != nil {
+		n, rerr = io.ReadFull(r, frame[rpc.RawHeaderSize:])
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
 			return rerr
 		}
 	}
+	if sent < length {
+		return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", req.Path)
+	}
+	return nil
+}
+
+// rawContentType is the Content-Type of cat and readat, sniffed from the
+// first bytes sent: never HTML or XML (a browser must not run what it
+// reads), and text for an empty body.
+func rawContentType(head []byte) string {
+	if len(head) == 0 {
+		return "text/plain; charset=utf-8"
+	}
+	ct := http.DetectContentType(head)
+	if strings.HasPrefix(ct, "text/html") || strings.HasPrefix(ct, "text/xml") {
+		return "text/plain"
+	}
+	return ct
 }
 
 func (c *Client) fsStream(ctx context.Context, s *rpc.Stream) error {

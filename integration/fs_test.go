@@ -296,3 +296,86 @@ func TestFS_EndToEnd(t *testing.T) {
 		t.Errorf("logs after GC = %d %q; want 404", code, body)
 	}
 }
+
+// TestFS_CatLengthAndShrink: cat and readat announce their exact length in
+// Content-Length, through the server and direct; a file that shrinks while
+// it is read ends the body short with an error, never as a complete read.
+func TestFS_CatLengthAndShrink(t *testing.T) {
+	srv := startServer(t, "server1")
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withRawExec())
+	api := srv.API(t)
+	job := &nomad.Job{ID: ptr("cat"), Type: ptr("service"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{shellTask("idle", `while :; do sleep 1; done`)}}}}
+	if _, _, err := api.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	allocID := waitAllocsStatus(t, api, "cat", 1, "running")[0].ID
+	dataDir := filepath.Join(node.cfg.DataDir, "alloc", allocID, "alloc", "data")
+	waitFor(t, 20*time.Second, "alloc data dir", func() (bool, error) {
+		_, err := os.Stat(dataDir)
+		return err == nil, nil
+	})
+	small := bytes.Repeat([]byte("0123456789"), 100_000) // 1,000,000 bytes
+	if err := os.WriteFile(filepath.Join(dataDir, "small.bin"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct{ name, base string }{{"via-server", srv.URL()}, {"direct", node.URL()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsURL := func(op, query string) string {
+				return tc.base + "/v1/client/fs/" + op + "/" + allocID + "?" + query
+			}
+			for _, c := range []struct {
+				op, query string
+				want      []byte
+			}{
+				{"cat", "path=alloc/data/small.bin", small},
+				{"readat", "path=alloc/data/small.bin&offset=999990&limit=-1", small[999990:]},
+				{"readat", "path=alloc/data/small.bin&offset=12&limit=300000", small[12:300012]},
+				{"readat", "path=alloc/data/small.bin&offset=2000000&limit=5", nil},
+			} {
+				resp, err := http.Get(fsURL(c.op, c.query))
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, c.want) {
+					t.Fatalf("%s %s = %d, %d bytes, %v; want 200, %d bytes", c.op, c.query, resp.StatusCode, len(body), err, len(c.want))
+				}
+				if resp.ContentLength != int64(len(c.want)) {
+					t.Fatalf("%s %s: Content-Length %d; want %d", c.op, c.query, resp.ContentLength, len(c.want))
+				}
+			}
+
+			// 64 MiB is more than every buffer between the node's file
+			// and this reader can hold while it reads nothing.
+			big := filepath.Join(dataDir, "shrinks-"+tc.name+".bin")
+			if err := os.WriteFile(big, bytes.Repeat([]byte{'z'}, 64<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.Get(fsURL("cat", "path=alloc/data/shrinks-"+tc.name+".bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.ContentLength != 64<<20 {
+				t.Fatalf("cat = %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
+			}
+			var one [1]byte
+			if _, err := io.ReadFull(resp.Body, one[:]); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(big, 1024); err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err == nil {
+				t.Fatalf("read of a file that shrank ended cleanly after %d bytes", n+1)
+			}
+			if n+1 >= 64<<20 {
+				t.Fatalf("read %d bytes of a file truncated to 1 KiB", n+1)
+			}
+		})
+	}
+}

@@ -22,10 +22,21 @@ type frameCoalescer struct {
 	hdr  [yamuxHeaderSize]byte
 	held bool
 	buf  []byte
+
+	// vectored is set when the connection writes net.Buffers with one
+	// writev (a TCP connection; TLS would make two records of it).
+	vectored bool
 }
 
+// vectoredWriteMin is the body size from which a header and body go out
+// with writev rather than copied into one buffer.
+const vectoredWriteMin = 16 << 10
+
 // coalesceFrames wraps the connection handed to yamux.
-func coalesceFrames(c net.Conn) net.Conn { return &frameCoalescer{Conn: c} }
+func coalesceFrames(c net.Conn) net.Conn {
+	_, tcp := c.(*net.TCPConn)
+	return &frameCoalescer{Conn: c, vectored: tcp}
+}
 
 // Write implements net.Conn.
 func (c *frameCoalescer) Write(p []byte) (int, error) {
@@ -33,6 +44,16 @@ func (c *frameCoalescer) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.held {
 		c.held = false
+		if c.vectored && len(p) >= vectoredWriteMin {
+			// A bulk body: one writev of header and body, no copy.
+			bufs := net.Buffers{c.hdr[:], p}
+			n, err := bufs.WriteTo(c.Conn)
+			n -= yamuxHeaderSize
+			if n < 0 {
+				n = 0
+			}
+			return int(n), err
+		}
 		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
 		n, err := c.Conn.Write(c.buf)
 		if cap(c.buf) > 512<<10 {

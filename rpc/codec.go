@@ -158,7 +158,7 @@ func readFrame(r *bufio.Reader, max int) (kind byte, body []byte, err error) {
 	if uint64(size) > uint64(max) {
 		return kind, nil, &frameError{size: int(min(uint64(size), uint64(^uint(0)>>1))), limit: max}
 	}
-	if kind != kindData && kind != kindEnd {
+	if kind != kindData && kind != kindEnd && kind != kindRaw {
 		return 0, nil, fmt.Errorf("%w: unknown frame kind 0x%02x", ErrProtocol, kind)
 	}
 	body = getBody(int(size))

@@ -36,6 +36,11 @@ const (
 	// a streamTrailer: empty Error for a clean end, else the handler's
 	// error.
 	kindEnd byte = 0x01
+
+	// kindRaw carries opaque bytes (file data) that are not msgpack: the
+	// receiver takes them as they are, with no decoding and no copy into
+	// a value. See Stream.SendRaw.
+	kindRaw byte = 0x02
 )
 
 const (

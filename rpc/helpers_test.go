@@ -209,6 +209,58 @@ func registerTestMethods(m *Mux, side string, h *hooks) {
 	})
 
 	// Test.Frames sends args.Frames frames, then ends with args.EndErr.
+	// Test.Raw: one msgpack frame, then Frames raw messages of Data with
+	// the index in the first byte, alternating SendRaw and SendRawFrame.
+	m.HandleStream("Test.Raw", func(ctx context.Context, s *Stream) error {
+		var args echoArgs
+		if err := s.Recv(&args); err != nil {
+			return err
+		}
+		if err := s.Send(&frame{Seq: -1, Data: []byte(side)}); err != nil {
+			return err
+		}
+		for i := 0; i < args.Frames; i++ {
+			p := append([]byte{byte(i)}, args.Data...)
+			var err error
+			if i%2 == 0 {
+				err = s.SendRaw(p)
+			} else {
+				err = s.SendRawFrame(append(make([]byte, RawHeaderSize), p...))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if args.EndErr != "" {
+			return &codedError{code: args.Code, msg: args.EndErr}
+		}
+		return nil
+	})
+	// Test.RelayRaw opens Test.Raw back on the caller's session and relays
+	// its messages unchanged.
+	m.HandleStream("Test.RelayRaw", func(ctx context.Context, s *Stream) error {
+		var args echoArgs
+		if err := s.Recv(&args); err != nil {
+			return err
+		}
+		src, err := SessionFromContext(ctx).OpenStream(ctx, "Test.Raw", &args)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		for {
+			msg, err := src.RecvMsg()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := s.SendMsg(msg); err != nil {
+				return err
+			}
+		}
+	})
 	m.HandleStream("Test.Frames", func(ctx context.Context, s *Stream) error {
 		var args echoArgs
 		if err := s.Recv(&args); err != nil {

@@ -60,7 +60,7 @@ type Stream struct {
 	readAborted  bool
 	writeAborted bool
 
-	frames    chan []byte   // pump → Recv, unbuffered
+	frames    chan Msg      // pump → Recv, unbuffered
 	pumpDone  chan struct{} // closed when the pump exits; recvErr is set
 	recvErr   error
 	peerEnded bool // caller role: the handler's trailer arrived
@@ -88,7 +88,7 @@ func newStream(conn net.Conn, br *bufio.Reader, cfg *Config, role streamRole, ct
 		method:   method,
 		ctx:      ctx,
 		cancel:   cancel,
-		frames:   make(chan []byte),
+		frames:   make(chan Msg),
 		pumpDone: make(chan struct{}),
 		finished: make(chan struct{}),
 		closed:   make(chan struct{}),
@@ -117,16 +117,22 @@ func (s *Stream) Send(v any) error {
 }
 
 func (s *Stream) sendLocked(kind byte, v any) error {
-	if err := s.sendState(); err != nil {
-		return err
-	}
 	e := getEncoder()
 	defer putEncoder(e)
 	e.reset()
 	if err := e.appendFrame(kind, v, s.cfg.MaxMessageSize); err != nil {
 		return err
 	}
-	if _, err := s.conn.Write(e.bytes()); err != nil {
+	return s.writeLocked(e.bytes())
+}
+
+// writeLocked writes one whole message; sendMu is held. Any write error
+// closes the stream.
+func (s *Stream) writeLocked(frame []byte) error {
+	if err := s.sendState(); err != nil {
+		return err
+	}
+	if _, err := s.conn.Write(frame); err != nil {
 		err = s.sendError(err)
 		s.closeWith(err)
 		return err
@@ -186,7 +192,8 @@ func (s *Stream) sendError(err error) error {
 
 // Recv receives one message and decodes it into v (nil discards it). Only
 // one goroutine may receive at a time. Decode into a fresh value: fields
-// missing from the message keep what v held.
+// missing from the message keep what v held. A raw message (SendRaw) is
+// copied into v if v is a *[]byte, and is a protocol error otherwise.
 //
 // On the caller side Recv returns io.EOF once the handler returned nil, a
 // *RemoteError carrying the handler's error, an error matching
@@ -196,23 +203,34 @@ func (s *Stream) sendError(err error) error {
 // returns ErrStreamClosed, and ErrTimeout once a deadline set with
 // SetDeadline has passed.
 func (s *Stream) Recv(v any) error {
+	m, err := s.RecvMsg()
+	if err != nil {
+		return err
+	}
+	err = m.Decode(v)
+	m.Release() // decoding copied what v keeps
+	return err
+}
+
+// RecvMsg receives one message without decoding it, with the same results
+// as Recv. The caller reads it (Msg.Raw, Msg.Bytes, Msg.Decode) and then
+// calls Msg.Release; a relay passes it on with SendMsg instead.
+func (s *Stream) RecvMsg() (Msg, error) {
 	// A terminal result the pump already has wins over local state.
 	select {
 	case <-s.pumpDone:
-		return s.recvErr
+		return Msg{}, s.recvErr
 	default:
 	}
 	select {
-	case body := <-s.frames:
-		err := decode(body, v)
-		putBody(body) // decoding copied what v keeps
-		return err
+	case m := <-s.frames:
+		return m, nil
 	case <-s.pumpDone:
-		return s.recvErr
+		return Msg{}, s.recvErr
 	case <-s.closed:
-		return s.closeErr
+		return Msg{}, s.closeErr
 	case <-s.recvDL.wait():
-		return ErrTimeout
+		return Msg{}, ErrTimeout
 	}
 }
 
@@ -322,10 +340,12 @@ func (s *Stream) pump() {
 			return
 		}
 		select {
-		case s.frames <- body:
+		case s.frames <- Msg{kind: kind, body: body}:
 		case <-s.finished:
 			// The handler returned: discard until the caller closes.
+			putBody(body)
 		case <-s.closed:
+			putBody(body)
 			s.recvErr = s.closeErr
 			return
 		}

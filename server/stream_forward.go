@@ -36,23 +36,23 @@ func forwardAllocStream[Req any](s *Server, method string, allocIDOf func(*Req) 
 	})
 }
 
-// BridgeFrames copies stream frames from src to dst until src ends, and
-// returns src's remote error, if any, for the caller to pass on. Closing
-// either side (ctx done, caller gone) closes src, so the far end stops at
-// once.
+// BridgeFrames copies stream messages from src to dst until src ends, and
+// returns src's remote error, if any, for the caller to pass on. Messages
+// are relayed as they are, never decoded. Closing either side (ctx done,
+// caller gone) closes src, so the far end stops at once.
 func BridgeFrames(ctx context.Context, src, dst *rpc.Stream) error {
 	defer src.Close()
 	stop := context.AfterFunc(ctx, func() { src.Close() })
 	defer stop()
 	for {
-		var f structs.StreamFrame
-		if err := src.Recv(&f); err != nil {
+		m, err := src.RecvMsg()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		if err := dst.Send(&f); err != nil {
+		if err := dst.SendMsg(m); err != nil {
 			return err
 		}
 	}

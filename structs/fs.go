@@ -71,6 +71,19 @@ type FsReadAtRequest struct {
 	QueryOptions
 }
 
+// FsReadAtHeader is the first message a node sends for FsReadAtRequest,
+// once the file is open: what follows it. Then come exactly Length bytes
+// as raw stream messages (rpc.Stream.SendRaw); fewer means the read
+// failed.
+type FsReadAtHeader struct {
+	// Length is the number of bytes that follow: the file's size when it
+	// was opened, less Offset, at most Limit.
+	Length int64
+
+	// ContentType is sniffed from the first 512 bytes of what follows.
+	ContentType string
+}
+
 // FsStreamRequest streams a file.
 type FsStreamRequest struct {
 	AllocID string
