@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"tether/client"
+	"tether/rpc"
 	"tether/server"
 )
 
@@ -173,6 +174,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
+		ConnContext:       rpc.BatcherContext,
 		ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	httpLn := a.httpListener()

@@ -271,19 +271,24 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				}
 				return nil
 			}
-			var err error
-			if plain {
-				if len(f.Data) > 0 {
-					_, err = w.Write(f.Data)
+			// Under HTTPS the TLS records of one frame (and its flush)
+			// leave in one socket write.
+			err := rpc.WithBatch(r.Context(), func() error {
+				var err error
+				if plain {
+					if len(f.Data) > 0 {
+						_, err = w.Write(f.Data)
+					}
+				} else {
+					out = appendFrameJSON(out[:0], f)
+					_, err = w.Write(out)
 				}
-			} else {
-				out = appendFrameJSON(out[:0], f)
-				_, err = w.Write(out)
-			}
+				if err == nil && len(frames) == 0 {
+					err = rc.Flush()
+				}
+				return err
+			})
 			framePool.Put(f)
-			if err == nil && len(frames) == 0 {
-				err = rc.Flush()
-			}
 			if err != nil {
 				return nil // the caller went away; the deferred Close stops the node
 			}
@@ -344,7 +349,11 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 			// A truncated body must not look complete.
 			panic(http.ErrAbortHandler)
 		}
-		n, werr := w.Write(m.Bytes())
+		var n int
+		werr := rpc.WithBatch(r.Context(), func() (err error) {
+			n, err = w.Write(m.Bytes())
+			return err
+		})
 		m.Release()
 		sent += int64(n)
 		if werr != nil {

@@ -482,7 +482,7 @@ func (a *Agent) httpListener() net.Listener {
 	if a.tls == nil || !a.cfg.TLS.HTTP {
 		return a.httpLn
 	}
-	return tls.NewListener(a.httpLn, a.tls.httpServerConfig())
+	return rpc.BatchingTLSListener(a.httpLn, a.tls.httpServerConfig())
 }
 
 // reloadTLS applies the tls block of a reloaded configuration: new files,

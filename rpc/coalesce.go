@@ -23,9 +23,17 @@ type frameCoalescer struct {
 	held bool
 	buf  []byte
 
+	// w is where writes go: Conn itself, or the connection under a
+	// wrapper that only watches reads (see dialConn).
+	w net.Conn
+
 	// vectored is set when the connection writes net.Buffers with one
 	// writev (a TCP connection; TLS would make two records of it).
 	vectored bool
+
+	// batch, on a TLS connection made over a RecordBatcher, gathers the
+	// records of each write into one socket write.
+	batch *RecordBatcher
 }
 
 // vectoredWriteMin is the body size from which a header and body go out
@@ -34,8 +42,50 @@ const vectoredWriteMin = 16 << 10
 
 // coalesceFrames wraps the connection handed to yamux.
 func coalesceFrames(c net.Conn) net.Conn {
-	_, tcp := c.(*net.TCPConn)
-	return &frameCoalescer{Conn: c, vectored: tcp}
+	w := c
+	if wt, ok := c.(interface{ writeConn() net.Conn }); ok {
+		w = wt.writeConn()
+	}
+	_, tcp := w.(*net.TCPConn)
+	return &frameCoalescer{Conn: c, w: w, vectored: tcp, batch: BatcherOf(w)}
+}
+
+// write writes p to the connection, as one socket write where a
+// RecordBatcher allows it.
+func (c *frameCoalescer) write(p []byte) (int, error) {
+	if c.batch == nil || len(p) <= 16<<10 {
+		return c.w.Write(p) // one TLS record at most: nothing to gather
+	}
+	c.batch.Begin()
+	n, err := c.w.Write(p)
+	if ferr := c.batch.End(); err == nil && ferr != nil {
+		n, err = 0, ferr
+	}
+	return n, err
+}
+
+// writeBulk writes the held header and a bulk body p with no copy: one
+// writev on TCP; on TLS two writes (records) gathered into one socket
+// write by the RecordBatcher.
+func (c *frameCoalescer) writeBulk(p []byte) (int, error) {
+	var n int64
+	var err error
+	if c.vectored {
+		bufs := net.Buffers{c.hdr[:], p}
+		n, err = bufs.WriteTo(c.w)
+		n -= yamuxHeaderSize
+	} else {
+		c.batch.Begin()
+		var m int
+		if _, err = c.w.Write(c.hdr[:]); err == nil {
+			m, err = c.w.Write(p)
+			n = int64(m)
+		}
+		if ferr := c.batch.End(); err == nil && ferr != nil {
+			n, err = 0, ferr
+		}
+	}
+	return int(max(n, 0)), err
 }
 
 // Write implements net.Conn.
@@ -44,18 +94,11 @@ func (c *frameCoalescer) Write(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.held {
 		c.held = false
-		if c.vectored && len(p) >= vectoredWriteMin {
-			// A bulk body: one writev of header and body, no copy.
-			bufs := net.Buffers{c.hdr[:], p}
-			n, err := bufs.WriteTo(c.Conn)
-			n -= yamuxHeaderSize
-			if n < 0 {
-				n = 0
-			}
-			return int(n), err
+		if len(p) >= vectoredWriteMin && (c.vectored || c.batch != nil) {
+			return c.writeBulk(p)
 		}
 		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
-		n, err := c.Conn.Write(c.buf)
+		n, err := c.write(c.buf)
 		if cap(c.buf) > 512<<10 {
 			c.buf = nil // do not pin a large buffer after a bulk frame
 		}
@@ -71,5 +114,5 @@ func (c *frameCoalescer) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	return c.write(p)
 }

@@ -144,7 +144,7 @@ func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config)
 			cfg.ServerName = addr
 		}
 	}
-	tconn := tls.Client(conn, cfg)
+	tconn := tls.Client(newSessionBatcher(conn), cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}

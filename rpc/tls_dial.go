@@ -56,6 +56,10 @@ func (c *dialConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// writeConn lets the frame coalescer write to the connection itself (TCP
+// or TLS), so writev and record batching apply under a dialled session.
+func (c *dialConn) writeConn() net.Conn { return c.Conn }
+
 // readErr returns the first read error, if any.
 func (c *dialConn) readErr() error {
 	c.mu.Lock()

@@ -1,0 +1,151 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// RecordBatcher sits under a tls.Conn and gathers the records of one large
+// write into a single write to the socket. crypto/tls cuts every Write into
+// records of at most 16 KiB and writes each record on its own: a 128 KiB
+// message costs eight syscalls, which on bulk streams is most of what TLS
+// costs beyond the cipher itself. Between Begin and End, records are
+// appended to a buffer; End writes them in one go.
+//
+// Outside Begin and End a RecordBatcher passes every write through. Writes
+// that happen during a batch from elsewhere (a close_notify alert, a TLS
+// 1.3 key update) join the batch in the order crypto/tls wrote them.
+type RecordBatcher struct {
+	net.Conn
+
+	mu       sync.Mutex
+	batching bool
+	buf      []byte
+
+	// br, if set, reads ahead so that crypto/tls, which asks for one
+	// record at a time, gets several per syscall. Only Read uses it.
+	br *bufio.Reader
+}
+
+// sessionReadBuffer is the read-ahead under the TLS of an RPC session:
+// a few records, for the few long-lived connections that carry bulk data.
+const sessionReadBuffer = 64 << 10
+
+// newSessionBatcher wraps the connection under an RPC session's TLS: it
+// batches writes and reads ahead.
+func newSessionBatcher(c net.Conn) *RecordBatcher {
+	return &RecordBatcher{Conn: c, br: bufio.NewReaderSize(c, sessionReadBuffer)}
+}
+
+// Read implements net.Conn.
+func (b *RecordBatcher) Read(p []byte) (int, error) {
+	if b.br != nil {
+		return b.br.Read(p)
+	}
+	return b.Conn.Read(p)
+}
+
+// maxBatchKeep is the largest batch buffer kept between batches.
+const maxBatchKeep = 512 << 10
+
+// NewRecordBatcher wraps c, the connection a tls.Conn is made over.
+func NewRecordBatcher(c net.Conn) *RecordBatcher { return &RecordBatcher{Conn: c} }
+
+// Write implements net.Conn: it appends to the batch if one is open, else
+// writes through.
+func (b *RecordBatcher) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+// Begin opens a batch. Only one goroutine may batch at a time: the one
+// that owns writing to the tls.Conn.
+func (b *RecordBatcher) Begin() {
+	b.mu.Lock()
+	b.batching = true
+	b.mu.Unlock()
+}
+
+// End closes the batch and writes what it gathered in one write. Its error
+// is the socket's; the TLS connection is unusable after one.
+func (b *RecordBatcher) End() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batching = false
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.Conn.Write(b.buf)
+	if cap(b.buf) > maxBatchKeep {
+		b.buf = nil
+	} else {
+		b.buf = b.buf[:0]
+	}
+	return err
+}
+
+// BatcherOf returns the RecordBatcher under c, a *tls.Conn made over one,
+// or nil.
+func BatcherOf(c net.Conn) *RecordBatcher {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	b, _ := tc.NetConn().(*RecordBatcher)
+	return b
+}
+
+// BatchingTLSListener returns a listener whose connections are TLS servers
+// over RecordBatchers (BatcherOf finds them; BatcherContext carries them
+// into an HTTP request).
+func BatchingTLSListener(inner net.Listener, cfg *tls.Config) net.Listener {
+	return &batchingListener{Listener: inner, cfg: cfg}
+}
+
+type batchingListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l *batchingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(NewRecordBatcher(c), l.cfg), nil
+}
+
+type batcherKey struct{}
+
+// BatcherContext is an http.Server ConnContext: it records the connection's
+// RecordBatcher, if any, for WithBatch.
+func BatcherContext(ctx context.Context, c net.Conn) context.Context {
+	if b := BatcherOf(c); b != nil {
+		return context.WithValue(ctx, batcherKey{}, b)
+	}
+	return ctx
+}
+
+// WithBatch runs write with the records it produces on the connection of
+// ctx (see BatcherContext) gathered into one socket write. Without a
+// batcher it just runs write. write's error wins over the flush's.
+func WithBatch(ctx context.Context, write func() error) error {
+	b, _ := ctx.Value(batcherKey{}).(*RecordBatcher)
+	if b == nil {
+		return write()
+	}
+	b.Begin()
+	err := write()
+	if ferr := b.End(); err == nil {
+		err = ferr
+	}
+	return err
+}
