@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"sync"
 )
@@ -10,18 +11,42 @@ import (
 // type, flags, stream ID, length).
 const yamuxHeaderSize = 12
 
-// frameCoalescer sits between yamux and the connection. yamux v0.1.2's
-// send loop writes a data frame as two writes, the 12-byte header and then
-// the body: two syscalls (and two TLS records) per frame. frameCoalescer
-// holds a data-frame header back and writes it with the body that follows,
-// in one write. Every other write passes through. yamux's send loop is the
-// only writer; the mutex keeps a late Close or Write honest.
+const (
+	// vectoredWriteMin is the body size from which a frame is a bulk
+	// frame: written at once, with no copy (writev on TCP; one batched
+	// write on TLS), rather than queued.
+	vectoredWriteMin = 16 << 10
+
+	// maxQueued bounds the small frames waiting for the flusher; yamux's
+	// send loop blocks beyond it, as it would on a full socket.
+	maxQueued = 256 << 10
+
+	// maxQueueKeep is the largest queue buffer kept once it is written.
+	maxQueueKeep = 64 << 10
+)
+
+// errCoalescerClosed is what writes return after Close.
+var errCoalescerClosed = errors.New("rpc: connection closed")
+
+// frameCoalescer sits between yamux and the connection and cuts the
+// number of socket writes, which on a loopback or virtualised host cost
+// more than anything else a forwarded call does.
+//
+//   - yamux v0.1.2's send loop writes a data frame as two writes, the
+//     12-byte header and then the body. The coalescer holds a data-frame
+//     header back and sends it with the body that follows.
+//   - Small frames (headers, window updates, unary calls and replies) are
+//     queued and written by a flusher goroutine. While it is in a write,
+//     the frames of other concurrent calls gather behind it and leave in
+//     the next one: under load, one syscall carries many calls.
+//   - A bulk frame (file data) is written at once from the caller's
+//     buffer, once the queue ahead of it is written: one writev of header
+//     and body on TCP, one batched write on TLS (RecordBatcher).
+//
+// yamux's send loop is the only writer. A write error is returned by the
+// next Write and closes the connection, which ends the session.
 type frameCoalescer struct {
 	net.Conn
-	mu   sync.Mutex
-	hdr  [yamuxHeaderSize]byte
-	held bool
-	buf  []byte
 
 	// w is where writes go: Conn itself, or the connection under a
 	// wrapper that only watches reads (see dialConn).
@@ -34,11 +59,20 @@ type frameCoalescer struct {
 	// batch, on a TLS connection made over a RecordBatcher, gathers the
 	// records of each write into one socket write.
 	batch *RecordBatcher
-}
 
-// vectoredWriteMin is the body size from which a header and body go out
-// with writev rather than copied into one buffer.
-const vectoredWriteMin = 16 << 10
+	wmu  sync.Mutex // serialises writers (yamux has one; a late one waits)
+	hdr  [yamuxHeaderSize]byte
+	held bool // hdr is a data-frame header waiting for its body
+
+	mu      sync.Mutex
+	cond    sync.Cond // signals every change of queue, writing, err, closed
+	queue   []byte    // small frames waiting for the flusher
+	spare   []byte    // the flusher's previous buffer, for reuse
+	writing bool      // a write (flusher or bulk) is in progress
+	started bool      // the flusher goroutine runs
+	err     error     // first write error; sticky
+	closed  bool
+}
 
 // coalesceFrames wraps the connection handed to yamux.
 func coalesceFrames(c net.Conn) net.Conn {
@@ -47,7 +81,155 @@ func coalesceFrames(c net.Conn) net.Conn {
 		w = wt.writeConn()
 	}
 	_, tcp := w.(*net.TCPConn)
-	return &frameCoalescer{Conn: c, w: w, vectored: tcp, batch: BatcherOf(w)}
+	fc := &frameCoalescer{Conn: c, w: w, vectored: tcp, batch: BatcherOf(w)}
+	fc.cond.L = &fc.mu
+	return fc
+}
+
+// Write implements net.Conn for yamux's send loop.
+func (c *frameCoalescer) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var hdr []byte
+	if c.held {
+		c.held = false
+		hdr = c.hdr[:]
+	} else if len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		// Version 0, type data (0), non-zero length: a body follows.
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	if len(p) >= vectoredWriteMin {
+		return c.writeBulk(hdr, p)
+	}
+	return c.enqueue(hdr, p)
+}
+
+// enqueue queues hdr and p for the flusher and returns len(p).
+func (c *frameCoalescer) enqueue(hdr, p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.queue) >= maxQueued && c.err == nil && !c.closed {
+		c.cond.Wait()
+	}
+	if err := c.stateLocked(); err != nil {
+		return 0, err
+	}
+	c.queue = append(append(c.queue, hdr...), p...)
+	if !c.started {
+		c.started = true
+		go c.flusher()
+	}
+	c.cond.Broadcast()
+	return len(p), nil
+}
+
+// stateLocked returns why nothing can be written, or nil.
+func (c *frameCoalescer) stateLocked() error {
+	if c.err != nil {
+		return c.err
+	}
+	if c.closed {
+		return errCoalescerClosed
+	}
+	return nil
+}
+
+// flusher writes the queue whenever it holds something, until Close or a
+// write error.
+func (c *frameCoalescer) flusher() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for (len(c.queue) == 0 || c.writing) && c.err == nil && !c.closed {
+			c.cond.Wait()
+		}
+		if c.stateLocked() != nil {
+			return
+		}
+		buf := c.queue
+		c.queue = c.spare[:0]
+		c.writing = true
+		c.mu.Unlock()
+		_, err := c.write(buf)
+		c.mu.Lock()
+		c.writing = false
+		if cap(buf) <= maxQueueKeep {
+			c.spare = buf[:0]
+		} else {
+			c.spare = nil
+		}
+		c.failLocked(err)
+		c.cond.Broadcast()
+	}
+}
+
+// failLocked records a write error and closes the connection, so the
+// session's reader fails too and the session ends.
+func (c *frameCoalescer) failLocked(err error) {
+	if err == nil || c.err != nil {
+		return
+	}
+	c.err = err
+	c.Conn.Close()
+}
+
+// writeBulk writes a bulk frame, hdr (nil or a held header) and body p,
+// once everything queued before it is written, with no copy. It returns
+// the body bytes written.
+func (c *frameCoalescer) writeBulk(hdr, p []byte) (int, error) {
+	c.mu.Lock()
+	for (len(c.queue) > 0 || c.writing) && c.err == nil && !c.closed {
+		c.cond.Wait()
+	}
+	if err := c.stateLocked(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	n, err := c.writeFrame(hdr, p)
+
+	c.mu.Lock()
+	c.writing = false
+	c.failLocked(err)
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return n, err
+}
+
+// writeFrame writes hdr and p: one writev on TCP, two TLS records in one
+// batched socket write on TLS, else one copied write. It returns the bytes of p
+// written.
+func (c *frameCoalescer) writeFrame(hdr, p []byte) (int, error) {
+	if len(hdr) == 0 {
+		return c.write(p)
+	}
+	switch {
+	case c.vectored:
+		bufs := net.Buffers{hdr, p}
+		n, err := bufs.WriteTo(c.w)
+		return int(max(n-int64(len(hdr)), 0)), err
+	case c.batch != nil:
+		c.batch.Begin()
+		var n int
+		_, err := c.w.Write(hdr)
+		if err == nil {
+			n, err = c.w.Write(p)
+		}
+		if ferr := c.batch.End(); err == nil && ferr != nil {
+			n, err = 0, ferr
+		}
+		return n, err
+	default:
+		buf := getBody(len(hdr) + len(p))
+		defer putBody(buf)
+		copy(buf[copy(buf, hdr):], p)
+		n, err := c.w.Write(buf)
+		return max(n-len(hdr), 0), err
+	}
 }
 
 // write writes p to the connection, as one socket write where a
@@ -64,55 +246,12 @@ func (c *frameCoalescer) write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeBulk writes the held header and a bulk body p with no copy: one
-// writev on TCP; on TLS two writes (records) gathered into one socket
-// write by the RecordBatcher.
-func (c *frameCoalescer) writeBulk(p []byte) (int, error) {
-	var n int64
-	var err error
-	if c.vectored {
-		bufs := net.Buffers{c.hdr[:], p}
-		n, err = bufs.WriteTo(c.w)
-		n -= yamuxHeaderSize
-	} else {
-		c.batch.Begin()
-		var m int
-		if _, err = c.w.Write(c.hdr[:]); err == nil {
-			m, err = c.w.Write(p)
-			n = int64(m)
-		}
-		if ferr := c.batch.End(); err == nil && ferr != nil {
-			n, err = 0, ferr
-		}
-	}
-	return int(max(n, 0)), err
-}
-
-// Write implements net.Conn.
-func (c *frameCoalescer) Write(p []byte) (int, error) {
+// Close closes the connection and stops the flusher; frames still queued
+// are dropped (yamux closes a session only when it is done with it).
+func (c *frameCoalescer) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.held {
-		c.held = false
-		if len(p) >= vectoredWriteMin && (c.vectored || c.batch != nil) {
-			return c.writeBulk(p)
-		}
-		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
-		n, err := c.write(c.buf)
-		if cap(c.buf) > 512<<10 {
-			c.buf = nil // do not pin a large buffer after a bulk frame
-		}
-		n -= yamuxHeaderSize
-		if n < 0 {
-			n = 0
-		}
-		return n, err
-	}
-	// Version 0, type data (0), non-zero length: a body follows.
-	if len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0 {
-		copy(c.hdr[:], p)
-		c.held = true
-		return len(p), nil
-	}
-	return c.write(p)
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
