@@ -124,8 +124,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Follow, err = queryBool(q, "follow", req.Follow); err != nil {
 			return nil, err
 		}
-		plain, err := queryBool(q, "plain", false)
-		if err != nil {
+		if req.Plain, err = queryBool(q, "plain", false); err != nil {
 			return nil, err
 		}
 		switch req.LogType = q.Get("type"); req.LogType {
@@ -143,7 +142,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if plain {
+		if req.Plain {
 			return nil, a.streamFrames(w, r, st, "text/plain", true)
 		}
 		return nil, a.streamFrames(w, r, st, "application/json", false)
@@ -204,32 +203,67 @@ func firstFrame(st *rpc.Stream) error {
 	return nil
 }
 
+// outFrame is one message of a frame stream on its way to the HTTP
+// writer: a decoded frame, or raw data (plain logs) still in the message
+// buffer it arrived in.
+type outFrame struct {
+	structs.StreamFrame
+	raw rpc.Msg
+}
+
+// data returns the bytes the frame carries.
+func (f *outFrame) data() []byte {
+	if f.raw.Raw() {
+		return f.raw.Bytes()
+	}
+	return f.Data
+}
+
 // framePool recycles frames (and their data buffers) between the stream
 // reader and the HTTP writer.
-var framePool = sync.Pool{New: func() any { return new(structs.StreamFrame) }}
+var framePool = sync.Pool{New: func() any { return new(outFrame) }}
+
+// putFrame releases f's message and recycles f.
+func putFrame(f *outFrame) {
+	f.raw.Release()
+	f.raw = rpc.Msg{}
+	framePool.Put(f)
+}
 
 // frameReader moves frames from the stream to a channel, so the writer can
 // also send heartbeats. It ends when the stream ends; its error (nil on a
 // clean end) is delivered last.
-func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *structs.StreamFrame, <-chan error) {
-	frames := make(chan *structs.StreamFrame, 4)
+func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *outFrame, <-chan error) {
+	frames := make(chan *outFrame, 4)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(frames)
 		for {
-			f := framePool.Get().(*structs.StreamFrame)
-			*f = structs.StreamFrame{Data: f.Data[:0]} // reuse the data buffer
-			if err := st.Recv(f); err != nil {
-				framePool.Put(f)
+			m, err := st.RecvMsg()
+			if err != nil {
 				if errors.Is(err, io.EOF) {
 					err = nil
 				}
 				errc <- err
 				return
 			}
+			f := framePool.Get().(*outFrame)
+			f.StreamFrame = structs.StreamFrame{Data: f.Data[:0]} // reuse the data buffer
+			if m.Raw() {
+				f.raw = m
+			} else {
+				err = m.Decode(&f.StreamFrame)
+				m.Release()
+				if err != nil {
+					putFrame(f)
+					errc <- err
+					return
+				}
+			}
 			select {
 			case frames <- f:
 			case <-ctx.Done():
+				putFrame(f)
 				errc <- ctx.Err()
 				return
 			}
@@ -276,11 +310,13 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 			err := rpc.WithBatch(r.Context(), func() error {
 				var err error
 				if plain {
-					if len(f.Data) > 0 {
-						_, err = w.Write(f.Data)
+					if d := f.data(); len(d) > 0 {
+						_, err = w.Write(d)
 					}
+				} else if f.raw.Raw() {
+					err = errors.New("raw message on a framed stream")
 				} else {
-					out = appendFrameJSON(out[:0], f)
+					out = appendFrameJSON(out[:0], &f.StreamFrame)
 					_, err = w.Write(out)
 				}
 				if err == nil && len(frames) == 0 {
@@ -288,7 +324,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				}
 				return err
 			})
-			framePool.Put(f)
+			putFrame(f)
 			if err != nil {
 				return nil // the caller went away; the deferred Close stops the node
 			}
@@ -350,10 +386,17 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 			panic(http.ErrAbortHandler)
 		}
 		var n int
-		werr := rpc.WithBatch(r.Context(), func() (err error) {
-			n, err = w.Write(m.Bytes())
-			return err
-		})
+		var werr error
+		if r.TLS != nil {
+			// The TLS records of one message leave in one socket write;
+			// in plain HTTP the message already is one write.
+			werr = rpc.WithBatch(r.Context(), func() (err error) {
+				n, err = w.Write(m.Bytes())
+				return err
+			})
+		} else {
+			n, werr = w.Write(m.Bytes())
+		}
 		m.Release()
 		sent += int64(n)
 		if werr != nil {

@@ -195,5 +195,11 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	}
 	opts := LogsOptions{Task: req.Task, Type: req.LogType, Offset: req.Offset, Origin: req.Origin, Follow: req.Follow,
 		Tasks: tasks, Ready: func() error { return ack(s) }}
-	return fs.Logs(ctx, opts, func(f *structs.StreamFrame) error { return s.Send(f) })
+	send := func(f *structs.StreamFrame) error { return s.Send(f) }
+	if req.Plain {
+		send = func(f *structs.StreamFrame) error {
+			return s.SendRaw(f.Data) // nothing for an event: plain shows none
+		}
+	}
+	return fs.Logs(ctx, opts, send)
 }

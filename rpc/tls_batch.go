@@ -8,8 +8,9 @@ import (
 	"sync"
 )
 
-// RecordBatcher sits under a tls.Conn and gathers the records of one large
-// write into a single write to the socket. crypto/tls cuts every Write into
+// RecordBatcher sits under a tls.Conn (or is an HTTP connection itself)
+// and gathers the records of one large write into a single write to the
+// socket. crypto/tls cuts every Write into
 // records of at most 16 KiB and writes each record on its own: a 128 KiB
 // message costs eight syscalls, which on bulk streams is most of what TLS
 // costs beyond the cipher itself. Between Begin and End, records are
@@ -92,15 +93,32 @@ func (b *RecordBatcher) End() error {
 	return err
 }
 
-// BatcherOf returns the RecordBatcher under c, a *tls.Conn made over one,
-// or nil.
-func BatcherOf(c net.Conn) *RecordBatcher {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return nil
+// CloseWrite half-closes the connection where it can.
+func (b *RecordBatcher) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
-	b, _ := tc.NetConn().(*RecordBatcher)
-	return b
+	return nil
+}
+
+// BatcherOf returns the RecordBatcher c is, or the one under c, a
+// *tls.Conn made over one; else nil.
+func BatcherOf(c net.Conn) *RecordBatcher {
+	switch c := c.(type) {
+	case *RecordBatcher:
+		return c
+	case *tls.Conn:
+		b, _ := c.NetConn().(*RecordBatcher)
+		return b
+	}
+	return nil
+}
+
+// BatchingListener returns a listener whose plain connections are
+// RecordBatchers, so that WithBatch can gather what an HTTP handler writes
+// (a chunk header, a chunk and its flush) into one socket write.
+func BatchingListener(inner net.Listener) net.Listener {
+	return &batchingListener{Listener: inner}
 }
 
 // BatchingTLSListener returns a listener whose connections are TLS servers
@@ -112,13 +130,16 @@ func BatchingTLSListener(inner net.Listener, cfg *tls.Config) net.Listener {
 
 type batchingListener struct {
 	net.Listener
-	cfg *tls.Config
+	cfg *tls.Config // nil: plain connections
 }
 
 func (l *batchingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
+	}
+	if l.cfg == nil {
+		return NewRecordBatcher(c), nil
 	}
 	return tls.Server(NewRecordBatcher(c), l.cfg), nil
 }

@@ -132,27 +132,7 @@ func (s *Server) forwardNodeStreamEndpoint(ctx context.Context, in *rpc.Stream) 
 		return err
 	}
 	s.streamsForwarded.Add(1)
-	return bridgeRaw(ctx, out, in)
-}
-
-// bridgeRaw copies frames of any type from src to dst until src ends and
-// returns src's error, like BridgeFrames.
-func bridgeRaw(ctx context.Context, src, dst *rpc.Stream) error {
-	defer src.Close()
-	stop := context.AfterFunc(ctx, func() { src.Close() })
-	defer stop()
-	for {
-		var f rawMsg
-		if err := src.Recv(&f); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if err := dst.Send(&f); err != nil {
-			return err
-		}
-	}
+	return BridgeFrames(ctx, out, in)
 }
 
 // staleRoute reports whether a forwarded call failed because the route was

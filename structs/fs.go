@@ -102,6 +102,12 @@ type FsLogsRequest struct {
 	Offset  int64
 	Origin  string
 	Follow  bool
+
+	// Plain asks for the log's bytes only: after the acknowledgement the
+	// node sends data as raw stream messages, with no File, Offset or
+	// file events (plain=true over HTTP, which shows none of them).
+	Plain bool
+
 	QueryOptions
 }
 
