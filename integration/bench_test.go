@@ -36,64 +36,87 @@ func TestBenchForwarding(t *testing.T) {
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	defer tr.CloseIdleConnections()
 
-	type row struct {
-		name      string
-		c         int
-		rps       float64
-		p50, p99  time.Duration
-		srvCPU    time.Duration
-		nodeCPU   time.Duration
-		direct    bool
-		endpoint  string
-		errorsCnt int
+	reps := 5
+	if v := os.Getenv("TETHER_BENCH_REPS"); v != "" {
+		reps, _ = strconv.Atoi(v)
 	}
-	var rows []row
-	for _, ep := range []string{"stats", "metadata"} {
-		for _, c := range []int{1, 8} {
-			for _, direct := range []bool{true, false} {
-				base := serverURL
-				if direct {
-					base = nodeURL
-				}
-				url := base + "/v1/client/" + ep + "?node_id=" + nodeID
-				// Warm up connections.
-				runLoad(hc, url, 200, c)
-				s0, n0 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
-				lat, elapsed, errs := runLoad(hc, url, n, c)
-				s1, n1 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
-				name := ep + "-via-server"
-				if direct {
-					name = ep + "-direct"
-				}
-				rows = append(rows, row{
-					name: name, c: c, direct: direct, endpoint: ep, errorsCnt: errs,
-					rps: float64(n) / elapsed.Seconds(), p50: pct(lat, 50), p99: pct(lat, 99),
-					srvCPU: (s1 - s0) / time.Duration(n), nodeCPU: (n1 - n0) / time.Duration(n),
-				})
-			}
+
+	// One sample is one run of n requests; direct and via-server runs
+	// alternate, reps times, and each figure is the median of its samples
+	// (the ratio is the median of the per-repetition ratios), so a burst
+	// of load from elsewhere on the machine moves one sample, not the
+	// result.
+	type sample struct {
+		rps             float64
+		p50, p99        time.Duration
+		srvCPU, nodeCPU time.Duration
+		errs            int
+	}
+	measure := func(url string, c int) sample {
+		s0, n0 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
+		lat, elapsed, errs := runLoad(hc, url, n, c)
+		s1, n1 := procCPU(sp.cmd.Process.Pid), procCPU(cp.cmd.Process.Pid)
+		return sample{rps: float64(n) / elapsed.Seconds(), p50: pct(lat, 50), p99: pct(lat, 99),
+			srvCPU: (s1 - s0) / time.Duration(n), nodeCPU: (n1 - n0) / time.Duration(n), errs: errs}
+	}
+	median := func(xs []float64) float64 {
+		sort.Float64s(xs)
+		return xs[len(xs)/2]
+	}
+	medianOf := func(ss []sample, f func(sample) float64) float64 {
+		xs := make([]float64, len(ss))
+		for i, s := range ss {
+			xs[i] = f(s)
 		}
+		return median(xs)
 	}
+
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-20s %3s %10s %9s %9s %12s %12s %6s\n", "scenario", "c", "req/s", "p50", "p99", "server CPU", "node CPU", "errors")
-	for _, r := range rows {
-		fmt.Fprintf(&b, "%-20s %3d %10.0f %9s %9s %10dµs %10dµs %6d\n", r.name, r.c, r.rps,
-			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.srvCPU.Microseconds(), r.nodeCPU.Microseconds(), r.errorsCnt)
-	}
+	fmt.Fprintf(&b, "\nmedians of %d alternating runs of %d requests\n", reps, n)
+	fmt.Fprintf(&b, "%-20s %3s %10s %9s %9s %12s %12s %6s\n", "scenario", "c", "req/s", "p50", "p99", "server CPU", "node CPU", "errors")
+	var ratios strings.Builder
 	for _, ep := range []string{"stats", "metadata"} {
 		for _, c := range []int{1, 8} {
-			var d, v float64
-			for _, r := range rows {
-				if r.endpoint == ep && r.c == c {
-					if r.direct {
-						d = r.rps
+			var direct, via []sample
+			var perRep []float64
+			for i := 0; i < reps; i++ {
+				for _, base := range []string{nodeURL, serverURL} {
+					url := base + "/v1/client/" + ep + "?node_id=" + nodeID
+					if i == 0 {
+						runLoad(hc, url, 200, c) // warm up connections
+					}
+					if base == nodeURL {
+						direct = append(direct, measure(url, c))
 					} else {
-						v = r.rps
+						via = append(via, measure(url, c))
 					}
 				}
+				perRep = append(perRep, via[i].rps/direct[i].rps)
 			}
-			fmt.Fprintf(&b, "%s c=%d via-server/direct throughput ratio: %.2f\n", ep, c, v/d)
+			for _, row := range []struct {
+				name string
+				ss   []sample
+			}{{ep + "-direct", direct}, {ep + "-via-server", via}} {
+				errs := 0
+				for _, s := range row.ss {
+					errs += s.errs
+				}
+				dur := func(f func(sample) time.Duration) time.Duration {
+					return time.Duration(medianOf(row.ss, func(s sample) float64 { return float64(f(s)) }))
+				}
+				fmt.Fprintf(&b, "%-20s %3d %10.0f %9s %9s %10dµs %10dµs %6d\n", row.name, c,
+					medianOf(row.ss, func(s sample) float64 { return s.rps }),
+					dur(func(s sample) time.Duration { return s.p50 }).Round(time.Microsecond),
+					dur(func(s sample) time.Duration { return s.p99 }).Round(time.Microsecond),
+					dur(func(s sample) time.Duration { return s.srvCPU }).Microseconds(),
+					dur(func(s sample) time.Duration { return s.nodeCPU }).Microseconds(), errs)
+			}
+			sort.Float64s(perRep)
+			fmt.Fprintf(&ratios, "%s c=%d via-server/direct throughput ratio: %.2f (runs %.2f–%.2f)\n",
+				ep, c, median(append([]float64(nil), perRep...)), perRep[0], perRep[len(perRep)-1])
 		}
 	}
+	b.WriteString(ratios.String())
 	t.Log(b.String())
 }
 
