@@ -151,8 +151,10 @@ func (c *frameCoalescer) flusher() {
 		buf := c.queue
 		c.queue = c.spare[:0]
 		c.writing = true
+		c.cond.Broadcast() // the queue has room again
 		c.mu.Unlock()
 		_, err := c.write(buf)
+		c.closeOnError(err)
 		c.mu.Lock()
 		c.writing = false
 		if cap(buf) <= maxQueueKeep {
@@ -165,14 +167,20 @@ func (c *frameCoalescer) flusher() {
 	}
 }
 
-// failLocked records a write error and closes the connection, so the
-// session's reader fails too and the session ends.
-func (c *frameCoalescer) failLocked(err error) {
-	if err == nil || c.err != nil {
-		return
+// closeOnError closes the connection after a failed write, so the
+// session's reader fails too and the session ends. It is called without
+// the lock: closing a TLS connection writes an alert.
+func (c *frameCoalescer) closeOnError(err error) {
+	if err != nil {
+		c.Conn.Close()
 	}
-	c.err = err
-	c.Conn.Close()
+}
+
+// failLocked records the first write error; later writes return it.
+func (c *frameCoalescer) failLocked(err error) {
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 }
 
 // writeBulk writes a bulk frame, hdr (nil or a held header) and body p,
@@ -191,6 +199,7 @@ func (c *frameCoalescer) writeBulk(hdr, p []byte) (int, error) {
 	c.mu.Unlock()
 
 	n, err := c.writeFrame(hdr, p)
+	c.closeOnError(err)
 
 	c.mu.Lock()
 	c.writing = false

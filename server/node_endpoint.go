@@ -74,7 +74,12 @@ func leaderOnly[Req, Resp any](s *Server, fn func(context.Context, *Req, *Resp) 
 		if !s.IsLeader() {
 			return errNotLeader
 		}
-		return fn(ctx, req, resp)
+		before := s.raft.LastIndex()
+		err := fn(ctx, req, resp)
+		if err == nil && s.raft.LastIndex() != before {
+			s.pushCommitIndex() // the follower waits to apply what fn wrote
+		}
+		return err
 	}
 }
 
