@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -864,7 +865,7 @@ func TestBenchTLS(t *testing.T) {
 	if !*benchTLS {
 		return // measurement only: go test ./integration/ -run TestBenchTLS -v -args -bench-tls
 	}
-	n, size, reps := 1000, 64<<20, 7
+	n, size, reps := 1000, 64<<20, 11
 	if v := os.Getenv("TETHER_BENCH_N"); v != "" {
 		fmt.Sscan(v, &n)
 	}
@@ -894,13 +895,14 @@ func TestBenchTLS(t *testing.T) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nvia server; TLS = HTTPS with client certificates + mTLS node session; median of %d alternating runs\n", reps)
-	fmt.Fprintf(&out, "%-12s %-6s %10s %10s %9s   %-22s %-22s\n", "scenario", "unit", "plaintext", "TLS", "TLS/plain", "server CPU/unit", "node CPU/unit")
+	fmt.Fprintf(&out, "%-12s %-6s %10s %10s %9s   %-22s %-22s %s\n", "scenario", "unit", "plaintext", "TLS", "TLS/plain", "server CPU/unit", "node CPU/unit", "paired TLS/plain: median (range)")
 	for _, sc := range scenarios {
 		for i, b := range clusters {
 			runLoad(b.hc, b.serverURL+"/v1/client/stats?node_id="+b.nodeID, 100, 8) // warm up
 			sc.run(b, allocs[i])
 		}
 		samples := [2][]sample{}
+		var ratios []float64 // TLS/plain of each repetition's pair
 		for r := 0; r < reps; r++ {
 			order := []int{0, 1}
 			if r%2 == 1 {
@@ -910,13 +912,15 @@ func TestBenchTLS(t *testing.T) {
 				b := clusters[i]
 				samples[i] = append(samples[i], b.timed(sc.units, func() { sc.run(b, allocs[i]) }))
 			}
+			ratios = append(ratios, samples[1][r].rate/samples[0][r].rate)
 		}
 		p, s := median(samples[0]), median(samples[1])
+		sort.Float64s(ratios)
 		cpu := func(a, b time.Duration) string {
 			return fmt.Sprintf("%v → %v", a.Round(time.Microsecond), b.Round(time.Microsecond))
 		}
-		fmt.Fprintf(&out, "%-12s %-6s %10.1f %10.1f %9.2f   %-22s %-22s\n", sc.name, sc.unit, p.rate, s.rate, s.rate/p.rate,
-			cpu(p.srvCPU, s.srvCPU), cpu(p.nodeCPU, s.nodeCPU))
+		fmt.Fprintf(&out, "%-12s %-6s %10.1f %10.1f %9.2f   %-22s %-22s %.2f (%.2f–%.2f)\n", sc.name, sc.unit, p.rate, s.rate, s.rate/p.rate,
+			cpu(p.srvCPU, s.srvCPU), cpu(p.nodeCPU, s.nodeCPU), ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1])
 	}
 	t.Log(out.String())
 }
