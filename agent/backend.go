@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net"
 
 	"tether/client"
 	"tether/rpc"
@@ -120,6 +121,16 @@ func (b *backend) allocStream(ctx context.Context, allocID, method string, args 
 	default:
 		return b.client.ServerStream(ctx, method, args)
 	}
+}
+
+// offerData offers the node running allocID a data connection for a bulk
+// read, when this agent is the server holding the node's session (see
+// server.OfferData). ok is false otherwise: the bytes come on the stream.
+func (b *backend) offerData(allocID string) (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
+	if b.server == nil || b.localAlloc(allocID) {
+		return nil, nil, nil, false
+	}
+	return b.server.OfferData(allocID)
 }
 
 // rawJSON is a reply already encoded as the HTTP API's JSON.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -90,11 +91,18 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 				}
 			}
 		}
+		var data <-chan net.Conn
+		if r.TLS == nil { // a data connection pays where it can be spliced
+			if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
+				defer cancel()
+				req.DataToken, data = token, conns
+			}
+		}
 		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsReadAt, &req)
 		if err != nil {
 			return nil, err
 		}
-		return nil, a.streamRaw(w, r, st)
+		return nil, a.streamRaw(w, r, st, data)
 	case "stream":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
@@ -352,14 +360,26 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 // decoding. Content-Length is the header's length, so a read that ends
 // short can never look complete; headers keep a browser from running what
 // it reads.
-func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream) error {
+func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn) error {
 	defer st.Close()
 	var hdr structs.FsReadAtHeader
 	if err := st.Recv(&hdr); err != nil {
 		return err
 	}
-	if hdr.Length < 0 || hdr.ContentType == "" {
+	if hdr.Length < 0 || hdr.ContentType == "" || (hdr.DataConn && data == nil) {
 		return structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
+	}
+	var dc net.Conn
+	if hdr.DataConn {
+		// The node made the connection before it sent the header.
+		select {
+		case dc = <-data:
+			defer dc.Close()
+		case <-r.Context().Done():
+			return r.Context().Err()
+		case <-time.After(dataConnWait):
+			return structs.NewError(http.StatusBadGateway, "node announced a data connection that did not arrive")
+		}
 	}
 	h := w.Header()
 	h.Set("Content-Type", hdr.ContentType)
@@ -368,6 +388,9 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 	h.Set("X-XSS-Protection", "1; mode=block")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 	w.WriteHeader(http.StatusOK)
+	if dc != nil {
+		return a.copyData(w, r, st, dc, hdr.Length)
+	}
 	var sent int64
 	for {
 		m, err := st.RecvMsg()
@@ -403,4 +426,32 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 			return nil // the caller went away; the deferred Close stops the node
 		}
 	}
+}
+
+// dataConnWait bounds the wait for a data connection the node announced.
+const dataConnWait = 10 * time.Second
+
+// copyData answers a read whose bytes come on a data connection: exactly
+// length bytes, copied socket to socket (splice on plain HTTP), then the
+// node's result from the stream. A short copy aborts the response, so it
+// cannot look complete; closing dc on any early return stops the node.
+func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn, length int64) error {
+	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
+	defer stop()
+	n, err := io.Copy(w, io.LimitReader(dc, length))
+	if err == nil && n < length {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		if err = st.Recv(nil); errors.Is(err, io.EOF) {
+			return nil
+		}
+	}
+	if r.Context().Err() == nil {
+		a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
+	}
+	if n < length {
+		panic(http.ErrAbortHandler) // a truncated body must not look complete
+	}
+	return nil
 }

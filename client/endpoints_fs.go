@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -118,6 +119,14 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 		return rerr
 	}
 	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(frame[rpc.RawHeaderSize : rpc.RawHeaderSize+min(n, 512)])}
+	if dc := c.dataConn(ctx, req.DataToken, length); dc != nil {
+		defer dc.Close()
+		hdr.DataConn = true
+		if err := s.Send(&hdr); err != nil {
+			return err
+		}
+		return sendData(ctx, dc, frame[rpc.RawHeaderSize:rpc.RawHeaderSize+n], rc, length, req.Path)
+	}
 	if err := s.Send(&hdr); err != nil {
 		return err
 	}
@@ -140,6 +149,56 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	}
 	if sent < length {
 		return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", req.Path)
+	}
+	return nil
+}
+
+// dataConnMin is the smallest read worth a data connection: below it the
+// extra dial costs more than the stream.
+const dataConnMin = 256 << 10
+
+// dataConn makes the data connection a server offered with token, to the
+// address of the session the call came on, or returns nil: no offer, a
+// small read, or a refusal (the address leads to another server, TLS),
+// in which case the bytes go on the stream.
+func (c *Client) dataConn(ctx context.Context, token []byte, length int64) net.Conn {
+	sess := rpc.SessionFromContext(ctx)
+	if len(token) != rpc.DataTokenSize || length < dataConnMin || sess == nil {
+		return nil
+	}
+	dc, err := rpc.DialData(ctx, sess.RemoteAddr().String(), token, c.rpcCfg)
+	if err != nil {
+		c.logger.Debug("no data connection; sending on the stream", "error", err)
+		return nil
+	}
+	return dc
+}
+
+// sendData writes a read to its data connection: head (already read),
+// then the rest of rc up to length, from the file with sendfile(2) where
+// rc allows. A file that shrank fails the call; ctx ending closes dc.
+func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) error {
+	stop := context.AfterFunc(ctx, func() { dc.Close() })
+	defer stop()
+	if _, err := dc.Write(head); err != nil {
+		return err
+	}
+	rest := length - int64(len(head))
+	src := io.LimitReader(rc, rest)
+	if rr, ok := rc.(*rangeReader); ok {
+		// The file itself, at the reader's offset: the socket's ReadFrom
+		// then sends it without copying it through user space.
+		if _, err := rr.file.Seek(rr.off, io.SeekStart); err != nil {
+			return fsReadErr(rr.rel, err)
+		}
+		src = &io.LimitedReader{R: rr.file, N: rest}
+	}
+	n, err := io.Copy(dc, src)
+	if err != nil {
+		return err
+	}
+	if n < rest {
+		return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", path)
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	perIP map[string]int
+
+	data dataWaiters // tokens of expected data connections
 }
 
 // NewServer returns a Server that serves mux. A nil cfg means
@@ -199,6 +201,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 			serveStreaming(ctx, conn, bufio.NewReaderSize(conn, readBufferSize), s.mux, nil, s.cfg, logger)
 		case ByteMultiplex:
 			s.serveSession(ctx, conn)
+		case ByteData:
+			if s.serveData(conn) {
+				handedOff = true // the expecting side owns and closes it
+			}
 		case ByteRaft:
 			if s.cfg.RaftHandler == nil {
 				logger.Warn("refusing raft connection: no raft handler")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 )
@@ -91,6 +92,19 @@ func (b *RecordBatcher) End() error {
 		b.buf = b.buf[:0]
 	}
 	return err
+}
+
+// ReadFrom lets an HTTP response copy from a data connection with the
+// connection's own ReadFrom (splice or sendfile between sockets) when no
+// batch is open; it implements io.ReaderFrom.
+func (b *RecordBatcher) ReadFrom(r io.Reader) (int64, error) {
+	b.mu.Lock()
+	batching := b.batching
+	b.mu.Unlock()
+	if rf, ok := b.Conn.(io.ReaderFrom); ok && !batching && b.br == nil {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{b}, r)
 }
 
 // CloseWrite half-closes the connection where it can.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -355,6 +356,22 @@ func (s *Server) AllocRPC(ctx context.Context, allocID, method string, args, rep
 		return err
 	}
 	return s.NodeRPC(ctx, a.NodeID, method, args, reply)
+}
+
+// OfferData returns a data connection token for a bulk transfer from the
+// node running allocID, when this server holds that node's session (the
+// node dials back the address it reached this server at) and its RPC port
+// is plaintext. The connection arrives on conns; cancel releases the token.
+func (s *Server) OfferData(allocID string) (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
+	a, err := s.ResolveAlloc(allocID)
+	if err != nil || s.sessions.get(a.NodeID) == nil {
+		return nil, nil, nil, false
+	}
+	token, conns, cancel, err = s.rpcSrv.ExpectData()
+	if err != nil {
+		return nil, nil, nil, false
+	}
+	return token, conns, cancel, true
 }
 
 // AllocStream opens a streaming client method on the node owning allocID.

@@ -311,5 +311,6 @@ func (s *Server) Stats() map[string]uint64 {
 		"session_rebinds":        s.sessions.rebinds.Load(),
 		"stale_sessions_dropped": s.sessions.staleDropped.Load(),
 		"heartbeat_timers":       uint64(s.hb.armed()),
+		"data_connections":       s.rpcSrv.DataConns(),
 	}
 }

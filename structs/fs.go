@@ -68,13 +68,18 @@ type FsReadAtRequest struct {
 	Path    string
 	Offset  int64
 	Limit   int64
+
+	// DataToken, set by a server that holds the node's session, offers a
+	// data connection (rpc.DialData) for the bytes; see FsReadAtHeader.
+	DataToken []byte `codec:"DataToken" json:"-"`
+
 	QueryOptions
 }
 
 // FsReadAtHeader is the first message a node sends for FsReadAtRequest,
-// once the file is open: what follows it. Then come exactly Length bytes
-// as raw stream messages (rpc.Stream.SendRaw); fewer means the read
-// failed.
+// once the file is open: what follows it. Then come exactly Length bytes,
+// as raw stream messages (rpc.Stream.SendRaw) or on a data connection;
+// fewer means the read failed.
 type FsReadAtHeader struct {
 	// Length is the number of bytes that follow: the file's size when it
 	// was opened, less Offset, at most Limit.
@@ -82,6 +87,11 @@ type FsReadAtHeader struct {
 
 	// ContentType is sniffed from the first 512 bytes of what follows.
 	ContentType string
+
+	// DataConn says the bytes follow on the data connection the request's
+	// DataToken offered, not on the stream; the stream then carries only
+	// the result.
+	DataConn bool
 }
 
 // FsStreamRequest streams a file.

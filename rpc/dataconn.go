@@ -1,0 +1,177 @@
+package rpc
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Data connections carry the bytes of one bulk transfer (a file a node
+// sends through a server to an HTTP caller) outside the multiplexed
+// session, where the kernel's flow control and splice(2) move them: the
+// session's per-stream window and the hand-offs of a multiplexed stream
+// cost more per byte than the second network hop itself.
+//
+// The server hands out a token with ExpectData and passes it to the node
+// inside a streaming call. The node dials the address of its session with
+// DialData: ByteData, the token, and the server answers dataAccepted if it
+// expects that token (else it closes). The bytes follow; the streaming
+// call still carries the header and the result. A node that cannot make a
+// data connection (another server behind a load balancer, a firewall,
+// TLS) sends the bytes on the stream as usual.
+
+// ByteData starts a data connection (see ExpectData).
+const ByteData byte = 0x07
+
+// DataTokenSize is the size of a data connection token.
+const DataTokenSize = 16
+
+// dataAccepted is the server's one-byte answer to a token it expects.
+const dataAccepted byte = 0x01
+
+// maxExpectedData bounds the data connections a server waits for at once.
+const maxExpectedData = 4096
+
+// ErrNoDataConn is returned by ExpectData when the server offers no data
+// connections (TLS is configured, or too many are pending).
+var ErrNoDataConn = errors.New("rpc: no data connection available")
+
+// dataWaiters are the tokens a server expects, each with the channel its
+// connection is delivered on.
+type dataWaiters struct {
+	mu       sync.Mutex
+	m        map[[DataTokenSize]byte]chan net.Conn
+	accepted atomic.Uint64
+}
+
+// DataConns returns how many data connections the server has accepted.
+func (s *Server) DataConns() uint64 { return s.data.accepted.Load() }
+
+// ExpectData registers a new token and returns it with the channel its
+// connection will arrive on. cancel forgets the token; a connection that
+// was delivered but not taken is closed. Data connections are offered
+// only without TLS, where the server can splice them.
+func (s *Server) ExpectData() (token []byte, conns <-chan net.Conn, cancel func(), err error) {
+	if s.cfg.TLSConfig != nil {
+		return nil, nil, nil, ErrNoDataConn
+	}
+	var t [DataTokenSize]byte
+	if _, err := rand.Read(t[:]); err != nil {
+		return nil, nil, nil, err
+	}
+	ch := make(chan net.Conn, 1)
+	w := &s.data
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = make(map[[DataTokenSize]byte]chan net.Conn)
+	}
+	if len(w.m) >= maxExpectedData {
+		w.mu.Unlock()
+		return nil, nil, nil, ErrNoDataConn
+	}
+	w.m[t] = ch
+	w.mu.Unlock()
+	cancel = func() {
+		w.mu.Lock()
+		delete(w.m, t)
+		w.mu.Unlock()
+		// Delivered (under the lock) before the delete, or never.
+		select {
+		case c := <-ch:
+			c.Close()
+		default:
+		}
+	}
+	return t[:], ch, cancel, nil
+}
+
+// deliver hands conn to whoever expects token, atomically with respect to
+// cancel: a connection is either delivered before the token is forgotten
+// (and cancel closes it if nobody took it) or refused.
+func (w *dataWaiters) deliver(token [DataTokenSize]byte, conn net.Conn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := w.m[token]
+	if ch == nil {
+		return false
+	}
+	delete(w.m, token)
+	ch <- conn // buffered; each token is delivered once
+	w.accepted.Add(1)
+	return true
+}
+
+// serveData answers a ByteData connection: it reads the token (under the
+// handshake deadline still set), hands the connection to whoever expects
+// it and then tells the dialer so. It reports whether it handed the
+// connection off; if not, the caller closes conn.
+func (s *Server) serveData(conn net.Conn) bool {
+	var t [DataTokenSize]byte
+	if _, err := io.ReadFull(conn, t[:]); err != nil {
+		return false
+	}
+	conn.SetDeadline(time.Time{})
+	if !s.data.deliver(t, conn) {
+		s.logger.Debug("data connection with an unknown token", "remote", conn.RemoteAddr().String())
+		return false
+	}
+	// The receiver owns conn now; it only reads, and the dialer sends
+	// nothing before this answer. A failed answer fails the dialer, who
+	// then sends on the stream; the receiver's copy ends at once.
+	conn.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if _, err := conn.Write([]byte{dataAccepted}); err != nil {
+		conn.Close()
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return true
+}
+
+// DialData makes the data connection token was issued for, to addr (the
+// server of the session the token came on). It returns once the server
+// has accepted the token; the caller writes the bytes and closes.
+func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.Conn, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if len(token) != DataTokenSize {
+		return nil, fmt.Errorf("rpc: data token of %d bytes", len(token))
+	}
+	if cfg.TLSConfig != nil {
+		return nil, ErrNoDataConn
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
+	}
+	setTCPOptions(conn)
+	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
+	defer stop()
+	msg := append([]byte{ByteData}, token...)
+	var ans [1]byte
+	if _, err = conn.Write(msg); err == nil {
+		_, err = io.ReadFull(conn, ans[:])
+	}
+	if err == nil && ans[0] != dataAccepted {
+		err = fmt.Errorf("unexpected answer 0x%02x", ans[0])
+	}
+	if err != nil || !stop() {
+		conn.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("rpc: data connection to %s refused: %w", addr, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}

@@ -1,0 +1,128 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestDataConn: a node dials a data connection with the token a server
+// handed out and the server gets it, once; unknown, reused or cancelled
+// tokens are refused, and a TLS server offers none.
+func TestDataConn(t *testing.T) {
+	p := newTestPair(t, "tcp", pairOpts{})
+	addr := p.serverLn.Addr().String()
+	ctx := context.Background()
+
+	t.Run("accepted", func(t *testing.T) {
+		token, conns, cancel, err := p.srv.ExpectData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		before := p.srv.DataConns()
+		dc, err := DialData(ctx, addr, token, p.clientCfg)
+		if err != nil {
+			t.Fatalf("DialData: %v", err)
+		}
+		payload := bytes.Repeat([]byte("data"), 64<<10)
+		go func() {
+			dc.Write(payload)
+			dc.Close()
+		}()
+		sc := recvWithin(t, conns, 5*time.Second, "data connection")
+		defer sc.Close()
+		got, err := io.ReadAll(sc)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("server read %d bytes, %v; want %d", len(got), err, len(payload))
+		}
+		if p.srv.DataConns() != before+1 {
+			t.Fatalf("DataConns = %d; want %d", p.srv.DataConns(), before+1)
+		}
+		// A token is good once.
+		if _, err := DialData(ctx, addr, token, p.clientCfg); err == nil {
+			t.Fatal("a used token was accepted again")
+		}
+	})
+
+	refused := []struct {
+		name  string
+		token func(t *testing.T) []byte
+	}{
+		{"unknown token", func(*testing.T) []byte { return bytes.Repeat([]byte{7}, DataTokenSize) }},
+		{"cancelled token", func(t *testing.T) []byte {
+			token, _, cancel, err := p.srv.ExpectData()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			return token
+		}},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := DialData(ctx, addr, tc.token(t), p.clientCfg); err == nil {
+				t.Fatal("DialData succeeded")
+			}
+		})
+	}
+
+	t.Run("bad token size", func(t *testing.T) {
+		if _, err := DialData(ctx, addr, []byte("short"), p.clientCfg); err == nil {
+			t.Fatal("DialData with a short token succeeded")
+		}
+	})
+
+	t.Run("cancel closes an untaken connection", func(t *testing.T) {
+		token, _, cancel, err := p.srv.ExpectData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc, err := DialData(ctx, addr, token, p.clientCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dc.Close()
+		cancel()
+		dc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := dc.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("read from a connection nobody took = %v; want EOF", err)
+		}
+	})
+
+	t.Run("no data connections with TLS", func(t *testing.T) {
+		tp := newTestPair(t, "tls", pairOpts{})
+		if _, _, _, err := tp.srv.ExpectData(); !errors.Is(err, ErrNoDataConn) {
+			t.Fatalf("ExpectData on a TLS server = %v; want ErrNoDataConn", err)
+		}
+		if _, err := DialData(ctx, "127.0.0.1:1", make([]byte, DataTokenSize), tp.clientCfg); !errors.Is(err, ErrNoDataConn) {
+			t.Fatalf("DialData with TLS = %v; want ErrNoDataConn", err)
+		}
+	})
+
+	t.Run("a peer that sends half a token does not hold the server", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{ByteData, 1, 2, 3})
+		// The rest never comes: the handshake deadline ends it; meanwhile
+		// other data connections work.
+		token, conns, cancel, err := p.srv.ExpectData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		dc, err := DialData(ctx, addr, token, p.clientCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc.Close()
+		recvWithin(t, conns, 5*time.Second, "data connection").Close()
+	})
+}
