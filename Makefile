@@ -29,7 +29,7 @@ run: build
 # when ../shared/bench is beside the checkout, the shared clientapi-bench
 # harness with the peer workload (bulk reads and follow latency).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1s ./rpc/ ./client/ ./agent/
+	$(GO) test -run '^$$' -bench . -benchtime 1s ./rpc/ ./client/ ./structs/
 	$(GO) test -run '^TestBench(Forwarding|Tasks|Streams|Cluster|TLS)$$' -count=1 -v -timeout 20m ./integration/ \
 		-args -bench-forwarding -bench-tasks -bench-streams -bench-cluster -bench-tls
 	@if [ -d ../shared/bench/clientapi-bench ]; then \

@@ -122,7 +122,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, a.streamFrames(w, r, st, "text/plain; charset=utf-8", false)
+		return nil, a.streamFrames(w, r, st, "text/plain; charset=utf-8", false, nil)
 	case "logs":
 		req := structs.FsLogsRequest{AllocID: allocID, QueryOptions: qo}
 		if req.Task = q.Get("task"); req.Task == "" {
@@ -146,14 +146,21 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
 		}
+		var data <-chan net.Conn
+		if !req.Follow && r.TLS == nil {
+			if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
+				defer cancel()
+				req.DataToken, data = token, conns
+			}
+		}
 		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsLogs, &req)
 		if err != nil {
 			return nil, err
 		}
 		if req.Plain {
-			return nil, a.streamFrames(w, r, st, "text/plain", true)
+			return nil, a.streamFrames(w, r, st, "text/plain", true, data)
 		}
-		return nil, a.streamFrames(w, r, st, "application/json", false)
+		return nil, a.streamFrames(w, r, st, "application/json", false, data)
 	default:
 		return nil, structs.NotFound("Invalid method")
 	}
@@ -200,15 +207,28 @@ func parseOrigin(o string) (string, error) {
 
 // firstFrame waits for the node's acknowledgement (or its error, which
 // becomes the HTTP status since nothing was written yet).
-func firstFrame(st *rpc.Stream) error {
+func firstFrame(st *rpc.Stream) (structs.StreamFrame, error) {
 	var ack structs.StreamFrame
-	if err := st.Recv(&ack); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return err
+	if err := st.Recv(&ack); err != nil && !errors.Is(err, io.EOF) {
+		return ack, err
 	}
-	return nil
+	return ack, nil
+}
+
+// awaitData takes the data connection a node announced; it made the
+// connection before it said so, so the wait is short.
+func awaitData(r *http.Request, data <-chan net.Conn) (net.Conn, error) {
+	if data == nil {
+		return nil, structs.NewError(http.StatusBadGateway, "node announced a data connection nobody offered")
+	}
+	select {
+	case dc := <-data:
+		return dc, nil
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	case <-time.After(dataConnWait):
+		return nil, structs.NewError(http.StatusBadGateway, "node announced a data connection that did not arrive")
+	}
 }
 
 // outFrame is one message of a frame stream on its way to the HTTP
@@ -284,10 +304,18 @@ func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *outFrame, <-chan 
 // "{}" heartbeat each idle second) or, in plain mode, the raw data only.
 // Each write is flushed; a slow reader slows the node through flow
 // control. The stream is closed on every path.
-func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Stream, contentType string, plain bool) error {
+func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Stream, contentType string, plain bool, data <-chan net.Conn) error {
 	defer st.Close()
-	if err := firstFrame(st); err != nil {
+	ack, err := firstFrame(st)
+	if err != nil {
 		return err
+	}
+	var dc net.Conn
+	if ack.DataConn {
+		if dc, err = awaitData(r, data); err != nil {
+			return err
+		}
+		defer dc.Close()
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -299,6 +327,10 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
+	if dc != nil {
+		a.copyDataStream(w, r, st, dc)
+		return nil
+	}
 
 	frames, errc := frameReader(ctx, st)
 	hb := time.NewTicker(heartbeatInterval)
@@ -324,7 +356,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				} else if f.raw.Raw() {
 					err = errors.New("raw message on a framed stream")
 				} else {
-					out = appendFrameJSON(out[:0], &f.StreamFrame)
+					out = structs.AppendFrameJSON(out[:0], &f.StreamFrame)
 					_, err = w.Write(out)
 				}
 				if err == nil && len(frames) == 0 {
@@ -366,20 +398,16 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 	if err := st.Recv(&hdr); err != nil {
 		return err
 	}
-	if hdr.Length < 0 || hdr.ContentType == "" || (hdr.DataConn && data == nil) {
+	if hdr.Length < 0 || hdr.ContentType == "" {
 		return structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
 	}
 	var dc net.Conn
 	if hdr.DataConn {
-		// The node made the connection before it sent the header.
-		select {
-		case dc = <-data:
-			defer dc.Close()
-		case <-r.Context().Done():
-			return r.Context().Err()
-		case <-time.After(dataConnWait):
-			return structs.NewError(http.StatusBadGateway, "node announced a data connection that did not arrive")
+		var err error
+		if dc, err = awaitData(r, data); err != nil {
+			return err
 		}
+		defer dc.Close()
 	}
 	h := w.Header()
 	h.Set("Content-Type", hdr.ContentType)
@@ -455,3 +483,38 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream,
 	}
 	return nil
 }
+
+// streamCopyBuffer is the chunk copyDataStream moves per write.
+const streamCopyBuffer = 256 << 10
+
+// copyDataStream answers a log read whose bytes (plain, or JSON frames the
+// node encoded) come on a data connection: chunks as they arrive, each in
+// one socket write, until the node closes the connection; then the node's
+// result from the stream.
+func (a *Agent) copyDataStream(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn) {
+	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
+	defer stop()
+	bp := streamBufPool.Get().(*[]byte)
+	defer streamBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := dc.Read(buf)
+		if n > 0 {
+			werr := rpc.WithBatch(r.Context(), func() error {
+				_, err := w.Write(buf[:n])
+				return err
+			})
+			if werr != nil {
+				return // the caller went away; closing dc stops the node
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if err := st.Recv(nil); !errors.Is(err, io.EOF) && r.Context().Err() == nil {
+		a.logger.Named("http").Debug("stream ended with error", "path", r.URL.Path, "error", err)
+	}
+}
+
+var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamCopyBuffer); return &b }}

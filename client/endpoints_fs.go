@@ -260,5 +260,26 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 			return s.SendRaw(f.Data) // nothing for an event: plain shows none
 		}
 	}
+	// A read that does not follow is bulk: its bytes may go on a data
+	// connection, as the HTTP API will show them (plain bytes, or the JSON
+	// frames). Its length is not known up front, so any offer is taken.
+	if !req.Follow {
+		if dc := c.dataConn(ctx, req.DataToken, dataConnMin); dc != nil {
+			defer dc.Close()
+			stop := context.AfterFunc(ctx, func() { dc.Close() })
+			defer stop()
+			opts.Ready = func() error { return s.Send(&structs.StreamFrame{DataConn: true}) }
+			var out []byte
+			send = func(f *structs.StreamFrame) error {
+				b := f.Data
+				if !req.Plain {
+					out = structs.AppendFrameJSON(out[:0], f)
+					b = out
+				}
+				_, err := dc.Write(b)
+				return err
+			}
+		}
+	}
 	return fs.Logs(ctx, opts, send)
 }

@@ -19,6 +19,11 @@ type StreamFrame struct {
 	Data      []byte `json:",omitempty"`
 	File      string `json:",omitempty"`
 	FileEvent string `json:",omitempty"`
+
+	// DataConn, on the acknowledgement of a plain log read only, says the
+	// bytes follow on the data connection the request's DataToken offered
+	// (never part of the HTTP API).
+	DataConn bool `codec:"DataConn,omitempty" json:"-"`
 }
 
 // IsHeartbeat reports whether the frame carries nothing.
@@ -117,6 +122,11 @@ type FsLogsRequest struct {
 	// node sends data as raw stream messages, with no File, Offset or
 	// file events (plain=true over HTTP, which shows none of them).
 	Plain bool
+
+	// DataToken offers a data connection for a plain read that does not
+	// follow, as FsReadAtRequest.DataToken does; the acknowledgement's
+	// DataConn says whether the node took it.
+	DataToken []byte `codec:"DataToken" json:"-"`
 
 	QueryOptions
 }

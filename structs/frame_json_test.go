@@ -1,21 +1,20 @@
-package agent
+package structs
 
 import (
 	"bytes"
 	"encoding/json"
 	"testing"
-
-	"tether/structs"
 )
 
 func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
-	cases := []structs.StreamFrame{
+	cases := []StreamFrame{
 		{},
 		{Offset: 8, Data: []byte(`{"a":1}` + "\n"), File: "alloc/x.json"},
-		{File: "alloc/logs/web.stdout.0", FileEvent: structs.FileEventDeleted, Offset: 42},
-		{File: "alloc/logs/web.stdout.0", FileEvent: structs.FileEventTruncated},
+		{File: "alloc/logs/web.stdout.0", FileEvent: FileEventDeleted, Offset: 42},
+		{File: "alloc/logs/web.stdout.0", FileEvent: FileEventTruncated},
 		{Data: bytes.Repeat([]byte{0, 1, 2, 250}, 1000), Offset: 4000, File: "a/b"},
 		{Data: []byte("x"), File: "we\"ird\\na<me>\x01é"},
+		{Data: []byte("y"), DataConn: true}, // never on the HTTP API
 	}
 	for i, f := range cases {
 		var want bytes.Buffer
@@ -24,7 +23,7 @@ func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
 		if err := enc.Encode(&f); err != nil {
 			t.Fatal(err)
 		}
-		got := appendFrameJSON(nil, &f)
+		got := AppendFrameJSON(nil, &f)
 		if w := bytes.TrimSuffix(want.Bytes(), []byte("\n")); !bytes.Equal(got, w) {
 			t.Errorf("case %d: got %s; want %s", i, got, w)
 		}
@@ -32,10 +31,10 @@ func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
 }
 
 func BenchmarkAppendFrameJSON(b *testing.B) {
-	f := &structs.StreamFrame{Offset: 65536, Data: bytes.Repeat([]byte("0123456789abcdef"), 4096), File: "alloc/logs/writer.stdout.3"}
+	f := &StreamFrame{Offset: 65536, Data: bytes.Repeat([]byte("0123456789abcdef"), 4096), File: "alloc/logs/writer.stdout.3"}
 	buf := make([]byte, 0, 100<<10)
 	b.SetBytes(int64(len(f.Data)))
 	for i := 0; i < b.N; i++ {
-		buf = appendFrameJSON(buf[:0], f)
+		buf = AppendFrameJSON(buf[:0], f)
 	}
 }

@@ -1,19 +1,17 @@
-package agent
+package structs
 
 import (
 	"encoding/base64"
 	"slices"
 	"strconv"
 	"unicode/utf8"
-
-	"tether/structs"
 )
 
-// appendFrameJSON appends f encoded as encoding/json would encode a
-// structs.StreamFrame (fields in order, empty ones left out, Data in
+// AppendFrameJSON appends f encoded as encoding/json would encode a
+// StreamFrame (fields in order, empty ones left out, Data in
 // standard base64), without reflection: bulk log streams spend their time
 // here.
-func appendFrameJSON(b []byte, f *structs.StreamFrame) []byte {
+func AppendFrameJSON(b []byte, f *StreamFrame) []byte {
 	b = append(b, '{')
 	first := true
 	sep := func() {
