@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -401,5 +402,61 @@ func TestFS_AbortedBulkReadsLeakNothing(t *testing.T) {
 			return false, fmt.Errorf("%d streams still open", s)
 		}
 		return g <= baseG+5 && fd <= baseFD+2, fmt.Errorf("goroutines %d (baseline %d), fds %d (baseline %d)", g, baseG, fd, baseFD)
+	})
+}
+
+// TestFS_DataConnections: through the server that holds the node's
+// session, bulk reads (cat and readat of 256 KiB or more, logs without
+// follow) come on a data connection and read the same as on the node
+// itself; small reads and follows stay on the stream.
+func TestFS_DataConnections(t *testing.T) {
+	f := startFSFixture(t, shellTask("web", `yes "0123456789abcdefghi" | head -c 1000000; while :; do sleep 1; done`))
+	big := bytes.Repeat([]byte("tether"), 100_000)
+	if err := os.WriteFile(filepath.Join(f.allocDir, "alloc", "data", "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the task's log", func() (bool, error) {
+		fi, err := os.Stat(filepath.Join(f.allocDir, "alloc", "logs", "web.stdout.0"))
+		return err == nil && fi.Size() == 1000000, nil
+	})
+	for _, tc := range []struct {
+		name, op, query string
+		dataConn        bool
+	}{
+		{"cat", "cat", "path=alloc/data/big.bin", true},
+		{"readat", "readat", "path=alloc/data/big.bin&offset=7&limit=300000", true},
+		{"small readat", "readat", "path=alloc/data/big.bin&offset=7&limit=1000", false},
+		{"plain logs", "logs", "task=web&type=stdout&plain=true", true},
+		{"framed logs", "logs", "task=web&type=stdout", true},
+		{"logs from the end", "logs", "task=web&type=stdout&plain=true&origin=end&offset=5000", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, direct, _ := do(t, "GET", f.url(f.node.URL(), tc.op, tc.query), nil)
+			before := f.srv.Server().Stats()["data_connections"]
+			code, via, _ := do(t, "GET", f.url(f.srv.URL(), tc.op, tc.query), nil)
+			if code != 200 || via != direct || len(via) == 0 {
+				t.Fatalf("via server: %d, %d bytes; direct %d bytes", code, len(via), len(direct))
+			}
+			if used := f.srv.Server().Stats()["data_connections"] > before; used != tc.dataConn {
+				t.Fatalf("data connection used = %v; want %v", used, tc.dataConn)
+			}
+		})
+	}
+	t.Run("follow stays on the stream", func(t *testing.T) {
+		before := f.srv.Server().Stats()["data_connections"]
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		resp, err := openFollow(ctx, f.url(f.srv.URL(), "logs", "task=web&type=stdout&plain=true&follow=true&origin=end&offset=10"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 10)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			t.Fatal(err)
+		}
+		if f.srv.Server().Stats()["data_connections"] != before {
+			t.Fatal("a follow stream used a data connection")
+		}
 	})
 }
