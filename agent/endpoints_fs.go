@@ -92,11 +92,9 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			}
 		}
 		var data <-chan net.Conn
-		if r.TLS == nil { // a data connection pays where it can be spliced
-			if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
-				defer cancel()
-				req.DataToken, data = token, conns
-			}
+		if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
+			defer cancel()
+			req.DataToken, data = token, conns
 		}
 		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsReadAt, &req)
 		if err != nil {
@@ -147,7 +145,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			return nil, err
 		}
 		var data <-chan net.Conn
-		if !req.Follow && r.TLS == nil {
+		if !req.Follow {
 			if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
 				defer cancel()
 				req.DataToken, data = token, conns
@@ -466,7 +464,13 @@ const dataConnWait = 10 * time.Second
 func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn, length int64) error {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
 	defer stop()
-	n, err := io.Copy(w, io.LimitReader(dc, length))
+	var n int64
+	var err error
+	if _, tcp := dc.(*net.TCPConn); tcp && r.TLS == nil {
+		n, err = io.Copy(w, io.LimitReader(dc, length)) // splice(2)
+	} else {
+		n, err = rpc.CopyData(w, io.LimitReader(dc, length), batchedWriter(w, r))
+	}
 	if err == nil && n < length {
 		err = io.ErrUnexpectedEOF
 	}
@@ -484,37 +488,27 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream,
 	return nil
 }
 
-// streamCopyBuffer is the chunk copyDataStream moves per write.
-const streamCopyBuffer = 256 << 10
-
 // copyDataStream answers a log read whose bytes (plain, or JSON frames the
-// node encoded) come on a data connection: chunks as they arrive, each in
-// one socket write, until the node closes the connection; then the node's
+// node encoded) come on a data connection: 256 KiB chunks, each in one
+// socket write, until the node closes the connection; then the node's
 // result from the stream.
 func (a *Agent) copyDataStream(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn) {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
 	defer stop()
-	bp := streamBufPool.Get().(*[]byte)
-	defer streamBufPool.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := dc.Read(buf)
-		if n > 0 {
-			werr := rpc.WithBatch(r.Context(), func() error {
-				_, err := w.Write(buf[:n])
-				return err
-			})
-			if werr != nil {
-				return // the caller went away; closing dc stops the node
-			}
-		}
-		if rerr != nil {
-			break
-		}
+	if _, err := rpc.CopyData(w, dc, batchedWriter(w, r)); err != nil {
+		return // the caller went away (or the node did); closing dc stops the node
 	}
 	if err := st.Recv(nil); !errors.Is(err, io.EOF) && r.Context().Err() == nil {
 		a.logger.Named("http").Debug("stream ended with error", "path", r.URL.Path, "error", err)
 	}
 }
 
-var streamBufPool = sync.Pool{New: func() any { b := make([]byte, streamCopyBuffer); return &b }}
+// batchedWriter writes one chunk of a response in one socket write.
+func batchedWriter(w http.ResponseWriter, r *http.Request) func([]byte) error {
+	return func(p []byte) error {
+		return rpc.WithBatch(r.Context(), func() error {
+			_, err := w.Write(p)
+			return err
+		})
+	}
+}

@@ -158,9 +158,10 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 const dataConnMin = 256 << 10
 
 // dataConn makes the data connection a server offered with token, to the
-// address of the session the call came on, or returns nil: no offer, a
-// small read, or a refusal (the address leads to another server, TLS),
-// in which case the bytes go on the stream.
+// address of the session the call came on (inside TLS when the session
+// is), or returns nil: no offer, a small read, or a refusal (the address
+// leads to another server, a firewall), in which case the bytes go on the
+// stream.
 func (c *Client) dataConn(ctx context.Context, token []byte, length int64) net.Conn {
 	sess := rpc.SessionFromContext(ctx)
 	if len(token) != rpc.DataTokenSize || length < dataConnMin || sess == nil {
@@ -176,11 +177,12 @@ func (c *Client) dataConn(ctx context.Context, token []byte, length int64) net.C
 
 // sendData writes a read to its data connection: head (already read),
 // then the rest of rc up to length, from the file with sendfile(2) where
-// rc allows. A file that shrank fails the call; ctx ending closes dc.
+// rc and the connection (plain TCP) allow. A file that shrank fails the
+// call; ctx ending closes dc.
 func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) error {
 	stop := context.AfterFunc(ctx, func() { dc.Close() })
 	defer stop()
-	if _, err := dc.Write(head); err != nil {
+	if _, err := rpc.WriteData(dc, head); err != nil {
 		return err
 	}
 	rest := length - int64(len(head))
@@ -193,7 +195,7 @@ func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, lengt
 		}
 		src = &io.LimitedReader{R: rr.file, N: rest}
 	}
-	n, err := io.Copy(dc, src)
+	n, err := rpc.CopyData(dc, src, nil)
 	if err != nil {
 		return err
 	}
@@ -276,7 +278,7 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 					out = structs.AppendFrameJSON(out[:0], f)
 					b = out
 				}
-				_, err := dc.Write(b)
+				_, err := rpc.WriteData(dc, b)
 				return err
 			}
 		}

@@ -327,6 +327,34 @@ func TestTLS_EndToEnd(t *testing.T) {
 			"https://"+c.node.HTTPAddr()+"/v1/client/fs/logs/"+alloc.ID+"?task=tick&type=stdout&follow=true&origin=start")
 		f.waitData(t, nextTick(t, c.node, alloc))
 	})
+	t.Run("bulk reads on TLS data connections", func(t *testing.T) {
+		big := bytes.Repeat([]byte("secret bytes "), 100_000)
+		path := filepath.Join(c.node.cfg.DataDir, "alloc", alloc.ID, "alloc", "data", "big.bin")
+		if err := os.WriteFile(path, big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := c.srv.Server().Stats()["data_connections"]
+		for _, q := range []string{"cat/" + alloc.ID + "?path=alloc/data/big.bin", "logs/" + alloc.ID + "?task=tick&type=stdout&plain=true"} {
+			resp, err := hc.Get("https://" + c.srv.HTTPAddr() + "/v1/client/fs/" + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%s: %d, %v", q, resp.StatusCode, err)
+			}
+			if strings.HasPrefix(q, "cat/") && !bytes.Equal(body, big) {
+				t.Fatalf("cat read %d bytes; want the %d written", len(body), len(big))
+			}
+			if strings.HasPrefix(q, "logs/") && !strings.HasPrefix(string(body), "tick 0\n") {
+				t.Fatalf("logs read %q", body)
+			}
+		}
+		if n := c.srv.Server().Stats()["data_connections"] - before; n != 2 {
+			t.Fatalf("%d of 2 reads came on a data connection", n)
+		}
+	})
 	t.Run("go client logs", func(t *testing.T) {
 		api := c.pki.api(t, c.srv.HTTPAddr(), c.cli, "")
 		cancel := make(chan struct{})

@@ -38,8 +38,8 @@ const dataAccepted byte = 0x01
 // maxExpectedData bounds the data connections a server waits for at once.
 const maxExpectedData = 4096
 
-// ErrNoDataConn is returned by ExpectData when the server offers no data
-// connections (TLS is configured, or too many are pending).
+// ErrNoDataConn is returned by ExpectData when too many data connections
+// are pending.
 var ErrNoDataConn = errors.New("rpc: no data connection available")
 
 // dataWaiters are the tokens a server expects, each with the channel its
@@ -55,12 +55,9 @@ func (s *Server) DataConns() uint64 { return s.data.accepted.Load() }
 
 // ExpectData registers a new token and returns it with the channel its
 // connection will arrive on. cancel forgets the token; a connection that
-// was delivered but not taken is closed. Data connections are offered
-// only without TLS, where the server can splice them.
+// was delivered but not taken is closed. With TLS configured the data
+// connection arrives inside TLS, like every other connection.
 func (s *Server) ExpectData() (token []byte, conns <-chan net.Conn, cancel func(), err error) {
-	if s.cfg.TLSConfig != nil {
-		return nil, nil, nil, ErrNoDataConn
-	}
 	var t [DataTokenSize]byte
 	if _, err := rand.Read(t[:]); err != nil {
 		return nil, nil, nil, err
@@ -143,9 +140,6 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	if len(token) != DataTokenSize {
 		return nil, fmt.Errorf("rpc: data token of %d bytes", len(token))
 	}
-	if cfg.TLSConfig != nil {
-		return nil, ErrNoDataConn
-	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
@@ -154,6 +148,14 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 		return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
 	}
 	setTCPOptions(conn)
+	if cfg.TLSConfig != nil {
+		tconn, err := clientTLS(dctx, conn, addr, cfg.TLSConfig)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
+		}
+		conn = tconn
+	}
 	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
 	defer stop()
@@ -174,4 +176,62 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	}
 	conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// WriteData writes p to a data connection in one socket write where the
+// connection is TLS over a RecordBatcher (rather than one per record).
+func WriteData(dc net.Conn, p []byte) (int, error) {
+	b := BatcherOf(dc)
+	if b == nil {
+		return dc.Write(p)
+	}
+	b.Begin()
+	n, err := dc.Write(p)
+	if ferr := b.End(); err == nil && ferr != nil {
+		n, err = 0, ferr
+	}
+	return n, err
+}
+
+// dataCopyBuffer is the chunk CopyData moves per write when the kernel
+// cannot move the bytes itself.
+const dataCopyBuffer = 256 << 10
+
+var dataBufPool = sync.Pool{New: func() any { b := make([]byte, dataCopyBuffer); return &b }}
+
+// CopyData copies src to dst, one end of a data connection, until src's
+// EOF: with the kernel's own copy (sendfile, splice) between plain sockets
+// and files, else in large chunks, each one socket write (write, if not
+// nil, writes a chunk, for a destination that batches its own way).
+func CopyData(dst io.Writer, src io.Reader, write func([]byte) error) (int64, error) {
+	if write == nil {
+		_, dstTCP := dst.(*net.TCPConn)
+		if dstTCP {
+			return io.Copy(dst, src)
+		}
+		if dc, ok := dst.(net.Conn); ok {
+			write = func(p []byte) error { _, err := WriteData(dc, p); return err }
+		} else {
+			write = func(p []byte) error { _, err := dst.Write(p); return err }
+		}
+	}
+	bp := dataBufPool.Get().(*[]byte)
+	defer dataBufPool.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		m, rerr := io.ReadFull(src, buf)
+		if m > 0 {
+			if err := write(buf[:m]); err != nil {
+				return n, err
+			}
+			n += int64(m)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }

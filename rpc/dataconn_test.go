@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -94,13 +95,40 @@ func TestDataConn(t *testing.T) {
 		}
 	})
 
-	t.Run("no data connections with TLS", func(t *testing.T) {
+	t.Run("inside TLS", func(t *testing.T) {
 		tp := newTestPair(t, "tls", pairOpts{})
-		if _, _, _, err := tp.srv.ExpectData(); !errors.Is(err, ErrNoDataConn) {
-			t.Fatalf("ExpectData on a TLS server = %v; want ErrNoDataConn", err)
+		token, conns, cancel, err := tp.srv.ExpectData()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if _, err := DialData(ctx, "127.0.0.1:1", make([]byte, DataTokenSize), tp.clientCfg); !errors.Is(err, ErrNoDataConn) {
-			t.Fatalf("DialData with TLS = %v; want ErrNoDataConn", err)
+		defer cancel()
+		dc, err := DialData(ctx, tp.serverLn.Addr().String(), token, tp.clientCfg)
+		if err != nil {
+			t.Fatalf("DialData over TLS: %v", err)
+		}
+		if BatcherOf(dc) == nil {
+			t.Fatal("TLS data connection without a record batcher")
+		}
+		payload := bytes.Repeat([]byte("tls!"), 100<<10)
+		go func() {
+			CopyData(dc, bytes.NewReader(payload), nil)
+			dc.Close()
+		}()
+		sc := recvWithin(t, conns, 5*time.Second, "data connection")
+		defer sc.Close()
+		if _, ok := sc.(*tls.Conn); !ok {
+			t.Fatalf("server got %T; want the TLS connection", sc)
+		}
+		got, err := io.ReadAll(sc)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("server read %d bytes, %v; want %d", len(got), err, len(payload))
+		}
+		// A plaintext data connection to a server that requires TLS is
+		// refused like any plaintext connection.
+		token2, _, cancel2, _ := tp.srv.ExpectData()
+		defer cancel2()
+		if _, err := DialData(ctx, tp.serverLn.Addr().String(), token2, testConfig(t)); err == nil {
+			t.Fatal("plaintext data connection accepted by a TLS server")
 		}
 	})
 
