@@ -133,6 +133,16 @@ func (b *backend) offerData(allocID string) (token []byte, conns <-chan net.Conn
 	return b.server.OfferData(allocID)
 }
 
+// reuseData hands a data connection whose transfer ended cleanly back to
+// the server, to carry the node's next token.
+func (b *backend) reuseData(dc net.Conn) {
+	if b.server == nil {
+		dc.Close()
+		return
+	}
+	b.server.ReuseData(dc)
+}
+
 // rawJSON is a reply already encoded as the HTTP API's JSON.
 type rawJSON []byte
 

@@ -405,7 +405,6 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 		if dc, err = awaitData(r, data); err != nil {
 			return err
 		}
-		defer dc.Close()
 	}
 	h := w.Header()
 	h.Set("Content-Type", hdr.ContentType)
@@ -415,7 +414,7 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 	w.WriteHeader(http.StatusOK)
 	if dc != nil {
-		return a.copyData(w, r, st, dc, hdr.Length)
+		return a.copyData(w, r, st, dc, hdr.Length) // closes dc or hands it back
 	}
 	var sent int64
 	for {
@@ -463,7 +462,16 @@ const dataConnWait = 10 * time.Second
 // cannot look complete; closing dc on any early return stops the node.
 func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn, length int64) error {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
-	defer stop()
+	reuse := false
+	defer func() {
+		// A transfer that ended exactly at its length, with the node's
+		// clean result, leaves the connection ready for the next token.
+		if stop() && reuse {
+			a.backend.reuseData(dc)
+		} else {
+			dc.Close()
+		}
+	}()
 	var n int64
 	var err error
 	if _, tcp := dc.(*net.TCPConn); tcp && r.TLS == nil {
@@ -476,6 +484,7 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream,
 	}
 	if err == nil {
 		if err = st.Recv(nil); errors.Is(err, io.EOF) {
+			reuse = true
 			return nil
 		}
 	}

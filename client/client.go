@@ -26,6 +26,7 @@ type Client struct {
 	stats   *HostStatsCollector
 	fp      *Fingerprint
 	mux     *rpc.Mux
+	data    dataPool // idle data connections, for bulk reads through servers
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -136,6 +137,7 @@ func (c *Client) Start() {
 func (c *Client) Shutdown() {
 	c.cancel()
 	c.wg.Wait()
+	c.data.close()
 }
 
 // Registered returns a channel closed once the node has registered with a

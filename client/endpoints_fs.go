@@ -119,13 +119,20 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 		return rerr
 	}
 	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(frame[rpc.RawHeaderSize : rpc.RawHeaderSize+min(n, 512)])}
-	if dc := c.dataConn(ctx, req.DataToken, length); dc != nil {
-		defer dc.Close()
+	if dc, addr := c.dataConn(ctx, req.DataToken, length); dc != nil {
 		hdr.DataConn = true
-		if err := s.Send(&hdr); err != nil {
+		err := s.Send(&hdr)
+		if err == nil {
+			err = sendData(ctx, dc, frame[rpc.RawHeaderSize:rpc.RawHeaderSize+n], rc, length, req.Path)
+		}
+		if err != nil {
+			dc.Close()
 			return err
 		}
-		return sendData(ctx, dc, frame[rpc.RawHeaderSize:rpc.RawHeaderSize+n], rc, length, req.Path)
+		// Exactly length bytes went: the connection can carry the next
+		// read's token.
+		c.data.put(addr, dc)
+		return nil
 	}
 	if err := s.Send(&hdr); err != nil {
 		return err
@@ -159,29 +166,45 @@ const dataConnMin = 256 << 10
 
 // dataConn makes the data connection a server offered with token, to the
 // address of the session the call came on (inside TLS when the session
-// is), or returns nil: no offer, a small read, or a refusal (the address
+// is), reusing an idle one where it can, and returns it with that
+// address; or nil: no offer, a small read, or a refusal (the address
 // leads to another server, a firewall), in which case the bytes go on the
 // stream.
-func (c *Client) dataConn(ctx context.Context, token []byte, length int64) net.Conn {
+func (c *Client) dataConn(ctx context.Context, token []byte, length int64) (net.Conn, string) {
 	sess := rpc.SessionFromContext(ctx)
 	if len(token) != rpc.DataTokenSize || length < dataConnMin || sess == nil {
-		return nil
+		return nil, ""
 	}
-	dc, err := rpc.DialData(ctx, sess.RemoteAddr().String(), token, c.rpcCfg)
+	addr := sess.RemoteAddr().String()
+	for {
+		dc := c.data.get(addr)
+		if dc == nil {
+			break
+		}
+		if err := rpc.ReuseDataConn(ctx, dc, token, c.rpcCfg); err == nil {
+			return dc, addr
+		}
+		dc.Close() // the server let it go; try the next, then a new one
+	}
+	dc, err := rpc.DialData(ctx, addr, token, c.rpcCfg)
 	if err != nil {
 		c.logger.Debug("no data connection; sending on the stream", "error", err)
-		return nil
+		return nil, ""
 	}
-	return dc
+	return dc, addr
 }
 
 // sendData writes a read to its data connection: head (already read),
 // then the rest of rc up to length, from the file with sendfile(2) where
 // rc and the connection (plain TCP) allow. A file that shrank fails the
 // call; ctx ending closes dc.
-func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) error {
+func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) (err error) {
 	stop := context.AfterFunc(ctx, func() { dc.Close() })
-	defer stop()
+	defer func() {
+		if !stop() && err == nil {
+			err = ctx.Err() // dc was closed under us
+		}
+	}()
 	if _, err := rpc.WriteData(dc, head); err != nil {
 		return err
 	}
@@ -266,8 +289,8 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	// connection, as the HTTP API will show them (plain bytes, or the JSON
 	// frames). Its length is not known up front, so any offer is taken.
 	if !req.Follow {
-		if dc := c.dataConn(ctx, req.DataToken, dataConnMin); dc != nil {
-			defer dc.Close()
+		if dc, _ := c.dataConn(ctx, req.DataToken, dataConnMin); dc != nil {
+			defer dc.Close() // a log read ends when the node closes it
 			stop := context.AfterFunc(ctx, func() { dc.Close() })
 			defer stop()
 			opts.Ready = func() error { return s.Send(&structs.StreamFrame{DataConn: true}) }

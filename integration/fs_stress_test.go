@@ -442,6 +442,18 @@ func TestFS_DataConnections(t *testing.T) {
 			}
 		})
 	}
+	t.Run("readat reuses its data connections", func(t *testing.T) {
+		before := f.srv.Server().Stats()["data_connections_reused"]
+		for i := 0; i < 5; i++ {
+			code, body, _ := do(t, "GET", f.url(f.srv.URL(), "readat", fmt.Sprintf("path=alloc/data/big.bin&offset=%d&limit=300000", i)), nil)
+			if code != 200 || body != string(big[i:i+300000]) {
+				t.Fatalf("readat %d: %d, %d bytes", i, code, len(body))
+			}
+		}
+		if n := f.srv.Server().Stats()["data_connections_reused"] - before; n < 4 {
+			t.Fatalf("%d of 5 sequential reads reused a data connection; want at least 4", n)
+		}
+	})
 	t.Run("follow stays on the stream", func(t *testing.T) {
 		before := f.srv.Server().Stats()["data_connections"]
 		ctx, cancel := context.WithCancel(context.Background())

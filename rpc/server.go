@@ -34,7 +34,8 @@ type Server struct {
 	mu    sync.Mutex
 	perIP map[string]int
 
-	data dataWaiters // tokens of expected data connections
+	data     dataWaiters     // tokens of expected data connections
+	serveCtx context.Context // Serve's context: idle data connections end with it
 }
 
 // NewServer returns a Server that serves mux. A nil cfg means
@@ -71,6 +72,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		cancel() // closes every connection and session below
 		wg.Wait()
 	}()
+	s.mu.Lock()
+	s.serveCtx = ctx
+	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 

@@ -374,6 +374,10 @@ func (s *Server) OfferData(allocID string) (token []byte, conns <-chan net.Conn,
 	return token, conns, cancel, true
 }
 
+// ReuseData takes back a data connection whose transfer ended cleanly;
+// the node may send its next token on it (rpc.Server.ReuseData).
+func (s *Server) ReuseData(dc net.Conn) { s.rpcSrv.ReuseData(dc) }
+
 // AllocStream opens a streaming client method on the node owning allocID.
 func (s *Server) AllocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {
 	if err := s.checkToken(args); err != nil {
