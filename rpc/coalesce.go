@@ -243,17 +243,7 @@ func (c *frameCoalescer) writeFrame(hdr, p []byte) (int, error) {
 
 // write writes p to the connection, as one socket write where a
 // RecordBatcher allows it.
-func (c *frameCoalescer) write(p []byte) (int, error) {
-	if c.batch == nil || len(p) <= 16<<10 {
-		return c.w.Write(p) // one TLS record at most: nothing to gather
-	}
-	c.batch.Begin()
-	n, err := c.w.Write(p)
-	if ferr := c.batch.End(); err == nil && ferr != nil {
-		n, err = 0, ferr
-	}
-	return n, err
-}
+func (c *frameCoalescer) write(p []byte) (int, error) { return WriteData(c.w, p) }
 
 // Close closes the connection and stops the flusher; frames still queued
 // are dropped (yamux closes a session only when it is done with it).

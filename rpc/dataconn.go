@@ -222,19 +222,9 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
-	conn, err := d.DialContext(dctx, "tcp", addr)
+	conn, err := dialServer(dctx, addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
-	}
-	setTCPOptions(conn)
-	if cfg.TLSConfig != nil {
-		tconn, err := clientTLS(dctx, conn, addr, cfg.TLSConfig)
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
-		}
-		conn = tconn
 	}
 	if err := offerToken(ctx, conn, token, cfg, true); err != nil {
 		conn.Close()
@@ -243,11 +233,15 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	return conn, nil
 }
 
-// WriteData writes p to a data connection in one socket write where the
-// connection is TLS over a RecordBatcher (rather than one per record).
+// maxRecordPayload is a TLS record's most plaintext: a write no larger is
+// one record, with nothing to gather.
+const maxRecordPayload = 16 << 10
+
+// WriteData writes p to dc in one socket write where dc is TLS over a
+// RecordBatcher (rather than one write per 16 KiB record).
 func WriteData(dc net.Conn, p []byte) (int, error) {
 	b := BatcherOf(dc)
-	if b == nil {
+	if b == nil || len(p) <= maxRecordPayload {
 		return dc.Write(p)
 	}
 	b.Begin()

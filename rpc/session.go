@@ -106,25 +106,35 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Session, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
-	conn, err := d.DialContext(dctx, "tcp", addr)
+	conn, err := dialServer(dctx, addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
-	}
-	setTCPOptions(conn)
-	if cfg.TLSConfig != nil {
-		tconn, err := clientTLS(dctx, conn, addr, cfg.TLSConfig)
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
-		}
-		conn = tconn
 	}
 	sess, err := dialSession(dctx, conn, cfg, cfg.TLSConfig != nil)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
 	}
 	return sess, nil
+}
+
+// dialServer opens a TCP connection to a server's RPC port, with TLS
+// (ByteTLS and the handshake) when cfg has it; ctx bounds the dial.
+func dialServer(ctx context.Context, addr string, cfg *Config) (net.Conn, error) {
+	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	setTCPOptions(conn)
+	if cfg.TLSConfig == nil {
+		return conn, nil
+	}
+	tconn, err := clientTLS(ctx, conn, addr, cfg.TLSConfig)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tconn, nil
 }
 
 // clientTLS writes ByteTLS and runs the client handshake.
