@@ -125,12 +125,15 @@ func (b *backend) allocStream(ctx context.Context, allocID, method string, args 
 
 // offerData offers the node running allocID a data connection for a bulk
 // read, when this agent is the server holding the node's session (see
-// server.OfferData). ok is false otherwise: the bytes come on the stream.
-func (b *backend) offerData(allocID string) (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
-	if b.server == nil || b.localAlloc(allocID) {
-		return nil, nil, nil, false
+// server.OfferData). With no offer, token and conns are nil and the bytes
+// come on the stream. cancel, never nil, releases the offer.
+func (b *backend) offerData(allocID string) (token []byte, conns <-chan net.Conn, cancel func()) {
+	if b.server != nil && !b.localAlloc(allocID) {
+		if token, conns, cancel, ok := b.server.OfferData(allocID); ok {
+			return token, conns, cancel
+		}
 	}
-	return b.server.OfferData(allocID)
+	return nil, nil, func() {}
 }
 
 // reuseData hands a data connection whose transfer ended cleanly back to

@@ -92,10 +92,9 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			}
 		}
 		var data <-chan net.Conn
-		if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
-			defer cancel()
-			req.DataToken, data = token, conns
-		}
+		var cancel func()
+		req.DataToken, data, cancel = a.backend.offerData(allocID)
+		defer cancel()
 		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsReadAt, &req)
 		if err != nil {
 			return nil, err
@@ -145,11 +144,10 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			return nil, err
 		}
 		var data <-chan net.Conn
-		if !req.Follow {
-			if token, conns, cancel, ok := a.backend.offerData(allocID); ok {
-				defer cancel()
-				req.DataToken, data = token, conns
-			}
+		if !req.Follow { // a read that follows stays on the stream
+			var cancel func()
+			req.DataToken, data, cancel = a.backend.offerData(allocID)
+			defer cancel()
 		}
 		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsLogs, &req)
 		if err != nil {

@@ -114,16 +114,22 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	bp := rawFramePool.Get().(*[]byte)
 	defer rawFramePool.Put(bp)
 	frame := *bp
-	n, rerr := io.ReadFull(r, frame[rpc.RawHeaderSize:])
-	if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
-		return rerr
+	payload := frame[rpc.RawHeaderSize:]
+	n, end, err := readChunk(r, payload)
+	if err != nil {
+		return err
 	}
-	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(frame[rpc.RawHeaderSize : rpc.RawHeaderSize+min(n, 512)])}
-	if dc, addr := c.dataConn(ctx, req.DataToken, length); dc != nil {
+	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(payload[:min(n, 512)])}
+	var dc net.Conn
+	var addr string
+	if length >= dataConnMin {
+		dc, addr = c.dataConn(ctx, req.DataToken)
+	}
+	if dc != nil {
 		hdr.DataConn = true
 		err := s.Send(&hdr)
 		if err == nil {
-			err = sendData(ctx, dc, frame[rpc.RawHeaderSize:rpc.RawHeaderSize+n], rc, length, req.Path)
+			err = sendData(ctx, dc, payload[:n], rc, length, req.Path)
 		}
 		if err != nil {
 			dc.Close()
@@ -143,19 +149,18 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 			return err
 		}
 		sent += int64(n)
-		if rerr != nil {
+		if end {
 			break
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr = io.ReadFull(r, frame[rpc.RawHeaderSize:])
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return rerr
+		if n, end, err = readChunk(r, payload); err != nil {
+			return err
 		}
 	}
 	if sent < length {
-		return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", req.Path)
+		return errShrank(req.Path)
 	}
 	return nil
 }
@@ -164,15 +169,29 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 // extra dial costs more than the stream.
 const dataConnMin = 256 << 10
 
+// readChunk fills buf from r. end reports that r is exhausted (buf may
+// then hold fewer bytes); err is a read error other than that.
+func readChunk(r io.Reader, buf []byte) (n int, end bool, err error) {
+	n, err = io.ReadFull(r, buf)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return n, true, nil
+	}
+	return n, false, err
+}
+
+// errShrank fails a read that found less than the length it announced.
+func errShrank(path string) error {
+	return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", path)
+}
+
 // dataConn makes the data connection a server offered with token, to the
 // address of the session the call came on (inside TLS when the session
 // is), reusing an idle one where it can, and returns it with that
-// address; or nil: no offer, a small read, or a refusal (the address
-// leads to another server, a firewall), in which case the bytes go on the
-// stream.
-func (c *Client) dataConn(ctx context.Context, token []byte, length int64) (net.Conn, string) {
+// address; or nil: no offer, or a refusal (the address leads to another
+// server, a firewall), in which case the bytes go on the stream.
+func (c *Client) dataConn(ctx context.Context, token []byte) (net.Conn, string) {
 	sess := rpc.SessionFromContext(ctx)
-	if len(token) != rpc.DataTokenSize || length < dataConnMin || sess == nil {
+	if len(token) != rpc.DataTokenSize || sess == nil {
 		return nil, ""
 	}
 	addr := sess.RemoteAddr().String()
@@ -223,7 +242,7 @@ func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, lengt
 		return err
 	}
 	if n < rest {
-		return structs.NewError(http.StatusInternalServerError, "file %q shrank while it was read", path)
+		return errShrank(path)
 	}
 	return nil
 }
@@ -289,7 +308,7 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	// connection, as the HTTP API will show them (plain bytes, or the JSON
 	// frames). Its length is not known up front, so any offer is taken.
 	if !req.Follow {
-		if dc, _ := c.dataConn(ctx, req.DataToken, dataConnMin); dc != nil {
+		if dc, _ := c.dataConn(ctx, req.DataToken); dc != nil {
 			defer dc.Close() // a log read ends when the node closes it
 			stop := context.AfterFunc(ctx, func() { dc.Close() })
 			defer stop()

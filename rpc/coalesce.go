@@ -222,16 +222,19 @@ func (c *frameCoalescer) writeFrame(hdr, p []byte) (int, error) {
 		n, err := bufs.WriteTo(c.w)
 		return int(max(n-int64(len(hdr)), 0)), err
 	case c.batch != nil:
-		c.batch.Begin()
 		var n int
-		_, err := c.w.Write(hdr)
-		if err == nil {
+		err := c.batch.Gather(func() error {
+			if _, err := c.w.Write(hdr); err != nil {
+				return err
+			}
+			var err error
 			n, err = c.w.Write(p)
+			return err
+		})
+		if err != nil {
+			return 0, err
 		}
-		if ferr := c.batch.End(); err == nil && ferr != nil {
-			n, err = 0, ferr
-		}
-		return n, err
+		return n, nil
 	default:
 		buf := getBody(len(hdr) + len(p))
 		defer putBody(buf)

@@ -244,12 +244,11 @@ func WriteData(dc net.Conn, p []byte) (int, error) {
 	if b == nil || len(p) <= maxRecordPayload {
 		return dc.Write(p)
 	}
-	b.Begin()
-	n, err := dc.Write(p)
-	if ferr := b.End(); err == nil && ferr != nil {
-		n, err = 0, ferr
+	var n int
+	if err := b.Gather(func() (err error) { n, err = dc.Write(p); return err }); err != nil {
+		return 0, err
 	}
-	return n, err
+	return n, nil
 }
 
 // dataCopyBuffer is the chunk CopyData moves per write when the kernel

@@ -56,12 +56,12 @@ func (m *Msg) Release() {
 
 // SendRaw sends p as one raw message: the receiver gets the bytes as they
 // are. It copies p behind the message header; SendRawFrame avoids the copy.
-// Errors are those of Send.
+// An empty p sends nothing. Errors are those of Send.
 func (s *Stream) SendRaw(p []byte) error {
-	frame := getBody(RawHeaderSize + len(p))
-	defer putBody(frame)
-	copy(frame[RawHeaderSize:], p)
-	return s.SendRawFrame(frame)
+	if len(p) == 0 {
+		return nil
+	}
+	return s.sendCopy(kindRaw, p)
 }
 
 // SendRawFrame sends frame[RawHeaderSize:] as one raw message. It writes
@@ -72,35 +72,38 @@ func (s *Stream) SendRawFrame(frame []byte) error {
 	if len(frame) < RawHeaderSize {
 		return fmt.Errorf("rpc: %s: raw frame shorter than its header", s.method)
 	}
-	n := len(frame) - RawHeaderSize
-	if n == 0 {
+	if len(frame) == RawHeaderSize {
 		return nil
 	}
-	if n > s.cfg.MaxMessageSize {
-		return fmt.Errorf("%w (%d > %d bytes)", ErrMessageTooLarge, n, s.cfg.MaxMessageSize)
-	}
-	binary.BigEndian.PutUint32(frame[:4], uint32(n))
-	frame[4] = kindRaw
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	return s.writeLocked(frame)
+	return s.sendFrame(kindRaw, frame)
 }
 
 // SendMsg passes a received message on unchanged, raw or not, and releases
 // it. It is how a relay forwards a stream without decoding it.
 func (s *Stream) SendMsg(m Msg) error {
 	defer m.Release()
-	if m.kind == kindRaw {
-		return s.SendRaw(m.body)
-	}
-	if len(m.body) > s.cfg.MaxMessageSize {
-		return fmt.Errorf("%w (%d > %d bytes)", ErrMessageTooLarge, len(m.body), s.cfg.MaxMessageSize)
-	}
-	frame := getBody(frameHeaderSize + len(m.body))
+	return s.sendCopy(m.kind, m.body)
+}
+
+// sendCopy sends body as one message of the given kind, copied behind its
+// header.
+func (s *Stream) sendCopy(kind byte, body []byte) error {
+	frame := getBody(frameHeaderSize + len(body))
 	defer putBody(frame)
-	binary.BigEndian.PutUint32(frame[:4], uint32(len(m.body)))
-	frame[4] = kindData
-	copy(frame[frameHeaderSize:], m.body)
+	copy(frame[frameHeaderSize:], body)
+	return s.sendFrame(kind, frame)
+}
+
+// sendFrame fills in the header of frame (a message of the given kind
+// behind frameHeaderSize bytes of headroom) and writes it. A body over
+// the message limit fails before anything is written.
+func (s *Stream) sendFrame(kind byte, frame []byte) error {
+	n := len(frame) - frameHeaderSize
+	if n > s.cfg.MaxMessageSize {
+		return fmt.Errorf("%w (%d > %d bytes)", ErrMessageTooLarge, n, s.cfg.MaxMessageSize)
+	}
+	binary.BigEndian.PutUint32(frame[:4], uint32(n))
+	frame[4] = kind
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
 	return s.writeLocked(frame)

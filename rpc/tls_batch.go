@@ -115,6 +115,17 @@ func (b *RecordBatcher) CloseWrite() error {
 	return nil
 }
 
+// Gather runs write with a batch open, then closes the batch: what write
+// sends leaves in one socket write. write's error wins over the flush's.
+func (b *RecordBatcher) Gather(write func() error) error {
+	b.Begin()
+	err := write()
+	if ferr := b.End(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
 // BatcherOf returns the RecordBatcher c is, or the one under c, a
 // *tls.Conn made over one; else nil.
 func BatcherOf(c net.Conn) *RecordBatcher {
@@ -177,10 +188,5 @@ func WithBatch(ctx context.Context, write func() error) error {
 	if b == nil {
 		return write()
 	}
-	b.Begin()
-	err := write()
-	if ferr := b.End(); err == nil {
-		err = ferr
-	}
-	return err
+	return b.Gather(write)
 }
