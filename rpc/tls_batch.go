@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // RecordBatcher sits under a tls.Conn (or is an HTTP connection itself)
@@ -30,6 +31,10 @@ type RecordBatcher struct {
 	// br, if set, reads ahead so that crypto/tls, which asks for one
 	// record at a time, gets several per syscall. Only Read uses it.
 	br *bufio.Reader
+
+	// probe, on a plain HTTP connection, defers net/http's one-byte
+	// background reads (read_probe.go).
+	probe *readProbe
 }
 
 // sessionReadBuffer is the read-ahead under the TLS of an RPC session:
@@ -47,7 +52,34 @@ func (b *RecordBatcher) Read(p []byte) (int, error) {
 	if b.br != nil {
 		return b.br.Read(p)
 	}
+	if b.probe != nil && len(p) == 1 {
+		return b.probe.read(p, b.Conn.Read)
+	}
 	return b.Conn.Read(p)
+}
+
+// SetDeadline implements net.Conn.
+func (b *RecordBatcher) SetDeadline(t time.Time) error {
+	if b.probe != nil {
+		b.probe.setDeadline(t)
+	}
+	return b.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline implements net.Conn.
+func (b *RecordBatcher) SetReadDeadline(t time.Time) error {
+	if b.probe != nil {
+		b.probe.setDeadline(t)
+	}
+	return b.Conn.SetReadDeadline(t)
+}
+
+// Close implements net.Conn.
+func (b *RecordBatcher) Close() error {
+	if b.probe != nil {
+		b.probe.close()
+	}
+	return b.Conn.Close()
 }
 
 // maxBatchKeep is the largest batch buffer kept between batches.
@@ -141,7 +173,8 @@ func BatcherOf(c net.Conn) *RecordBatcher {
 
 // BatchingListener returns a listener whose plain connections are
 // RecordBatchers, so that WithBatch can gather what an HTTP handler writes
-// (a chunk header, a chunk and its flush) into one socket write.
+// (a chunk header, a chunk and its flush) into one socket write, and which
+// defer net/http's one-byte background reads (read_probe.go).
 func BatchingListener(inner net.Listener) net.Listener {
 	return &batchingListener{Listener: inner}
 }
@@ -164,7 +197,7 @@ func (l *batchingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if l.cfg == nil {
-		return NewRecordBatcher(c), nil
+		return &RecordBatcher{Conn: c, probe: &readProbe{}}, nil
 	}
 	return tls.Server(NewRecordBatcher(c), l.cfg), nil
 }
