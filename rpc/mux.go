@@ -153,7 +153,7 @@ func (m *Mux) OpenLocal(ctx context.Context, method string, args any) (*Stream, 
 	hs := newStream(handlerConn, nil, &cfg, roleHandler, hctx, hcancel, method)
 	go serveStreamHandler(hs, h)
 
-	cs, err := startCallerStream(ctx, callerConn, nil, nil, &cfg, method, args)
+	cs, err := startCallerStream(ctx, callerConn, nil, nil, &cfg, method, args, false)
 	if err != nil {
 		return nil, err
 	}

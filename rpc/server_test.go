@@ -233,12 +233,12 @@ func TestServer_RawConnections(t *testing.T) {
 		defer conn.Close()
 		for i := 1; i <= 3; i++ {
 			var reply echoReply
-			err := unaryCall(context.Background(), conn, nil, ncfg, "Test.Echo", uint64(i), &echoArgs{Msg: "raw"}, &reply, i == 1)
+			err := unaryCall(context.Background(), time.Now().Add(10*time.Second), conn, nil, ncfg, "Test.Echo", uint64(i), &echoArgs{Msg: "raw"}, &reply, i == 1)
 			if err != nil || reply.Msg != "server:raw" || reply.SessionID != 0 {
 				t.Fatalf("call %d = %+v, %v", i, reply, err)
 			}
 		}
-		err = unaryCall(context.Background(), conn, nil, ncfg, "Test.Error", 4, &echoArgs{Code: 409, Msg: "conflict"}, nil, false)
+		err = unaryCall(context.Background(), time.Now().Add(10*time.Second), conn, nil, ncfg, "Test.Error", 4, &echoArgs{Code: 409, Msg: "conflict"}, nil, false)
 		var re *RemoteError
 		if !errors.As(err, &re) || re.Code != 409 {
 			t.Fatalf("error call = %v", err)
@@ -249,11 +249,11 @@ func TestServer_RawConnections(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		br, err := streamHandshake(context.Background(), conn, nil, ncfg, "Test.Frames")
+		br, err := streamHandshake(context.Background(), conn, nil, ncfg, "Test.Frames", &echoArgs{Frames: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := startCallerStream(context.Background(), conn, br, nil, ncfg, "Test.Frames", &echoArgs{Frames: 2})
+		st, err := startCallerStream(context.Background(), conn, br, nil, ncfg, "Test.Frames", &echoArgs{Frames: 2}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,9 +55,9 @@ func (s *Session) takeIdle() *yamux.Stream {
 }
 
 // putIdle keeps a stream whose call ended cleanly, or closes it when the
-// pool is full or the session is gone.
+// pool is full or the session is gone. Its deadline stays: nothing reads
+// an idle stream, and the next call sets its own.
 func (s *Session) putIdle(ys *yamux.Stream) {
-	ys.SetDeadline(time.Time{})
 	s.idleMu.Lock()
 	if len(s.idle) < maxIdleStreams && !s.ys.IsClosed() {
 		s.idle = append(s.idle, ys)
@@ -255,17 +255,16 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	if ctx.Err() != nil {
 		return false, fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
 	}
-	ctx, cancel := withCallTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
+	dl := callDeadline(ctx, s.cfg.CallTimeout)
 	if ys := s.takeIdle(); ys != nil {
-		err := unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, false)
-		if reusable(ctx, err) {
+		err := unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, false)
+		if reusable(ctx, dl, err) {
 			s.putIdle(ys)
 			return true, err
 		}
 		ys.Close()
 		var re *RemoteError
-		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
+		if err == nil || errors.As(err, &re) || callEnded(ctx, dl) {
 			return true, err
 		}
 		// The idle stream had died (the peer reaped it, or the session
@@ -275,8 +274,8 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	if err != nil {
 		return false, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	err = unaryCall(ctx, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
-	if reusable(ctx, err) {
+	err = unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
+	if reusable(ctx, dl, err) {
 		s.putIdle(ys)
 	} else {
 		ys.Close()
@@ -285,9 +284,10 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 }
 
 // reusable reports whether a stream is in a clean state after a call: the
-// exchange completed (a handler error included) and ctx did not end.
-func reusable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil {
+// exchange completed (a handler error included) and the call did not end
+// early (ctx or its deadline dl).
+func reusable(ctx context.Context, dl time.Time, err error) bool {
+	if callEnded(ctx, dl) {
 		return false
 	}
 	if err == nil {
@@ -318,12 +318,12 @@ func (s *Session) openStream(ctx context.Context, method string, args any) (st *
 	if err != nil {
 		return nil, false, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	br, err := streamHandshake(ctx, ys, s, s.cfg, method)
+	br, err := streamHandshake(ctx, ys, s, s.cfg, method, args)
 	if err != nil {
 		ys.Close()
 		return nil, true, err
 	}
-	st, err = startCallerStream(ctx, ys, br, s, s.cfg, method, args)
+	st, err = startCallerStream(ctx, ys, br, s, s.cfg, method, args, true)
 	return st, true, err
 }
 

@@ -123,14 +123,17 @@ func TestSession_Errors(t *testing.T) {
 
 func TestSession_CallContext(t *testing.T) {
 	testConnTypes(t, func(t *testing.T, kind string) {
-		p := newTestPair(t, kind, pairOpts{})
+		// Calls without a deadline of their own get Config.CallTimeout.
+		callTimeout := func(c *Config) { c.CallTimeout = 300 * time.Millisecond }
+		p := newTestPair(t, kind, pairOpts{serverCfg: callTimeout, clientCfg: callTimeout})
 		cases := []struct {
 			name   string
-			cancel bool // cancel instead of a deadline
+			ctx    string // "deadline" (200ms), "cancel" (once started) or "none"
 			wantIs []error
 		}{
-			{"deadline", false, []error{context.DeadlineExceeded, ErrTimeout}},
-			{"cancel", true, []error{context.Canceled}},
+			{"deadline", "deadline", []error{context.DeadlineExceeded, ErrTimeout}},
+			{"cancel", "cancel", []error{context.Canceled}},
+			{"call timeout", "none", []error{context.DeadlineExceeded, ErrTimeout}},
 		}
 		for _, tc := range cases {
 			for _, dir := range []struct {
@@ -138,15 +141,14 @@ func TestSession_CallContext(t *testing.T) {
 				from *Session
 			}{{"node to server", p.node}, {"server to node", p.server}} {
 				t.Run(tc.name+"/"+dir.name, func(t *testing.T) {
-					var ctx context.Context
-					var cancel context.CancelFunc
-					if tc.cancel {
-						ctx, cancel = context.WithCancel(context.Background())
+					ctx, cancel := context.WithCancel(context.Background())
+					switch tc.ctx {
+					case "cancel":
 						go func() {
 							<-p.hooks.started
 							cancel()
 						}()
-					} else {
+					case "deadline":
 						ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 					}
 					defer cancel()
@@ -160,7 +162,7 @@ func TestSession_CallContext(t *testing.T) {
 							t.Errorf("err = %v; want errors.Is %v", err, want)
 						}
 					}
-					if tc.cancel {
+					if tc.ctx == "cancel" {
 						// The goroutine consumed started.
 					} else {
 						recvWithin(t, p.hooks.started, 5*time.Second, "handler start")

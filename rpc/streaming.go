@@ -13,9 +13,12 @@ import (
 // This file holds both halves of the streaming handshake (spec.md,
 // section 6): the caller's header and ack, and the callee's.
 
-// streamHandshake sends the streaming preamble and header on conn and reads
-// the ack. It returns the reader to keep using.
-func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string) (*bufio.Reader, error) {
+// streamHandshake sends the streaming preamble, the header and args (the
+// handler's first message) on conn in one write, and reads the ack. Not
+// waiting for the ack before sending args saves a write and a round trip
+// per stream; a callee that refuses the call drops them with the stream.
+// It returns the reader to keep using.
+func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string, args any) (*bufio.Reader, error) {
 	e := getEncoder()
 	defer putEncoder(e)
 	e.reset()
@@ -24,7 +27,11 @@ func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Con
 	if err := e.appendFrame(kindData, &streamHeader{Method: method, Timeout: encodeTimeout(dl, hasDL)}, cfg.MaxMessageSize); err != nil {
 		return nil, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	if err := e.appendFrame(kindData, args, cfg.MaxMessageSize); err != nil {
+		return nil, fmt.Errorf("rpc: %s: %w", method, err)
+	}
+	hsDeadline := time.Now().Add(cfg.HandshakeTimeout)
+	conn.SetDeadline(hsDeadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
 	br := bufio.NewReaderSize(conn, readBufferSize)
 	var ack streamAck
@@ -33,7 +40,7 @@ func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Con
 		err = readDataFrame(br, cfg.MaxMessageSize, &ack)
 	}
 	if !stop() || err != nil {
-		return nil, callError(ctx, sess, method, err)
+		return nil, callError(ctx, hsDeadline, sess, method, err)
 	}
 	conn.SetDeadline(time.Time{})
 	if rerr := remoteFromWire(ack.Error, ack.Code); rerr != nil {
@@ -86,7 +93,7 @@ func serveStreamHandler(hs *Stream, h StreamHandler) {
 
 // startCallerStream wraps the caller end of a streaming call whose
 // handshake is done, ties it to ctx, and sends the arguments.
-func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, sess *Session, cfg *Config, method string, args any) (*Stream, error) {
+func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, sess *Session, cfg *Config, method string, args any, argsSent bool) (*Stream, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	cs := newStream(conn, br, cfg, roleCaller, sctx, cancel, method)
 	cs.sess = sess
@@ -98,6 +105,9 @@ func startCallerStream(ctx context.Context, conn net.Conn, br *bufio.Reader, ses
 	cs.stopWatch = stop
 	cs.mu.Unlock()
 	go cs.pump()
+	if argsSent {
+		return cs, nil
+	}
 	if err := cs.Send(args); err != nil {
 		cs.Close()
 		return nil, err

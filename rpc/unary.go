@@ -13,20 +13,29 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// withCallTimeout applies the default call timeout when ctx has no
-// deadline.
-func withCallTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+// callDeadline is when a call on ctx must be done: ctx's deadline, or
+// the default call timeout from now.
+func callDeadline(ctx context.Context, d time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
 	}
-	return context.WithTimeout(ctx, d)
+	return time.Now().Add(d)
+}
+
+// callEnded reports whether a call on ctx with deadline dl must stop.
+func callEnded(ctx context.Context, dl time.Time) bool {
+	return ctxEnded(ctx) || !time.Now().Before(dl)
 }
 
 // callError classifies the error a call ended with: the context's error
-// first (its abort is what usually broke the read), then a dead session.
-func callError(ctx context.Context, sess *Session, method string, err error) error {
+// or the call's expiry first (its abort is what usually broke the read),
+// then a dead session.
+func callError(ctx context.Context, dl time.Time, sess *Session, method string, err error) error {
 	if ctxEnded(ctx) {
 		return fmt.Errorf("rpc: %s: %w", method, ctxError(ctx))
+	}
+	if !time.Now().Before(dl) {
+		return fmt.Errorf("rpc: %s: %w", method, ErrTimeout)
 	}
 	if sess != nil && sess.IsClosed() {
 		return fmt.Errorf("rpc: %s: %w", method, ErrSessionClosed)
@@ -38,17 +47,18 @@ func callError(ctx context.Context, sess *Session, method string, err error) err
 }
 
 // unaryCall runs one request/response exchange on conn (the caller owns
-// and closes conn). modeByte prefixes the request with ByteRPC, for a
-// fresh stream.
-func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, method string, seq uint64, args, reply any, modeByte bool) error {
+// and closes conn), to be done by dl (callDeadline) unless ctx ends
+// sooner. modeByte prefixes the request with ByteRPC, for a fresh stream.
+// The deadline is conn's own, not a context timer: a forwarded call is
+// small enough that a timer and a context per call show in its cost.
+func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, cfg *Config, method string, seq uint64, args, reply any, modeByte bool) error {
 	e := getEncoder()
 	defer putEncoder(e)
 	e.reset()
 	if modeByte {
 		e.out = append(e.out, ByteRPC)
 	}
-	dl, hasDL := ctx.Deadline()
-	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, hasDL)}
+	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, true)}
 	if err := e.appendFrame(kindData, &hdr, cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
 	}
@@ -56,24 +66,27 @@ func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, m
 		return fmt.Errorf("rpc: %s: %w", method, err)
 	}
 
-	// Closing is the caller's job; aborting the I/O on ctx is ours.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
-	defer stop()
+	// Closing is the caller's job; bounding and aborting the I/O is ours.
+	conn.SetDeadline(dl)
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
+		defer stop()
+	}
 
 	if _, err := conn.Write(e.bytes()); err != nil {
-		return callError(ctx, sess, method, err)
+		return callError(ctx, dl, sess, method, err)
 	}
 	br := getReader(conn)
 	defer putReader(br)
 	var rh responseHeader
 	if err := readDataFrame(br, cfg.MaxMessageSize, &rh); err != nil {
-		return callError(ctx, sess, method, err)
+		return callError(ctx, dl, sess, method, err)
 	}
 	if rerr := remoteFromWire(rh.Error, rh.Code); rerr != nil {
-		if ctxEnded(ctx) {
+		if callEnded(ctx, dl) {
 			// The handler most likely reports our own deadline or
 			// cancellation; say so the way a local expiry would.
-			return callError(ctx, sess, method, rerr)
+			return callError(ctx, dl, sess, method, rerr)
 		}
 		// Seq 0 is what a callee answers before it could read the
 		// request header.
@@ -87,7 +100,7 @@ func unaryCall(ctx context.Context, conn net.Conn, sess *Session, cfg *Config, m
 	}
 	kind, body, err := readFrame(br, cfg.MaxMessageSize)
 	if err != nil {
-		return callError(ctx, sess, method, err)
+		return callError(ctx, dl, sess, method, err)
 	}
 	if kind != kindData {
 		return fmt.Errorf("rpc: %s: %w: unexpected frame kind 0x%02x", method, ErrProtocol, kind)
