@@ -37,7 +37,7 @@ func (a *Agent) clientAllocation(w http.ResponseWriter, r *http.Request) (any, e
 // clientGC serves /v1/client/gc: collect every terminal allocation of the
 // node. It answers an empty 200 with Content-Length 0.
 func (a *Agent) clientGC(w http.ResponseWriter, r *http.Request) (any, error) {
-	req := structs.NodeSpecificRequest{NodeID: r.URL.Query().Get("node_id"), QueryOptions: queryOptions(r)}
+	req := nodeRequest(r)
 	if err := a.backend.nodeRPC(r.Context(), req.NodeID, structs.MethodClientGCAll, &req, &structs.GenericResponse{}); err != nil {
 		return nil, err
 	}

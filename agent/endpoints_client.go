@@ -11,7 +11,7 @@ import (
 
 // clientStats serves /v1/client/stats (any method, as Nomad).
 func (a *Agent) clientStats(w http.ResponseWriter, r *http.Request) (any, error) {
-	req := structs.NodeSpecificRequest{NodeID: r.URL.Query().Get("node_id"), QueryOptions: queryOptions(r)}
+	req := nodeRequest(r)
 	var out structs.HostStats
 	return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodClientStats, &req, &out, func() any { return &out })
 }
@@ -20,7 +20,7 @@ func (a *Agent) clientStats(w http.ResponseWriter, r *http.Request) (any, error)
 func (a *Agent) clientMetadata(w http.ResponseWriter, r *http.Request) (any, error) {
 	switch r.Method {
 	case http.MethodGet:
-		req := structs.NodeSpecificRequest{NodeID: r.URL.Query().Get("node_id"), QueryOptions: queryOptions(r)}
+		req := nodeRequest(r)
 		var out structs.NodeMetaResponse
 		return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodNodeMetaRead, &req, &out, func() any { return &out })
 	case http.MethodPost:

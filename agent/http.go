@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -42,6 +43,10 @@ func (a *Agent) wrap(h handlerFunc) http.HandlerFunc {
 	}
 }
 
+// contentTypeJSON is the Content-Type header value of JSON answers, shared
+// (net/http only reads it) to save an allocation per response.
+var contentTypeJSON = []string{"application/json"}
+
 // writeJSON encodes v; HTML characters are kept as they are, as Nomad does.
 func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	if raw, ok := v.(rawJSON); ok {
@@ -62,14 +67,18 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	if !isPretty(r) {
 		b = bytes.TrimSuffix(b, []byte("\n"))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
 }
 
 // isPretty reports whether ?pretty is set to anything but "0".
 func isPretty(r *http.Request) bool {
+	if !strings.Contains(r.URL.RawQuery, "pretty") {
+		return false // most requests: no need to parse the query
+	}
 	v, ok := r.URL.Query()["pretty"]
 	if !ok {
 		return false
@@ -100,12 +109,23 @@ func writeError(logger hclog.Logger, w http.ResponseWriter, r *http.Request, err
 // token comes from X-Nomad-Token, else "Authorization: Bearer <token>";
 // never from the URL.
 func queryOptions(r *http.Request) structs.QueryOptions {
-	q := r.URL.Query()
+	return queryOptionsOf(r, r.URL.Query())
+}
+
+// queryOptionsOf is queryOptions with the query already parsed.
+func queryOptionsOf(r *http.Request, q url.Values) structs.QueryOptions {
 	return structs.QueryOptions{
 		Region:    q.Get("region"),
 		Namespace: q.Get("namespace"),
 		AuthToken: requestToken(r),
 	}
+}
+
+// nodeRequest is the request of a call aimed at ?node_id, parsing the
+// query once.
+func nodeRequest(r *http.Request) structs.NodeSpecificRequest {
+	q := r.URL.Query()
+	return structs.NodeSpecificRequest{NodeID: q.Get("node_id"), QueryOptions: queryOptionsOf(r, q)}
 }
 
 func requestToken(r *http.Request) string {
@@ -157,8 +177,9 @@ func writeRawJSON(w http.ResponseWriter, r *http.Request, code int, raw rawJSON)
 			b = buf.Bytes()
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(code)
 	_, _ = w.Write(b)
 }
