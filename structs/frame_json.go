@@ -1,10 +1,14 @@
 package structs
 
 import (
-	"encoding/base64"
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	// Byte for byte encoding/base64's standard encoding, with AVX2: 15
+	// times the speed here, and base64 was most of what a node spent on
+	// a framed log stream.
+	"github.com/segmentio/asm/base64"
 )
 
 // AppendFrameJSON appends f encoded as encoding/json would encode a

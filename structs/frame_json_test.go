@@ -3,6 +3,7 @@ package structs
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -16,6 +17,15 @@ func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
 		{Data: []byte("x"), File: "we\"ird\\na<me>\x01é"},
 		{Data: []byte("y"), DataConn: true}, // never on the HTTP API
 	}
+	// Every tail length of the vectorised base64, and a large block.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range append(seq(1, 200), 4095, 4096, 4097, 128<<10) {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		cases = append(cases, StreamFrame{Data: data, Offset: int64(n)})
+	}
 	for i, f := range cases {
 		var want bytes.Buffer
 		enc := json.NewEncoder(&want)
@@ -28,6 +38,15 @@ func TestAppendFrameJSON_MatchesEncodingJSON(t *testing.T) {
 			t.Errorf("case %d: got %s; want %s", i, got, w)
 		}
 	}
+}
+
+// seq returns lo..hi.
+func seq(lo, hi int) []int {
+	var out []int
+	for i := lo; i <= hi; i++ {
+		out = append(out, i)
+	}
+	return out
 }
 
 func BenchmarkAppendFrameJSON(b *testing.B) {
