@@ -897,6 +897,9 @@ func TestBenchTLS(t *testing.T) {
 	if v := os.Getenv("TETHER_BENCH_N"); v != "" {
 		fmt.Sscan(v, &n)
 	}
+	if v := os.Getenv("TETHER_BENCH_REPS"); v != "" {
+		fmt.Sscan(v, &reps)
+	}
 	clusters := []*benchCluster{startBenchCluster(t, "plain", nil), startBenchCluster(t, "tls", newTestPKI(t))}
 	allocs := make([]string, 2)
 	for i, b := range clusters {
@@ -924,7 +927,11 @@ func TestBenchTLS(t *testing.T) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nvia server; TLS = HTTPS with client certificates + mTLS node session; median of %d alternating runs\n", reps)
 	fmt.Fprintf(&out, "%-12s %-6s %10s %10s %9s   %-22s %-22s %s\n", "scenario", "unit", "plaintext", "TLS", "TLS/plain", "server CPU/unit", "node CPU/unit", "paired TLS/plain: median (range)")
+	only := os.Getenv("TETHER_BENCH_ONLY") // a scenario name: run just that one
 	for _, sc := range scenarios {
+		if only != "" && sc.name != only {
+			continue
+		}
 		for i, b := range clusters {
 			runLoad(b.hc, b.serverURL+"/v1/client/stats?node_id="+b.nodeID, 100, 8) // warm up
 			sc.run(b, allocs[i])
