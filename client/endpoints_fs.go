@@ -115,11 +115,17 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	defer rawFramePool.Put(bp)
 	frame := *bp
 	payload := frame[rpc.RawHeaderSize:]
-	n, end, err := readChunk(r, payload)
+	// A read that may go on a data connection reads only what the content
+	// type is sniffed from: the file goes by sendfile(2), head included.
+	first := payload
+	if length >= dataConnMin && len(req.DataToken) > 0 {
+		first = payload[:sniffLen]
+	}
+	n, end, err := readChunk(r, first)
 	if err != nil {
 		return err
 	}
-	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(payload[:min(n, 512)])}
+	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(payload[:min(n, sniffLen)])}
 	var dc net.Conn
 	var addr string
 	if length >= dataConnMin {
@@ -164,6 +170,10 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	}
 	return nil
 }
+
+// sniffLen is how many leading bytes the content type is sniffed from
+// (http.DetectContentType reads no more).
+const sniffLen = 512
 
 // dataConnMin is the smallest read worth a data connection: below it the
 // extra dial costs more than the stream.
@@ -213,9 +223,9 @@ func (c *Client) dataConn(ctx context.Context, token []byte) (net.Conn, string) 
 	return dc, addr
 }
 
-// sendData writes a read to its data connection: head (already read),
-// then the rest of rc up to length, from the file with sendfile(2) where
-// rc and the connection (plain TCP) allow. A file that shrank fails the
+// sendData writes a read to its data connection: head (already read from
+// rc), then the rest of rc up to length; from a file, the whole range with
+// sendfile(2) where the connection (plain TCP) allows. A file that shrank fails the
 // call; ctx ending closes dc.
 func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) (err error) {
 	stop := context.AfterFunc(ctx, func() { dc.Close() })
@@ -224,18 +234,22 @@ func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, lengt
 			err = ctx.Err() // dc was closed under us
 		}
 	}()
-	if _, err := rpc.WriteData(dc, head); err != nil {
-		return err
-	}
-	rest := length - int64(len(head))
-	src := io.LimitReader(rc, rest)
+	var src io.Reader
+	rest := length
 	if rr, ok := rc.(*rangeReader); ok {
-		// The file itself, at the reader's offset: the socket's ReadFrom
-		// then sends it without copying it through user space.
-		if _, err := rr.file.Seek(rr.off, io.SeekStart); err != nil {
+		// The file itself from where head began: the socket's ReadFrom
+		// then sends it all, head included, without copying it through
+		// user space.
+		if _, err := rr.file.Seek(rr.off-int64(len(head)), io.SeekStart); err != nil {
 			return fsReadErr(rr.rel, err)
 		}
 		src = &io.LimitedReader{R: rr.file, N: rest}
+	} else {
+		if _, err := rpc.WriteData(dc, head); err != nil {
+			return err
+		}
+		rest -= int64(len(head))
+		src = io.LimitReader(rc, rest)
 	}
 	n, err := rpc.CopyData(dc, src, nil)
 	if err != nil {
