@@ -136,14 +136,28 @@ func (b *backend) offerData(allocID string) (token []byte, conns <-chan net.Conn
 	return nil, nil, func() {}
 }
 
-// reuseData hands a data connection whose transfer ended cleanly back to
-// the server, to carry the node's next token.
-func (b *backend) reuseData(dc net.Conn) {
+// poolData hands a data connection from the node running allocID whose
+// transfer ended cleanly to the server, for that node's next data call.
+func (b *backend) poolData(allocID string, dc net.Conn) {
 	if b.server == nil {
 		dc.Close()
 		return
 	}
-	b.server.ReuseData(dc)
+	b.server.PoolData(allocID, dc)
+}
+
+// allocDataCall makes a bulk read of the node running allocID as a data
+// call (server.AllocDataCall), when this agent is a server that has a
+// data connection of that node to make it on; else dc is nil and the
+// read takes a stream.
+func (b *backend) allocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, err error) {
+	if err := checkAllocID(allocID); err != nil {
+		return nil, nil, err
+	}
+	if b.server == nil || b.localAlloc(allocID) {
+		return nil, nil, nil
+	}
+	return b.server.AllocDataCall(ctx, allocID, method, args, reply)
 }
 
 // rawJSON is a reply already encoded as the HTTP API's JSON.

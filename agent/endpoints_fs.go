@@ -91,6 +91,9 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 				}
 			}
 		}
+		if done, err := a.readAtDataCall(w, r, allocID, &req); done || err != nil {
+			return nil, err
+		}
 		var data <-chan net.Conn
 		var cancel func()
 		req.DataToken, data, cancel = a.backend.offerData(allocID)
@@ -99,7 +102,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, a.streamRaw(w, r, st, data)
+		return nil, a.streamRaw(w, r, st, data, allocID)
 	case "stream":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
@@ -388,14 +391,14 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 // decoding. Content-Length is the header's length, so a read that ends
 // short can never look complete; headers keep a browser from running what
 // it reads.
-func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn) error {
+func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn, allocID string) error {
 	defer st.Close()
 	var hdr structs.FsReadAtHeader
 	if err := st.Recv(&hdr); err != nil {
 		return err
 	}
-	if hdr.Length < 0 || hdr.ContentType == "" {
-		return structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
+	if err := checkReadHeader(&hdr); err != nil {
+		return err
 	}
 	var dc net.Conn
 	if hdr.DataConn {
@@ -404,15 +407,12 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 			return err
 		}
 	}
-	h := w.Header()
-	h.Set("Content-Type", hdr.ContentType)
-	h.Set("Content-Length", strconv.FormatInt(hdr.Length, 10))
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-XSS-Protection", "1; mode=block")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
-	w.WriteHeader(http.StatusOK)
+	writeRawHeader(w, &hdr)
 	if dc != nil {
-		return a.copyData(w, r, st, dc, hdr.Length) // closes dc or hands it back
+		// The node's clean result on the stream says the bytes it sent
+		// were all it meant to send.
+		result := func() error { return st.Recv(nil) }
+		return a.copyData(w, r, dc, nil, hdr.Length, result, allocID) // closes dc or pools it
 	}
 	var sent int64
 	for {
@@ -454,37 +454,89 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 // dataConnWait bounds the wait for a data connection the node announced.
 const dataConnWait = 10 * time.Second
 
+// checkReadHeader refuses a read header no node would send.
+func checkReadHeader(hdr *structs.FsReadAtHeader) error {
+	if hdr.Length < 0 || hdr.ContentType == "" {
+		return structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
+	}
+	return nil
+}
+
+// writeRawHeader commits the 200 of a cat or readat: the exact length,
+// the sniffed content type, and headers that keep a browser from running
+// what it reads.
+func writeRawHeader(w http.ResponseWriter, hdr *structs.FsReadAtHeader) {
+	h := w.Header()
+	h.Set("Content-Type", hdr.ContentType)
+	h.Set("Content-Length", strconv.FormatInt(hdr.Length, 10))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-XSS-Protection", "1; mode=block")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
+	w.WriteHeader(http.StatusOK)
+}
+
+// readAtDataCall answers a cat or readat with a data call (a server
+// holding a data connection of the allocation's node), and reports
+// whether it did; if not, the read takes a stream. An error is the
+// call's answer.
+func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, allocID string, req *structs.FsReadAtRequest) (bool, error) {
+	var hdr structs.FsReadAtHeader
+	dc, head, err := a.backend.allocDataCall(r.Context(), allocID, structs.MethodFsReadAt, req, &hdr)
+	if err != nil || dc == nil {
+		return err != nil, err
+	}
+	if err := checkReadHeader(&hdr); err != nil || int64(len(head)) > hdr.Length {
+		dc.Close()
+		return true, structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
+	}
+	writeRawHeader(w, &hdr)
+	return true, a.copyData(w, r, dc, head, hdr.Length, nil, allocID)
+}
+
 // copyData answers a read whose bytes come on a data connection: exactly
-// length bytes, copied socket to socket (splice on plain HTTP), then the
-// node's result from the stream. A short copy aborts the response, so it
-// cannot look complete; closing dc on any early return stops the node.
-func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn, length int64) error {
+// length bytes, head (already read) and then the rest from dc, copied
+// socket to socket (splice on plain HTTP). result, if set, tells whether
+// the node meant the transfer to end there. A short copy aborts the
+// response, so it cannot look complete; closing dc on any early return
+// stops the node. A clean transfer leaves dc pooled for the node's next
+// read (a data call).
+func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, head []byte, length int64, result func() error, allocID string) error {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
-	reuse := false
+	clean := false
 	defer func() {
-		// A transfer that ended exactly at its length, with the node's
-		// clean result, leaves the connection ready for the next token.
-		if stop() && reuse {
-			a.backend.reuseData(dc)
+		if stop() && clean {
+			a.backend.poolData(allocID, dc)
 		} else {
 			dc.Close()
 		}
 	}()
-	var n int64
-	var err error
-	if _, tcp := dc.(*net.TCPConn); tcp && r.TLS == nil {
-		n, err = io.Copy(w, io.LimitReader(dc, length)) // splice(2)
-	} else {
-		n, err = rpc.CopyData(w, io.LimitReader(dc, length), batchedWriter(w, r))
+	n, err := int64(0), error(nil)
+	if len(head) > 0 {
+		var m int
+		m, err = w.Write(head)
+		n = int64(m)
+	}
+	if err == nil && n < length {
+		var m int64
+		rest := io.LimitReader(dc, length-n)
+		if _, tcp := dc.(*net.TCPConn); tcp && r.TLS == nil {
+			m, err = io.Copy(w, rest) // splice(2)
+		} else {
+			m, err = rpc.CopyData(w, rest, batchedWriter(w, r))
+		}
+		n += m
 	}
 	if err == nil && n < length {
 		err = io.ErrUnexpectedEOF
 	}
-	if err == nil {
-		if err = st.Recv(nil); errors.Is(err, io.EOF) {
-			reuse = true
-			return nil
+	if err == nil && result != nil {
+		if err = result(); errors.Is(err, io.EOF) {
+			err = nil
 		}
+	}
+	if err == nil {
+		clean = true
+		return nil
 	}
 	if r.Context().Err() == nil {
 		a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)

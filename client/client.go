@@ -20,13 +20,13 @@ type Client struct {
 	logger hclog.Logger
 	rpcCfg *rpc.Config
 
-	id      identity
-	started time.Time // when the agent started: drivers' UpdateTime
-	meta    *metaStore
-	stats   *HostStatsCollector
-	fp      *Fingerprint
-	mux     *rpc.Mux
-	data    dataPool // idle data connections, for bulk reads through servers
+	id          identity
+	started     time.Time // when the agent started: drivers' UpdateTime
+	meta        *metaStore
+	stats       *HostStatsCollector
+	fp          *Fingerprint
+	mux         *rpc.Mux
+	dataCallers dataCallers // answer servers' data calls (bulk reads)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,7 +137,7 @@ func (c *Client) Start() {
 func (c *Client) Shutdown() {
 	c.cancel()
 	c.wg.Wait()
-	c.data.close()
+	c.dataCallers.stop()
 }
 
 // Registered returns a channel closed once the node has registered with a

@@ -92,24 +92,12 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	if err := s.Recv(&req); err != nil {
 		return err
 	}
-	if err := c.authorizeAlloc(ctx, structs.MethodFsReadAt, &req, req.AllocID); err != nil {
-		return err
-	}
-	fs, _, err := c.allocFS(req.AllocID)
+	ra, err := c.openReadAt(ctx, &req)
 	if err != nil {
 		return err
 	}
-	defer fs.Close()
-	rc, info, err := fs.OpenRange(req.Path, req.Offset, req.Limit)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	length := max(info.Size-req.Offset, 0)
-	if req.Limit > 0 && req.Limit < length {
-		length = req.Limit
-	}
-	r := io.LimitReader(rc, length)
+	defer ra.close()
+	r := io.LimitReader(ra.rc, ra.length)
 
 	bp := rawFramePool.Get().(*[]byte)
 	defer rawFramePool.Put(bp)
@@ -118,35 +106,34 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	// A read that may go on a data connection reads only what the content
 	// type is sniffed from: the file goes by sendfile(2), head included.
 	first := payload
-	if length >= dataConnMin && len(req.DataToken) > 0 {
+	if ra.length >= dataConnMin && len(req.DataToken) > 0 {
 		first = payload[:sniffLen]
 	}
 	n, end, err := readChunk(r, first)
 	if err != nil {
 		return err
 	}
-	hdr := structs.FsReadAtHeader{Length: length, ContentType: rawContentType(payload[:min(n, sniffLen)])}
+	hdr := ra.header(payload[:n])
 	var dc net.Conn
-	var addr string
-	if length >= dataConnMin {
-		dc, addr = c.dataConn(ctx, req.DataToken)
+	if ra.length >= dataConnMin {
+		dc = c.dataConn(ctx, req.DataToken)
 	}
 	if dc != nil {
 		hdr.DataConn = true
-		err := s.Send(&hdr)
+		err := s.Send(hdr)
 		if err == nil {
-			err = sendData(ctx, dc, payload[:n], rc, length, req.Path)
+			err = sendData(ctx, dc, payload[:n], ra.rc, ra.length, req.Path)
 		}
 		if err != nil {
 			dc.Close()
 			return err
 		}
-		// Exactly length bytes went: the connection can carry the next
-		// read's token.
-		c.data.put(addr, dc)
+		// Exactly length bytes went: the connection carries the server's
+		// next reads of this node, as data calls.
+		c.serveDataCalls(dc)
 		return nil
 	}
-	if err := s.Send(&hdr); err != nil {
+	if err := s.Send(hdr); err != nil {
 		return err
 	}
 	var sent int64
@@ -165,7 +152,7 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 			return err
 		}
 	}
-	if sent < length {
+	if sent < ra.length {
 		return errShrank(req.Path)
 	}
 	return nil
@@ -196,31 +183,19 @@ func errShrank(path string) error {
 
 // dataConn makes the data connection a server offered with token, to the
 // address of the session the call came on (inside TLS when the session
-// is), reusing an idle one where it can, and returns it with that
-// address; or nil: no offer, or a refusal (the address leads to another
+// is); or nil: no offer, or a refusal (the address leads to another
 // server, a firewall), in which case the bytes go on the stream.
-func (c *Client) dataConn(ctx context.Context, token []byte) (net.Conn, string) {
+func (c *Client) dataConn(ctx context.Context, token []byte) net.Conn {
 	sess := rpc.SessionFromContext(ctx)
 	if len(token) != rpc.DataTokenSize || sess == nil {
-		return nil, ""
+		return nil
 	}
-	addr := sess.RemoteAddr().String()
-	for {
-		dc := c.data.get(addr)
-		if dc == nil {
-			break
-		}
-		if err := rpc.ReuseDataConn(ctx, dc, token, c.rpcCfg); err == nil {
-			return dc, addr
-		}
-		dc.Close() // the server let it go; try the next, then a new one
-	}
-	dc, err := rpc.DialData(ctx, addr, token, c.rpcCfg)
+	dc, err := rpc.DialData(ctx, sess.RemoteAddr().String(), token, c.rpcCfg)
 	if err != nil {
 		c.logger.Debug("no data connection; sending on the stream", "error", err)
-		return nil, ""
+		return nil
 	}
-	return dc, addr
+	return dc
 }
 
 // sendData writes a read to its data connection: head (already read from
@@ -322,7 +297,7 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	// connection, as the HTTP API will show them (plain bytes, or the JSON
 	// frames). Its length is not known up front, so any offer is taken.
 	if !req.Follow {
-		if dc, _ := c.dataConn(ctx, req.DataToken); dc != nil {
+		if dc := c.dataConn(ctx, req.DataToken); dc != nil {
 			defer dc.Close() // a log read ends when the node closes it
 			stop := context.AfterFunc(ctx, func() { dc.Close() })
 			defer stop()

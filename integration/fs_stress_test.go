@@ -385,12 +385,12 @@ func TestFS_AbortedBulkReadsLeakNothing(t *testing.T) {
 		baseG, baseFD = runtime.NumGoroutine(), openFDs()
 		return f.srv.OpenStreams() == 0 && f.node.OpenStreams() == 0, nil
 	})
-	before := f.srv.Server().Stats()["data_connections"]
+	before := aroundSession(f)
 	for i := 0; i < 100; i++ {
 		abort(fmt.Sprintf("path=alloc/data/big.bin&offset=%d&limit=-1", i*4096))
 	}
-	if n := f.srv.Server().Stats()["data_connections"] - before; n != 100 {
-		t.Fatalf("%d of 100 reads came on a data connection", n)
+	if n := aroundSession(f) - before; n != 100 {
+		t.Fatalf("%d of 100 reads came on a data connection or as a data call", n)
 	}
 	tr.CloseIdleConnections()
 	waitFor(t, 30*time.Second, "goroutines and fds back to baseline", func() (bool, error) {
@@ -403,6 +403,13 @@ func TestFS_AbortedBulkReadsLeakNothing(t *testing.T) {
 		}
 		return g <= baseG+5 && fd <= baseFD+2, fmt.Errorf("goroutines %d (baseline %d), fds %d (baseline %d)", g, baseG, fd, baseFD)
 	})
+}
+
+// aroundSession counts the bulk reads that went around the node's session:
+// on a new data connection, or as a data call on one an earlier read left.
+func aroundSession(f *fsFixture) uint64 {
+	st := f.srv.Server().Stats()
+	return st["data_connections"] + st["data_calls"]
 }
 
 // TestFS_DataConnections: through the server that holds the node's
@@ -419,39 +426,78 @@ func TestFS_DataConnections(t *testing.T) {
 		fi, err := os.Stat(filepath.Join(f.allocDir, "alloc", "logs", "web.stdout.0"))
 		return err == nil && fi.Size() == 1000000, nil
 	})
+	// In this order: the cat dials a data connection and leaves it to the
+	// server, which then makes the reads as data calls on it; small reads
+	// never dial one; log reads always dial their own.
 	for _, tc := range []struct {
 		name, op, query string
-		dataConn        bool
+		newConn, around bool // dials a data connection; bytes go around the session
 	}{
-		{"cat", "cat", "path=alloc/data/big.bin", true},
-		{"readat", "readat", "path=alloc/data/big.bin&offset=7&limit=300000", true},
-		{"small readat", "readat", "path=alloc/data/big.bin&offset=7&limit=1000", false},
-		{"plain logs", "logs", "task=web&type=stdout&plain=true", true},
-		{"framed logs", "logs", "task=web&type=stdout", true},
-		{"logs from the end", "logs", "task=web&type=stdout&plain=true&origin=end&offset=5000", true},
+		{"cat", "cat", "path=alloc/data/big.bin", true, true},
+		{"readat", "readat", "path=alloc/data/big.bin&offset=7&limit=300000", false, true},
+		{"small readat", "readat", "path=alloc/data/big.bin&offset=7&limit=1000", false, true},
+		{"plain logs", "logs", "task=web&type=stdout&plain=true", true, true},
+		{"framed logs", "logs", "task=web&type=stdout", true, true},
+		{"logs from the end", "logs", "task=web&type=stdout&plain=true&origin=end&offset=5000", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, direct, _ := do(t, "GET", f.url(f.node.URL(), tc.op, tc.query), nil)
-			before := f.srv.Server().Stats()["data_connections"]
+			conns, around := f.srv.Server().Stats()["data_connections"], aroundSession(f)
 			code, via, _ := do(t, "GET", f.url(f.srv.URL(), tc.op, tc.query), nil)
 			if code != 200 || via != direct || len(via) == 0 {
 				t.Fatalf("via server: %d, %d bytes; direct %d bytes", code, len(via), len(direct))
 			}
-			if used := f.srv.Server().Stats()["data_connections"] > before; used != tc.dataConn {
-				t.Fatalf("data connection used = %v; want %v", used, tc.dataConn)
+			if dialed := f.srv.Server().Stats()["data_connections"] > conns; dialed != tc.newConn {
+				t.Fatalf("dialed a data connection = %v; want %v", dialed, tc.newConn)
+			}
+			if went := aroundSession(f) > around; went != tc.around {
+				t.Fatalf("went around the session = %v; want %v", went, tc.around)
 			}
 		})
 	}
-	t.Run("readat reuses its data connections", func(t *testing.T) {
-		before := f.srv.Server().Stats()["data_connections_reused"]
+	t.Run("small reads stay on the stream without a pooled connection", func(t *testing.T) {
+		f.srv.Server().DropData(f.node.Client().NodeID())
+		around := aroundSession(f)
+		code, body, _ := do(t, "GET", f.url(f.srv.URL(), "readat", "path=alloc/data/big.bin&offset=7&limit=1000"), nil)
+		if code != 200 || body != string(big[7:1007]) || aroundSession(f) != around {
+			t.Fatalf("small readat: %d, %d bytes, around the session %v", code, len(body), aroundSession(f) != around)
+		}
+		// The next bulk read dials again and leaves a connection behind.
+		if code, _, _ := do(t, "GET", f.url(f.srv.URL(), "cat", "path=alloc/data/big.bin"), nil); code != 200 {
+			t.Fatalf("cat: %d", code)
+		}
+	})
+	t.Run("later reads are data calls", func(t *testing.T) {
+		before := f.srv.Server().Stats()["data_calls"]
 		for i := 0; i < 5; i++ {
 			code, body, _ := do(t, "GET", f.url(f.srv.URL(), "readat", fmt.Sprintf("path=alloc/data/big.bin&offset=%d&limit=300000", i)), nil)
 			if code != 200 || body != string(big[i:i+300000]) {
 				t.Fatalf("readat %d: %d, %d bytes", i, code, len(body))
 			}
 		}
-		if n := f.srv.Server().Stats()["data_connections_reused"] - before; n < 4 {
-			t.Fatalf("%d of 5 sequential reads reused a data connection; want at least 4", n)
+		if n := f.srv.Server().Stats()["data_calls"] - before; n < 5 {
+			t.Fatalf("%d of 5 sequential reads were data calls; want 5", n)
+		}
+		// Errors come back as the node's answers, the same as on the
+		// stream, and leave the connection in the pool.
+		for _, tc := range []struct {
+			query string
+			code  int
+		}{
+			{"path=alloc/data/missing.bin&offset=0&limit=300000", 404},
+			{"path=alloc/data&offset=0&limit=300000", 400},
+			{"path=../../etc/passwd&offset=0&limit=300000", 400},
+		} {
+			_, directBody, _ := do(t, "GET", f.url(f.node.URL(), "readat", tc.query), nil)
+			code, body, _ := do(t, "GET", f.url(f.srv.URL(), "readat", tc.query), nil)
+			if code != tc.code || body != directBody {
+				t.Fatalf("%s: %d %q via the server; want %d %q as on the node", tc.query, code, body, tc.code, directBody)
+			}
+		}
+		calls := f.srv.Server().Stats()["data_calls"]
+		code, body, _ := do(t, "GET", f.url(f.srv.URL(), "cat", "path=alloc/data/big.bin"), nil)
+		if code != 200 || body != string(big) || f.srv.Server().Stats()["data_calls"] != calls+1 {
+			t.Fatalf("cat after errors: %d, %d bytes, data calls %d -> %d", code, len(body), calls, f.srv.Server().Stats()["data_calls"])
 		}
 	})
 	t.Run("follow stays on the stream", func(t *testing.T) {

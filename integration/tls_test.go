@@ -333,8 +333,14 @@ func TestTLS_EndToEnd(t *testing.T) {
 		if err := os.WriteFile(path, big, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		before := c.srv.Server().Stats()["data_connections"]
-		for _, q := range []string{"cat/" + alloc.ID + "?path=alloc/data/big.bin", "logs/" + alloc.ID + "?task=tick&type=stdout&plain=true"} {
+		around := func() uint64 {
+			st := c.srv.Server().Stats()
+			return st["data_connections"] + st["data_calls"]
+		}
+		before, callsBefore := around(), c.srv.Server().Stats()["data_calls"]
+		// The second cat is a data call on the connection the first left.
+		cat := "cat/" + alloc.ID + "?path=alloc/data/big.bin"
+		for _, q := range []string{cat, "logs/" + alloc.ID + "?task=tick&type=stdout&plain=true", cat} {
 			resp, err := hc.Get("https://" + c.srv.HTTPAddr() + "/v1/client/fs/" + q)
 			if err != nil {
 				t.Fatal(err)
@@ -351,8 +357,11 @@ func TestTLS_EndToEnd(t *testing.T) {
 				t.Fatalf("logs read %q", body)
 			}
 		}
-		if n := c.srv.Server().Stats()["data_connections"] - before; n != 2 {
-			t.Fatalf("%d of 2 reads came on a data connection", n)
+		if n := around() - before; n != 3 {
+			t.Fatalf("%d of 3 reads came on a data connection", n)
+		}
+		if c.srv.Server().Stats()["data_calls"] == callsBefore {
+			t.Fatal("no read was a data call over TLS")
 		}
 	})
 	t.Run("go client logs", func(t *testing.T) {

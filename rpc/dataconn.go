@@ -23,8 +23,9 @@ import (
 // DialData: ByteData, the token, and the server answers dataAccepted if it
 // expects that token (else it closes). The bytes follow; the streaming
 // call still carries the header and the result. A node that cannot make a
-// data connection (another server behind a load balancer, a firewall,
-// TLS) sends the bytes on the stream as usual.
+// data connection (another server behind a load balancer, a firewall)
+// sends the bytes on the stream as usual. A connection whose transfer
+// ended exactly at its length then carries data calls (datacall.go).
 
 // ByteData starts a data connection (see ExpectData).
 const ByteData byte = 0x07
@@ -48,14 +49,10 @@ type dataWaiters struct {
 	mu       sync.Mutex
 	m        map[[DataTokenSize]byte]chan net.Conn
 	accepted atomic.Uint64
-	reused   atomic.Uint64
 }
 
-// DataConns returns how many data connections the server has accepted
-// (each reuse counts), and how many of those came on a reused one.
-func (s *Server) DataConns() (accepted, reused uint64) {
-	return s.data.accepted.Load(), s.data.reused.Load()
-}
+// DataConns returns how many data connections the server has accepted.
+func (s *Server) DataConns() uint64 { return s.data.accepted.Load() }
 
 // ExpectData registers a new token and returns it with the channel its
 // connection will arrive on. cancel forgets the token; a connection that
@@ -133,64 +130,13 @@ func (s *Server) serveData(conn net.Conn) bool {
 	return true
 }
 
-// dataIdleTimeout is how long a server keeps a reusable data connection
-// waiting for its next token; nodes reuse theirs for a shorter time.
-const dataIdleTimeout = 30 * time.Second
-
-// DataIdleReuse is how long a node may keep an idle data connection for
-// its next transfer (well within the server's dataIdleTimeout).
-const DataIdleReuse = 15 * time.Second
-
-// ReuseData takes back a data connection whose transfer ended exactly
-// where its length said (so the next bytes on it are a new token) and
-// waits up to dataIdleTimeout for the node to send the next token on it,
-// which is then accepted like a new data connection. The connection is
-// closed at the timeout, on a bad or unknown token, or when Serve ends.
-func (s *Server) ReuseData(conn net.Conn) {
-	s.mu.Lock()
-	ctx := s.serveCtx
-	s.mu.Unlock()
-	if ctx == nil || ctx.Err() != nil {
-		conn.Close()
-		return
-	}
-	go func() {
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		defer stop()
-		conn.SetReadDeadline(time.Now().Add(dataIdleTimeout))
-		if !s.serveData(conn) {
-			conn.Close()
-			return
-		}
-		s.data.reused.Add(1)
-	}()
-}
-
-// ReuseDataConn offers token on an idle data connection a node kept from
-// an earlier transfer (see Server.ReuseData). It returns nil once the
-// server accepted the token; on an error the caller closes dc and dials.
-func ReuseDataConn(ctx context.Context, dc net.Conn, token []byte, cfg *Config) error {
-	cfg, err := cfg.normalize()
-	if err != nil {
-		return err
-	}
-	if len(token) != DataTokenSize {
-		return fmt.Errorf("rpc: data token of %d bytes", len(token))
-	}
-	return offerToken(ctx, dc, token, cfg, false)
-}
-
-// offerToken sends the token (after ByteData on a new connection) and
-// waits for the server's answer, within the handshake timeout.
-func offerToken(ctx context.Context, conn net.Conn, token []byte, cfg *Config, first bool) error {
+// offerToken sends ByteData and the token and waits for the server's
+// answer, within the handshake timeout.
+func offerToken(ctx context.Context, conn net.Conn, token []byte, cfg *Config) error {
 	conn.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
 	defer stop()
-	msg := make([]byte, 0, 1+DataTokenSize)
-	if first {
-		msg = append(msg, ByteData)
-	}
-	msg = append(msg, token...)
+	msg := append([]byte{ByteData}, token...)
 	var ans [1]byte
 	_, err := conn.Write(msg)
 	if err == nil {
@@ -211,7 +157,9 @@ func offerToken(ctx context.Context, conn net.Conn, token []byte, cfg *Config, f
 
 // DialData makes the data connection token was issued for, to addr (the
 // server of the session the token came on). It returns once the server
-// has accepted the token; the caller writes the bytes and closes.
+// has accepted the token; the caller writes the bytes, and then closes
+// the connection or, if exactly the announced bytes went, serves data
+// calls on it (ServeDataCalls).
 func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.Conn, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -226,7 +174,7 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	if err != nil {
 		return nil, fmt.Errorf("rpc: data connection to %s: %w", addr, err)
 	}
-	if err := offerToken(ctx, conn, token, cfg, true); err != nil {
+	if err := offerToken(ctx, conn, token, cfg); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: data connection to %s refused: %w", addr, err)
 	}

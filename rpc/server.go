@@ -35,6 +35,7 @@ type Server struct {
 	perIP map[string]int
 
 	data     dataWaiters     // tokens of expected data connections
+	pool     dataPool        // data connections that carry data calls
 	serveCtx context.Context // Serve's context: idle data connections end with it
 }
 
@@ -70,6 +71,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer func() {
 		cancel() // closes every connection and session below
+		s.pool.close()
 		wg.Wait()
 	}()
 	s.mu.Lock()

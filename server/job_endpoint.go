@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -357,26 +356,6 @@ func (s *Server) AllocRPC(ctx context.Context, allocID, method string, args, rep
 	}
 	return s.NodeRPC(ctx, a.NodeID, method, args, reply)
 }
-
-// OfferData returns a data connection token for a bulk transfer from the
-// node running allocID, when this server holds that node's session (the
-// node dials back the address it reached this server at) and its RPC port
-// is plaintext. The connection arrives on conns; cancel releases the token.
-func (s *Server) OfferData(allocID string) (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil || s.sessions.get(a.NodeID) == nil {
-		return nil, nil, nil, false
-	}
-	token, conns, cancel, err = s.rpcSrv.ExpectData()
-	if err != nil {
-		return nil, nil, nil, false
-	}
-	return token, conns, cancel, true
-}
-
-// ReuseData takes back a data connection whose transfer ended cleanly;
-// the node may send its next token on it (rpc.Server.ReuseData).
-func (s *Server) ReuseData(dc net.Conn) { s.rpcSrv.ReuseData(dc) }
 
 // AllocStream opens a streaming client method on the node owning allocID.
 func (s *Server) AllocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {

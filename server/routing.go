@@ -301,18 +301,17 @@ func (s *Server) openForwardedStream(ctx context.Context, addr, nodeID, method s
 // Stats returns the server's counters for odd branches of forwarding and
 // routing, for /v1/agent/self and tests.
 func (s *Server) Stats() map[string]uint64 {
-	dataConns, dataReused := s.rpcSrv.DataConns()
 	return map[string]uint64{
-		"leader_forward_retries":  s.forwardRetries.Load(),
-		"stale_routes":            s.staleRoutes.Load(),
-		"peer_queries":            s.peerQueries.Load(),
-		"peer_query_misses":       s.peerQueryMisses.Load(),
-		"streams_forwarded":       s.streamsForwarded.Load(),
-		"peer_calls_refused":      s.peerRefused.Load(),
-		"session_rebinds":         s.sessions.rebinds.Load(),
-		"stale_sessions_dropped":  s.sessions.staleDropped.Load(),
-		"heartbeat_timers":        uint64(s.hb.armed()),
-		"data_connections":        dataConns,
-		"data_connections_reused": dataReused,
+		"leader_forward_retries": s.forwardRetries.Load(),
+		"stale_routes":           s.staleRoutes.Load(),
+		"peer_queries":           s.peerQueries.Load(),
+		"peer_query_misses":      s.peerQueryMisses.Load(),
+		"streams_forwarded":      s.streamsForwarded.Load(),
+		"peer_calls_refused":     s.peerRefused.Load(),
+		"session_rebinds":        s.sessions.rebinds.Load(),
+		"stale_sessions_dropped": s.sessions.staleDropped.Load(),
+		"heartbeat_timers":       uint64(s.hb.armed()),
+		"data_connections":       s.rpcSrv.DataConns(),
+		"data_calls":             s.dataCalls.Load(),
 	}
 }

@@ -80,6 +80,7 @@ type Server struct {
 	peerQueryMisses  atomic.Uint64 // fan-outs where no peer had the session
 	streamsForwarded atomic.Uint64 // streams relayed for a peer
 	peerRefused      atomic.Uint64 // server-to-server calls refused to non-servers
+	dataCalls        atomic.Uint64 // bulk reads made as data calls (datacalls.go)
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -305,6 +306,9 @@ func (s *Server) bindSession(ctx context.Context, nodeID string, idx uint64) err
 		case <-s.ctx.Done():
 		}
 		s.sessions.unbind(sess)
+		if s.sessions.get(nodeID) == nil {
+			s.DropData(nodeID) // the node is gone from here
+		}
 	}()
 	return nil
 }
