@@ -91,6 +91,9 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 				}
 			}
 		}
+		if a.backend.localAlloc(allocID) {
+			return nil, a.readAtLocal(w, r, &req)
+		}
 		if done, err := a.readAtDataCall(w, r, allocID, &req); done || err != nil {
 			return nil, err
 		}
@@ -473,6 +476,37 @@ func writeRawHeader(w http.ResponseWriter, hdr *structs.FsReadAtHeader) {
 	h.Set("X-XSS-Protection", "1; mode=block")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox")
 	w.WriteHeader(http.StatusOK)
+}
+
+// readAtLocal answers a cat or readat of an allocation this node runs
+// from the file itself: no stream, and sendfile(2) into a plain HTTP
+// response. A read that ends short aborts the response, so it cannot
+// look complete.
+func (a *Agent) readAtLocal(w http.ResponseWriter, r *http.Request, req *structs.FsReadAtRequest) error {
+	ra, err := a.backend.client.OpenReadAt(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	defer ra.Close()
+	hdr := ra.Header()
+	writeRawHeader(w, hdr)
+	var n int64
+	if r.TLS == nil {
+		n, err = ra.WriteTo(w)
+	} else {
+		// crypto/tls cannot take sendfile; one socket write per chunk.
+		var src io.Reader
+		if src, err = ra.Reader(); err == nil {
+			n, err = rpc.CopyData(w, src, batchedWriter(w, r))
+		}
+	}
+	if err != nil || n < hdr.Length {
+		if r.Context().Err() == nil {
+			a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return nil
 }
 
 // readAtDataCall answers a cat or readat with a data call (a server

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"io"
 	"net"
 	"sync"
 
@@ -56,64 +55,14 @@ func (c *Client) dataCall(ctx context.Context, method string, decode func(any) e
 	if err := decode(&req); err != nil {
 		return structs.BadRequest("bad data call: %v", err)
 	}
-	r, err := c.openReadAt(ctx, &req)
+	r, err := c.OpenReadAt(ctx, &req)
 	if err != nil {
 		return err
 	}
-	defer r.close()
-	head, err := r.sniff(make([]byte, sniffLen))
+	defer r.Close()
+	dc, err := reply(r.Header())
 	if err != nil {
 		return err
 	}
-	dc, err := reply(r.header(head))
-	if err != nil {
-		return err
-	}
-	return sendData(ctx, dc, head, r.rc, r.length, req.Path)
-}
-
-// readAt is an open cat or readat: the file's reader and the length the
-// read will have.
-type readAt struct {
-	fs     *AllocFS
-	rc     io.ReadCloser
-	length int64
-}
-
-// openReadAt checks and opens the read req asks for.
-func (c *Client) openReadAt(ctx context.Context, req *structs.FsReadAtRequest) (*readAt, error) {
-	if err := c.authorizeAlloc(ctx, structs.MethodFsReadAt, req, req.AllocID); err != nil {
-		return nil, err
-	}
-	fs, _, err := c.allocFS(req.AllocID)
-	if err != nil {
-		return nil, err
-	}
-	rc, info, err := fs.OpenRange(req.Path, req.Offset, req.Limit)
-	if err != nil {
-		fs.Close()
-		return nil, err
-	}
-	length := max(info.Size-req.Offset, 0)
-	if req.Limit > 0 && req.Limit < length {
-		length = req.Limit
-	}
-	return &readAt{fs: fs, rc: rc, length: length}, nil
-}
-
-// sniff reads the first bytes of the read into buf (no more than its
-// length) and returns them.
-func (r *readAt) sniff(buf []byte) ([]byte, error) {
-	n, _, err := readChunk(io.LimitReader(r.rc, r.length), buf)
-	return buf[:n], err
-}
-
-// header is the read's FsReadAtHeader, its content type sniffed from head.
-func (r *readAt) header(head []byte) *structs.FsReadAtHeader {
-	return &structs.FsReadAtHeader{Length: r.length, ContentType: rawContentType(head[:min(len(head), sniffLen)])}
-}
-
-func (r *readAt) close() {
-	r.rc.Close()
-	r.fs.Close()
+	return sendData(ctx, dc, r.head, r.rc, r.length, req.Path)
 }

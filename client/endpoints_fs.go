@@ -96,7 +96,7 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 	if err != nil {
 		return err
 	}
-	defer ra.close()
+	defer ra.Close()
 	r := io.LimitReader(ra.rc, ra.length)
 
 	bp := rawFramePool.Get().(*[]byte)

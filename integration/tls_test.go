@@ -363,6 +363,17 @@ func TestTLS_EndToEnd(t *testing.T) {
 		if c.srv.Server().Stats()["data_calls"] == callsBefore {
 			t.Fatal("no read was a data call over TLS")
 		}
+		// On the node itself a cat is answered from the file, over HTTPS.
+		nodeHC := c.pki.httpClient(t, &c.cli, "client.global.nomad")
+		resp, err := nodeHC.Get("https://" + c.node.HTTPAddr() + "/v1/client/fs/" + cat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, big) {
+			t.Fatalf("cat on the node: %d, %d bytes, %v; want the %d written", resp.StatusCode, len(body), err, len(big))
+		}
 	})
 	t.Run("go client logs", func(t *testing.T) {
 		api := c.pki.api(t, c.srv.HTTPAddr(), c.cli, "")
