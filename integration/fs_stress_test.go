@@ -462,9 +462,12 @@ func TestFS_DataConnections(t *testing.T) {
 		if code != 200 || body != string(big[7:1007]) || aroundSession(f) != around {
 			t.Fatalf("small readat: %d, %d bytes, around the session %v", code, len(body), aroundSession(f) != around)
 		}
-		// The next bulk read dials again and leaves a connection behind.
-		if code, _, _ := do(t, "GET", f.url(f.srv.URL(), "cat", "path=alloc/data/big.bin"), nil); code != 200 {
-			t.Fatalf("cat: %d", code)
+		// A read of 32 KiB or more dials again and leaves a connection
+		// behind for the next ones.
+		conns := f.srv.Server().Stats()["data_connections"]
+		code, body, _ = do(t, "GET", f.url(f.srv.URL(), "readat", "path=alloc/data/big.bin&offset=7&limit=65536"), nil)
+		if code != 200 || body != string(big[7:7+65536]) || f.srv.Server().Stats()["data_connections"] != conns+1 {
+			t.Fatalf("64 KiB readat: %d, %d bytes, dialed %d data connections; want 1", code, len(body), f.srv.Server().Stats()["data_connections"]-conns)
 		}
 	})
 	t.Run("later reads are data calls", func(t *testing.T) {
