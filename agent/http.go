@@ -76,7 +76,7 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 
 // isPretty reports whether ?pretty is set to anything but "0".
 func isPretty(r *http.Request) bool {
-	if !strings.Contains(r.URL.RawQuery, "pretty") {
+	if q := r.URL.RawQuery; !strings.Contains(q, "pretty") && !strings.Contains(q, "%") {
 		return false // most requests: no need to parse the query
 	}
 	v, ok := r.URL.Query()["pretty"]

@@ -160,10 +160,9 @@ func (p *dataPool) close() {
 
 // CallData makes a data call of method on conn, a pooled data connection
 // (TakeData), bounded by ctx and the server's Config.CallTimeout up to
-// the reply. On
-// success reply is filled and the raw bytes follow: head holds those
-// already read (at most a few KiB), the rest is read from conn itself, so
-// that it can be spliced. A *RemoteError is the node's answer (conn stays
+// the reply. On success reply is filled and the raw bytes follow: head
+// holds those already read (at most a few KiB), the rest is read from
+// conn itself, so that it can be spliced. A *RemoteError is the node's answer (conn stays
 // usable: pool it again); an error matching ErrDataConnLost means the node
 // answered nothing, and any other error that the exchange broke. On an
 // error other than a *RemoteError the caller closes conn.
