@@ -40,10 +40,6 @@ func (s *Server) PoolData(allocID string, dc net.Conn) {
 	s.rpcSrv.PoolData(a.NodeID, dc)
 }
 
-// maxDataCallTries bounds the pooled connections one read tries: one the
-// node has just closed (idle, restarted) fails at once.
-const maxDataCallTries = 3
-
 // AllocDataCall makes method's data call to the node running allocID on
 // a pooled data connection, after the checks AllocStream makes. With
 // dc nil and a nil error there was no connection to make it on, and the
@@ -62,28 +58,30 @@ func (s *Server) AllocDataCall(ctx context.Context, allocID, method string, args
 	if err := s.authorizeClientCall(method, args); err != nil {
 		return nil, nil, err
 	}
-	for try := 0; try < maxDataCallTries; try++ {
-		dc := s.rpcSrv.TakeData(a.NodeID)
-		if dc == nil {
-			return nil, nil, nil
-		}
-		head, err := s.rpcSrv.CallData(ctx, dc, method, args, reply)
-		var re *rpc.RemoteError
-		switch {
-		case err == nil:
-			s.dataCalls.Add(1)
-			return dc, head, nil
-		case errors.As(err, &re):
-			s.rpcSrv.PoolData(a.NodeID, dc) // answered: still good
-			return nil, nil, err
-		case errors.Is(err, rpc.ErrDataConnLost):
-			dc.Close() // not served: try another
-		default:
-			dc.Close()
-			return nil, nil, err
-		}
+	dc = s.rpcSrv.TakeData(a.NodeID)
+	if dc == nil {
+		return nil, nil, nil
 	}
-	return nil, nil, nil
+	head, err = s.rpcSrv.CallData(ctx, dc, method, args, reply)
+	var re *rpc.RemoteError
+	switch {
+	case err == nil:
+		s.dataCalls.Add(1)
+		return dc, head, nil
+	case errors.As(err, &re):
+		s.rpcSrv.PoolData(a.NodeID, dc) // answered: still good
+		return nil, nil, err
+	case errors.Is(err, rpc.ErrDataConnLost):
+		// Not served. The node closed it: most likely it restarted, and
+		// the rest of its pool is as dead. Drop them all; the stream
+		// serves this read, and the next reads make new connections.
+		dc.Close()
+		s.DropData(a.NodeID)
+		return nil, nil, nil
+	default:
+		dc.Close()
+		return nil, nil, err
+	}
 }
 
 // DropData closes the data connections pooled for nodeID; its next bulk
