@@ -163,12 +163,16 @@ func (b *backend) allocDataCall(ctx context.Context, allocID, method string, arg
 // rawJSON is a reply already encoded as the HTTP API's JSON.
 type rawJSON []byte
 
-// nodeRPCJSON is nodeRPC for the HTTP API: through a server the node
-// answers the method's JSON variant and the bytes pass through untouched;
-// locally the typed reply is returned for the HTTP layer to encode.
+// nodeRPCJSON is nodeRPC for the HTTP API: the node answers the method's
+// JSON variant, in process or through a server that passes the bytes
+// through untouched; a node-only agent asking its server for another node
+// gets the typed reply, for the HTTP layer to encode.
 // project gives what the HTTP API returns from reply.
 func (b *backend) nodeRPCJSON(ctx context.Context, nodeID, method string, args, reply any, project func() any) (any, error) {
-	if b.server != nil && !b.localNode(nodeID) {
+	if b.localNode(nodeID) { // "" or this node's own (valid) ID
+		return b.localJSON(ctx, method, args)
+	}
+	if b.server != nil {
 		var out structs.JSONResponse
 		if err := b.server.NodeRPC(ctx, nodeID, method+structs.JSONMethodSuffix, args, &out); err != nil {
 			return nil, err
@@ -181,12 +185,26 @@ func (b *backend) nodeRPCJSON(ctx context.Context, nodeID, method string, args, 
 	return project(), nil
 }
 
+// localJSON runs the JSON variant of a client method of this agent's node
+// in process: the same bytes a server would pass through, and host stats
+// encoded once per sample rather than per call.
+func (b *backend) localJSON(ctx context.Context, method string, args any) (any, error) {
+	var out structs.JSONResponse
+	if err := b.client.Mux().CallLocal(ctx, method+structs.JSONMethodSuffix, args, &out); err != nil {
+		return nil, err
+	}
+	return rawJSON(out.Body), nil
+}
+
 // allocRPCJSON is allocRPC for the HTTP API, as nodeRPCJSON.
 func (b *backend) allocRPCJSON(ctx context.Context, allocID, method string, args, reply any, project func() any) (any, error) {
 	if err := checkAllocID(allocID); err != nil {
 		return nil, err
 	}
-	if b.server != nil && !b.localAlloc(allocID) {
+	if b.localAlloc(allocID) {
+		return b.localJSON(ctx, method, args)
+	}
+	if b.server != nil {
 		var out structs.JSONResponse
 		if err := b.server.AllocRPC(ctx, allocID, method+structs.JSONMethodSuffix, args, &out); err != nil {
 			return nil, err
