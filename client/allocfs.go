@@ -232,6 +232,16 @@ func (f *AllocFS) ReadAt(ctx context.Context, p string, offset, limit int64, w i
 // the file; its ContentType is left empty, because cat and readat sniff the
 // bytes they actually send (spec §2.6).
 func (f *AllocFS) OpenRange(p string, offset, limit int64) (io.ReadCloser, *structs.AllocFileInfo, error) {
+	r, info, err := f.openRange(p, offset, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, info, nil
+}
+
+// openRange is OpenRange with the concrete reader, whose file can also be
+// sent with sendfile(2).
+func (f *AllocFS) openRange(p string, offset, limit int64) (*rangeReader, *structs.AllocFileInfo, error) {
 	if offset < 0 {
 		return nil, nil, structs.BadRequest("offset must not be negative")
 	}

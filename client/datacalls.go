@@ -64,5 +64,5 @@ func (c *Client) dataCall(ctx context.Context, method string, decode func(any) e
 	if err != nil {
 		return err
 	}
-	return sendData(ctx, dc, r.head, r.rc, r.length, req.Path)
+	return sendData(ctx, dc, r)
 }

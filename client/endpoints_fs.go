@@ -122,7 +122,7 @@ func (c *Client) fsReadAt(ctx context.Context, s *rpc.Stream) error {
 		hdr.DataConn = true
 		err := s.Send(hdr)
 		if err == nil {
-			err = sendData(ctx, dc, payload[:n], ra.rc, ra.length, req.Path)
+			err = sendData(ctx, dc, ra)
 		}
 		if err != nil {
 			dc.Close()
@@ -202,40 +202,26 @@ func (c *Client) dataConn(ctx context.Context, token []byte) net.Conn {
 	return dc
 }
 
-// sendData writes a read to its data connection: head (already read from
-// rc), then the rest of rc up to length; from a file, the whole range with
-// sendfile(2) where the connection (plain TCP) allows. A file that shrank fails the
-// call; ctx ending closes dc.
-func sendData(ctx context.Context, dc net.Conn, head []byte, rc io.Reader, length int64, path string) (err error) {
+// sendData writes read r to its data connection, exactly its length,
+// with sendfile(2) where the connection (plain TCP) allows. A file that
+// shrank fails the call; ctx ending closes dc.
+func sendData(ctx context.Context, dc net.Conn, r *ReadAt) (err error) {
 	stop := context.AfterFunc(ctx, func() { dc.Close() })
 	defer func() {
 		if !stop() && err == nil {
 			err = ctx.Err() // dc was closed under us
 		}
 	}()
-	var src io.Reader
-	rest := length
-	if rr, ok := rc.(*rangeReader); ok {
-		// The file itself from where head began: the socket's ReadFrom
-		// then sends it all, head included, without copying it through
-		// user space.
-		if _, err := rr.file.Seek(rr.off-int64(len(head)), io.SeekStart); err != nil {
-			return fsReadErr(rr.rel, err)
-		}
-		src = &io.LimitedReader{R: rr.file, N: rest}
-	} else {
-		if _, err := rpc.WriteData(dc, head); err != nil {
-			return err
-		}
-		rest -= int64(len(head))
-		src = io.LimitReader(rc, rest)
+	src, err := r.Reader()
+	if err != nil {
+		return err
 	}
 	n, err := rpc.CopyData(dc, src, nil)
 	if err != nil {
 		return err
 	}
-	if n < rest {
-		return errShrank(path)
+	if n < r.length {
+		return errShrank(r.path)
 	}
 	return nil
 }

@@ -1,18 +1,18 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"io"
 
 	"tether/structs"
 )
 
-// ReadAt is an open cat or readat: the file's reader, the length the read
-// will have, and (once sniffed) its first bytes.
+// ReadAt is an open cat or readat: the file's range reader, where the
+// read starts and how long it is, and (once sniffed) its first bytes.
 type ReadAt struct {
 	fs     *AllocFS
-	rc     io.ReadCloser
+	rc     *rangeReader
+	start  int64
 	length int64
 	path   string
 	head   []byte
@@ -27,7 +27,7 @@ func (c *Client) openReadAt(ctx context.Context, req *structs.FsReadAtRequest) (
 	if err != nil {
 		return nil, err
 	}
-	rc, info, err := fs.OpenRange(req.Path, req.Offset, req.Limit)
+	rc, info, err := fs.openRange(req.Path, req.Offset, req.Limit)
 	if err != nil {
 		fs.Close()
 		return nil, err
@@ -36,7 +36,7 @@ func (c *Client) openReadAt(ctx context.Context, req *structs.FsReadAtRequest) (
 	if req.Limit > 0 && req.Limit < length {
 		length = req.Limit
 	}
-	return &ReadAt{fs: fs, rc: rc, length: length, path: req.Path}, nil
+	return &ReadAt{fs: fs, rc: rc, start: req.Offset, length: length, path: req.Path}, nil
 }
 
 // OpenReadAt checks and opens a cat or readat and sniffs its content
@@ -68,51 +68,29 @@ func (r *ReadAt) header(head []byte) *structs.FsReadAtHeader {
 	return &structs.FsReadAtHeader{Length: r.length, ContentType: rawContentType(head[:min(len(head), sniffLen)])}
 }
 
-// WriteTo writes the read's bytes to w, exactly its length: the sniffed
-// head, then the rest from the file (sendfile(2) where w is a socket that
-// takes it, such as a plain HTTP response with Content-Length). A file
-// that shrank fails with fewer bytes written.
+// Reader returns the read's bytes from the file itself, from its start,
+// so that a socket's ReadFrom can send them with sendfile(2) (the sniffed
+// head was only looked at). Only one reader of a ReadAt is used at a time.
+func (r *ReadAt) Reader() (io.Reader, error) {
+	if _, err := r.rc.file.Seek(r.start, io.SeekStart); err != nil {
+		return nil, fsReadErr(r.rc.rel, err)
+	}
+	return &io.LimitedReader{R: r.rc.file, N: r.length}, nil
+}
+
+// WriteTo writes the read's bytes to w, exactly its length (sendfile(2)
+// where w is a socket that takes it, such as a plain HTTP response with
+// Content-Length). A file that shrank fails with fewer bytes written.
 func (r *ReadAt) WriteTo(w io.Writer) (int64, error) {
-	n, err := w.Write(r.head)
-	written := int64(n)
+	src, err := r.Reader()
 	if err != nil {
-		return written, err
+		return 0, err
 	}
-	src, err := r.rest()
-	if err != nil {
-		return written, err
-	}
-	m, err := io.Copy(w, src)
-	written += m
-	if err == nil && written < r.length {
+	n, err := io.Copy(w, src)
+	if err == nil && n < r.length {
 		err = errShrank(r.path)
 	}
-	return written, err
-}
-
-// Reader returns the read's bytes: the sniffed head, then the rest of
-// the file up to the read's length.
-func (r *ReadAt) Reader() (io.Reader, error) {
-	src, err := r.rest()
-	if err != nil {
-		return nil, err
-	}
-	return io.MultiReader(bytes.NewReader(r.head), src), nil
-}
-
-// rest is the read after its head: the file itself at the reader's
-// offset, so that a socket's ReadFrom can send it without copying it
-// through user space.
-func (r *ReadAt) rest() (io.Reader, error) {
-	n := r.length - int64(len(r.head))
-	rr, ok := r.rc.(*rangeReader)
-	if !ok {
-		return io.LimitReader(r.rc, n), nil
-	}
-	if _, err := rr.file.Seek(rr.off, io.SeekStart); err != nil {
-		return nil, fsReadErr(rr.rel, err)
-	}
-	return &io.LimitedReader{R: rr.file, N: n}, nil
+	return n, err
 }
 
 // Close releases the file and the allocation directory.
