@@ -129,31 +129,50 @@ type procPair struct {
 	nodeDataDir        string
 }
 
-// startProcPair starts a server and a node (raw_exec enabled) as real
-// processes and waits until the node is ready.
-func startProcPair(t *testing.T) *procPair {
+// pairFiles are the loopback ports and directories of a one-server,
+// one-node pair of processes; write makes their config files.
+type pairFiles struct {
+	ports              []int // server http, rpc, serf; node http, rpc, serf
+	serverDir, nodeDir string
+}
+
+func newPairFiles(t *testing.T) *pairFiles {
+	return &pairFiles{ports: freePorts(t, 6), serverDir: t.TempDir(), nodeDir: t.TempDir()}
+}
+
+// write writes the server's and the node's config files (raw_exec
+// enabled), each followed by its extra text (a tls block, say).
+func (f *pairFiles) write(t *testing.T, extraServer, extraNode string) (serverCfg, nodeCfg string) {
 	t.Helper()
-	ports := freePorts(t, 6)
-	sdir, cdir := t.TempDir(), t.TempDir()
-	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
+	p := f.ports
+	serverCfg = writeFile(t, f.serverDir, "server.hcl", fmt.Sprintf(`
 data_dir = %q
 bind_addr = "127.0.0.1"
 log_level = "WARN"
 ports { http = %d  rpc = %d  serf = %d }
 server { enabled = true  bootstrap_expect = 1 }
-`, sdir, ports[0], ports[1], ports[2]))
-	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
+%s`, f.serverDir, p[0], p[1], p[2], extraServer))
+	nodeCfg = writeFile(t, f.nodeDir, "client.hcl", fmt.Sprintf(`
 data_dir = %q
 bind_addr = "127.0.0.1"
 log_level = "WARN"
 ports { http = %d  rpc = %d  serf = %d }
 client { enabled = true  servers = ["127.0.0.1:%d"] }
 plugin "raw_exec" { config { enabled = true } }
-`, cdir, ports[3], ports[4], ports[5], ports[1]))
+%s`, f.nodeDir, p[3], p[4], p[5], p[1], extraNode))
+	return serverCfg, nodeCfg
+}
+
+// startProcPair starts a server and a node (raw_exec enabled) as real
+// processes and waits until the node is ready.
+func startProcPair(t *testing.T) *procPair {
+	t.Helper()
+	f := newPairFiles(t)
+	serverCfg, clientCfg := f.write(t, "", "")
 	p := &procPair{
-		serverURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		nodeURL:     fmt.Sprintf("http://127.0.0.1:%d", ports[3]),
-		nodeDataDir: cdir,
+		serverURL:   fmt.Sprintf("http://127.0.0.1:%d", f.ports[0]),
+		nodeURL:     fmt.Sprintf("http://127.0.0.1:%d", f.ports[3]),
+		nodeDataDir: f.nodeDir,
 	}
 	p.server = startProc(t, serverCfg)
 	waitFor(t, 20*time.Second, "server up", func() (bool, error) {

@@ -748,9 +748,9 @@ type benchCluster struct {
 
 func startBenchCluster(t *testing.T, name string, pki *testPKI) *benchCluster {
 	t.Helper()
-	ports := freePorts(t, 6)
-	sdir, cdir := t.TempDir(), t.TempDir()
-	b := &benchCluster{name: name, nodeDataDir: cdir}
+	f := newPairFiles(t)
+	ports := f.ports
+	b := &benchCluster{name: name, nodeDataDir: f.nodeDir}
 	scheme, tlsServer, tlsNode := "http", "", ""
 	b.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 60 * time.Second}
 	if pki != nil {
@@ -776,21 +776,7 @@ tls {
 		b.hc.Timeout = 60 * time.Second
 		b.api = pki.api(t, fmt.Sprintf("127.0.0.1:%d", ports[0]), cli, "server.global.nomad")
 	}
-	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-server { enabled = true  bootstrap_expect = 1 }
-%s`, sdir, ports[0], ports[1], ports[2], tlsServer))
-	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
-data_dir = %q
-bind_addr = "127.0.0.1"
-log_level = "WARN"
-ports { http = %d  rpc = %d  serf = %d }
-client { enabled = true  servers = ["127.0.0.1:%d"] }
-plugin "raw_exec" { config { enabled = true } }
-%s`, cdir, ports[3], ports[4], ports[5], ports[1], tlsNode))
+	serverCfg, clientCfg := f.write(t, tlsServer, tlsNode)
 	b.serverURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0])
 	if b.api == nil {
 		var err error
