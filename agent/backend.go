@@ -150,12 +150,12 @@ func (b *backend) poolData(allocID string, dc net.Conn) {
 // call (server.AllocDataCall), when this agent is a server that has a
 // data connection of that node to make it on; else dc is nil and the
 // read takes a stream.
-func (b *backend) allocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, err error) {
+func (b *backend) allocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, keep func(net.Conn), err error) {
 	if err := checkAllocID(allocID); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if b.server == nil || b.localAlloc(allocID) {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	return b.server.AllocDataCall(ctx, allocID, method, args, reply)
 }

@@ -415,7 +415,8 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 		// The node's clean result on the stream says the bytes it sent
 		// were all it meant to send.
 		result := func() error { return st.Recv(nil) }
-		return a.copyData(w, r, dc, nil, hdr.Length, result, allocID) // closes dc or pools it
+		keep := func(dc net.Conn) { a.backend.poolData(allocID, dc) }
+		return a.copyData(w, r, dc, nil, hdr.Length, result, keep) // closes dc or keeps it
 	}
 	var sent int64
 	for {
@@ -515,7 +516,7 @@ func (a *Agent) readAtLocal(w http.ResponseWriter, r *http.Request, req *structs
 // call's answer.
 func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, allocID string, req *structs.FsReadAtRequest) (bool, error) {
 	var hdr structs.FsReadAtHeader
-	dc, head, err := a.backend.allocDataCall(r.Context(), allocID, structs.MethodFsReadAt, req, &hdr)
+	dc, head, keep, err := a.backend.allocDataCall(r.Context(), allocID, structs.MethodFsReadAt, req, &hdr)
 	if err != nil || dc == nil {
 		return err != nil, err
 	}
@@ -524,7 +525,7 @@ func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, allocID s
 		return true, structs.NewError(http.StatusBadGateway, "node sent an invalid read header")
 	}
 	writeRawHeader(w, &hdr)
-	return true, a.copyData(w, r, dc, head, hdr.Length, nil, allocID)
+	return true, a.copyData(w, r, dc, head, hdr.Length, nil, keep)
 }
 
 // copyData answers a read whose bytes come on a data connection: exactly
@@ -532,14 +533,14 @@ func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, allocID s
 // socket to socket (splice on plain HTTP). result, if set, tells whether
 // the node meant the transfer to end there. A short copy aborts the
 // response, so it cannot look complete; closing dc on any early return
-// stops the node. A clean transfer leaves dc pooled for the node's next
-// read (a data call).
-func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, head []byte, length int64, result func() error, allocID string) error {
+// stops the node. A clean transfer gives dc to keep, which pools it for
+// the node's next read (a data call).
+func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, head []byte, length int64, result func() error, keep func(net.Conn)) error {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
 	clean := false
 	defer func() {
 		if stop() && clean {
-			a.backend.poolData(allocID, dc)
+			keep(dc)
 		} else {
 			dc.Close()
 		}

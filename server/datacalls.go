@@ -45,42 +45,43 @@ func (s *Server) PoolData(allocID string, dc net.Conn) {
 // dc nil and a nil error there was no connection to make it on, and the
 // caller opens a stream instead. An error is the call's answer (the
 // node's, or the caller's token's). Otherwise reply is filled and the
-// bytes follow: head, then dc; the caller reads them and then pools dc
-// again (PoolData) if they came whole, or closes it.
-func (s *Server) AllocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, err error) {
+// bytes follow: head, then dc; the caller reads them and then gives dc
+// to keep if they came whole (it goes back to the node's pool), or
+// closes it.
+func (s *Server) AllocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, keep func(net.Conn), err error) {
 	if err := s.checkToken(args); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	a, err := s.ResolveAlloc(allocID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := s.authorizeClientCall(method, args); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	dc = s.rpcSrv.TakeData(a.NodeID)
 	if dc == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	head, err = s.rpcSrv.CallData(ctx, dc, method, args, reply)
 	var re *rpc.RemoteError
 	switch {
 	case err == nil:
 		s.dataCalls.Add(1)
-		return dc, head, nil
+		return dc, head, func(c net.Conn) { s.rpcSrv.PoolData(a.NodeID, c) }, nil
 	case errors.As(err, &re):
 		s.rpcSrv.PoolData(a.NodeID, dc) // answered: still good
-		return nil, nil, err
+		return nil, nil, nil, err
 	case errors.Is(err, rpc.ErrDataConnLost):
 		// Not served. The node closed it: most likely it restarted, and
 		// the rest of its pool is as dead. Drop them all; the stream
 		// serves this read, and the next reads make new connections.
 		dc.Close()
 		s.DropData(a.NodeID)
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	default:
 		dc.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 }
 
