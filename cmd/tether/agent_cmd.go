@@ -288,6 +288,19 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	stop := notifySignals(sigs)
 	defer stop()
 
+	if g := agent.NewProcGovernor(logger.Named("procs")); g != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			g.Run(ctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+	}
+
 	return serve(a, cfg, f.buildConfig, logger, sigs)
 }
 
