@@ -15,14 +15,14 @@ import (
 
 // registerACLRoutes maps /v1/acl/... as Nomad does. The fixed paths come
 // before the ones that take an ID.
-func (a *Agent) registerACLRoutes(r *mux.Router) {
-	r.Handle("/v1/acl/bootstrap", a.wrap(a.aclBootstrap))
-	r.Handle("/v1/acl/policies", a.wrap(a.aclPolicies))
-	r.Handle("/v1/acl/policy/{name}", a.wrap(a.aclPolicy))
-	r.Handle("/v1/acl/tokens", a.wrap(a.aclTokens))
-	r.Handle("/v1/acl/token", a.wrap(a.aclTokenCreate))
-	r.Handle("/v1/acl/token/self", a.wrap(a.aclTokenSelf))
-	r.Handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
+func (a *Agent) registerACLRoutes(r *routes) {
+	r.handle("/v1/acl/bootstrap", a.wrap(a.aclBootstrap))
+	r.handle("/v1/acl/policies", a.wrap(a.aclPolicies))
+	r.handle("/v1/acl/policy/{name}", a.wrap(a.aclPolicy))
+	r.handle("/v1/acl/tokens", a.wrap(a.aclTokens))
+	r.handle("/v1/acl/token", a.wrap(a.aclTokenCreate))
+	r.handle("/v1/acl/token/self", a.wrap(a.aclTokenSelf))
+	r.handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
 }
 
 func isWrite(r *http.Request) bool { return r.Method == http.MethodPut || r.Method == http.MethodPost }

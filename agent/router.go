@@ -3,6 +3,7 @@ package agent
 import (
 	"net/http"
 	_ "net/http/pprof" // served under /debug/pprof/ with enable_debug
+	"strings"
 
 	"github.com/gorilla/mux"
 )
@@ -10,49 +11,77 @@ import (
 // router maps the HTTP API. The same handlers serve servers and node agents;
 // the backend decides where a call is answered.
 func (a *Agent) router() http.Handler {
-	r := mux.NewRouter()
+	r := &routes{mux: mux.NewRouter(), exact: make(map[string]http.Handler)}
 
 	// Client API (seed endpoints).
-	r.Handle("/v1/client/stats", a.wrap(a.clientStats))
-	r.Handle("/v1/client/metadata", a.wrap(a.clientMetadata))
-	r.Handle("/v1/client/gc", a.wrap(a.clientGC))
-	r.Handle("/v1/client/allocation/{id}/{action}", a.wrap(a.clientAllocation))
-	r.Handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.clientFS))
+	r.handle("/v1/client/stats", a.wrap(a.clientStats))
+	r.handle("/v1/client/metadata", a.wrap(a.clientMetadata))
+	r.handle("/v1/client/gc", a.wrap(a.clientGC))
+	r.handle("/v1/client/allocation/{id}/{action}", a.wrap(a.clientAllocation))
+	r.handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.clientFS))
 
 	// Jobs and allocations.
-	r.Handle("/v1/jobs", a.wrap(a.jobsRequest))
-	r.Handle("/v1/job/{id}", a.wrap(a.jobRequest))
-	r.Handle("/v1/job/{id}/allocations", a.wrap(a.jobAllocations))
-	r.Handle("/v1/job/{id}/evaluations", a.wrap(a.jobEvaluations))
-	r.Handle("/v1/job/{id}/summary", a.wrap(a.jobSummary))
-	r.Handle("/v1/job/{id}/deployment", a.wrap(a.jobDeployment))
-	r.Handle("/v1/evaluations", a.wrap(a.evaluationsList))
-	r.Handle("/v1/evaluation/{id}", a.wrap(a.evaluationInfo))
-	r.Handle("/v1/evaluation/{id}/allocations", a.wrap(a.evaluationAllocations))
-	r.Handle("/v1/allocations", a.wrap(a.allocationsList))
-	r.Handle("/v1/allocation/{id}", a.wrap(a.allocationInfo))
-	r.Handle("/v1/allocation/{id}/stop", a.wrap(a.allocationStop))
-	r.Handle("/v1/node/{id}/allocations", a.wrap(a.nodeAllocations))
+	r.handle("/v1/jobs", a.wrap(a.jobsRequest))
+	r.handle("/v1/job/{id}", a.wrap(a.jobRequest))
+	r.handle("/v1/job/{id}/allocations", a.wrap(a.jobAllocations))
+	r.handle("/v1/job/{id}/evaluations", a.wrap(a.jobEvaluations))
+	r.handle("/v1/job/{id}/summary", a.wrap(a.jobSummary))
+	r.handle("/v1/job/{id}/deployment", a.wrap(a.jobDeployment))
+	r.handle("/v1/evaluations", a.wrap(a.evaluationsList))
+	r.handle("/v1/evaluation/{id}", a.wrap(a.evaluationInfo))
+	r.handle("/v1/evaluation/{id}/allocations", a.wrap(a.evaluationAllocations))
+	r.handle("/v1/allocations", a.wrap(a.allocationsList))
+	r.handle("/v1/allocation/{id}", a.wrap(a.allocationInfo))
+	r.handle("/v1/allocation/{id}/stop", a.wrap(a.allocationStop))
+	r.handle("/v1/node/{id}/allocations", a.wrap(a.nodeAllocations))
 
 	// Node and cluster API the Go client and CLI need.
-	r.Handle("/v1/nodes", a.wrap(a.nodesList))
-	r.Handle("/v1/node/{id}", a.wrap(a.nodeInfo))
-	r.Handle("/v1/agent/self", a.wrap(a.agentSelf))
-	r.Handle("/v1/status/leader", a.wrap(a.statusLeader))
-	r.Handle("/v1/status/peers", a.wrap(a.statusPeers))
-	r.Handle("/v1/agent/members", a.wrap(a.agentMembers))
-	r.Handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
+	r.handle("/v1/nodes", a.wrap(a.nodesList))
+	r.handle("/v1/node/{id}", a.wrap(a.nodeInfo))
+	r.handle("/v1/agent/self", a.wrap(a.agentSelf))
+	r.handle("/v1/status/leader", a.wrap(a.statusLeader))
+	r.handle("/v1/status/peers", a.wrap(a.statusPeers))
+	r.handle("/v1/agent/members", a.wrap(a.agentMembers))
+	r.handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
 
 	// ACL administration (served by servers).
 	a.registerACLRoutes(r)
 
 	if a.cfg.EnableDebug {
-		r.PathPrefix("/debug/pprof/").Handler(http.DefaultServeMux)
+		r.mux.PathPrefix("/debug/pprof/").Handler(http.DefaultServeMux)
 	}
 
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	r.mux.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusNotFound)
 	})
 	return r
+}
+
+// routes is the API's router: gorilla/mux, and in front of it a map of
+// the paths without variables. gorilla/mux matches a request against its
+// routes' regular expressions in turn and copies the request twice to
+// attach the route and its variables; an exact path needs neither, and
+// the hottest calls (stats, metadata) are such paths.
+type routes struct {
+	mux   *mux.Router
+	exact map[string]http.Handler
+}
+
+// handle routes path to h, on every method (handlers check theirs).
+func (rt *routes) handle(path string, h http.Handler) {
+	rt.mux.Handle(path, h)
+	if !strings.Contains(path, "{") {
+		if _, dup := rt.exact[path]; !dup { // the first route wins, as in gorilla/mux
+			rt.exact[path] = h
+		}
+	}
+}
+
+func (rt *routes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := rt.exact[r.URL.Path]; ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	rt.mux.ServeHTTP(w, r)
 }

@@ -213,9 +213,8 @@ func (s *Server) NodeRPC(ctx context.Context, nodeID, method string, args, reply
 	if err := s.authorizeClientCall(method, args); err != nil {
 		return err
 	}
-	if err := s.checkNode(nodeID); err != nil {
-		return err
-	}
+	// A node with a session here registered through it, and nodes are
+	// never removed from the state: it is known, without a state lookup.
 	if sess := s.sessions.get(nodeID); sess != nil {
 		err := sess.Call(ctx, method, args, reply)
 		if err == nil || !errors.Is(err, rpc.ErrSessionClosed) {
@@ -223,6 +222,9 @@ func (s *Server) NodeRPC(ctx context.Context, nodeID, method string, args, reply
 		}
 		s.sessions.unbind(sess)
 		// The node may have moved to another server: look there.
+	}
+	if err := s.checkNode(nodeID); err != nil {
+		return err
 	}
 	skip := ""
 	for attempt := 0; attempt < 2; attempt++ {
