@@ -55,8 +55,8 @@ func (s *Session) takeIdle() *yamux.Stream {
 }
 
 // putIdle keeps a stream whose call ended cleanly, or closes it when the
-// pool is full or the session is gone. Its deadline stays: nothing reads
-// an idle stream, and the next call sets its own.
+// pool is full or the session is gone. Unary streams never have a
+// deadline: a call that was aborted by one is not kept.
 func (s *Session) putIdle(ys *yamux.Stream) {
 	s.idleMu.Lock()
 	if len(s.idle) < maxIdleStreams && !s.ys.IsClosed() {
@@ -257,8 +257,9 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	}
 	dl := callDeadline(ctx, s.cfg.CallTimeout)
 	if ys := s.takeIdle(); ys != nil {
+		w := watchedCalls.add(ctx, dl, ys)
 		err := unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, false)
-		if reusable(ctx, dl, err) {
+		if !watchedCalls.remove(w) && reusable(ctx, dl, err) {
 			s.putIdle(ys)
 			return true, err
 		}
@@ -274,8 +275,9 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	if err != nil {
 		return false, fmt.Errorf("rpc: %s: %w", method, err)
 	}
+	w := watchedCalls.add(ctx, dl, ys)
 	err = unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
-	if reusable(ctx, dl, err) {
+	if !watchedCalls.remove(w) && reusable(ctx, dl, err) {
 		s.putIdle(ys)
 	} else {
 		ys.Close()

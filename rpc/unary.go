@@ -46,11 +46,10 @@ func callError(ctx context.Context, dl time.Time, sess *Session, method string, 
 	return fmt.Errorf("rpc: %s: %w", method, err)
 }
 
-// unaryCall runs one request/response exchange on conn (the caller owns
-// and closes conn), to be done by dl (callDeadline) unless ctx ends
-// sooner. modeByte prefixes the request with ByteRPC, for a fresh stream.
-// The deadline is conn's own, not a context timer: a forwarded call is
-// small enough that a timer and a context per call show in its cost.
+// unaryCall runs one request/response exchange on conn. The caller owns
+// conn and bounds the exchange: it has the call watched (callwatch.go),
+// which aborts conn's I/O once dl (callDeadline) passes or ctx ends.
+// modeByte prefixes the request with ByteRPC, for a fresh stream.
 func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, cfg *Config, method string, seq uint64, args, reply any, modeByte bool) error {
 	e := getEncoder()
 	defer putEncoder(e)
@@ -64,13 +63,6 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 	}
 	if err := e.appendFrame(kindData, args, cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
-	}
-
-	// Closing is the caller's job; bounding and aborting the I/O is ours.
-	conn.SetDeadline(dl)
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
-		defer stop()
 	}
 
 	if _, err := conn.Write(e.bytes()); err != nil {
