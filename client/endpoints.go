@@ -84,14 +84,19 @@ func (c *Client) hostStats(ctx context.Context, req *structs.NodeSpecificRequest
 }
 
 func (c *Client) metaRead(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.NodeMetaResponse) error {
-	if err := c.authorizeNode(ctx, structs.MethodNodeMetaRead, req); err != nil {
-		return err
-	}
-	if err := c.checkNode(req.NodeID); err != nil {
+	if err := c.checkMetaRead(ctx, req); err != nil {
 		return err
 	}
 	*resp = *c.meta.read()
 	return nil
+}
+
+// checkMetaRead makes the checks of a metadata read.
+func (c *Client) checkMetaRead(ctx context.Context, req *structs.NodeSpecificRequest) error {
+	if err := c.authorizeNode(ctx, structs.MethodNodeMetaRead, req); err != nil {
+		return err
+	}
+	return c.checkNode(req.NodeID)
 }
 
 func (c *Client) metaApply(ctx context.Context, req *structs.NodeMetaApplyRequest, resp *structs.NodeMetaResponse) error {

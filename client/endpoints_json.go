@@ -15,7 +15,7 @@ import (
 // the same checks, and encodes what the HTTP API returns for it.
 func (c *Client) registerJSONEndpoints() {
 	registerJSON(c, structs.MethodClientStats, c.hostStats, func(r *structs.HostStats) any { return c.statsJSON.get(r) })
-	registerJSON(c, structs.MethodNodeMetaRead, c.metaRead, func(r *structs.NodeMetaResponse) any { return r })
+	rpc.HandleUnary(c.mux, structs.MethodNodeMetaRead+structs.JSONMethodSuffix, c.metaReadJSON)
 	registerJSON(c, structs.MethodNodeMetaApply, c.metaApply, func(r *structs.NodeMetaResponse) any { return r })
 	registerJSON(c, structs.MethodClientAllocStats, c.allocStats, func(r *structs.AllocResourceUsage) any { return r })
 	registerJSON(c, structs.MethodFsList, c.fsList, func(r *structs.FsListResponse) any {
@@ -44,13 +44,11 @@ func registerJSON[Req, Resp any](c *Client, method string, fn func(context.Conte
 			out.Body = raw
 			return nil
 		}
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(v); err != nil {
+		body, err := encodeJSON(v)
+		if err != nil {
 			return err
 		}
-		out.Body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		out.Body = body
 		return nil
 	})
 }
@@ -70,12 +68,36 @@ func (c *statsJSONCache) get(s *structs.HostStats) any {
 	if c.body != nil && c.ts == s.Timestamp {
 		return c.body
 	}
+	body, err := encodeJSON(s)
+	if err != nil {
+		return s
+	}
+	c.ts, c.body = s.Timestamp, body
+	return c.body
+}
+
+// metaReadJSON is metaRead's JSON variant: the same checks, and the
+// metadata encoded once per change rather than per call.
+func (c *Client) metaReadJSON(ctx context.Context, req *structs.NodeSpecificRequest, out *structs.JSONResponse) error {
+	if err := c.checkMetaRead(ctx, req); err != nil {
+		return err
+	}
+	body, err := c.meta.readJSON()
+	if err != nil {
+		return err
+	}
+	out.Body = body
+	return nil
+}
+
+// encodeJSON encodes v as the HTTP API does: HTML characters kept, no
+// trailing newline.
+func encodeJSON(v any) (json.RawMessage, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s); err != nil {
-		return s
+	if err := enc.Encode(v); err != nil {
+		return nil, err
 	}
-	c.ts, c.body = s.Timestamp, json.RawMessage(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
-	return c.body
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -30,6 +30,11 @@ type metaStore struct {
 	mu      sync.Mutex
 	static  map[string]string
 	dynamic map[string]*string
+	ver     uint64 // bumped whenever dynamic changes, under mu
+
+	// The JSON of the metadata as of ver, for readJSON; under mu.
+	jsonVer  uint64
+	jsonBody json.RawMessage
 
 	// Group commit: applies bump gen and wait until a save covers it, so
 	// one fsync serves every apply that arrived while the last one ran.
@@ -86,6 +91,23 @@ func (m *metaStore) read() *structs.NodeMetaResponse {
 	return m.responseLocked()
 }
 
+// readJSON returns the current metadata as the HTTP API shows it, encoded
+// once per change: reads come far more often than changes. The bytes are
+// shared and must not be modified.
+func (m *metaStore) readJSON() (json.RawMessage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.jsonBody != nil && m.jsonVer == m.ver {
+		return m.jsonBody, nil
+	}
+	b, err := encodeJSON(m.responseLocked())
+	if err != nil {
+		return nil, err
+	}
+	m.jsonVer, m.jsonBody = m.ver, b
+	return b, nil
+}
+
 // merged returns the merged metadata the servers see.
 func (m *metaStore) merged() map[string]string {
 	m.mu.Lock()
@@ -130,6 +152,7 @@ func (m *metaStore) apply(update map[string]*string) (*structs.NodeMetaResponse,
 	}
 	prev := m.dynamic
 	m.dynamic = next
+	m.ver++
 	m.gen++
 	mine := m.gen
 	resp := m.responseLocked()
@@ -140,6 +163,7 @@ func (m *metaStore) apply(update map[string]*string) (*structs.NodeMetaResponse,
 		m.mu.Lock()
 		if m.gen == mine {
 			m.dynamic = prev
+			m.ver++
 		}
 		m.mu.Unlock()
 		return nil, err

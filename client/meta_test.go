@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func sptr(s string) *string { return &s }
@@ -33,7 +34,11 @@ func TestMetaStore_ApplySemantics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if _, err := m.readJSON(); err != nil { // cached before the change
+				t.Fatal(err)
+			}
 			_, err = m.apply(tc.update)
+			checkMetaJSON(t, m)
 			if tc.wantErr != "" {
 				if err == nil || !contains(err.Error(), tc.wantErr) {
 					t.Fatalf("apply error = %v; want %q", err, tc.wantErr)
@@ -69,6 +74,70 @@ func TestMetaStore_ApplySemantics(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// checkMetaJSON checks that the cached JSON is the JSON of what read
+// returns now.
+func checkMetaJSON(t *testing.T, m *metaStore) {
+	t.Helper()
+	got, err := m.readJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := encodeJSON(m.read())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("readJSON = %s; want %s", got, want)
+	}
+}
+
+// TestMetaStore_JSONAfterFailedApply: an apply that cannot be saved is
+// undone, and the JSON cached by a read made while it was being saved
+// goes back with it.
+func TestMetaStore_JSONAfterFailedApply(t *testing.T) {
+	dir := t.TempDir()
+	m, err := newMetaStore(filepath.Join(dir, "gone", "meta.json"), map[string]string{"rack": "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := m.readJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = append([]byte(nil), before...)
+
+	m.saveMu.Lock() // hold the apply in its save
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.apply(map[string]*string{"foo": sptr("bar")})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.mu.Lock()
+		applied := m.gen == 1
+		m.mu.Unlock()
+		if applied {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("apply never ran")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if during, _ := m.readJSON(); !strings.Contains(string(during), `"foo":"bar"`) {
+		t.Fatalf("readJSON during the save = %s; want foo in it", during)
+	}
+	m.saveMu.Unlock()
+	if err := <-done; err == nil {
+		t.Fatal("apply saved into a missing directory")
+	}
+	checkMetaJSON(t, m)
+	if got, _ := m.readJSON(); string(got) != string(before) {
+		t.Fatalf("readJSON after a failed apply = %s; want %s", got, before)
+	}
+}
 
 // TestMetaStore_PersistsAndGroupCommits: concurrent applies all land, and
 // a reopened store has them (tombstones of keys no longer static dropped).
