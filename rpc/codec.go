@@ -69,9 +69,13 @@ func (e *encoder) reset() { e.out = e.out[:0] }
 // output. It fails with ErrMessageTooLarge, before anything is appended,
 // when the body is larger than max.
 func (e *encoder) appendFrame(kind byte, v any, max int) error {
-	e.enc.ResetBytes(&e.buf)
-	if err := e.enc.Encode(v); err != nil {
-		return fmt.Errorf("rpc: encode %T: %w", v, err)
+	if b, ok := appendFast(e.buf[:0], v); ok {
+		e.buf = b
+	} else {
+		e.enc.ResetBytes(&e.buf)
+		if err := e.enc.Encode(v); err != nil {
+			return fmt.Errorf("rpc: encode %T: %w", v, err)
+		}
 	}
 	if len(e.buf) > max {
 		return fmt.Errorf("%w (%d > %d bytes)", ErrMessageTooLarge, len(e.buf), max)
@@ -89,7 +93,7 @@ func (e *encoder) bytes() []byte { return e.out }
 
 // decode decodes one msgpack body into v. A nil v discards the body.
 func decode(body []byte, v any) error {
-	if v == nil {
+	if v == nil || decodeFast(body, v) {
 		return nil
 	}
 	dec := decoderPool.Get().(*codec.Decoder)

@@ -1,0 +1,174 @@
+package rpc
+
+import (
+	"bytes"
+	"math"
+	"math/rand"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"tether/structs"
+)
+
+// codecBytes encodes v with go-msgpack and msgpackHandle, never the fast
+// path.
+func codecBytes(t testing.TB, v any) []byte {
+	t.Helper()
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// codecDecode decodes with go-msgpack only.
+func codecDecode(t testing.TB, b []byte, v any) {
+	t.Helper()
+	if err := codec.NewDecoderBytes(b, msgpackHandle).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fastValues(rng *rand.Rand) []any {
+	strs := []string{"", "a", strings.Repeat("x", 31), strings.Repeat("y", 32), strings.Repeat("z", 255),
+		strings.Repeat("w", 256), strings.Repeat("v", 65535), strings.Repeat("u", 65536), "ClientStats.Stats.JSON", "héllo"}
+	uints := []uint64{0, 1, 127, 128, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, math.MaxInt64, math.MaxUint64}
+	ints := []int64{0, 1, -1, -32, -33, 127, 128, -128, -129, 32767, 32768, -32768, -32769,
+		math.MaxInt32, math.MaxInt32 + 1, math.MinInt32, math.MinInt32 - 1, math.MaxInt64, math.MinInt64, 29999999999}
+	pick := func(xs []string) string { return xs[rng.Intn(len(xs))] }
+	var out []any
+	for i := 0; i < 300; i++ {
+		body := []byte(pick(strs))
+		switch rng.Intn(4) {
+		case 0:
+			body = nil
+		case 1:
+			body = []byte{}
+		}
+		out = append(out,
+			&requestHeader{Method: pick(strs), Seq: uints[rng.Intn(len(uints))], Timeout: ints[rng.Intn(len(ints))]},
+			&responseHeader{Seq: uints[rng.Intn(len(uints))], Error: pick(strs), Code: int(ints[rng.Intn(len(ints))] % math.MaxInt32)},
+			&structs.NodeSpecificRequest{NodeID: pick(strs), QueryOptions: structs.QueryOptions{Region: pick(strs), Namespace: pick(strs), AuthToken: pick(strs)}},
+			&structs.JSONResponse{Body: body},
+		)
+	}
+	return out
+}
+
+// TestFastCodec_SameBytes: the hand-coded encodings are go-msgpack's, byte
+// for byte, and each path decodes the other's output to the same value.
+func TestFastCodec_SameBytes(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for _, v := range fastValues(rng) {
+		fast, ok := appendFast(nil, v)
+		if !ok {
+			t.Fatalf("%T has no fast path", v)
+		}
+		want := codecBytes(t, v)
+		if !bytes.Equal(fast, want) {
+			t.Fatalf("%T %+v:\nfast  %x\ncodec %x", v, v, fast, want)
+		}
+		fromFast := reflect.New(reflect.TypeOf(v).Elem()).Interface()
+		if !decodeFast(want, fromFast) {
+			t.Fatalf("%T: fast decode refused go-msgpack's bytes %x", v, want)
+		}
+		fromCodec := reflect.New(reflect.TypeOf(v).Elem()).Interface()
+		codecDecode(t, fast, fromCodec)
+		if !reflect.DeepEqual(fromFast, fromCodec) {
+			t.Fatalf("%T: fast decoded %+v, go-msgpack %+v", v, fromFast, fromCodec)
+		}
+	}
+}
+
+// TestFastCodec_OtherShapes: bytes the fast decoder does not know are
+// left to go-msgpack, which decodes them as before; broken bytes fail.
+func TestFastCodec_OtherShapes(t *testing.T) {
+	type extraField struct {
+		Seq   uint64
+		Extra string
+	}
+	type asString struct {
+		Seq string
+	}
+	withStr8 := func() []byte { // a newer peer writing str8 keys and values
+		b := []byte{0x81, 0xd9, 4}
+		b = append(b, "Body"...)
+		return append(append(b, 0xd9, 3), "abc"...)
+	}()
+	tests := []struct {
+		name    string
+		body    []byte
+		into    any
+		fast    bool // the fast path takes it
+		want    any
+		wantErr bool
+	}{
+		{"unknown key", codecBytes(t, &extraField{Seq: 7, Extra: "x"}), &responseHeader{}, false, &responseHeader{Seq: 7}, false},
+		{"string where a number goes", codecBytes(t, &asString{Seq: "7"}), &responseHeader{}, false, nil, true},
+		{"str8", withStr8, &structs.JSONResponse{}, true, &structs.JSONResponse{Body: []byte("abc")}, false},
+		{"truncated", codecBytes(t, &responseHeader{Seq: 7, Error: "boom"})[:5], &responseHeader{}, false, nil, true},
+		{"trailing bytes", append(codecBytes(t, &responseHeader{Seq: 7}), 0x01), &responseHeader{}, false, &responseHeader{Seq: 7}, false},
+		{"empty", nil, &responseHeader{}, false, nil, true},
+		{"negative seq", []byte{0x81, 0xa3, 'S', 'e', 'q', 0xff}, &responseHeader{}, false, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			probe := reflect.New(reflect.TypeOf(tt.into).Elem()).Interface()
+			if got := decodeFast(tt.body, probe); got != tt.fast {
+				t.Fatalf("fast path took it: %v, want %v", got, tt.fast)
+			}
+			err := decode(tt.body, tt.into)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("decode error %v, want error %v", err, tt.wantErr)
+			}
+			if tt.want != nil && !reflect.DeepEqual(tt.into, tt.want) {
+				t.Fatalf("decoded %+v, want %+v", tt.into, tt.want)
+			}
+		})
+	}
+}
+
+// TestFastCodec_BodyIsCopied: a decoded Body does not alias the frame
+// buffer, which is reused.
+func TestFastCodec_BodyIsCopied(t *testing.T) {
+	b, _ := appendFast(nil, &structs.JSONResponse{Body: []byte("hello")})
+	var out structs.JSONResponse
+	if !decodeFast(b, &out) {
+		t.Fatal("fast path refused its own bytes")
+	}
+	for i := range b {
+		b[i] = 0
+	}
+	if string(out.Body) != "hello" {
+		t.Fatalf("Body changed with the buffer: %q", out.Body)
+	}
+}
+
+func BenchmarkFastCodec(b *testing.B) {
+	vals := []any{
+		&requestHeader{Method: "ClientStats.Stats.JSON", Seq: 12345, Timeout: 29999999999},
+		&responseHeader{Seq: 12345},
+		&structs.NodeSpecificRequest{NodeID: "b37bd56d-ac4a-4bf6-9b14-08db95c9cf25", QueryOptions: structs.QueryOptions{Region: "global"}},
+		&structs.JSONResponse{Body: make([]byte, 931)},
+	}
+	for _, v := range vals {
+		name := reflect.TypeOf(v).Elem().Name()
+		enc := codecBytes(b, v)
+		b.Run("encode/"+name, func(b *testing.B) {
+			e := getEncoder()
+			defer putEncoder(e)
+			for i := 0; i < b.N; i++ {
+				e.reset()
+				e.appendFrame(kindData, v, 1<<20)
+			}
+		})
+		b.Run("decode/"+name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				decode(enc, reflect.New(reflect.TypeOf(v).Elem()).Interface())
+			}
+		})
+	}
+}
