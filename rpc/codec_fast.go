@@ -136,8 +136,7 @@ func appendInt(b []byte, i int64) []byte {
 func decodeFast(body []byte, v any) bool {
 	switch v := v.(type) {
 	case *requestHeader:
-		var out requestHeader
-		ok := decodeMap(body, func(key []byte, r *msgReader) bool {
+		return decodeStruct(body, v, func(out *requestHeader, key []byte, r *msgReader) bool {
 			switch string(key) {
 			case "Method":
 				return r.str(&out.Method)
@@ -148,13 +147,8 @@ func decodeFast(body []byte, v any) bool {
 			}
 			return false
 		})
-		if ok {
-			*v = out
-		}
-		return ok
 	case *responseHeader:
-		var out responseHeader
-		ok := decodeMap(body, func(key []byte, r *msgReader) bool {
+		return decodeStruct(body, v, func(out *responseHeader, key []byte, r *msgReader) bool {
 			switch string(key) {
 			case "Seq":
 				return r.uint(&out.Seq)
@@ -170,13 +164,8 @@ func decodeFast(body []byte, v any) bool {
 			}
 			return false
 		})
-		if ok {
-			*v = out
-		}
-		return ok
 	case *structs.NodeSpecificRequest:
-		out := *v
-		ok := decodeMap(body, func(key []byte, r *msgReader) bool {
+		return decodeStruct(body, v, func(out *structs.NodeSpecificRequest, key []byte, r *msgReader) bool {
 			switch string(key) {
 			case "NodeID":
 				return r.str(&out.NodeID)
@@ -189,24 +178,24 @@ func decodeFast(body []byte, v any) bool {
 			}
 			return false
 		})
-		if ok {
-			*v = out
-		}
-		return ok
 	case *structs.JSONResponse:
-		var out structs.JSONResponse
-		ok := decodeMap(body, func(key []byte, r *msgReader) bool {
-			if string(key) != "Body" {
-				return false
-			}
-			return r.bytes(&out.Body)
+		return decodeStruct(body, v, func(out *structs.JSONResponse, key []byte, r *msgReader) bool {
+			return string(key) == "Body" && r.bytes(&out.Body)
 		})
-		if ok {
-			*v = out
-		}
-		return ok
 	}
 	return false
+}
+
+// decodeStruct decodes body, one map, into a copy of *v with field, and
+// stores the copy in *v if every field was read: as with go-msgpack,
+// fields the map does not name keep their values.
+func decodeStruct[T any](body []byte, v *T, field func(out *T, key []byte, r *msgReader) bool) bool {
+	out := *v
+	if !decodeMap(body, func(key []byte, r *msgReader) bool { return field(&out, key, r) }) {
+		return false
+	}
+	*v = out
+	return true
 }
 
 // decodeMap reads body as one map with raw keys and nothing after it,
