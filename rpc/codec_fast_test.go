@@ -172,3 +172,38 @@ func BenchmarkFastCodec(b *testing.B) {
 		})
 	}
 }
+
+// FuzzDecodeFast: the fast reader never panics, and whatever it accepts
+// go-msgpack decodes to the same value.
+func FuzzDecodeFast(f *testing.F) {
+	rng := rand.New(rand.NewSource(2))
+	for _, v := range fastValues(rng)[:40] {
+		b, _ := appendFast(nil, v)
+		if len(b) < 4096 {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte{0x81, 0xa3, 'S', 'e', 'q', 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0xde, 0xff, 0xff})
+	f.Add([]byte{0x81, 0xdb, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, newV := range []func() any{
+			func() any { return &requestHeader{} },
+			func() any { return &responseHeader{} },
+			func() any { return &structs.NodeSpecificRequest{} },
+			func() any { return &structs.JSONResponse{} },
+		} {
+			fast := newV()
+			if !decodeFast(b, fast) {
+				continue
+			}
+			slow := newV()
+			if err := codec.NewDecoderBytes(b, msgpackHandle).Decode(slow); err != nil {
+				t.Fatalf("fast path accepted %x as %T, go-msgpack refused it: %v", b, fast, err)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%x: fast %+v, go-msgpack %+v", b, fast, slow)
+			}
+		}
+	})
+}
