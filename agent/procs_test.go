@@ -76,8 +76,9 @@ func TestProcGovernor_Run(t *testing.T) {
 	var mu sync.Mutex
 	var cpu time.Duration
 	busy := false
-	var sets []int
+	sets := make(chan int, 8)
 	g := &ProcGovernor{
+		logger:   hclog.NewNullLogger(),
 		interval: time.Millisecond,
 		max:      2,
 		cur:      2,
@@ -89,51 +90,38 @@ func TestProcGovernor_Run(t *testing.T) {
 			}
 			return cpu, nil
 		},
-		setProcs: func(n int) {
-			mu.Lock()
-			defer mu.Unlock()
-			sets = append(sets, n)
-		},
+		setProcs: func(n int) { sets <- n },
 	}
-	g.logger = hclog.NewNullLogger()
+	setBusy := func(b bool) {
+		mu.Lock()
+		busy = b
+		mu.Unlock()
+	}
+	next := func(what string, want int) {
+		t.Helper()
+		select {
+		case n := <-sets:
+			if n != want {
+				t.Fatalf("%s: GOMAXPROCS set to %d, want %d", what, n, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		g.Run(ctx)
 	}()
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			mu.Lock()
-			ok := cond()
-			mu.Unlock()
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; sets %v", what, sets)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	waitFor("one P while idle", func() bool { return len(sets) == 1 && sets[0] == 1 })
-	mu.Lock()
-	busy = true
-	mu.Unlock()
-	waitFor("two Ps while busy", func() bool { return len(sets) == 2 && sets[1] == 2 })
-	mu.Lock()
-	busy = false
-	mu.Unlock()
-	waitFor("one P again", func() bool { return len(sets) == 3 })
+	next("one P while idle", 1)
+	setBusy(true)
+	next("two Ps while busy", 2)
+	setBusy(false)
+	next("one P again", 1)
 	cancel()
 	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []int{1, 2, 1, 2}; len(sets) != len(want) || sets[3] != 2 {
-		t.Fatalf("GOMAXPROCS set to %v, want %v (the default restored at the end)", sets, want)
-	}
+	next("the default restored at the end", 2)
 }
 
 func TestNewProcGovernor_RespectsEnvironment(t *testing.T) {

@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -124,7 +125,7 @@ func TestMetaStore_JSONAfterFailedApply(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("apply never ran")
 		}
-		time.Sleep(time.Millisecond)
+		runtime.Gosched() // the apply runs up to its save, then waits on saveMu
 	}
 	if during, _ := m.readJSON(); !strings.Contains(string(during), `"foo":"bar"`) {
 		t.Fatalf("readJSON during the save = %s; want foo in it", during)

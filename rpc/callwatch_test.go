@@ -76,15 +76,17 @@ func TestCallWatch_Aborts(t *testing.T) {
 }
 
 // TestCallWatch_RemovedCallsAreLeftAlone checks that a call over in time
-// is never aborted afterwards, on either path, and that the polling
-// goroutine ends with the last call.
+// is never aborted afterwards, on either path (a tick, a late timer or
+// context callback), and that the polling goroutine ends with the last
+// call.
 func TestCallWatch_RemovedCallsAreLeftAlone(t *testing.T) {
 	var cw callWatch
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	short := newDeadlineConn()
 	long := newDeadlineConn()
-	ws := cw.add(ctx, time.Now().Add(3*watchTick), short)
-	wl := cw.add(ctx, time.Now().Add(time.Duration(longCallTicks+2)*watchTick), long)
+	ws := cw.add(ctx, time.Now().Add(time.Minute), short)
+	wl := cw.add(ctx, time.Now().Add(time.Minute), long)
 	if cw.remove(ws) {
 		t.Fatal("short call reported aborted")
 	}
@@ -97,14 +99,17 @@ func TestCallWatch_RemovedCallsAreLeftAlone(t *testing.T) {
 	if cw.remove(wl) {
 		t.Fatal("long call reported aborted")
 	}
-	cancel()
 	waitFor(t, 10*time.Second, "polling goroutine gone", func() bool {
 		cw.mu.Lock()
 		defer cw.mu.Unlock()
 		return !cw.running
 	})
-	// Past both deadlines and the cancel: nothing may have touched them.
-	time.Sleep(time.Duration(longCallTicks+4) * watchTick) // waiting for something that must not happen
+	// What fires late finds nothing to abort: a tick past both deadlines,
+	// the timer or the context callback of the long call.
+	cw.check(time.Now().Add(time.Hour))
+	cw.abort(wl)
+	cw.abort(ws)
+	cancel()
 	if d := append(short.deadlines(), long.deadlines()...); len(d) != 0 {
 		t.Fatalf("deadlines set after remove: %v", d)
 	}
