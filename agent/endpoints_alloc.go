@@ -5,6 +5,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"tether/server"
 	"tether/structs"
 )
 
@@ -16,9 +17,9 @@ func (a *Agent) clientAllocation(w http.ResponseWriter, r *http.Request) (any, e
 	switch action {
 	case "stats":
 		var out structs.AllocResourceUsage
-		return a.backend.allocRPCJSON(r.Context(), id, structs.MethodClientAllocStats, &req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: id}, structs.MethodClientAllocStats, &req, &out, func() any { return &out })
 	case "gc":
-		if err := a.backend.allocRPC(r.Context(), id, structs.MethodClientAllocGC, &req, &structs.GenericResponse{}); err != nil {
+		if err := a.backend.routeCall(r.Context(), server.Target{AllocID: id}, structs.MethodClientAllocGC, &req, &structs.GenericResponse{}); err != nil {
 			return nil, err
 		}
 		// {} decodes for every Go client GC call (Nomad's empty body does
@@ -38,7 +39,7 @@ func (a *Agent) clientAllocation(w http.ResponseWriter, r *http.Request) (any, e
 // node. It answers an empty 200 with Content-Length 0.
 func (a *Agent) clientGC(w http.ResponseWriter, r *http.Request) (any, error) {
 	req := nodeRequest(r)
-	if err := a.backend.nodeRPC(r.Context(), req.NodeID, structs.MethodClientGCAll, &req, &structs.GenericResponse{}); err != nil {
+	if err := a.backend.routeCall(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodClientGCAll, &req, &structs.GenericResponse{}); err != nil {
 		return nil, err
 	}
 	w.Header().Set("Content-Length", "0")

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sort"
 
+	"tether/server"
 	"tether/structs"
 )
 
@@ -13,7 +14,7 @@ import (
 func (a *Agent) clientStats(w http.ResponseWriter, r *http.Request) (any, error) {
 	req := nodeRequest(r)
 	var out structs.HostStats
-	return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodClientStats, &req, &out, func() any { return &out })
+	return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodClientStats, &req, &out, func() any { return &out })
 }
 
 // clientMetadata serves GET and POST /v1/client/metadata.
@@ -22,14 +23,14 @@ func (a *Agent) clientMetadata(w http.ResponseWriter, r *http.Request) (any, err
 	case http.MethodGet:
 		req := nodeRequest(r)
 		var out structs.NodeMetaResponse
-		return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodNodeMetaRead, &req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaRead, &req, &out, func() any { return &out })
 	case http.MethodPost:
 		req, err := decodeMetaApply(r)
 		if err != nil {
 			return nil, err
 		}
 		var out structs.NodeMetaResponse
-		return a.backend.nodeRPCJSON(r.Context(), req.NodeID, structs.MethodNodeMetaApply, req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaApply, req, &out, func() any { return &out })
 	default:
 		return nil, structs.ErrInvalidMethod
 	}

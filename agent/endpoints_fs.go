@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"tether/rpc"
+	"tether/server"
 	"tether/structs"
 )
 
@@ -59,7 +60,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
 		var out structs.FsListResponse
-		return a.backend.allocRPCJSON(r.Context(), allocID, structs.MethodFsList, &req, &out, func() any {
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsList, &req, &out, func() any {
 			if out.Files == nil {
 				return []*structs.AllocFileInfo{}
 			}
@@ -71,7 +72,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
 		var out structs.FsStatResponse
-		return a.backend.allocRPCJSON(r.Context(), allocID, structs.MethodFsStat, &req, &out, func() any { return out.Info })
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsStat, &req, &out, func() any { return out.Info })
 	case "cat", "readat":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
@@ -91,21 +92,25 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 				}
 			}
 		}
-		if a.backend.localAlloc(allocID) {
+		rt, err := a.backend.route(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsReadAt, &req)
+		if err != nil {
+			return nil, err
+		}
+		if rt.local {
 			return nil, a.readAtLocal(w, r, &req)
 		}
-		if done, err := a.readAtDataCall(w, r, allocID, &req); done || err != nil {
+		if done, err := a.readAtDataCall(w, r, rt, &req); done || err != nil {
 			return nil, err
 		}
 		var data <-chan net.Conn
 		var cancel func()
-		req.DataToken, data, cancel = a.backend.offerData(allocID)
+		req.DataToken, data, cancel = rt.offerData()
 		defer cancel()
-		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsReadAt, &req)
+		st, err := rt.stream(r.Context(), structs.MethodFsReadAt, &req)
 		if err != nil {
 			return nil, err
 		}
-		return nil, a.streamRaw(w, r, st, data, allocID)
+		return nil, a.streamRaw(w, r, st, data, rt)
 	case "stream":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
@@ -121,7 +126,11 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
 		}
-		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsStream, &req)
+		rt, err := a.backend.route(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsStream, &req)
+		if err != nil {
+			return nil, err
+		}
+		st, err := rt.stream(r.Context(), structs.MethodFsStream, &req)
 		if err != nil {
 			return nil, err
 		}
@@ -149,13 +158,17 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
 		}
+		rt, err := a.backend.route(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsLogs, &req)
+		if err != nil {
+			return nil, err
+		}
 		var data <-chan net.Conn
 		if !req.Follow { // a read that follows stays on the stream
 			var cancel func()
-			req.DataToken, data, cancel = a.backend.offerData(allocID)
+			req.DataToken, data, cancel = rt.offerData()
 			defer cancel()
 		}
-		st, err := a.backend.allocStream(r.Context(), allocID, structs.MethodFsLogs, &req)
+		st, err := rt.stream(r.Context(), structs.MethodFsLogs, &req)
 		if err != nil {
 			return nil, err
 		}
@@ -394,7 +407,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 // decoding. Content-Length is the header's length, so a read that ends
 // short can never look complete; headers keep a browser from running what
 // it reads.
-func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn, allocID string) error {
+func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn, rt *callRoute) error {
 	defer st.Close()
 	var hdr structs.FsReadAtHeader
 	if err := st.Recv(&hdr); err != nil {
@@ -415,7 +428,7 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 		// The node's clean result on the stream says the bytes it sent
 		// were all it meant to send.
 		result := func() error { return st.Recv(nil) }
-		keep := func(dc net.Conn) { a.backend.poolData(allocID, dc) }
+		keep := rt.poolData
 		return a.copyData(w, r, dc, nil, hdr.Length, result, keep) // closes dc or keeps it
 	}
 	var sent int64
@@ -514,9 +527,9 @@ func (a *Agent) readAtLocal(w http.ResponseWriter, r *http.Request, req *structs
 // holding a data connection of the allocation's node), and reports
 // whether it did; if not, the read takes a stream. An error is the
 // call's answer.
-func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, allocID string, req *structs.FsReadAtRequest) (bool, error) {
+func (a *Agent) readAtDataCall(w http.ResponseWriter, r *http.Request, rt *callRoute, req *structs.FsReadAtRequest) (bool, error) {
 	var hdr structs.FsReadAtHeader
-	dc, head, keep, err := a.backend.allocDataCall(r.Context(), allocID, structs.MethodFsReadAt, req, &hdr)
+	dc, head, keep, err := rt.dataCall(r.Context(), structs.MethodFsReadAt, req, &hdr)
 	if err != nil || dc == nil {
 		return err != nil, err
 	}

@@ -187,40 +187,6 @@ func (s *Server) aclForToken(tok *structs.ACLToken) (*acl.ACL, error) {
 	return acl.NewACL(parsed), nil
 }
 
-// authorizeClientCall checks a client method against the caller's token
-// before a server forwards it: node methods against the node policy, and
-// allocation methods against the namespace of the allocation the request
-// names (never the request's own namespace).
-func (s *Server) authorizeClientCall(method string, args any) error {
-	aclObj, err := s.ResolveToken(structs.TokenOf(args))
-	if err != nil {
-		return err
-	}
-	ns := ""
-	if acl.IsAllocMethod(method) && !aclObj.IsManagement() {
-		ar, ok := args.(structs.AllocRequest)
-		if !ok {
-			return structs.ErrPermissionDenied
-		}
-		a, err := s.ResolveAlloc(ar.RequestAllocID())
-		if err != nil {
-			return err
-		}
-		ns = a.Namespace
-	}
-	if !aclObj.AllowClientMethod(method, ns) {
-		return structs.ErrPermissionDenied
-	}
-	return nil
-}
-
-// checkToken resolves the caller's token only, so that a bad token is
-// reported before an unknown allocation, as Nomad orders it.
-func (s *Server) checkToken(args any) error {
-	_, err := s.ResolveToken(structs.TokenOf(args))
-	return err
-}
-
 // --- ACL administration (HTTP /v1/acl/...). Each takes the caller's token
 // secret and checks it. ---
 

@@ -347,10 +347,10 @@ func TestServer_ACLAdmin(t *testing.T) {
 	}
 }
 
-// TestServer_AuthorizeClientCall checks the server's check before it
-// forwards a client call: node policies for node methods, the allocation's
-// own namespace for allocation methods, and Nomad's order of errors.
-func TestServer_AuthorizeClientCall(t *testing.T) {
+// TestServer_Route checks the server's one check before it forwards a
+// client call: node policies for node methods, the allocation's own
+// namespace for allocation methods, and Nomad's order of errors.
+func TestServer_Route(t *testing.T) {
 	s := newACLServer(t)
 	ctx := context.Background()
 	boot, _ := s.BootstrapACL(ctx, "")
@@ -368,48 +368,61 @@ func TestServer_AuthorizeClientCall(t *testing.T) {
 	}
 	nodeRead := mk("nr", `node { policy = "read" }`)
 	webFS := mk("wf", `namespace "web" { capabilities = ["read-fs"] }`)
-	alloc := &structs.Allocation{ID: structs.GenerateUUID(), Namespace: "web", NodeID: structs.GenerateUUID(), JobID: "j"}
+	node := &structs.Node{ID: structs.GenerateUUID(), Name: "n1", Status: structs.NodeStatusReady}
+	if _, err := s.store.UpsertNode(node); err != nil {
+		t.Fatal(err)
+	}
+	alloc := &structs.Allocation{ID: structs.GenerateUUID(), Namespace: "web", NodeID: node.ID, JobID: "j"}
 	if _, err := s.store.UpsertAllocs([]*structs.Allocation{alloc}); err != nil {
 		t.Fatal(err)
 	}
 	unknown := structs.GenerateUUID()
+	qo := func(tok string) structs.QueryOptions { return structs.QueryOptions{AuthToken: tok} }
+	nodeT, allocT := Target{NodeID: node.ID}, Target{AllocID: alloc.ID}
 	for _, tc := range []struct {
 		name   string
+		target Target
 		method string
 		args   any
 		code   int // 0 = allowed
 		text   string
 	}{
-		{"stats node read", structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: nodeRead}}, 0, ""},
-		{"gc-all node read", structs.MethodClientGCAll, &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: nodeRead}}, 403, "Permission denied"},
-		{"stats anonymous", structs.MethodClientStats, &structs.NodeSpecificRequest{}, 403, "Permission denied"},
-		{"ls web read-fs", structs.MethodFsList, &structs.FsListRequest{AllocID: alloc.ID, QueryOptions: structs.QueryOptions{AuthToken: webFS}}, 0, ""},
-		{"ls checks alloc ns, not request ns", structs.MethodFsList, &structs.FsListRequest{AllocID: alloc.ID, QueryOptions: structs.QueryOptions{AuthToken: nodeRead, Namespace: "web"}}, 403, "Permission denied"},
-		{"logs web read-fs", structs.MethodFsLogs, &structs.FsLogsRequest{AllocID: alloc.ID, QueryOptions: structs.QueryOptions{AuthToken: webFS}}, 0, ""},
-		{"alloc gc web read-fs", structs.MethodClientAllocGC, &structs.AllocSpecificRequest{AllocID: alloc.ID, QueryOptions: structs.QueryOptions{AuthToken: webFS}}, 403, "Permission denied"},
-		{"unknown alloc anonymous: 404 first", structs.MethodFsList, &structs.FsListRequest{AllocID: unknown}, 404, "Unknown allocation"},
-		{"bogus token", structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: structs.GenerateUUID()}}, 403, "ACL token not found"},
-		{"unlisted method", "Client.Exec", &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: nodeRead}}, 403, "Permission denied"},
-		{"unlisted method management", "Client.Exec", &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: mgmt}}, 0, ""},
+		{"stats node read", nodeT, structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 0, ""},
+		{"gc-all node read", nodeT, structs.MethodClientGCAll, &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 403, "Permission denied"},
+		{"stats anonymous", nodeT, structs.MethodClientStats, &structs.NodeSpecificRequest{}, 403, "Permission denied"},
+		{"ls web read-fs", allocT, structs.MethodFsList, &structs.FsListRequest{AllocID: alloc.ID, QueryOptions: qo(webFS)}, 0, ""},
+		{"ls checks alloc ns, not request ns", allocT, structs.MethodFsList, &structs.FsListRequest{AllocID: alloc.ID, QueryOptions: structs.QueryOptions{AuthToken: nodeRead, Namespace: "web"}}, 403, "Permission denied"},
+		{"logs web read-fs", allocT, structs.MethodFsLogs, &structs.FsLogsRequest{AllocID: alloc.ID, QueryOptions: qo(webFS)}, 0, ""},
+		{"alloc gc web read-fs", allocT, structs.MethodClientAllocGC, &structs.AllocSpecificRequest{AllocID: alloc.ID, QueryOptions: qo(webFS)}, 403, "Permission denied"},
+		{"unknown alloc anonymous: 404 first", Target{AllocID: unknown}, structs.MethodFsList, &structs.FsListRequest{AllocID: unknown}, 404, "Unknown allocation"},
+		{"bad token before unknown alloc", Target{AllocID: unknown}, structs.MethodFsList, &structs.FsListRequest{AllocID: unknown, QueryOptions: qo(structs.GenerateUUID())}, 403, "ACL token not found"},
+		{"malformed alloc", Target{AllocID: "abc"}, structs.MethodFsList, &structs.FsListRequest{QueryOptions: qo(mgmt)}, 400, "alloc"},
+		{"bogus token", nodeT, structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: qo(structs.GenerateUUID())}, 403, "ACL token not found"},
+		{"unlisted method", nodeT, "Client.Exec", &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 403, "Permission denied"},
+		{"unlisted method management", nodeT, "Client.Exec", &structs.NodeSpecificRequest{QueryOptions: qo(mgmt)}, 0, ""},
+		// The capability comes before the node lookup: an unknown node
+		// with too few rights is a 403, not a 404.
+		{"unknown node, no right", Target{NodeID: unknown}, structs.MethodClientGCAll, &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 403, "Permission denied"},
+		{"unknown node", Target{NodeID: unknown}, structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 404, "Unknown node"},
+		{"no node", Target{}, structs.MethodClientStats, &structs.NodeSpecificRequest{QueryOptions: qo(nodeRead)}, 400, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := s.authorizeClientCall(tc.method, tc.args)
+			r, err := s.Route(ctx, tc.target, tc.method, tc.args)
 			if tc.code == 0 {
 				if err != nil {
 					t.Fatalf("got %v; want allowed", err)
+				}
+				if r.NodeID != node.ID {
+					t.Fatalf("route node = %q; want %q", r.NodeID, node.ID)
+				}
+				if (tc.target.AllocID != "") != (r.Alloc != nil) {
+					t.Fatalf("route alloc = %v for target %+v", r.Alloc, tc.target)
 				}
 				return
 			}
 			wantCode(t, tc.name, err, tc.code, tc.text)
 		})
 	}
-	// AllocRPC reports a bad token before an unknown allocation.
-	err := s.AllocRPC(ctx, unknown, structs.MethodFsList, &structs.FsListRequest{AllocID: unknown, QueryOptions: structs.QueryOptions{AuthToken: structs.GenerateUUID()}}, &structs.FsListResponse{})
-	wantCode(t, "bad token, unknown alloc", err, 403, "ACL token not found")
-	// NodeRPC checks before the node lookup: an unknown node with too few
-	// rights is a 403, not a 404.
-	err = s.NodeRPC(ctx, structs.GenerateUUID(), structs.MethodClientGCAll, &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: nodeRead}}, &structs.GenericResponse{})
-	wantCode(t, "unknown node, no right", err, 403, "Permission denied")
 }
 
 // TestServer_NodeImpersonation checks that only the holder of a node's

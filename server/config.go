@@ -115,6 +115,17 @@ type Config struct {
 	// holding a node's session. Default 2s.
 	PeerQueryTimeout time.Duration
 
+	// NoPathCacheTTL is how long the answer "no alive server holds this
+	// node's session" is reused, so that calls to a node that is gone do
+	// not each ask every peer. A node that connects to this server is
+	// routable at once regardless; one that connects to a peer is found
+	// once the entry expires. Default 1s.
+	NoPathCacheTTL time.Duration
+
+	// RouteCacheSize bounds the node → server routes remembered (least
+	// recently used go first). Default 65536.
+	RouteCacheSize int
+
 	// Logger is the server's logger; nil means no logging.
 	Logger hclog.Logger
 }
@@ -132,6 +143,8 @@ func DefaultConfig() *Config {
 		DeadServerCleanup:    5 * time.Minute,
 		RouteCacheTTL:        10 * time.Second,
 		PeerQueryTimeout:     2 * time.Second,
+		NoPathCacheTTL:       time.Second,
+		RouteCacheSize:       65536,
 	}
 }
 
@@ -150,7 +163,7 @@ func (c *Config) Verify() error {
 		return errors.New("bootstrap_expect must not be negative")
 	}
 	for _, d := range []time.Duration{c.RetryJoinInterval, c.RaftHeartbeatTimeout, c.RaftElectionTimeout,
-		c.RaftLeaderLease, c.RPCHoldTimeout, c.FailoverHeartbeatTTL, c.DeadServerCleanup, c.RouteCacheTTL, c.PeerQueryTimeout} {
+		c.RaftLeaderLease, c.RPCHoldTimeout, c.FailoverHeartbeatTTL, c.DeadServerCleanup, c.RouteCacheTTL, c.PeerQueryTimeout, c.NoPathCacheTTL} {
 		if d < 0 {
 			return errors.New("durations must not be negative")
 		}
@@ -170,10 +183,14 @@ func (c *Config) setDefaults() {
 		{&c.DeadServerCleanup, &d.DeadServerCleanup},
 		{&c.RouteCacheTTL, &d.RouteCacheTTL},
 		{&c.PeerQueryTimeout, &d.PeerQueryTimeout},
+		{&c.NoPathCacheTTL, &d.NoPathCacheTTL},
 	} {
 		if *p.v == 0 {
 			*p.v = *p.def
 		}
+	}
+	if c.RouteCacheSize <= 0 {
+		c.RouteCacheSize = d.RouteCacheSize
 	}
 	if c.DataDir == "" {
 		c.InMemory = true

@@ -14,52 +14,39 @@ import (
 // calls on the connections earlier reads left behind.
 
 // OfferData returns a data connection token for a bulk transfer from the
-// node running allocID, when this server holds that node's session (the
-// node dials back the address it reached this server at). The connection
+// route's node, when this server holds that node's session (the node
+// dials back the address it reached this server at). The connection
 // arrives on conns; cancel releases the token.
-func (s *Server) OfferData(allocID string) (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil || s.sessions.get(a.NodeID) == nil {
+func (r *Route) OfferData() (token []byte, conns <-chan net.Conn, cancel func(), ok bool) {
+	if !r.Local() {
 		return nil, nil, nil, false
 	}
-	token, conns, cancel, err = s.rpcSrv.ExpectData()
+	token, conns, cancel, err := r.s.rpcSrv.ExpectData()
 	if err != nil {
 		return nil, nil, nil, false
 	}
 	return token, conns, cancel, true
 }
 
-// PoolData keeps a data connection from the node running allocID whose
-// transfer ended exactly at its length, for that node's next data call.
-func (s *Server) PoolData(allocID string, dc net.Conn) {
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil || s.sessions.get(a.NodeID) == nil {
+// PoolData keeps a data connection from the route's node whose transfer
+// ended exactly at its length, for that node's next data call.
+func (r *Route) PoolData(dc net.Conn) {
+	if !r.Local() {
 		dc.Close()
 		return
 	}
-	s.rpcSrv.PoolData(a.NodeID, dc)
+	r.s.rpcSrv.PoolData(r.NodeID, dc)
 }
 
-// AllocDataCall makes method's data call to the node running allocID on
-// a pooled data connection, after the checks AllocStream makes. With
-// dc nil and a nil error there was no connection to make it on, and the
-// caller opens a stream instead. An error is the call's answer (the
-// node's, or the caller's token's). Otherwise reply is filled and the
-// bytes follow: head, then dc; the caller reads them and then gives dc
-// to keep if they came whole (it goes back to the node's pool), or
-// closes it.
-func (s *Server) AllocDataCall(ctx context.Context, allocID, method string, args, reply any) (dc net.Conn, head []byte, keep func(net.Conn), err error) {
-	if err := s.checkToken(args); err != nil {
-		return nil, nil, nil, err
-	}
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := s.authorizeClientCall(method, args); err != nil {
-		return nil, nil, nil, err
-	}
-	dc = s.rpcSrv.TakeData(a.NodeID)
+// DataCall makes method's data call to the route's node on a pooled data
+// connection. With dc nil and a nil error there was no connection to make
+// it on, and the caller opens a stream instead. An error is the node's
+// answer. Otherwise reply is filled and the bytes follow: head, then dc;
+// the caller reads them and then gives dc to keep if they came whole (it
+// goes back to the node's pool), or closes it.
+func (r *Route) DataCall(ctx context.Context, method string, args, reply any) (dc net.Conn, head []byte, keep func(net.Conn), err error) {
+	s := r.s
+	dc = s.rpcSrv.TakeData(r.NodeID)
 	if dc == nil {
 		return nil, nil, nil, nil
 	}
@@ -68,16 +55,16 @@ func (s *Server) AllocDataCall(ctx context.Context, allocID, method string, args
 	switch {
 	case err == nil:
 		s.dataCalls.Add(1)
-		return dc, head, func(c net.Conn) { s.rpcSrv.PoolData(a.NodeID, c) }, nil
+		return dc, head, func(c net.Conn) { s.rpcSrv.PoolData(r.NodeID, c) }, nil
 	case errors.As(err, &re):
-		s.rpcSrv.PoolData(a.NodeID, dc) // answered: still good
+		s.rpcSrv.PoolData(r.NodeID, dc) // answered: still good
 		return nil, nil, nil, err
 	case errors.Is(err, rpc.ErrDataConnLost):
 		// Not served. The node closed it: most likely it restarted, and
 		// the rest of its pool is as dead. Drop them all; the stream
 		// serves this read, and the next reads make new connections.
 		dc.Close()
-		s.DropData(a.NodeID)
+		s.DropData(r.NodeID)
 		return nil, nil, nil, nil
 	default:
 		dc.Close()

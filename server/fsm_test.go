@@ -279,21 +279,3 @@ func waitLeader(t *testing.T, s *Server) {
 		<-time.After(10 * time.Millisecond) // polling interval; the condition decides
 	}
 }
-
-// TestRouteCache checks expiry and drop.
-func TestRouteCache(t *testing.T) {
-	c := newRouteCache(50 * time.Millisecond)
-	c.put("n1", "a:1")
-	if got := c.get("n1"); got != "a:1" {
-		t.Fatalf("got %q; want a:1", got)
-	}
-	c.drop("n1")
-	if got := c.get("n1"); got != "" {
-		t.Fatalf("got %q after drop; want empty", got)
-	}
-	c.put("n2", "b:1")
-	c.m["n2"] = routeEntry{addr: "b:1", expires: time.Now().Add(-time.Millisecond)}
-	if got := c.get("n2"); got != "" {
-		t.Fatalf("got %q after expiry; want empty", got)
-	}
-}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"tether/rpc"
 	"tether/structs"
 )
 
@@ -341,30 +340,4 @@ func (s *Server) ResolveAlloc(id string) (*structs.Allocation, error) {
 		return nil, structs.ErrUnknownAllocation(id)
 	}
 	return a, nil
-}
-
-// AllocRPC runs a client method on the node that owns allocID.
-func (s *Server) AllocRPC(ctx context.Context, allocID, method string, args, reply any) error {
-	// A bad token is reported before an unknown allocation; the capability
-	// is checked (in NodeRPC) after it, against the allocation's namespace.
-	if err := s.checkToken(args); err != nil {
-		return err
-	}
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil {
-		return err
-	}
-	return s.NodeRPC(ctx, a.NodeID, method, args, reply)
-}
-
-// AllocStream opens a streaming client method on the node owning allocID.
-func (s *Server) AllocStream(ctx context.Context, allocID, method string, args any) (*rpc.Stream, error) {
-	if err := s.checkToken(args); err != nil {
-		return nil, err
-	}
-	a, err := s.ResolveAlloc(allocID)
-	if err != nil {
-		return nil, err
-	}
-	return s.NodeStream(ctx, a.NodeID, method, args)
 }

@@ -50,7 +50,11 @@ func (s *Server) registerEndpoints() {
 // server relays to the allocation's node.
 func forwardAllocRPC[Req, Resp any](s *Server, method string, allocIDOf func(*Req) string) {
 	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *Req, resp *Resp) error {
-		return s.AllocRPC(ctx, allocIDOf(req), method, req, resp)
+		r, err := s.Route(ctx, Target{AllocID: allocIDOf(req)}, method, req)
+		if err != nil {
+			return err
+		}
+		return r.Call(ctx, method, req, resp)
 	})
 }
 
@@ -60,7 +64,11 @@ func allocIDOfReq(r *structs.AllocSpecificRequest) string { return r.AllocID }
 // session (a node agent relaying for its HTTP API) reaches the named node.
 func forwardNodeRPC[Req, Resp any](s *Server, method string, nodeIDOf func(*Req) string) {
 	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *Req, resp *Resp) error {
-		return s.NodeRPC(ctx, nodeIDOf(req), method, req, resp)
+		r, err := s.Route(ctx, Target{NodeID: nodeIDOf(req)}, method, req)
+		if err != nil {
+			return err
+		}
+		return r.Call(ctx, method, req, resp)
 	})
 }
 

@@ -81,6 +81,7 @@ type Server struct {
 	streamsForwarded atomic.Uint64 // streams relayed for a peer
 	peerRefused      atomic.Uint64 // server-to-server calls refused to non-servers
 	dataCalls        atomic.Uint64 // bulk reads made as data calls (datacalls.go)
+	aclDenials       atomic.Uint64 // client calls refused for the caller's capabilities
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -115,7 +116,6 @@ func New(cfg *Config) (_ *Server, err error) {
 		id:          id,
 		sessions:    newSessionRegistry(),
 		mux:         rpc.NewMux(),
-		routes:      newRouteCache(cfg.RouteCacheTTL),
 		raftNotify:  make(chan bool, 16),
 		reconcileCh: make(chan struct{}, 1),
 		leaderCh:    make(chan struct{}),
@@ -123,6 +123,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		cancel:      cancel,
 		blocked:     make(map[string]string),
 	}
+	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
 	defer func() {
 		if err != nil {
 			s.Shutdown()

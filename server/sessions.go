@@ -1,6 +1,7 @@
 package server
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -8,100 +9,122 @@ import (
 	"tether/structs"
 )
 
+// sessionShards splits the registry so that calls to different nodes do
+// not meet on one lock: every client call a server makes reads it.
+const sessionShards = 64
+
 // sessionRegistry maps node IDs to the live session each node dialed in on.
 // A session binds to one node, once; when a node has several sessions the
 // newest binding wins; a binding is dropped the moment its session closes.
-// Entries are keyed by session identity, never by address text.
+// Entries are keyed by session identity, never by address text. The
+// zero value is not usable; call newSessionRegistry.
 type sessionRegistry struct {
-	mu     sync.Mutex
-	byNode map[string]*rpc.Session
-	bound  map[uint64]string // session ID → node ID
-	index  map[uint64]uint64 // session ID → state index of its binding
+	seed   maphash.Seed
+	shards [sessionShards]sessionShard
+	bound  sync.Map // session ID (uint64) → node ID (string)
+	n      atomic.Int64
 
 	// Counters for odd branches.
 	rebinds      atomic.Uint64 // a node's binding moved to a newer session
 	staleDropped atomic.Uint64 // bindings dropped because their session closed
 }
 
-func newSessionRegistry() *sessionRegistry {
-	return &sessionRegistry{
-		byNode: make(map[string]*rpc.Session),
-		bound:  make(map[uint64]string),
-		index:  make(map[uint64]uint64),
-	}
+// sessionShard holds the bindings of the nodes that hash to it.
+type sessionShard struct {
+	mu     sync.Mutex
+	byNode map[string]binding
+	_      [40]byte // keep neighbouring shards' locks off one cache line
 }
 
-// bind binds sess to nodeID at state index idx (the raft index of the
-// registration, or of the state the binding server had: it orders the
-// bindings of one node across servers, see routing.go). It refuses a
-// session already bound to another node; binding the same pair again only
-// raises its index. The returned bool is true when this call created the
-// binding (the caller then watches the session for close).
+// binding is a node's current session and the state index of its binding
+// (the raft index of the registration, or of the state the binding server
+// had: it orders the bindings of one node across servers, see routing.go).
+type binding struct {
+	sess *rpc.Session
+	idx  uint64
+}
+
+func newSessionRegistry() *sessionRegistry {
+	r := &sessionRegistry{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].byNode = make(map[string]binding)
+	}
+	return r
+}
+
+func (r *sessionRegistry) shard(nodeID string) *sessionShard {
+	return &r.shards[maphash.String(r.seed, nodeID)%sessionShards]
+}
+
+// bind binds sess to nodeID at state index idx. It refuses a session
+// already bound to another node; binding the same pair again only raises
+// its index (a newer session of the node may have taken over since; the
+// older does not take back). The returned bool is true when this call
+// created the binding (the caller then watches the session for close).
 func (r *sessionRegistry) bind(nodeID string, sess *rpc.Session, idx uint64) (bool, error) {
 	if sess == nil || sess.IsClosed() {
 		return false, nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if owner, ok := r.bound[sess.ID()]; ok {
-		if owner != nodeID {
-			return false, structs.NewError(403, "session already bound to another node")
-		}
-		// Already bound: make sure it is still the node's current session
-		// (a newer one may have taken over; the older does not take back).
-		if idx > r.index[sess.ID()] {
-			r.index[sess.ID()] = idx
+	owner, loaded := r.bound.LoadOrStore(sess.ID(), nodeID)
+	if loaded && owner.(string) != nodeID {
+		return false, structs.NewError(403, "session already bound to another node")
+	}
+	sh := r.shard(nodeID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old, had := sh.byNode[nodeID]
+	if loaded {
+		if old.sess == sess && idx > old.idx {
+			sh.byNode[nodeID] = binding{sess: sess, idx: idx}
 		}
 		return false, nil
 	}
-	r.bound[sess.ID()] = nodeID
-	r.index[sess.ID()] = idx
-	if old, ok := r.byNode[nodeID]; ok && old != sess {
+	if had && old.sess != sess {
 		r.rebinds.Add(1)
 	}
-	r.byNode[nodeID] = sess
+	if !had {
+		r.n.Add(1)
+	}
+	sh.byNode[nodeID] = binding{sess: sess, idx: idx}
 	return true, nil
 }
 
 // unbind removes sess; if it is its node's current session, the node loses
 // its path until it binds another.
 func (r *sessionRegistry) unbind(sess *rpc.Session) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	nodeID, ok := r.bound[sess.ID()]
+	v, ok := r.bound.LoadAndDelete(sess.ID())
 	if !ok {
 		return
 	}
-	delete(r.bound, sess.ID())
-	delete(r.index, sess.ID())
-	if r.byNode[nodeID] == sess {
-		delete(r.byNode, nodeID)
+	nodeID := v.(string)
+	sh := r.shard(nodeID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.byNode[nodeID].sess == sess {
+		delete(sh.byNode, nodeID)
+		r.n.Add(-1)
 		r.staleDropped.Add(1)
 	}
-}
-
-// get returns the node's live session, or nil.
-func (r *sessionRegistry) get(nodeID string) *rpc.Session {
-	r.mu.Lock()
-	sess := r.byNode[nodeID]
-	r.mu.Unlock()
-	if sess != nil && sess.IsClosed() {
-		r.unbind(sess)
-		return nil
-	}
-	return sess
 }
 
 // lookup returns the node's live session and the index of its binding, or
 // nil.
 func (r *sessionRegistry) lookup(nodeID string) (*rpc.Session, uint64) {
-	sess := r.get(nodeID)
-	if sess == nil {
+	sh := r.shard(nodeID)
+	sh.mu.Lock()
+	b := sh.byNode[nodeID]
+	sh.mu.Unlock()
+	if b.sess != nil && b.sess.IsClosed() {
+		r.unbind(b.sess)
 		return nil, 0
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return sess, r.index[sess.ID()]
+	return b.sess, b.idx
+}
+
+// get returns the node's live session, or nil.
+func (r *sessionRegistry) get(nodeID string) *rpc.Session {
+	sess, _ := r.lookup(nodeID)
+	return sess
 }
 
 // nodeOf returns the node bound to sess, or "".
@@ -109,14 +132,10 @@ func (r *sessionRegistry) nodeOf(sess *rpc.Session) string {
 	if sess == nil {
 		return ""
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.bound[sess.ID()]
+	v, _ := r.bound.Load(sess.ID())
+	s, _ := v.(string)
+	return s
 }
 
 // count returns how many nodes have a live session here.
-func (r *sessionRegistry) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.byNode)
-}
+func (r *sessionRegistry) count() int { return int(r.n.Load()) }

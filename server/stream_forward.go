@@ -28,7 +28,11 @@ func forwardAllocStream[Req any](s *Server, method string, allocIDOf func(*Req) 
 		if err := in.Recv(&req); err != nil {
 			return err
 		}
-		out, err := s.AllocStream(ctx, allocIDOf(&req), method, &req)
+		r, err := s.Route(ctx, Target{AllocID: allocIDOf(&req)}, method, &req)
+		if err != nil {
+			return err
+		}
+		out, err := r.OpenStream(ctx, method, &req)
 		if err != nil {
 			return err
 		}

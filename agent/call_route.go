@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"net"
+
+	"tether/rpc"
+	"tether/server"
+	"tether/structs"
+)
+
+// callRoute is where one client call of the HTTP API goes, decided once
+// by backend.route and then used for every step of the call (a cat may
+// try a data call, offer a data connection and open a stream: one
+// decision, one token and allocation lookup for all of them):
+//
+//   - local: this agent's node runs it in process (its own rpc.Mux); the
+//     node checks the token.
+//   - srv non-nil: this agent is a server; srv has checked the token and
+//     the capability and knows the node, and carries the call down the
+//     node's session or to the peer holding it.
+//   - neither: a node-only agent asks its server over the node's own
+//     session, and the server routes it as above.
+type callRoute struct {
+	b     *backend
+	local bool
+	srv   *server.Route
+}
+
+// route decides where a client call goes. t names the node (NodeID, ""
+// for this agent's own node) or the allocation (AllocID). Malformed IDs
+// are refused here (400) before anything is looked up.
+func (b *backend) route(ctx context.Context, t server.Target, method string, args any) (*callRoute, error) {
+	if t.AllocID != "" || t.NodeID == "" && isAllocTarget(method) {
+		if err := checkAllocID(t.AllocID); err != nil {
+			return nil, err
+		}
+		if b.client != nil && b.client.HasAlloc(t.AllocID) {
+			return &callRoute{b: b, local: true}, nil
+		}
+	} else {
+		if t.NodeID != "" {
+			if err := structs.ValidateUUID("node", t.NodeID); err != nil {
+				return nil, err
+			}
+		}
+		if b.client != nil && (t.NodeID == "" || t.NodeID == b.client.NodeID()) {
+			return &callRoute{b: b, local: true}, nil
+		}
+		if t.NodeID == "" {
+			return nil, structs.ErrNoNodeID
+		}
+	}
+	if b.server == nil {
+		return &callRoute{b: b}, nil // relayed by the server
+	}
+	r, err := b.server.Route(ctx, t, method, args)
+	if err != nil {
+		return nil, err
+	}
+	return &callRoute{b: b, srv: r}, nil
+}
+
+// isAllocTarget reports whether method is addressed to an allocation (so
+// that a missing allocation ID is the caller's error, not "no node").
+func isAllocTarget(method string) bool {
+	switch method {
+	case structs.MethodClientAllocStats, structs.MethodClientAllocGC,
+		structs.MethodFsList, structs.MethodFsStat, structs.MethodFsReadAt,
+		structs.MethodFsStream, structs.MethodFsLogs:
+		return true
+	}
+	return false
+}
+
+// checkAllocID refuses a missing or malformed allocation ID.
+func checkAllocID(allocID string) error {
+	if allocID == "" {
+		return structs.BadRequest("must provide a valid alloc id")
+	}
+	return structs.ValidateUUID("alloc", allocID)
+}
+
+// call makes a unary client call and fills reply.
+func (rt *callRoute) call(ctx context.Context, method string, args, reply any) error {
+	switch {
+	case rt.local:
+		return rt.b.client.Mux().CallLocal(ctx, method, args, reply)
+	case rt.srv != nil:
+		return rt.srv.Call(ctx, method, args, reply)
+	default:
+		return rt.b.client.ServerRPC(ctx, method, args, reply)
+	}
+}
+
+// rawJSON is a reply already encoded as the HTTP API's JSON.
+type rawJSON []byte
+
+// callJSON makes a unary client call for the HTTP API: the node answers
+// the method's JSON variant, which a server passes through untouched; a
+// node-only agent relaying for another node gets the typed reply, and
+// project gives what the HTTP API returns from it.
+func (rt *callRoute) callJSON(ctx context.Context, method string, args, reply any, project func() any) (any, error) {
+	if !rt.local && rt.srv == nil {
+		if err := rt.call(ctx, method, args, reply); err != nil {
+			return nil, err
+		}
+		return project(), nil
+	}
+	var out structs.JSONResponse
+	if err := rt.call(ctx, method+structs.JSONMethodSuffix, args, &out); err != nil {
+		return nil, err
+	}
+	return rawJSON(out.Body), nil
+}
+
+// stream opens a streaming client call.
+func (rt *callRoute) stream(ctx context.Context, method string, args any) (*rpc.Stream, error) {
+	switch {
+	case rt.local:
+		return rt.b.client.Mux().OpenLocal(ctx, method, args)
+	case rt.srv != nil:
+		return rt.srv.OpenStream(ctx, method, args)
+	default:
+		return rt.b.client.ServerStream(ctx, method, args)
+	}
+}
+
+// offerData offers the node a data connection for a bulk read, when this
+// agent is the server holding the node's session (server.Route.OfferData).
+// With no offer, token and conns are nil and the bytes come on the
+// stream. cancel, never nil, releases the offer.
+func (rt *callRoute) offerData() (token []byte, conns <-chan net.Conn, cancel func()) {
+	if rt.srv != nil {
+		if token, conns, cancel, ok := rt.srv.OfferData(); ok {
+			return token, conns, cancel
+		}
+	}
+	return nil, nil, func() {}
+}
+
+// poolData hands a data connection whose transfer ended cleanly to the
+// server, for the node's next data call.
+func (rt *callRoute) poolData(dc net.Conn) {
+	if rt.srv == nil {
+		dc.Close()
+		return
+	}
+	rt.srv.PoolData(dc)
+}
+
+// dataCall makes a bulk read as a data call (server.Route.DataCall) when
+// this agent is a server with a pooled data connection of the node; else
+// dc is nil and the read takes a stream.
+func (rt *callRoute) dataCall(ctx context.Context, method string, args, reply any) (dc net.Conn, head []byte, keep func(net.Conn), err error) {
+	if rt.srv == nil {
+		return nil, nil, nil, nil
+	}
+	return rt.srv.DataCall(ctx, method, args, reply)
+}
+
+// routeJSON routes a unary client call and answers the HTTP API's JSON
+// (callRoute.callJSON).
+func (b *backend) routeJSON(ctx context.Context, t server.Target, method string, args, reply any, project func() any) (any, error) {
+	rt, err := b.route(ctx, t, method, args)
+	if err != nil {
+		return nil, err
+	}
+	return rt.callJSON(ctx, method, args, reply, project)
+}
+
+// routeCall routes a unary client call and fills reply.
+func (b *backend) routeCall(ctx context.Context, t server.Target, method string, args, reply any) error {
+	rt, err := b.route(ctx, t, method, args)
+	if err != nil {
+		return err
+	}
+	return rt.call(ctx, method, args, reply)
+}

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"tether/rpc"
+	"tether/structs"
+	"tether/structs/acl"
+)
+
+// One forwarding path (docs/design.md, "The path of one call").
+//
+// Every client call a server makes for a caller, unary, streaming or
+// bulk, starts with Server.Route: it resolves the caller's token once,
+// the allocation once (for allocation calls), checks the capability once
+// against the allocation's namespace, and knows the node. The Route then
+// carries the call: down the node's session when this server holds it,
+// else to the peer that does (routing.go finds it), which uses its own
+// session and never forwards again. The node checks the token again
+// itself (defence in depth); no layer in between does.
+
+// Target names what a client call is addressed to.
+type Target struct {
+	// NodeID is the node of a node call ("" is refused: the caller's
+	// agent answers calls for its own node itself).
+	NodeID string
+
+	// AllocID is the allocation of an allocation call; its node is the
+	// target, and its namespace is what the capability is checked on.
+	AllocID string
+}
+
+// Route is where one client call goes, decided once: the node, and the
+// allocation when the call names one. Where the node's session is, here
+// or on a peer, is looked up as the call is made, so that a node that
+// reconnects elsewhere between two calls of one route is still found.
+// A Route is only made by Server.Route; it is safe for concurrent use.
+type Route struct {
+	// NodeID is the target node.
+	NodeID string
+
+	// Alloc is the allocation an allocation call names; nil for node
+	// calls. It is a snapshot of the state read by Route.
+	Alloc *structs.Allocation
+
+	s *Server
+}
+
+// Route authorises a client call and resolves its target, in Nomad's
+// order: an unknown token (403) before a malformed or unknown allocation
+// (400, 404), then the capability (403) on the allocation's namespace,
+// then, for node calls, the node (400, 404). args carries the caller's
+// token (structs.TokenOf).
+func (s *Server) Route(ctx context.Context, t Target, method string, args any) (*Route, error) {
+	aclObj, err := s.ResolveToken(structs.TokenOf(args))
+	if err != nil {
+		return nil, err
+	}
+	r := &Route{s: s, NodeID: t.NodeID}
+	ns := ""
+	if t.AllocID != "" || acl.IsAllocMethod(method) {
+		a, err := s.ResolveAlloc(t.AllocID)
+		if err != nil {
+			return nil, err
+		}
+		r.Alloc, r.NodeID, ns = a, a.NodeID, a.Namespace
+	}
+	if !aclObj.AllowClientMethod(method, ns) {
+		s.aclDenials.Add(1)
+		return nil, structs.ErrPermissionDenied
+	}
+	if r.Alloc == nil {
+		// A node with a session here registered through it, and nodes
+		// are never removed from the state: it is known without a state
+		// lookup.
+		if s.sessions.get(r.NodeID) == nil {
+			if err := s.checkNode(r.NodeID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
+}
+
+// Call makes a unary client call on the route's node and fills reply.
+func (r *Route) Call(ctx context.Context, method string, args, reply any) error {
+	_, err := forward(ctx, r,
+		func(sess *rpc.Session) (struct{}, error) {
+			return struct{}{}, sess.Call(ctx, method, args, reply)
+		},
+		func(addr string) (struct{}, error) {
+			req := &forwardRequest{NodeID: r.NodeID, Method: method, Args: args}
+			return struct{}{}, r.s.pool.Call(ctx, addr, methodForwardNodeRPC, req, reply)
+		})
+	return err
+}
+
+// OpenStream opens a streaming client call on the route's node. Through a
+// peer, it returns once the peer has the node's stream open, so a stale
+// route fails here rather than mid-stream.
+func (r *Route) OpenStream(ctx context.Context, method string, args any) (*rpc.Stream, error) {
+	return forward(ctx, r,
+		func(sess *rpc.Session) (*rpc.Stream, error) {
+			return sess.OpenStream(ctx, method, args)
+		},
+		func(addr string) (*rpc.Stream, error) {
+			return r.s.openForwardedStream(ctx, addr, r.NodeID, method, args)
+		})
+}
+
+// Local reports whether this server holds the session of the route's
+// node now: only then can a bulk read go around the session (data
+// connections are between a node and the server it dialed).
+func (r *Route) Local() bool { return r.s.sessions.get(r.NodeID) != nil }
+
+// forward runs a call on the node's session here (local), or else on the
+// peer holding it (peer, given the peer's RPC address). A session found
+// closed is unbound and the node looked for on the peers. A route found
+// stale (the peer has no session any more, or cannot be reached) is
+// dropped from the cache, the peers asked once more (without the
+// unreachable one) and the call retried once; then the answer is
+// ErrNoPathToNode.
+func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, error), peer func(addr string) (T, error)) (T, error) {
+	s := r.s
+	var zero T
+	if sess := s.sessions.get(r.NodeID); sess != nil {
+		v, err := local(sess)
+		if err == nil || !errors.Is(err, rpc.ErrSessionClosed) {
+			return v, err
+		}
+		s.sessions.unbind(sess)
+		// The node may have moved to another server: look there.
+	}
+	skip := ""
+	for attempt := 0; attempt < 2; attempt++ {
+		addr, err := s.routes.locate(ctx, r.NodeID, attempt > 0, skip)
+		if err != nil {
+			return zero, err
+		}
+		v, err := peer(addr)
+		if err == nil || !staleRoute(ctx, err) {
+			return v, err
+		}
+		s.staleRoutes.Add(1)
+		s.routes.drop(r.NodeID)
+		if !errors.Is(err, structs.ErrNoPathToNode) {
+			skip = addr // unreachable: ask the others
+		}
+		s.logger.Debug("stale node route", "node_id", r.NodeID, "server", addr, "error", err)
+	}
+	return zero, structs.ErrNoPathToNode
+}
+
+// staleRoute reports whether a forwarded call failed because the route was
+// wrong (the holder has no session) or the holder could not be reached.
+func staleRoute(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if errors.Is(err, structs.ErrNoPathToNode) {
+		return true
+	}
+	var re *rpc.RemoteError
+	return !errors.As(err, &re)
+}
+
+// openForwardedStream opens Forward.NodeStream on addr and waits for the
+// holder's acknowledgement.
+func (s *Server) openForwardedStream(ctx context.Context, addr, nodeID, method string, args any) (*rpc.Stream, error) {
+	st, err := s.pool.OpenStream(ctx, addr, methodForwardNodeStream, &forwardRequest{NodeID: nodeID, Method: method, Args: args})
+	if err != nil {
+		return nil, err
+	}
+	var ack forwardStreamAck
+	if err := st.Recv(&ack); err != nil {
+		st.Close()
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("forwarded stream ended before it started: %w", io.ErrUnexpectedEOF)
+		}
+		return nil, err
+	}
+	return st, nil
+}
