@@ -64,6 +64,13 @@ type Config struct {
 	// as Nomad does.
 	EnableDebug bool
 
+	// GOMAXPROCSGovernor lets the tether command adapt GOMAXPROCS to the
+	// CPU the process uses, between 2 and the runtime's default
+	// (gomaxprocs_governor, agent/procs.go). Off by default, in dev mode
+	// too: it changes the whole process. The GOMAXPROCS environment
+	// variable still turns it off. A reload can turn it on or off.
+	GOMAXPROCSGovernor bool
+
 	// Advertise holds the addresses other agents use to reach this one
 	// (advertise). Empty fields are filled by NormalizeAddrs.
 	Advertise AdvertiseConfig
@@ -394,6 +401,7 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeString(&r.LogLevel, o.LogLevel)
 	mergeBool(&r.LogJSON, o.LogJSON)
 	mergeBool(&r.EnableDebug, o.EnableDebug)
+	mergeBool(&r.GOMAXPROCSGovernor, o.GOMAXPROCSGovernor)
 	mergeBool(&r.DevMode, o.DevMode)
 
 	mergeString(&r.Advertise.HTTP, o.Advertise.HTTP)

@@ -215,12 +215,14 @@ func (p *parser) parseRoot(items []*ast.ObjectItem, c *Config) error {
 			"log_level":    p.stringField(&c.LogLevel),
 			"log_json":     p.boolField(&c.LogJSON),
 			"enable_debug": p.boolField(&c.EnableDebug),
-			"advertise":    p.blockField(p.advertiseBlock(&c.Advertise)),
-			"ports":        p.blockField(p.portsBlock(&c.Ports)),
-			"server":       p.blockField(p.serverBlock(&c.Server)),
-			"client":       p.blockField(p.clientBlock(&c.Client)),
-			"acl":          p.blockField(p.aclBlock(&c.ACL)),
-			"tls":          p.blockField(p.tlsBlock(&c.TLS)),
+			// Tether's own: Nomad has no such key.
+			"gomaxprocs_governor": p.boolField(&c.GOMAXPROCSGovernor),
+			"advertise":           p.blockField(p.advertiseBlock(&c.Advertise)),
+			"ports":               p.blockField(p.portsBlock(&c.Ports)),
+			"server":              p.blockField(p.serverBlock(&c.Server)),
+			"client":              p.blockField(p.clientBlock(&c.Client)),
+			"acl":                 p.blockField(p.aclBlock(&c.ACL)),
+			"tls":                 p.blockField(p.tlsBlock(&c.TLS)),
 			"plugin": func(it *ast.ObjectItem, path string) error {
 				return p.parsePlugins(it, path, c)
 			},

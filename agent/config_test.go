@@ -334,6 +334,29 @@ func TestLoadConfig_Snippets(t *testing.T) {
 			},
 		},
 		{
+			name:    "gomaxprocs governor on",
+			content: `gomaxprocs_governor = true`,
+			check: func(t *testing.T, c *Config) {
+				if !c.GOMAXPROCSGovernor {
+					t.Error("GOMAXPROCSGovernor = false; want true")
+				}
+			},
+		},
+		{
+			name:    "gomaxprocs governor in JSON, off",
+			content: `{"gomaxprocs_governor": false}`,
+			check: func(t *testing.T, c *Config) {
+				if c.GOMAXPROCSGovernor {
+					t.Error("GOMAXPROCSGovernor = true; want false")
+				}
+			},
+		},
+		{
+			name:    "gomaxprocs governor must be a bool",
+			content: `gomaxprocs_governor = "yes"`,
+			wantErr: "gomaxprocs_governor",
+		},
+		{
 			name:    "client server_join fills servers",
 			content: `client { enabled = true  server_join { retry_join = ["s1:4647"] } }`,
 			check: func(t *testing.T, c *Config) {
@@ -552,6 +575,7 @@ func TestDevConfig(t *testing.T) {
 		{"BindAddr", c.BindAddr, "127.0.0.1"},
 		{"LogLevel", c.LogLevel, "DEBUG"},
 		{"DataDir", c.DataDir, ""},
+		{"GOMAXPROCSGovernor", c.GOMAXPROCSGovernor, false},
 		{"RawExecEnabled", c.RawExecEnabled(), true},
 		{"raw_exec enabled", c.Plugins["raw_exec"].Config["enabled"], true},
 	}
@@ -579,12 +603,13 @@ func TestConfig_Merge(t *testing.T) {
 	base.Files = []string{"one.hcl"}
 
 	over := &Config{
-		Region:  "eu",
-		LogJSON: true,
-		Ports:   PortsConfig{RPC: 9000},
-		Server:  ServerConfig{Enabled: true, RetryJoin: []string{"z"}},
-		Client:  ClientConfig{Meta: map[string]string{"b": "3", "c": "4"}, GCInterval: time.Hour},
-		ACL:     ACLConfig{TokenTTL: time.Minute},
+		Region:             "eu",
+		LogJSON:            true,
+		GOMAXPROCSGovernor: true,
+		Ports:              PortsConfig{RPC: 9000},
+		Server:             ServerConfig{Enabled: true, RetryJoin: []string{"z"}},
+		Client:             ClientConfig{Meta: map[string]string{"b": "3", "c": "4"}, GCInterval: time.Hour},
+		ACL:                ACLConfig{TokenTTL: time.Minute},
 		Plugins: map[string]*PluginConfig{
 			"docker":   {Name: "docker", Config: map[string]any{"b": 5}},
 			"raw_exec": {Name: "raw_exec", Config: map[string]any{"enabled": true}},
@@ -601,6 +626,7 @@ func TestConfig_Merge(t *testing.T) {
 		{"Region", got.Region, "eu"},
 		{"Datacenter (kept)", got.Datacenter, "dc1"},
 		{"LogJSON", got.LogJSON, true},
+		{"GOMAXPROCSGovernor", got.GOMAXPROCSGovernor, true},
 		{"Ports", got.Ports, PortsConfig{HTTP: 4646, RPC: 9000, Serf: 4648}},
 		{"Server.Enabled", got.Server.Enabled, true},
 		{"Server.RetryJoin (replaced)", got.Server.RetryJoin, []string{"z"}},

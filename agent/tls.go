@@ -480,7 +480,7 @@ func (a *Agent) clientRPCConfig() *rpc.Config {
 // httpListener wraps the HTTP listener in TLS when tls.http is set.
 func (a *Agent) httpListener() net.Listener {
 	if a.tls == nil || !a.cfg.TLS.HTTP {
-		return rpc.BatchingListener(a.httpLn)
+		return rpc.BatchingListener(a.httpLn, nil)
 	}
 	return rpc.BatchingTLSListener(a.httpLn, a.tls.httpServerConfig())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,6 +38,66 @@ func benchPair(b *testing.B) *Session {
 		<-done
 	})
 	return s
+}
+
+// benchSessions dials n TCP sessions to one server serving the test
+// methods.
+func benchSessions(b *testing.B, n int) []*Session {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.Logger = hclog.NewNullLogger()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mux := NewMux()
+	registerTestMethods(mux, "server", newHooks())
+	srv := NewServer(cfg, mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ctx, ln)
+	}()
+	sessions := make([]*Session, 0, n)
+	b.Cleanup(func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+		cancel()
+		<-done
+	})
+	for range n {
+		s, err := Dial(context.Background(), ln.Addr().String(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sessions = append(sessions, s)
+	}
+	return sessions
+}
+
+// BenchmarkCall_ParallelSessions measures unary calls from many
+// goroutines spread over many sessions, the shape of a server forwarding
+// to its nodes: it is where a watch of calls in flight shared by the
+// whole process would contend.
+func BenchmarkCall_ParallelSessions(b *testing.B) {
+	sessions := benchSessions(b, 32)
+	var next atomic.Uint32
+	args := &echoArgs{Msg: "ping"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(32) // every session has calls in flight
+	b.RunParallel(func(pb *testing.PB) {
+		s := sessions[int(next.Add(1))%len(sessions)]
+		for pb.Next() {
+			var reply echoReply
+			if err := s.Call(context.Background(), "Test.Echo", args, &reply); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkCall measures a unary round trip (stream per call) over a TCP

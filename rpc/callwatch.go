@@ -13,30 +13,57 @@ import (
 // read, two boxed deadline stores and a context registration: a few
 // microseconds out of the tens a forwarded call costs a server. Almost
 // every call is over within a millisecond, so calls are watched instead:
-// one goroutine looks at the calls in flight every watchTick and aborts
-// those whose deadline passed or whose context ended. A call still in
-// flight after longCallTicks ticks (a blocking query, a slow handler)
-// gets its own timer and context registration, and is no longer polled;
-// with nothing left to poll the goroutine ends, so an idle process has no
-// ticker.
+// a goroutine looks at the calls in flight every Config.CallWatchTick and
+// aborts those whose deadline passed or whose context ended. A call still
+// in flight after Config.LongCallAfter (a blocking query, a slow handler)
+// gets its own timer and context registration, and is no longer polled.
+//
+// Each Session has its own watch (Session.watch): the calls of one
+// session share a lock and a goroutine, and nothing is shared between
+// sessions, so on a server with thousands of sessions and many cores no
+// lock is taken by every call of the process, and no tick walks every
+// call of the process. The goroutine runs only while the session has a
+// polled call in flight, and ends with the session. Where it stops being
+// right: a process whose every session has a short call in flight at
+// every moment runs one 10 ms ticker per session; a sharded watch would
+// then wake less often.
 
 const (
-	// watchTick is how often calls in flight are looked at: the most a
+	// defaultCallWatchTick is Config.CallWatchTick's default: the most a
 	// call outlives its deadline or its caller's context.
-	watchTick = 10 * time.Millisecond
+	defaultCallWatchTick = 10 * time.Millisecond
 
-	// longCallTicks is how many ticks a call is polled before it gets
-	// its own timer.
-	longCallTicks = 5
+	// defaultLongCallAfter is Config.LongCallAfter's default: five ticks.
+	defaultLongCallAfter = 50 * time.Millisecond
 )
 
-// callWatch watches unary calls in flight. The zero value is ready to
-// use; the package has one, watchedCalls.
+// callWatch watches the unary calls in flight on one session. The zero
+// value is ready to use, with the default tick and promotion and no end;
+// a Session sets them from its Config (newCallWatch).
 type callWatch struct {
+	tick      time.Duration   // 0: defaultCallWatchTick
+	longTicks int             // ticks before a call gets its own timer; 0: the default
+	closed    <-chan struct{} // closed when the owner ends; nil: never
+
 	mu      sync.Mutex
 	calls   map[*watchedCall]struct{}
 	polled  int  // calls without their own timer
 	running bool // the polling goroutine runs
+
+	// wg counts the polling goroutine, so that its end can be waited for
+	// (tests do).
+	wg sync.WaitGroup
+}
+
+// newCallWatch returns the watch of a session configured by cfg (after
+// normalize) that ends when closed is closed.
+func newCallWatch(cfg *Config, closed <-chan struct{}) *callWatch {
+	tick := cfg.CallWatchTick
+	return &callWatch{
+		tick:      tick,
+		longTicks: max(1, int((cfg.LongCallAfter+tick-1)/tick)),
+		closed:    closed,
+	}
 }
 
 // watchedCall is one call in flight on conn: it is aborted by setting a
@@ -54,10 +81,10 @@ type watchedCall struct {
 	longCall bool
 }
 
-var watchedCalls callWatch
-
 // add watches a call on conn that must end by dl or when ctx ends. The
 // caller must call remove when the call is over, whatever its outcome.
+// Once the owner has ended no goroutine is started: the calls of a closed
+// session fail on their own, its streams being closed.
 func (cw *callWatch) add(ctx context.Context, dl time.Time, conn net.Conn) *watchedCall {
 	w := &watchedCall{conn: conn, ctx: ctx, dl: dl}
 	cw.mu.Lock()
@@ -67,11 +94,22 @@ func (cw *callWatch) add(ctx context.Context, dl time.Time, conn net.Conn) *watc
 	}
 	cw.calls[w] = struct{}{}
 	cw.polled++
-	if !cw.running {
+	if !cw.running && !cw.ended() {
 		cw.running = true
-		go pollEvery(watchTick, cw.check)
+		cw.wg.Add(1)
+		go cw.run()
 	}
 	return w
+}
+
+// ended reports whether the owner has ended.
+func (cw *callWatch) ended() bool {
+	select {
+	case <-cw.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 // remove ends the watch of w and reports whether it was aborted: its
@@ -105,14 +143,27 @@ func (cw *callWatch) abort(w *watchedCall) {
 	cw.abortLocked(w)
 }
 
-// pollEvery calls check every period until it reports that nothing is
-// left to look at. A watch starts it with its first entry, and it runs no
-// longer than the watch has entries, so an idle process has no ticker.
-func pollEvery(period time.Duration, check func(now time.Time) bool) {
-	t := time.NewTicker(period)
+// run calls check every tick until it reports that nothing is left to
+// look at, or the owner ends. add starts it with the first polled call,
+// so an idle session has no ticker.
+func (cw *callWatch) run() {
+	defer cw.wg.Done()
+	tick := cw.tick
+	if tick <= 0 {
+		tick = defaultCallWatchTick
+	}
+	t := time.NewTicker(tick)
 	defer t.Stop()
-	for now := range t.C {
-		if !check(now) {
+	for {
+		select {
+		case now := <-t.C:
+			if !cw.check(now) {
+				return
+			}
+		case <-cw.closed:
+			cw.mu.Lock()
+			cw.running = false
+			cw.mu.Unlock()
 			return
 		}
 	}
@@ -121,6 +172,10 @@ func pollEvery(period time.Duration, check func(now time.Time) bool) {
 // check aborts the polled calls that are due, hands the long ones their
 // own timer, and reports whether any are left to poll.
 func (cw *callWatch) check(now time.Time) bool {
+	longTicks := cw.longTicks
+	if longTicks <= 0 {
+		longTicks = int(defaultLongCallAfter / defaultCallWatchTick)
+	}
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	for w := range cw.calls {
@@ -131,7 +186,7 @@ func (cw *callWatch) check(now time.Time) bool {
 			cw.abortLocked(w)
 			continue
 		}
-		if w.ticks++; w.ticks >= longCallTicks {
+		if w.ticks++; w.ticks >= longTicks {
 			w.longCall = true
 			cw.polled--
 			w.timer = time.AfterFunc(w.dl.Sub(now), func() { cw.abort(w) })

@@ -39,9 +39,9 @@ func TestCallWatch_Aborts(t *testing.T) {
 		cancel time.Duration // cancel the context after this; 0: never
 	}{
 		{"deadline of a short call", 20 * time.Millisecond, 0},
-		{"deadline of a long call", time.Duration(longCallTicks+3) * watchTick, 0},
+		{"deadline of a long call", defaultLongCallAfter + 3*defaultCallWatchTick, 0},
 		{"context of a short call", time.Minute, 15 * time.Millisecond},
-		{"context of a long call", time.Minute, time.Duration(longCallTicks+3) * watchTick},
+		{"context of a long call", time.Minute, defaultLongCallAfter + 3*defaultCallWatchTick},
 		{"context ended before the call", time.Minute, -1},
 	}
 	for _, tt := range tests {
@@ -126,7 +126,7 @@ func TestCallWatch_Concurrent(t *testing.T) {
 			defer wg.Done()
 			c := newDeadlineConn()
 			c.hits = make(chan struct{}, 2)
-			w := cw.add(context.Background(), time.Now().Add(time.Duration(i%4)*watchTick), c)
+			w := cw.add(context.Background(), time.Now().Add(time.Duration(i%4)*defaultCallWatchTick), c)
 			if i%2 == 0 {
 				<-c.hits
 			}
@@ -141,5 +141,58 @@ func TestCallWatch_Concurrent(t *testing.T) {
 		cw.mu.Lock()
 		defer cw.mu.Unlock()
 		return !cw.running && len(cw.calls) == 0 && cw.polled == 0
+	})
+}
+
+// watchEnded returns a channel closed once cw's polling goroutine, if
+// any, has returned.
+func watchEnded(cw *callWatch) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		cw.wg.Wait()
+		close(ch)
+	}()
+	return ch
+}
+
+// TestCallWatch_EndsWithItsSession checks the watch's ownership: each
+// session has its own, whose goroutine runs while a call is in flight and
+// ends when the session closes even with calls still watched, and a
+// closed session starts none.
+func TestCallWatch_EndsWithItsSession(t *testing.T) {
+	testConnTypes(t, func(t *testing.T, kind string) {
+		p := newTestPair(t, kind, pairOpts{})
+		if p.node.watch == p.server.watch {
+			t.Fatal("the two sessions share a watch")
+		}
+		cw := p.node.watch
+		c := newDeadlineConn()
+		w := cw.add(context.Background(), time.Now().Add(time.Hour), c)
+		cw.mu.Lock()
+		running := cw.running
+		cw.mu.Unlock()
+		if !running {
+			t.Fatal("no watch goroutine with a call in flight")
+		}
+		select {
+		case <-watchEnded(cw):
+			t.Fatal("the watch goroutine ended with a call in flight")
+		default:
+		}
+		p.node.Close()
+		recvWithin(t, watchEnded(cw), 10*time.Second, "the watch goroutine to end with its session")
+		w2 := cw.add(context.Background(), time.Now().Add(time.Hour), c)
+		cw.mu.Lock()
+		running = cw.running
+		cw.mu.Unlock()
+		if running {
+			t.Fatal("a closed session started a watch goroutine")
+		}
+		if cw.remove(w) || cw.remove(w2) {
+			t.Fatal("calls aborted by the end of their session's watch")
+		}
+		if d := c.deadlines(); len(d) != 0 {
+			t.Fatalf("deadlines set: %v", d)
+		}
 	})
 }

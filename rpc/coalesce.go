@@ -11,20 +11,6 @@ import (
 // type, flags, stream ID, length).
 const yamuxHeaderSize = 12
 
-const (
-	// vectoredWriteMin is the body size from which a frame is a bulk
-	// frame: written at once, with no copy (writev on TCP; one batched
-	// write on TLS), rather than queued.
-	vectoredWriteMin = 16 << 10
-
-	// maxQueued bounds the small frames waiting for the flusher; yamux's
-	// send loop blocks beyond it, as it would on a full socket.
-	maxQueued = 256 << 10
-
-	// maxQueueKeep is the largest queue buffer kept once it is written.
-	maxQueueKeep = 64 << 10
-)
-
 // errCoalescerClosed is what writes return after Close.
 var errCoalescerClosed = errors.New("rpc: connection closed")
 
@@ -60,6 +46,15 @@ type frameCoalescer struct {
 	// records of each write into one socket write.
 	batch *RecordBatcher
 
+	// bulkMin is the body size from which a frame is a bulk frame:
+	// written at once, with no copy (writev on TCP; one batched write on
+	// TLS), rather than queued. maxQueued bounds the small frames
+	// waiting for the flusher; yamux's send loop blocks beyond it, as it
+	// would on a full socket. keep is the largest queue buffer kept once
+	// it is written. Config.CoalesceBulkMin, CoalesceMaxQueued and
+	// CoalesceKeep set them.
+	bulkMin, maxQueued, keep int
+
 	wmu  sync.Mutex // serialises writers (yamux has one; a late one waits)
 	hdr  [yamuxHeaderSize]byte
 	held bool // hdr is a data-frame header waiting for its body
@@ -74,14 +69,21 @@ type frameCoalescer struct {
 	closed  bool
 }
 
-// coalesceFrames wraps the connection handed to yamux.
-func coalesceFrames(c net.Conn) net.Conn {
+// coalesceFrames wraps the connection handed to yamux, tuned by cfg (a
+// normalized Config; nil means the defaults).
+func coalesceFrames(c net.Conn, cfg *Config) net.Conn {
+	if cfg == nil {
+		cfg, _ = DefaultConfig().normalize()
+	}
 	w := c
 	if wt, ok := c.(interface{ writeConn() net.Conn }); ok {
 		w = wt.writeConn()
 	}
 	_, tcp := w.(*net.TCPConn)
-	fc := &frameCoalescer{Conn: c, w: w, vectored: tcp, batch: BatcherOf(w)}
+	fc := &frameCoalescer{
+		Conn: c, w: w, vectored: tcp, batch: BatcherOf(w),
+		bulkMin: cfg.CoalesceBulkMin, maxQueued: cfg.CoalesceMaxQueued, keep: cfg.CoalesceKeep,
+	}
 	fc.cond.L = &fc.mu
 	return fc
 }
@@ -100,7 +102,7 @@ func (c *frameCoalescer) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	if len(p) >= vectoredWriteMin {
+	if len(p) >= c.bulkMin {
 		return c.writeBulk(hdr, p)
 	}
 	return c.enqueue(hdr, p)
@@ -110,7 +112,7 @@ func (c *frameCoalescer) Write(p []byte) (int, error) {
 func (c *frameCoalescer) enqueue(hdr, p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.queue) >= maxQueued && c.err == nil && !c.closed {
+	for len(c.queue) >= c.maxQueued && c.err == nil && !c.closed {
 		c.cond.Wait()
 	}
 	if err := c.stateLocked(); err != nil {
@@ -157,7 +159,7 @@ func (c *frameCoalescer) flusher() {
 		c.closeOnError(err)
 		c.mu.Lock()
 		c.writing = false
-		if cap(buf) <= maxQueueKeep {
+		if cap(buf) <= c.keep {
 			c.spare = buf[:0]
 		} else {
 			c.spare = nil

@@ -91,7 +91,7 @@ func TestFrameCoalescer_WholeFramesInOrder(t *testing.T) {
 		yamuxHeader(0, 3), []byte("abc"),
 	}
 	rec := &recordingConn{}
-	c := coalesceFrames(rec)
+	c := coalesceFrames(rec, nil)
 	defer c.Close()
 	for i, p := range steps {
 		if n, err := c.Write(p); err != nil || n != len(p) {
@@ -119,7 +119,7 @@ func TestFrameCoalescer_WholeFramesInOrder(t *testing.T) {
 func TestFrameCoalescer_GathersWhileWriting(t *testing.T) {
 	gate := make(chan struct{})
 	rec := &recordingConn{gate: gate}
-	c := coalesceFrames(rec)
+	c := coalesceFrames(rec, nil)
 	defer c.Close()
 	for i := 0; i < 4; i++ {
 		if _, err := c.Write(yamuxHeader(2, uint32(i))); err != nil {
@@ -141,7 +141,7 @@ func TestFrameCoalescer_GathersWhileWriting(t *testing.T) {
 func TestFrameCoalescer_WriteErrorSticks(t *testing.T) {
 	boom := errors.New("boom")
 	rec := &recordingConn{failWith: boom}
-	c := coalesceFrames(rec)
+	c := coalesceFrames(rec, nil)
 	defer c.Close()
 	c.Write(yamuxHeader(2, 1))
 	waitFor(t, 5*time.Second, "the connection closed after the failed write", func() bool {
@@ -161,7 +161,7 @@ func TestFrameCoalescer_WriteErrorSticks(t *testing.T) {
 // returns once the coalescer is closed.
 func TestFrameCoalescer_CloseUnblocks(t *testing.T) {
 	rec := &recordingConn{gate: make(chan struct{})} // never opens
-	c := coalesceFrames(rec)
+	c := coalesceFrames(rec, nil)
 	done := make(chan error, 1)
 	go func() {
 		small := make([]byte, 8<<10)
@@ -176,7 +176,7 @@ func TestFrameCoalescer_CloseUnblocks(t *testing.T) {
 		fc := c.(*frameCoalescer)
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
-		return len(fc.queue) >= maxQueued
+		return len(fc.queue) >= fc.maxQueued
 	})
 	c.Close()
 	if err := recvWithin(t, done, 5*time.Second, "blocked writer"); !errors.Is(err, errCoalescerClosed) {

@@ -78,6 +78,79 @@ type Config struct {
 
 	// Logger receives the package's logs. nil means hclog.NewNullLogger().
 	Logger hclog.Logger
+
+	// The fields below tune the transport's fast paths. Their defaults
+	// were measured on small, shared machines; each says what it trades.
+
+	// TCPKeepAlive is the TCP keepalive period of the connections Dial
+	// opens and Server accepts: how soon a peer that vanished without a
+	// FIN is noticed when the session is idle. Default 30s.
+	TCPKeepAlive time.Duration
+
+	// MaxIdleStreams bounds the unary streams a session keeps open after
+	// a clean call, for the next call to reuse (one write per call instead
+	// of a stream open, a mode byte and a close each way). Each idle
+	// stream costs both ends a yamux stream's buffers. Default 64; -1
+	// keeps none.
+	MaxIdleStreams int
+
+	// CallWatchTick is how often a session looks at its unary calls in
+	// flight (callwatch.go): the most a call outlives its deadline or its
+	// caller's context. Shorter ends abandoned calls sooner and wakes
+	// more often while calls are in flight. Default 10ms.
+	CallWatchTick time.Duration
+
+	// LongCallAfter is how long a unary call is polled before it gets its
+	// own timer and context registration (a blocking query): polling is
+	// cheaper for the many short calls, a timer for the few long ones. It
+	// is rounded up to whole ticks. Default 50ms.
+	LongCallAfter time.Duration
+
+	// HandlerWatchDelay is how long a unary handler runs before its
+	// stream is watched for the caller going away (unary.go). Most
+	// handlers finish sooner, and skipping the watch saves a goroutine and
+	// two deadline changes per call; a caller that leaves is noticed at
+	// most this much later. Default 5ms.
+	HandlerWatchDelay time.Duration
+
+	// ReadProbeDelay is how long net/http's one-byte background read on
+	// a plain connection of BatchingListener waits before it reaches the
+	// socket (read_probe.go): a client that goes away mid-request is
+	// noticed at most this much later. Default 10ms.
+	ReadProbeDelay time.Duration
+
+	// CoalesceBulkMin is the frame body size from which the frame
+	// coalescer (coalesce.go) writes a frame at once from yamux's buffer
+	// instead of queueing a copy of it. Default 16 KiB.
+	CoalesceBulkMin int
+
+	// CoalesceMaxQueued bounds the small frames queued for one session's
+	// flusher; yamux's send loop blocks beyond it, as on a full socket.
+	// Default 256 KiB.
+	CoalesceMaxQueued int
+
+	// CoalesceKeep is the largest queue buffer a session keeps between
+	// writes. It is memory each busy session holds: with many sessions,
+	// keep it small. Default 64 KiB.
+	CoalesceKeep int
+
+	// TLSReadBuffer is the read-ahead under a TLS session's records, so
+	// that crypto/tls gets several records per read. It is memory every
+	// TLS session holds for its lifetime. Default 64 KiB.
+	TLSReadBuffer int
+
+	// DataPoolSize bounds the pooled data connections of one node on a
+	// server (datacall.go). Default 16.
+	DataPoolSize int
+
+	// DataPoolIdle is how long a server keeps a pooled data connection.
+	// Default 20s.
+	DataPoolIdle time.Duration
+
+	// DataServeIdle is how long a node waits for a data call on a
+	// connection before it closes it: longer than DataPoolIdle, so that
+	// the server, which starts calls, lets go first. Default 30s.
+	DataServeIdle time.Duration
 }
 
 // Defaults.
@@ -87,7 +160,21 @@ const (
 	defaultCallTimeout      = 30 * time.Second
 	defaultDialTimeout      = 10 * time.Second
 	defaultMaxConnsPerIP    = 100
-	tcpKeepAlivePeriod      = 30 * time.Second
+	defaultTCPKeepAlive     = 30 * time.Second
+	defaultMaxIdleStreams   = 64
+	defaultHandlerWatch     = 5 * time.Millisecond
+	defaultReadProbeDelay   = 10 * time.Millisecond
+	defaultCoalesceBulkMin  = 16 << 10
+	defaultCoalesceQueued   = 256 << 10
+	defaultCoalesceKeep     = 64 << 10
+	defaultTLSReadBuffer    = 64 << 10
+	defaultDataPoolSize     = 16
+	defaultDataPoolIdle     = 20 * time.Second
+	defaultDataServeIdle    = 30 * time.Second
+
+	// Bounds of the tunables: beyond them a value is a mistake.
+	maxTunedBuffer = 16 << 20
+	maxIdleStreams = 4096
 )
 
 // DefaultConfig returns a Config with every default filled in.
@@ -98,6 +185,20 @@ func DefaultConfig() *Config {
 		CallTimeout:      defaultCallTimeout,
 		DialTimeout:      defaultDialTimeout,
 		MaxConnsPerIP:    defaultMaxConnsPerIP,
+
+		TCPKeepAlive:      defaultTCPKeepAlive,
+		MaxIdleStreams:    defaultMaxIdleStreams,
+		CallWatchTick:     defaultCallWatchTick,
+		LongCallAfter:     defaultLongCallAfter,
+		HandlerWatchDelay: defaultHandlerWatch,
+		ReadProbeDelay:    defaultReadProbeDelay,
+		CoalesceBulkMin:   defaultCoalesceBulkMin,
+		CoalesceMaxQueued: defaultCoalesceQueued,
+		CoalesceKeep:      defaultCoalesceKeep,
+		TLSReadBuffer:     defaultTLSReadBuffer,
+		DataPoolSize:      defaultDataPoolSize,
+		DataPoolIdle:      defaultDataPoolIdle,
+		DataServeIdle:     defaultDataServeIdle,
 	}
 }
 
@@ -117,6 +218,32 @@ func (c *Config) Verify() error {
 		return errors.New("dial timeout must not be negative")
 	case c.MaxConnsPerIP < -1:
 		return errors.New("max conns per ip must be positive, 0 (default) or -1 (unlimited)")
+	case c.TCPKeepAlive < 0:
+		return errors.New("tcp keepalive must not be negative")
+	case c.MaxIdleStreams < -1 || c.MaxIdleStreams > maxIdleStreams:
+		return fmt.Errorf("max idle streams must be at most %d, 0 (default) or -1 (none)", maxIdleStreams)
+	case c.CallWatchTick < 0:
+		return errors.New("call watch tick must not be negative")
+	case c.LongCallAfter < 0:
+		return errors.New("long call after must not be negative")
+	case c.HandlerWatchDelay < 0:
+		return errors.New("handler watch delay must not be negative")
+	case c.ReadProbeDelay < 0:
+		return errors.New("read probe delay must not be negative")
+	case c.CoalesceBulkMin < 0 || c.CoalesceBulkMin > maxTunedBuffer:
+		return fmt.Errorf("coalesce bulk min must be between 0 (default) and %d", maxTunedBuffer)
+	case c.CoalesceMaxQueued < 0 || c.CoalesceMaxQueued > maxTunedBuffer:
+		return fmt.Errorf("coalesce max queued must be between 0 (default) and %d", maxTunedBuffer)
+	case c.CoalesceKeep < 0 || c.CoalesceKeep > maxTunedBuffer:
+		return fmt.Errorf("coalesce keep must be between 0 (default) and %d", maxTunedBuffer)
+	case c.TLSReadBuffer < 0 || c.TLSReadBuffer > maxTunedBuffer:
+		return fmt.Errorf("tls read buffer must be between 0 (default) and %d", maxTunedBuffer)
+	case c.DataPoolSize < 0:
+		return errors.New("data pool size must not be negative")
+	case c.DataPoolIdle < 0:
+		return errors.New("data pool idle must not be negative")
+	case c.DataServeIdle < 0:
+		return errors.New("data serve idle must not be negative")
 	}
 	if c.Yamux != nil {
 		y := c.Yamux.Clone()
@@ -155,6 +282,19 @@ func (c *Config) normalize() (*Config, error) {
 	if n.MaxConnsPerIP == 0 {
 		n.MaxConnsPerIP = defaultMaxConnsPerIP
 	}
+	orDefault(&n.TCPKeepAlive, defaultTCPKeepAlive)
+	orDefault(&n.MaxIdleStreams, defaultMaxIdleStreams)
+	orDefault(&n.CallWatchTick, defaultCallWatchTick)
+	orDefault(&n.LongCallAfter, defaultLongCallAfter)
+	orDefault(&n.HandlerWatchDelay, defaultHandlerWatch)
+	orDefault(&n.ReadProbeDelay, defaultReadProbeDelay)
+	orDefault(&n.CoalesceBulkMin, defaultCoalesceBulkMin)
+	orDefault(&n.CoalesceMaxQueued, defaultCoalesceQueued)
+	orDefault(&n.CoalesceKeep, defaultCoalesceKeep)
+	orDefault(&n.TLSReadBuffer, defaultTLSReadBuffer)
+	orDefault(&n.DataPoolSize, defaultDataPoolSize)
+	orDefault(&n.DataPoolIdle, defaultDataPoolIdle)
+	orDefault(&n.DataServeIdle, defaultDataServeIdle)
 	if n.Logger == nil {
 		n.Logger = hclog.NewNullLogger()
 	}
@@ -175,4 +315,11 @@ func (c *Config) normalize() (*Config, error) {
 		n.TLSConfig = n.TLSConfig.Clone()
 	}
 	return &n, nil
+}
+
+// orDefault sets a zero field to its default.
+func orDefault[T int | time.Duration](field *T, def T) {
+	if *field == 0 {
+		*field = def
+	}
 }

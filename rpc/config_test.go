@@ -27,6 +27,21 @@ func TestConfig_Verify(t *testing.T) {
 		{"negative dial timeout", func(c *Config) { c.DialTimeout = -1 }, "dial timeout"},
 		{"conns below -1", func(c *Config) { c.MaxConnsPerIP = -2 }, "max conns per ip"},
 		{"bad yamux", func(c *Config) { c.Yamux = &yamux.Config{} }, "yamux: backlog must be positive"},
+		{"no idle streams", func(c *Config) { c.MaxIdleStreams = -1 }, ""},
+		{"idle streams below -1", func(c *Config) { c.MaxIdleStreams = -2 }, "max idle streams"},
+		{"too many idle streams", func(c *Config) { c.MaxIdleStreams = maxIdleStreams + 1 }, "max idle streams"},
+		{"negative keepalive", func(c *Config) { c.TCPKeepAlive = -1 }, "tcp keepalive"},
+		{"negative watch tick", func(c *Config) { c.CallWatchTick = -1 }, "call watch tick"},
+		{"negative long call", func(c *Config) { c.LongCallAfter = -1 }, "long call after"},
+		{"negative handler watch", func(c *Config) { c.HandlerWatchDelay = -1 }, "handler watch delay"},
+		{"negative read probe", func(c *Config) { c.ReadProbeDelay = -1 }, "read probe delay"},
+		{"negative bulk min", func(c *Config) { c.CoalesceBulkMin = -1 }, "coalesce bulk min"},
+		{"huge queue", func(c *Config) { c.CoalesceMaxQueued = maxTunedBuffer + 1 }, "coalesce max queued"},
+		{"huge keep", func(c *Config) { c.CoalesceKeep = maxTunedBuffer + 1 }, "coalesce keep"},
+		{"negative tls read buffer", func(c *Config) { c.TLSReadBuffer = -1 }, "tls read buffer"},
+		{"negative data pool", func(c *Config) { c.DataPoolSize = -1 }, "data pool size"},
+		{"negative data pool idle", func(c *Config) { c.DataPoolIdle = -1 }, "data pool idle"},
+		{"negative data serve idle", func(c *Config) { c.DataServeIdle = -1 }, "data serve idle"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,5 +84,66 @@ func TestConfig_NormalizeClonesYamux(t *testing.T) {
 	d, _ := (*Config)(nil).normalize()
 	if d.Yamux.LogOutput != nil || d.Yamux.Logger == nil || !d.Yamux.EnableKeepAlive {
 		t.Errorf("default yamux config: %+v", d.Yamux)
+	}
+}
+
+// TestConfig_Defaults checks the documented defaults, in DefaultConfig
+// and filled in for zero fields by normalize.
+func TestConfig_Defaults(t *testing.T) {
+	zero, err := (&Config{}).normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Config{DefaultConfig(), zero} {
+		checks := []struct {
+			name      string
+			got, want any
+		}{
+			{"TCPKeepAlive", c.TCPKeepAlive, 30 * time.Second},
+			{"MaxIdleStreams", c.MaxIdleStreams, 64},
+			{"CallWatchTick", c.CallWatchTick, 10 * time.Millisecond},
+			{"LongCallAfter", c.LongCallAfter, 50 * time.Millisecond},
+			{"HandlerWatchDelay", c.HandlerWatchDelay, 5 * time.Millisecond},
+			{"ReadProbeDelay", c.ReadProbeDelay, 10 * time.Millisecond},
+			{"CoalesceBulkMin", c.CoalesceBulkMin, 16 << 10},
+			{"CoalesceMaxQueued", c.CoalesceMaxQueued, 256 << 10},
+			{"CoalesceKeep", c.CoalesceKeep, 64 << 10},
+			{"TLSReadBuffer", c.TLSReadBuffer, 64 << 10},
+			{"DataPoolSize", c.DataPoolSize, 16},
+			{"DataPoolIdle", c.DataPoolIdle, 20 * time.Second},
+			{"DataServeIdle", c.DataServeIdle, 30 * time.Second},
+		}
+		for _, tc := range checks {
+			if tc.got != tc.want {
+				t.Errorf("%s = %v; want %v", tc.name, tc.got, tc.want)
+			}
+		}
+	}
+}
+
+// TestConfig_TunablesReachTheirUsers checks that a session takes its
+// tunables from its Config, not from package constants.
+func TestConfig_TunablesReachTheirUsers(t *testing.T) {
+	p := newTestPair(t, "tcp", pairOpts{clientCfg: func(c *Config) {
+		c.MaxIdleStreams = -1
+		c.CallWatchTick = 3 * time.Millisecond
+		c.LongCallAfter = 7 * time.Millisecond
+	}})
+	if w := p.node.watch; w.tick != 3*time.Millisecond || w.longTicks != 3 {
+		t.Errorf("call watch tick %v after %d ticks; want 3ms after 3", w.tick, w.longTicks)
+	}
+	if w := p.server.watch; w.tick != defaultCallWatchTick || w.longTicks != 5 {
+		t.Errorf("server call watch tick %v after %d ticks; want the defaults", w.tick, w.longTicks)
+	}
+	for range 3 {
+		if err := p.node.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "x"}, &echoReply{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.node.idleMu.Lock()
+	n := len(p.node.idle)
+	p.node.idleMu.Unlock()
+	if n != 0 {
+		t.Errorf("%d idle streams kept with MaxIdleStreams -1", n)
 	}
 }

@@ -6,23 +6,22 @@ import (
 	"time"
 )
 
-// probeDelay is how long a one-byte read on a plain HTTP connection waits
-// before it reaches the socket. Most handlers finish sooner.
-const probeDelay = 10 * time.Millisecond
-
 // readProbe defers the one-byte read that net/http's server starts on a
 // connection while a handler runs, to notice a client that goes away. The
 // client sends nothing before it has the response, so on a quick call the
 // read only ever fails with EAGAIN and parks in the poller, until the
 // server aborts it by setting a read deadline in the past: a syscall and
 // two scheduler hand-offs per request, a tenth of what a small forwarded
-// call costs a server. Deferred, the read waits for probeDelay, an abort
-// or Close; only a handler that runs longer than probeDelay makes it reach
-// the socket, and a client that goes away is noticed that much later.
+// call costs a server. Deferred, the read waits for the probe's delay
+// (Config.ReadProbeDelay), an abort or Close; only a handler that runs
+// longer than that makes it reach the socket, and a client that goes away
+// is noticed that much later.
 //
-// Any other one-byte read is merely delayed by up to probeDelay; larger
+// Any other one-byte read is merely delayed by up to the delay; larger
 // reads are untouched.
 type readProbe struct {
+	delay time.Duration // 0: defaultReadProbeDelay
+
 	mu      sync.Mutex
 	past    bool // the read deadline is in the past: reads fail at once
 	closed  bool
@@ -43,14 +42,17 @@ func (pr *readProbe) read(p []byte, rd func([]byte) (int, error)) (int, error) {
 		return rd(p)
 	}
 	if pr.wake == nil {
+		if pr.delay <= 0 {
+			pr.delay = defaultReadProbeDelay
+		}
 		pr.wake = make(chan struct{}, 1)
-		pr.timer = time.NewTimer(probeDelay)
+		pr.timer = time.NewTimer(pr.delay)
 	} else {
 		select {
 		case <-pr.wake: // stale: it came after the last read had ended
 		default:
 		}
-		pr.timer.Reset(probeDelay)
+		pr.timer.Reset(pr.delay)
 	}
 	pr.waiting = true
 	pr.mu.Unlock()

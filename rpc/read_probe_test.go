@@ -20,25 +20,28 @@ func TestReadProbe(t *testing.T) {
 		// act runs while a one-byte read waits on b; peer is the other end.
 		act     func(b *RecordBatcher, peer net.Conn)
 		wantErr error // nil: the read returns the byte "x"
+		// delay is the probe's: long enough that the test sees the read
+		// wait (and, but for the byte case, that only act ends it).
+		delay time.Duration
 	}{
 		{"deadline in the past aborts it", func(b *RecordBatcher, peer net.Conn) {
 			b.SetReadDeadline(time.Unix(1, 0))
-		}, os.ErrDeadlineExceeded},
+		}, os.ErrDeadlineExceeded, time.Minute},
 		{"past SetDeadline aborts it", func(b *RecordBatcher, peer net.Conn) {
 			b.SetDeadline(time.Unix(1, 0))
-		}, os.ErrDeadlineExceeded},
+		}, os.ErrDeadlineExceeded, time.Minute},
 		{"a byte is read after the delay", func(b *RecordBatcher, peer net.Conn) {
 			b.SetReadDeadline(time.Now().Add(time.Minute)) // future: no abort
 			peer.Write([]byte("x"))
-		}, nil},
+		}, nil, 500 * time.Millisecond},
 		{"close reaches the connection", func(b *RecordBatcher, peer net.Conn) {
 			b.Close()
-		}, net.ErrClosed},
+		}, net.ErrClosed, time.Minute},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c1, c2 := tcpPair(t)
-			b := &RecordBatcher{Conn: c1, probe: &readProbe{}}
+			b := &RecordBatcher{Conn: c1, probe: &readProbe{delay: tc.delay}}
 			done := make(chan error, 1)
 			var got [1]byte
 			go func() {
@@ -65,7 +68,11 @@ func TestReadProbe(t *testing.T) {
 					t.Errorf("Read error %v is not a net.Error timeout", err)
 				}
 				// A deadline set before the read fails it at once, and
-				// clearing it lets a later read through.
+				// clearing it lets a later read through (after a short
+				// delay now: the test waits for it).
+				b.probe.mu.Lock()
+				b.probe.delay = time.Millisecond
+				b.probe.mu.Unlock()
 				if _, err := b.Read(got[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
 					t.Errorf("Read with a past deadline = %v", err)
 				}
@@ -80,13 +87,22 @@ func TestReadProbe(t *testing.T) {
 
 	t.Run("larger reads are not deferred", func(t *testing.T) {
 		c1, c2 := tcpPair(t)
-		b := &RecordBatcher{Conn: c1, probe: &readProbe{}}
+		// A deferred read would wait a minute; the test gives up sooner.
+		b := &RecordBatcher{Conn: c1, probe: &readProbe{delay: time.Minute}}
 		c2.Write([]byte("hello"))
 		buf := make([]byte, 16)
-		b.SetReadDeadline(time.Now().Add(probeDelay / 2))
-		n, err := b.Read(buf)
-		if err != nil || string(buf[:n]) != "hello" {
-			t.Fatalf("Read = %q, %v", buf[:n], err)
+		type result struct {
+			n   int
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			n, err := b.Read(buf)
+			done <- result{n, err}
+		}()
+		r := recvWithin(t, done, 5*time.Second, "the larger read")
+		if r.err != nil || string(buf[:r.n]) != "hello" {
+			t.Fatalf("Read = %q, %v", buf[:r.n], r.err)
 		}
 	})
 }
@@ -140,7 +156,7 @@ func TestBatchingListener_HTTP(t *testing.T) {
 	})
 	srv := &http.Server{Handler: mux, ConnContext: BatcherContext}
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(BatchingListener(ln)) }()
+	go func() { serveDone <- srv.Serve(BatchingListener(ln, nil)) }()
 	t.Cleanup(func() {
 		srv.Shutdown(context.Background())
 		<-serveDone

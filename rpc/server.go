@@ -173,7 +173,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 	raw := conn
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	setTCPOptions(conn)
+	setTCPOptions(conn, s.cfg.TCPKeepAlive)
 	logger := s.logger.With("remote", conn.RemoteAddr().String())
 
 	isTLS := false
@@ -242,7 +242,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 		return nil, errors.New("TLS inside TLS")
 	}
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	tconn := tls.Server(newSessionBatcher(conn), s.cfg.TLSConfig)
+	tconn := tls.Server(newSessionBatcher(conn, s.cfg.TLSReadBuffer), s.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := tconn.HandshakeContext(hctx); err != nil {
@@ -255,7 +255,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(coalesceFrames(conn), s.cfg.Yamux)
+	ys, err := yamux.Server(coalesceFrames(conn, s.cfg), s.cfg.Yamux)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return

@@ -33,13 +33,14 @@ type Session struct {
 
 	// idle holds unary streams that finished a call cleanly, for reuse:
 	// a reused stream costs one write per call instead of a stream open,
-	// a mode byte and a close each way.
+	// a mode byte and a close each way. At most Config.MaxIdleStreams.
 	idleMu sync.Mutex
 	idle   []*yamux.Stream
-}
 
-// maxIdleStreams bounds the unary streams a session keeps for reuse.
-const maxIdleStreams = 64
+	// watch watches this session's unary calls in flight
+	// (callwatch.go); it ends with the session.
+	watch *callWatch
+}
 
 // takeIdle returns an idle unary stream, or nil.
 func (s *Session) takeIdle() *yamux.Stream {
@@ -59,7 +60,7 @@ func (s *Session) takeIdle() *yamux.Stream {
 // deadline: a call that was aborted by one is not kept.
 func (s *Session) putIdle(ys *yamux.Stream) {
 	s.idleMu.Lock()
-	if len(s.idle) < maxIdleStreams && !s.ys.IsClosed() {
+	if len(s.idle) < s.cfg.MaxIdleStreams && !s.ys.IsClosed() {
 		s.idle = append(s.idle, ys)
 		s.idleMu.Unlock()
 		return
@@ -120,16 +121,16 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Session, error) {
 // dialServer opens a TCP connection to a server's RPC port, with TLS
 // (ByteTLS and the handshake) when cfg has it; ctx bounds the dial.
 func dialServer(ctx context.Context, addr string, cfg *Config) (net.Conn, error) {
-	d := net.Dialer{KeepAlive: tcpKeepAlivePeriod}
+	d := net.Dialer{KeepAlive: cfg.TCPKeepAlive}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	setTCPOptions(conn)
+	setTCPOptions(conn, cfg.TCPKeepAlive)
 	if cfg.TLSConfig == nil {
 		return conn, nil
 	}
-	tconn, err := clientTLS(ctx, conn, addr, cfg.TLSConfig)
+	tconn, err := clientTLS(ctx, conn, addr, cfg.TLSConfig, cfg.TLSReadBuffer)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -137,8 +138,9 @@ func dialServer(ctx context.Context, addr string, cfg *Config) (net.Conn, error)
 	return tconn, nil
 }
 
-// clientTLS writes ByteTLS and runs the client handshake.
-func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config) (*tls.Conn, error) {
+// clientTLS writes ByteTLS and runs the client handshake, with readBuf
+// bytes of read-ahead under TLS.
+func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config, readBuf int) (*tls.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 		defer conn.SetDeadline(time.Time{})
@@ -154,7 +156,7 @@ func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config)
 			cfg.ServerName = addr
 		}
 	}
-	tconn := tls.Client(newSessionBatcher(conn), cfg)
+	tconn := tls.Client(newSessionBatcher(conn, readBuf), cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
@@ -181,7 +183,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(coalesceFrames(conn), cfg.Yamux)
+	ys, err := yamux.Client(coalesceFrames(conn, cfg), cfg.Yamux)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
@@ -198,6 +200,7 @@ func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
 		conn:   conn,
 		cfg:    cfg,
 		logger: cfg.Logger.With("session", id, "remote", conn.RemoteAddr().String()),
+		watch:  newCallWatch(cfg, ys.CloseChan()),
 	}
 }
 
@@ -257,9 +260,9 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	}
 	dl := callDeadline(ctx, s.cfg.CallTimeout)
 	if ys := s.takeIdle(); ys != nil {
-		w := watchedCalls.add(ctx, dl, ys)
+		w := s.watch.add(ctx, dl, ys)
 		err := unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, false)
-		if !watchedCalls.remove(w) && reusable(ctx, dl, err) {
+		if !s.watch.remove(w) && reusable(ctx, dl, err) {
 			s.putIdle(ys)
 			return true, err
 		}
@@ -275,9 +278,9 @@ func (s *Session) call(ctx context.Context, method string, args, reply any) (ope
 	if err != nil {
 		return false, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	w := watchedCalls.add(ctx, dl, ys)
+	w := s.watch.add(ctx, dl, ys)
 	err = unaryCall(ctx, dl, ys, s, s.cfg, method, s.seq.Add(1), args, reply, true)
-	if !watchedCalls.remove(w) && reusable(ctx, dl, err) {
+	if !s.watch.remove(w) && reusable(ctx, dl, err) {
 		s.putIdle(ys)
 	} else {
 		ys.Close()
@@ -387,11 +390,12 @@ func (s *Session) serveStream(ctx context.Context, ys *yamux.Stream, mux *Mux) {
 	}
 }
 
-// setTCPOptions turns on TCP keepalive and turns off Nagle.
-func setTCPOptions(conn net.Conn) {
+// setTCPOptions turns on TCP keepalive, every keepAlive, and turns off
+// Nagle.
+func setTCPOptions(conn net.Conn, keepAlive time.Duration) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetKeepAlive(true)
-		tc.SetKeepAlivePeriod(tcpKeepAlivePeriod)
+		tc.SetKeepAlivePeriod(keepAlive)
 	}
 }

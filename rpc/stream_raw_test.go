@@ -139,7 +139,7 @@ func TestFrameCoalescer_VectoredOverTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := coalesceFrames(conn)
+	c := coalesceFrames(conn, nil)
 	if !c.(*frameCoalescer).vectored {
 		t.Fatal("TCP connection not written vectored")
 	}

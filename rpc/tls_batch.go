@@ -37,14 +37,11 @@ type RecordBatcher struct {
 	probe *readProbe
 }
 
-// sessionReadBuffer is the read-ahead under the TLS of an RPC session:
-// a few records, for the few long-lived connections that carry bulk data.
-const sessionReadBuffer = 64 << 10
-
 // newSessionBatcher wraps the connection under an RPC session's TLS: it
-// batches writes and reads ahead.
-func newSessionBatcher(c net.Conn) *RecordBatcher {
-	return &RecordBatcher{Conn: c, br: bufio.NewReaderSize(c, sessionReadBuffer)}
+// batches writes and reads ahead readBuf bytes (Config.TLSReadBuffer), a
+// few records.
+func newSessionBatcher(c net.Conn, readBuf int) *RecordBatcher {
+	return &RecordBatcher{Conn: c, br: bufio.NewReaderSize(c, readBuf)}
 }
 
 // Read implements net.Conn.
@@ -174,9 +171,14 @@ func BatcherOf(c net.Conn) *RecordBatcher {
 // BatchingListener returns a listener whose plain connections are
 // RecordBatchers, so that WithBatch can gather what an HTTP handler writes
 // (a chunk header, a chunk and its flush) into one socket write, and which
-// defer net/http's one-byte background reads (read_probe.go).
-func BatchingListener(inner net.Listener) net.Listener {
-	return &batchingListener{Listener: inner}
+// defer net/http's one-byte background reads (read_probe.go) by
+// cfg.ReadProbeDelay; nil means DefaultConfig.
+func BatchingListener(inner net.Listener, cfg *Config) net.Listener {
+	l := &batchingListener{Listener: inner, probeDelay: defaultReadProbeDelay}
+	if cfg != nil && cfg.ReadProbeDelay > 0 {
+		l.probeDelay = cfg.ReadProbeDelay
+	}
+	return l
 }
 
 // BatchingTLSListener returns a listener whose connections are TLS servers
@@ -188,7 +190,8 @@ func BatchingTLSListener(inner net.Listener, cfg *tls.Config) net.Listener {
 
 type batchingListener struct {
 	net.Listener
-	cfg *tls.Config // nil: plain connections
+	cfg        *tls.Config   // nil: plain connections
+	probeDelay time.Duration // plain connections' read probe
 }
 
 func (l *batchingListener) Accept() (net.Conn, error) {
@@ -197,7 +200,7 @@ func (l *batchingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if l.cfg == nil {
-		return &RecordBatcher{Conn: c, probe: &readProbe{}}, nil
+		return &RecordBatcher{Conn: c, probe: &readProbe{delay: l.probeDelay}}, nil
 	}
 	return tls.Server(NewRecordBatcher(c), l.cfg), nil
 }

@@ -189,7 +189,7 @@ func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, se
 	if dl, ok := hctx.Deadline(); ok {
 		conn.SetWriteDeadline(dl)
 	}
-	w := watchCaller(conn, br, cancel)
+	w := watchCaller(conn, br, cancel, cfg.HandlerWatchDelay)
 	herr := callUnary(hctx, logger, hdr.Method, u, req, resp)
 	werr := writeResponse(conn, cfg, hdr.Seq, herr, resp)
 	if w.stop() || werr != nil {
@@ -232,11 +232,6 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 	return err
 }
 
-// watchDelay is how long a unary handler runs before its connection is
-// watched for the caller going away. Most handlers finish sooner, and
-// skipping the watch saves a goroutine and two deadline changes per call.
-const watchDelay = 5 * time.Millisecond
-
 // callerWatch watches a unary connection while its handler runs: the
 // caller sends nothing until it has the response, so a read that ends
 // means the caller went away (it closed the stream, its context ended, or
@@ -252,10 +247,12 @@ type callerWatch struct {
 	gone     atomic.Bool
 }
 
-// watchCaller starts watching conn after watchDelay.
-func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc) *callerWatch {
+// watchCaller starts watching conn after delay (Config.HandlerWatchDelay):
+// most handlers finish sooner, and skipping the watch saves a goroutine
+// and two deadline changes per call.
+func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc, delay time.Duration) *callerWatch {
 	w := &callerWatch{conn: conn, br: br, cancel: cancel, done: make(chan struct{})}
-	w.timer = time.AfterFunc(watchDelay, w.watch)
+	w.timer = time.AfterFunc(delay, w.watch)
 	return w
 }
 

@@ -288,25 +288,19 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	stop := notifySignals(sigs)
 	defer stop()
 
-	if g := agent.NewProcGovernor(logger.Named("procs")); g != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			g.Run(ctx)
-		}()
-		defer func() {
-			cancel()
-			<-done
-		}()
-	}
+	// The governor changes the whole process: only when the configuration
+	// asks for it, and it hands GOMAXPROCS back to the runtime on exit.
+	procs := agent.NewProcGovernorSwitch(logger.Named("procs"))
+	procs.Set(cfg.GOMAXPROCSGovernor)
+	defer procs.Stop()
 
-	return serve(a, cfg, f.buildConfig, logger, sigs)
+	return serve(a, cfg, f.buildConfig, procs, logger, sigs)
 }
 
 // serve starts a, logs the banner, and handles signals until a has shut
-// down. reload rebuilds the configuration on SIGHUP.
-func serve(a agentRunner, cfg *agent.Config, reload func() (*agent.Config, []string, error), logger hclog.Logger, sigs <-chan os.Signal) int {
+// down. reload rebuilds the configuration on SIGHUP; procs follows the
+// reloaded gomaxprocs_governor.
+func serve(a agentRunner, cfg *agent.Config, reload func() (*agent.Config, []string, error), procs *agent.ProcGovernorSwitch, logger hclog.Logger, sigs <-chan os.Signal) int {
 	// Start, giving up on start-up at the first SIGINT or SIGTERM.
 	startCtx, cancelStart := context.WithCancel(context.Background())
 	defer cancelStart()
@@ -372,6 +366,7 @@ func serve(a agentRunner, cfg *agent.Config, reload func() (*agent.Config, []str
 			logger.Error("failed to apply reloaded configuration", "error", err)
 			continue
 		}
+		procs.Set(newCfg.GOMAXPROCSGovernor)
 		logger.Info("configuration reloaded", "files", newCfg.Files)
 	}
 	// The signal channel is never closed while serving.
