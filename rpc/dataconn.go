@@ -115,6 +115,10 @@ func (s *Server) serveData(conn net.Conn) bool {
 		return false
 	}
 	conn.SetDeadline(time.Time{})
+	// The server reads the bulk bytes: read ahead here, and only here.
+	if b := BatcherOf(conn); b != nil {
+		b.ReadAhead()
+	}
 	if !s.data.deliver(t, conn) {
 		s.logger.Debug("data connection with an unknown token", "remote", conn.RemoteAddr().String())
 		return false

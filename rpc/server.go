@@ -242,7 +242,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 		return nil, errors.New("TLS inside TLS")
 	}
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	tconn := tls.Server(newSessionBatcher(conn), s.cfg.TLSConfig)
+	tconn := tls.Server(NewRecordBatcher(conn), s.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := tconn.HandshakeContext(hctx); err != nil {

@@ -154,7 +154,7 @@ func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config)
 			cfg.ServerName = addr
 		}
 	}
-	tconn := tls.Client(newSessionBatcher(conn), cfg)
+	tconn := tls.Client(NewRecordBatcher(conn), cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
