@@ -15,13 +15,16 @@ import (
 
 // registerFSEndpoints adds the allocation filesystem methods: list and stat
 // (unary), and readat, stream and logs (streaming; the first frame is an
-// empty acknowledgement sent once the request is valid and the file open).
+// empty acknowledgement sent once the request is valid and the file open),
+// and readat as a bulk method, for the data calls a server makes on the
+// data connections earlier reads left open.
 func (c *Client) registerFSEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodFsList, c.fsList)
 	rpc.HandleUnary(c.mux, structs.MethodFsStat, c.fsStat)
 	c.mux.HandleStream(structs.MethodFsReadAt, c.fsReadAt)
 	c.mux.HandleStream(structs.MethodFsStream, c.fsStream)
 	c.mux.HandleStream(structs.MethodFsLogs, c.fsLogs)
+	rpc.HandleBulk(c.mux, structs.MethodFsReadAt, c.fsReadAtBulk)
 }
 
 // allocFS opens the allocation's directory for reading.

@@ -23,44 +23,44 @@ type dataReadArgs struct {
 
 type dataReadReply struct{ Length int }
 
-// testDataHandler answers "Test.Read" with Length bytes of Fill.
-func testDataHandler(ctx context.Context, method string, decode func(any) error, reply func(any) (net.Conn, error)) error {
-	switch method {
-	case "Test.Read":
-	case "Test.Block":
-		<-ctx.Done() // the call's own timeout ends it
-		return ctx.Err()
-	default:
-		return unknownMethodError(method)
-	}
-	var args dataReadArgs
-	if err := decode(&args); err != nil {
-		return err
-	}
-	if args.Panic {
-		panic("boom")
-	}
-	if args.Silent {
+// testBulkMux serves "Test.Read", Length bytes of Fill, and "Test.Block",
+// which waits for the call's own timeout, as bulk methods.
+func testBulkMux() *Mux {
+	m := NewMux()
+	HandleBulk(m, "Test.Read", func(ctx context.Context, args *dataReadArgs, resp *dataReadReply, reply *BulkReply) error {
+		if args.Panic {
+			panic("boom")
+		}
+		if args.Silent {
+			return nil
+		}
+		if args.Fail != "" {
+			return &codedError{code: 404, msg: args.Fail}
+		}
+		resp.Length = args.Length
+		w, err := reply.Send()
+		if err != nil {
+			return err
+		}
+		n := args.Length
+		if args.Short {
+			n /= 2
+		}
+		if _, err := WriteData(w, bytes.Repeat([]byte{args.Fill}, n)); err != nil {
+			return err
+		}
+		if args.Short {
+			return errors.New("file shrank")
+		}
 		return nil
-	}
-	if args.Fail != "" {
-		return &codedError{code: 404, msg: args.Fail}
-	}
-	w, err := reply(&dataReadReply{Length: args.Length})
-	if err != nil {
-		return err
-	}
-	n := args.Length
-	if args.Short {
-		n /= 2
-	}
-	if _, err := WriteData(w, bytes.Repeat([]byte{args.Fill}, n)); err != nil {
-		return err
-	}
-	if args.Short {
-		return errors.New("file shrank")
-	}
-	return nil
+	})
+	HandleBulk(m, "Test.Block", func(ctx context.Context, _ *dataReadArgs, _ *dataReadReply, _ *BulkReply) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	// A unary method of the same name is not served on data connections.
+	HandleUnary(m, "Test.Unary", func(context.Context, *dataReadArgs, *dataReadReply) error { return nil })
+	return m
 }
 
 // dataCallPair makes a data connection over kind ("tcp", "tls") whose
@@ -81,7 +81,7 @@ func dataCallPair(t *testing.T, kind string) (*testPair, net.Conn, chan struct{}
 	ctx, stop := context.WithCancel(context.Background())
 	go func() {
 		defer close(done)
-		ServeDataCalls(ctx, dc, p.clientCfg, testDataHandler)
+		ServeDataCalls(ctx, dc, p.clientCfg, testBulkMux())
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -178,6 +178,22 @@ func TestDataCalls_Deadline(t *testing.T) {
 	_, err = p.srv.CallData(context.Background(), sc2, "Test.Nope", &dataReadArgs{}, &reply)
 	if !errors.Is(err, ErrUnknownMethod) {
 		t.Fatalf("CallData of an unknown method = %v; want ErrUnknownMethod", err)
+	}
+	// Nor is a unary method a bulk one; the connection still serves.
+	if _, err = p.srv.CallData(context.Background(), sc2, "Test.Unary", &dataReadArgs{}, &reply); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("CallData of a unary method = %v; want ErrUnknownMethod", err)
+	}
+	// Arguments of another type are the caller's fault: 400.
+	var re *RemoteError
+	if _, err = p.srv.CallData(context.Background(), sc2, "Test.Read", "not a struct", &reply); !errors.As(err, &re) || re.Code != 400 {
+		t.Fatalf("CallData with bad args = %v; want a 400", err)
+	}
+	head, err := p.srv.CallData(context.Background(), sc2, "Test.Read", &dataReadArgs{Fill: 'x', Length: 10}, &reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readBody(sc2, head, reply.Length); err != nil || string(got) != "xxxxxxxxxx" {
+		t.Fatalf("body %q, %v", got, err)
 	}
 }
 
