@@ -191,14 +191,20 @@ func errShrank(path string) error {
 // dataConn makes the data connection a server offered with token, to the
 // address of the session the call came on (inside TLS when the session
 // is); or nil: no offer, or a refusal (the address leads to another
-// server, a firewall), in which case the bytes go on the stream.
+// server, a firewall), in which case the bytes go on the stream. After a
+// refusal the node sends on the stream without dialing that address for
+// a while (rpc.Config.DataRedialDelay).
 func (c *Client) dataConn(ctx context.Context, token []byte) net.Conn {
 	sess := rpc.SessionFromContext(ctx)
 	if len(token) != rpc.DataTokenSize || sess == nil {
 		return nil
 	}
-	dc, err := rpc.DialData(ctx, sess.RemoteAddr().String(), token, c.rpcCfg)
-	if err != nil {
+	dc, err := c.dataDialer.Dial(ctx, sess.RemoteAddr().String(), token)
+	switch {
+	case errors.Is(err, rpc.ErrDataDialSkipped):
+		c.logger.Trace("no data connection; sending on the stream", "error", err)
+		return nil
+	case err != nil:
 		c.logger.Debug("no data connection; sending on the stream", "error", err)
 		return nil
 	}

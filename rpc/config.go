@@ -42,6 +42,15 @@ type Config struct {
 	// once. Default 100; -1 means unlimited.
 	MaxConnsPerIP int
 
+	// DataRedialDelay is how long a node's DataDialer sends bulk bytes on
+	// the stream, without dialing, after a data connection to a server
+	// address failed (refused: the address is a load balancer that led to
+	// another server; a firewall). Every failed dial costs a TCP connect
+	// and, with TLS, a handshake on some server, on every bulk read. A
+	// successful dial forgets the failure. Default 1 minute; -1 means dial
+	// every time.
+	DataRedialDelay time.Duration
+
 	// Yamux configures the multiplexer. nil means yamux.DefaultConfig()
 	// with its logging routed to Logger. A non-nil config is cloned, never
 	// mutated; if it sets neither Logger nor LogOutput, its logging is
@@ -87,6 +96,7 @@ const (
 	defaultCallTimeout      = 30 * time.Second
 	defaultDialTimeout      = 10 * time.Second
 	defaultMaxConnsPerIP    = 100
+	defaultDataRedialDelay  = time.Minute
 	tcpKeepAlivePeriod      = 30 * time.Second
 )
 
@@ -98,6 +108,7 @@ func DefaultConfig() *Config {
 		CallTimeout:      defaultCallTimeout,
 		DialTimeout:      defaultDialTimeout,
 		MaxConnsPerIP:    defaultMaxConnsPerIP,
+		DataRedialDelay:  defaultDataRedialDelay,
 	}
 }
 
@@ -117,6 +128,8 @@ func (c *Config) Verify() error {
 		return errors.New("dial timeout must not be negative")
 	case c.MaxConnsPerIP < -1:
 		return errors.New("max conns per ip must be positive, 0 (default) or -1 (unlimited)")
+	case c.DataRedialDelay < -1:
+		return errors.New("data redial delay must be positive, 0 (default) or -1 (always dial)")
 	}
 	if c.Yamux != nil {
 		y := c.Yamux.Clone()
@@ -154,6 +167,9 @@ func (c *Config) normalize() (*Config, error) {
 	}
 	if n.MaxConnsPerIP == 0 {
 		n.MaxConnsPerIP = defaultMaxConnsPerIP
+	}
+	if n.DataRedialDelay == 0 {
+		n.DataRedialDelay = defaultDataRedialDelay
 	}
 	if n.Logger == nil {
 		n.Logger = hclog.NewNullLogger()

@@ -26,6 +26,8 @@ func TestConfig_Verify(t *testing.T) {
 		{"negative call timeout", func(c *Config) { c.CallTimeout = -1 }, "call timeout"},
 		{"negative dial timeout", func(c *Config) { c.DialTimeout = -1 }, "dial timeout"},
 		{"conns below -1", func(c *Config) { c.MaxConnsPerIP = -2 }, "max conns per ip"},
+		{"always redial", func(c *Config) { c.DataRedialDelay = -1 }, ""},
+		{"redial delay below -1", func(c *Config) { c.DataRedialDelay = -2 }, "data redial delay"},
 		{"bad yamux", func(c *Config) { c.Yamux = &yamux.Config{} }, "yamux: backlog must be positive"},
 	}
 	for _, tc := range cases {
@@ -63,7 +65,7 @@ func TestConfig_NormalizeClonesYamux(t *testing.T) {
 		t.Errorf("yamux = %+v; want backlog 512 and a logger", n1.Yamux)
 	}
 	if n1.MaxMessageSize != defaultMaxMessageSize || n1.MaxConnsPerIP != defaultMaxConnsPerIP ||
-		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.Logger == nil {
+		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.DataRedialDelay != defaultDataRedialDelay || n1.Logger == nil {
 		t.Errorf("defaults not filled: %+v", n1)
 	}
 	d, _ := (*Config)(nil).normalize()

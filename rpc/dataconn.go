@@ -185,6 +185,101 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 	return conn, nil
 }
 
+// ErrDataDialSkipped is what DataDialer.Dial returns, without dialing,
+// while a failed dial to the address is remembered.
+var ErrDataDialSkipped = errors.New("rpc: data connection skipped: an earlier one to this address failed")
+
+// maxDataDialFailures bounds the addresses a DataDialer remembers.
+const maxDataDialFailures = 256
+
+// DataDialer makes a node's data connections (DialData) and remembers, per
+// server address, a dial that failed, for Config.DataRedialDelay: until
+// then Dial fails at once and the bytes go on the stream. Behind a load
+// balancer most dials land on a server that did not offer the token, and
+// each would cost a connect and a TLS handshake on that server. It is safe
+// for concurrent use.
+type DataDialer struct {
+	cfg    *Config
+	cfgErr error
+	now    func() time.Time // tests move the clock
+
+	mu     sync.Mutex
+	failed map[string]time.Time // address: when its last dial failed
+}
+
+// NewDataDialer returns a DataDialer; a nil cfg means DefaultConfig(), an
+// invalid one makes Dial fail.
+func NewDataDialer(cfg *Config) *DataDialer {
+	n, err := cfg.normalize()
+	return &DataDialer{cfg: n, cfgErr: err, now: time.Now}
+}
+
+// Dial makes the data connection token was issued for, to addr, like
+// DialData, unless a dial to addr failed within the redial delay: then it
+// returns an error matching ErrDataDialSkipped. A failure is remembered
+// unless ctx ended (the read itself went away).
+func (d *DataDialer) Dial(ctx context.Context, addr string, token []byte) (net.Conn, error) {
+	if d.cfgErr != nil {
+		return nil, d.cfgErr
+	}
+	delay := d.cfg.DataRedialDelay
+	if delay > 0 && d.skip(addr, delay) {
+		return nil, fmt.Errorf("%w (%s)", ErrDataDialSkipped, addr)
+	}
+	conn, err := DialData(ctx, addr, token, d.cfg)
+	if delay > 0 && len(token) == DataTokenSize {
+		switch {
+		case err == nil:
+			d.forget(addr)
+		case ctx.Err() == nil:
+			d.remember(addr)
+		}
+	}
+	return conn, err
+}
+
+// skip reports whether a dial to addr failed less than delay ago.
+func (d *DataDialer) skip(addr string, delay time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.failed[addr]
+	if !ok {
+		return false
+	}
+	if d.now().Sub(at) < delay {
+		return true
+	}
+	delete(d.failed, addr)
+	return false
+}
+
+// remember records a failed dial to addr, dropping the oldest record when
+// the table is full.
+func (d *DataDialer) remember(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failed == nil {
+		d.failed = make(map[string]time.Time)
+	}
+	if _, ok := d.failed[addr]; !ok && len(d.failed) >= maxDataDialFailures {
+		var oldest string
+		for a, at := range d.failed {
+			if oldest == "" || at.Before(d.failed[oldest]) {
+				oldest = a
+			}
+		}
+		delete(d.failed, oldest)
+	}
+	d.failed[addr] = d.now()
+}
+
+// forget drops the record of a failed dial to addr.
+func (d *DataDialer) forget(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.failed, addr)
+}
+
 // maxRecordPayload is a TLS record's most plaintext: a write no larger is
 // one record, with nothing to gather.
 const maxRecordPayload = 16 << 10
