@@ -42,6 +42,19 @@ type Config struct {
 	// once. Default 100; -1 means unlimited.
 	MaxConnsPerIP int
 
+	// MaxPooledDataPerNode bounds the data connections a Server keeps
+	// pooled for one node's data calls (PoolData): about the bulk reads of
+	// one node it serves at once. Default 16; at most MaxConnsPerIP is
+	// useful, since each holds a slot of it.
+	MaxPooledDataPerNode int
+
+	// MaxPooledData bounds the data connections a Server keeps pooled over
+	// all nodes. It is what bounds them fleet-wide: 10,000 nodes at
+	// MaxPooledDataPerNode would be 160,000 descriptors and TLS states. A
+	// connection over the bound is closed (that node's next bulk read
+	// dials again). Default 1024; -1 means unlimited.
+	MaxPooledData int
+
 	// DataRedialDelay is how long a node's DataDialer sends bulk bytes on
 	// the stream, without dialing, after a data connection to a server
 	// address failed (refused: the address is a load balancer that led to
@@ -97,6 +110,8 @@ const (
 	defaultDialTimeout      = 10 * time.Second
 	defaultMaxConnsPerIP    = 100
 	defaultDataRedialDelay  = time.Minute
+	defaultMaxPooledPerNode = 16
+	defaultMaxPooledData    = 1024
 	tcpKeepAlivePeriod      = 30 * time.Second
 )
 
@@ -109,6 +124,9 @@ func DefaultConfig() *Config {
 		DialTimeout:      defaultDialTimeout,
 		MaxConnsPerIP:    defaultMaxConnsPerIP,
 		DataRedialDelay:  defaultDataRedialDelay,
+
+		MaxPooledDataPerNode: defaultMaxPooledPerNode,
+		MaxPooledData:        defaultMaxPooledData,
 	}
 }
 
@@ -128,6 +146,10 @@ func (c *Config) Verify() error {
 		return errors.New("dial timeout must not be negative")
 	case c.MaxConnsPerIP < -1:
 		return errors.New("max conns per ip must be positive, 0 (default) or -1 (unlimited)")
+	case c.MaxPooledDataPerNode < 0:
+		return errors.New("max pooled data per node must not be negative")
+	case c.MaxPooledData < -1:
+		return errors.New("max pooled data must be positive, 0 (default) or -1 (unlimited)")
 	case c.DataRedialDelay < -1:
 		return errors.New("data redial delay must be positive, 0 (default) or -1 (always dial)")
 	}
@@ -167,6 +189,12 @@ func (c *Config) normalize() (*Config, error) {
 	}
 	if n.MaxConnsPerIP == 0 {
 		n.MaxConnsPerIP = defaultMaxConnsPerIP
+	}
+	if n.MaxPooledDataPerNode == 0 {
+		n.MaxPooledDataPerNode = defaultMaxPooledPerNode
+	}
+	if n.MaxPooledData == 0 {
+		n.MaxPooledData = defaultMaxPooledData
 	}
 	if n.DataRedialDelay == 0 {
 		n.DataRedialDelay = defaultDataRedialDelay

@@ -27,6 +27,9 @@ func TestConfig_Verify(t *testing.T) {
 		{"negative dial timeout", func(c *Config) { c.DialTimeout = -1 }, "dial timeout"},
 		{"conns below -1", func(c *Config) { c.MaxConnsPerIP = -2 }, "max conns per ip"},
 		{"always redial", func(c *Config) { c.DataRedialDelay = -1 }, ""},
+		{"unlimited pool", func(c *Config) { c.MaxPooledData = -1 }, ""},
+		{"pool below -1", func(c *Config) { c.MaxPooledData = -2 }, "max pooled data must"},
+		{"negative pool per node", func(c *Config) { c.MaxPooledDataPerNode = -1 }, "max pooled data per node"},
 		{"redial delay below -1", func(c *Config) { c.DataRedialDelay = -2 }, "data redial delay"},
 		{"bad yamux", func(c *Config) { c.Yamux = &yamux.Config{} }, "yamux: backlog must be positive"},
 	}
@@ -65,7 +68,8 @@ func TestConfig_NormalizeClonesYamux(t *testing.T) {
 		t.Errorf("yamux = %+v; want backlog 512 and a logger", n1.Yamux)
 	}
 	if n1.MaxMessageSize != defaultMaxMessageSize || n1.MaxConnsPerIP != defaultMaxConnsPerIP ||
-		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.DataRedialDelay != defaultDataRedialDelay || n1.Logger == nil {
+		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.DataRedialDelay != defaultDataRedialDelay ||
+		n1.MaxPooledData != defaultMaxPooledData || n1.MaxPooledDataPerNode != defaultMaxPooledPerNode || n1.Logger == nil {
 		t.Errorf("defaults not filled: %+v", n1)
 	}
 	d, _ := (*Config)(nil).normalize()

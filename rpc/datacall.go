@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,10 +27,6 @@ import (
 // a token exchange.
 
 const (
-	// maxPooledData bounds the pooled data connections of one node on a
-	// server.
-	maxPooledData = 16
-
 	// dataPoolIdle is how long a server keeps a pooled data connection.
 	dataPoolIdle = 20 * time.Second
 
@@ -36,6 +34,11 @@ const (
 	// connection before it closes it: longer than dataPoolIdle, so that
 	// the server, which starts calls, lets go first.
 	DataServeIdle = 30 * time.Second
+
+	// dataPoolShards is how many locks the pool is split over, by node:
+	// every bulk read takes a connection and gives it back, and one lock
+	// for all nodes would serialise them on a many-core server.
+	dataPoolShards = 32
 )
 
 // ErrDataConnLost is what CallData returns when the connection failed
@@ -43,8 +46,16 @@ const (
 // broke. Nothing was done; the caller makes the call another way.
 var ErrDataConnLost = errors.New("rpc: data connection lost")
 
-// dataPool holds pooled data connections by node.
+// dataPool holds pooled data connections by node, bounded per node
+// (Config.MaxPooledDataPerNode) and over all nodes (Config.MaxPooledData).
 type dataPool struct {
+	shards [dataPoolShards]dataPoolShard
+	total  atomic.Int64 // pooled connections, all shards
+}
+
+// dataPoolShard is the part of the pool of the nodes whose key hashes to
+// it.
+type dataPoolShard struct {
 	mu     sync.Mutex
 	m      map[string][]pooledData
 	sweeps map[string]*time.Timer
@@ -56,25 +67,48 @@ type pooledData struct {
 	since time.Time
 }
 
+// shard returns the shard of key.
+func (p *dataPool) shard(key string) *dataPoolShard {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &p.shards[h.Sum32()%dataPoolShards]
+}
+
+// reserve counts one more pooled connection, if fewer than max are.
+func (p *dataPool) reserve(max int) bool {
+	for {
+		n := p.total.Load()
+		if max > 0 && n >= int64(max) {
+			return false
+		}
+		if p.total.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // PoolData keeps conn, a data connection from the node key whose transfer
 // ended exactly at its length, for data calls (TakeData). It is closed
-// after dataPoolIdle unused, when the pool of key is full, on DropData,
-// and when Serve ends.
+// after dataPoolIdle unused, when the pool of key or of the server is full
+// (Config.MaxPooledDataPerNode, MaxPooledData), on DropData, and when
+// Serve ends. While pooled, conn holds its slot of Config.MaxConnsPerIP
+// (the slot is released when it is closed).
 func (s *Server) PoolData(key string, conn net.Conn) {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || len(p.m[key]) >= maxPooledData {
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.closed || len(sh.m[key]) >= s.cfg.MaxPooledDataPerNode || !p.reserve(s.cfg.MaxPooledData) {
 		conn.Close()
 		return
 	}
-	if p.m == nil {
-		p.m = make(map[string][]pooledData)
-		p.sweeps = make(map[string]*time.Timer)
+	if sh.m == nil {
+		sh.m = make(map[string][]pooledData)
+		sh.sweeps = make(map[string]*time.Timer)
 	}
-	p.m[key] = append(p.m[key], pooledData{conn: conn, since: time.Now()})
-	if p.sweeps[key] == nil {
-		p.sweeps[key] = time.AfterFunc(dataPoolIdle, func() { p.sweep(key) })
+	sh.m[key] = append(sh.m[key], pooledData{conn: conn, since: time.Now()})
+	if sh.sweeps[key] == nil {
+		sh.sweeps[key] = time.AfterFunc(dataPoolIdle, func() { p.sweep(key) })
 	}
 }
 
@@ -83,13 +117,15 @@ func (s *Server) PoolData(key string, conn net.Conn) {
 // or closes it.
 func (s *Server) TakeData(key string) net.Conn {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	list := p.m[key]
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	list := sh.m[key]
 	for len(list) > 0 {
 		last := list[len(list)-1]
 		list = list[:len(list)-1]
-		p.m[key] = list
+		sh.m[key] = list
+		p.total.Add(-1)
 		if time.Since(last.since) < dataPoolIdle {
 			return last.conn
 		}
@@ -101,62 +137,73 @@ func (s *Server) TakeData(key string) net.Conn {
 // DropData closes the pooled data connections of key: its node went away.
 func (s *Server) DropData(key string) {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dropLocked(key)
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p.dropLocked(sh, key)
 }
 
 // PooledData returns how many data connections key has pooled.
 func (s *Server) PooledData(key string) int {
-	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m[key])
+	sh := s.pool.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return len(sh.m[key])
 }
 
-func (p *dataPool) dropLocked(key string) {
-	for _, pd := range p.m[key] {
+// AllPooledData returns how many data connections the server has pooled,
+// over all nodes.
+func (s *Server) AllPooledData() int { return int(s.pool.total.Load()) }
+
+func (p *dataPool) dropLocked(sh *dataPoolShard, key string) {
+	for _, pd := range sh.m[key] {
 		pd.conn.Close()
+		p.total.Add(-1)
 	}
-	delete(p.m, key)
-	if t := p.sweeps[key]; t != nil {
+	delete(sh.m, key)
+	if t := sh.sweeps[key]; t != nil {
 		t.Stop()
-		delete(p.sweeps, key)
+		delete(sh.sweeps, key)
 	}
 }
 
 // sweep closes the connections of key that idled out, and comes back
 // while any are left.
 func (p *dataPool) sweep(key string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.sweeps, key)
-	list := p.m[key]
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	delete(sh.sweeps, key)
+	list := sh.m[key]
 	kept := list[:0]
 	for _, pd := range list {
 		if time.Since(pd.since) < dataPoolIdle {
 			kept = append(kept, pd)
 		} else {
 			pd.conn.Close()
+			p.total.Add(-1)
 		}
 	}
 	if len(kept) == 0 {
-		delete(p.m, key)
+		delete(sh.m, key)
 		return
 	}
-	p.m[key] = kept
-	if !p.closed {
-		p.sweeps[key] = time.AfterFunc(dataPoolIdle-time.Since(kept[0].since), func() { p.sweep(key) })
+	sh.m[key] = kept
+	if !sh.closed {
+		sh.sweeps[key] = time.AfterFunc(dataPoolIdle-time.Since(kept[0].since), func() { p.sweep(key) })
 	}
 }
 
 // close closes every pooled connection; later ones are closed as pooled.
 func (p *dataPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for key := range p.m {
-		p.dropLocked(key)
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		sh.closed = true
+		for key := range sh.m {
+			p.dropLocked(sh, key)
+		}
+		sh.mu.Unlock()
 	}
 }
 

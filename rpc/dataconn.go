@@ -108,8 +108,10 @@ func (w *dataWaiters) deliver(token [DataTokenSize]byte, conn net.Conn) bool {
 // serveData answers a ByteData connection: it reads the token (under the
 // handshake deadline still set), hands the connection to whoever expects
 // it and then tells the dialer so. It reports whether it handed the
-// connection off; if not, the caller closes conn.
-func (s *Server) serveData(conn net.Conn) bool {
+// connection off; if not, the caller closes conn. The connection handed
+// off holds its slot of MaxConnsPerIP until closed: release, if set,
+// gives it back.
+func (s *Server) serveData(conn net.Conn, release func()) bool {
 	var t [DataTokenSize]byte
 	if _, err := io.ReadFull(conn, t[:]); err != nil {
 		return false
@@ -118,6 +120,9 @@ func (s *Server) serveData(conn net.Conn) bool {
 	// The server reads the bulk bytes: read ahead here, and only here.
 	if b := BatcherOf(conn); b != nil {
 		b.ReadAhead()
+	}
+	if release != nil {
+		conn = &slotConn{Conn: conn, release: release}
 	}
 	if !s.data.deliver(t, conn) {
 		s.logger.Debug("data connection with an unknown token", "remote", conn.RemoteAddr().String())
@@ -132,6 +137,36 @@ func (s *Server) serveData(conn net.Conn) bool {
 	}
 	conn.SetWriteDeadline(time.Time{})
 	return true
+}
+
+// slotConn is a data connection the server accepted: it outlives the
+// accepting goroutine (a transfer, then the data pool), and holds its slot
+// of Config.MaxConnsPerIP until closed.
+type slotConn struct {
+	net.Conn
+	release func() // idempotent
+}
+
+// Close closes the connection and gives back its slot.
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// NetConn returns the connection under c.
+func (c *slotConn) NetConn() net.Conn { return c.Conn }
+
+// DataNetConn returns the connection under a data connection the server
+// accepted (a *net.TCPConn or a *tls.Conn), for a caller that looks at its
+// type, such as a copy that splices from a plain socket. Close the data
+// connection itself, not what this returns: closing it gives back its
+// connection slot.
+func DataNetConn(c net.Conn) net.Conn {
+	if sc, ok := c.(*slotConn); ok {
+		return sc.Conn
+	}
+	return c
 }
 
 // offerToken sends ByteData and the token and waits for the server's

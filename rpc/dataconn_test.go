@@ -116,7 +116,7 @@ func TestDataConn(t *testing.T) {
 		}()
 		sc := recvWithin(t, conns, 5*time.Second, "data connection")
 		defer sc.Close()
-		if _, ok := sc.(*tls.Conn); !ok {
+		if _, ok := DataNetConn(sc).(*tls.Conn); !ok {
 			t.Fatalf("server got %T; want the TLS connection", sc)
 		}
 		got, err := io.ReadAll(sc)

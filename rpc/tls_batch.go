@@ -206,9 +206,10 @@ func (b *RecordBatcher) Gather(write func() error) error {
 }
 
 // BatcherOf returns the RecordBatcher c is, or the one under c, a
-// *tls.Conn made over one; else nil.
+// *tls.Conn made over one (either possibly a data connection the server
+// accepted); else nil.
 func BatcherOf(c net.Conn) *RecordBatcher {
-	switch c := c.(type) {
+	switch c := DataNetConn(c).(type) {
 	case *RecordBatcher:
 		return c
 	case *tls.Conn:
