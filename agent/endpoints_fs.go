@@ -567,8 +567,10 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, he
 	if err == nil && n < length {
 		var m int64
 		rest := io.LimitReader(dc, length-n)
-		if _, tcp := dc.(*net.TCPConn); tcp && r.TLS == nil {
-			m, err = io.Copy(w, rest) // splice(2)
+		if tc, tcp := rpc.DataNetConn(dc).(*net.TCPConn); tcp && r.TLS == nil {
+			// From the socket itself, which splice(2) wants; dc, which
+			// holds the connection's slot, is still what is closed.
+			m, err = io.Copy(w, io.LimitReader(tc, length-n)) // splice(2)
 		} else {
 			m, err = rpc.CopyData(w, rest, batchedWriter(w, r))
 		}

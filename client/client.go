@@ -26,7 +26,8 @@ type Client struct {
 	stats       *HostStatsCollector
 	fp          *Fingerprint
 	mux         *rpc.Mux
-	dataCallers dataCallers // answer servers' data calls (bulk reads)
+	dataCallers dataCallers     // answer servers' data calls (bulk reads)
+	dataDialer  *rpc.DataDialer // dials data connections, skipping addresses that failed
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,17 +90,18 @@ func New(cfg *Config) (*Client, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		cfg:     cfg,
-		logger:  logger,
-		rpcCfg:  rpcCfg,
-		id:      id,
-		started: time.Now().UTC(),
-		meta:    meta,
-		stats:   stats,
-		fp:      fp,
-		mux:     rpc.NewMux(),
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:        cfg,
+		logger:     logger,
+		rpcCfg:     rpcCfg,
+		dataDialer: rpc.NewDataDialer(rpcCfg),
+		id:         id,
+		started:    time.Now().UTC(),
+		meta:       meta,
+		stats:      stats,
+		fp:         fp,
+		mux:        rpc.NewMux(),
+		ctx:        ctx,
+		cancel:     cancel,
 	}
 	c.conn = newConnManager(c)
 	c.allocs = newAllocManager(c)

@@ -10,7 +10,8 @@ import (
 )
 
 // dataCallers owns the goroutines that answer a server's data calls on
-// the data connections earlier bulk reads left open (rpc.ServeDataCalls).
+// the data connections earlier bulk reads left open (rpc.ServeDataCalls,
+// with the bulk methods of the node's mux).
 // The zero value is ready to use.
 type dataCallers struct {
 	mu     sync.Mutex
@@ -32,7 +33,7 @@ func (c *Client) serveDataCalls(dc net.Conn) {
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		rpc.ServeDataCalls(c.ctx, dc, c.rpcCfg, c.dataCall)
+		rpc.ServeDataCalls(c.ctx, dc, c.rpcCfg, c.mux)
 	}()
 }
 
@@ -45,22 +46,17 @@ func (d *dataCallers) stop() {
 	d.wg.Wait()
 }
 
-// dataCall answers one data call: cat and readat (FsReadAt), with the
-// same checks and the same bytes as on the stream.
-func (c *Client) dataCall(ctx context.Context, method string, decode func(any) error, reply func(any) (net.Conn, error)) error {
-	if method != structs.MethodFsReadAt {
-		return structs.NotFound("unknown data call %q", method)
-	}
-	var req structs.FsReadAtRequest
-	if err := decode(&req); err != nil {
-		return structs.BadRequest("bad data call: %v", err)
-	}
-	r, err := c.OpenReadAt(ctx, &req)
+// fsReadAtBulk answers a cat or readat made as a data call, with the
+// same checks and the same bytes as on the stream (fsReadAt): the header,
+// then exactly its length, by sendfile(2) where the connection allows.
+func (c *Client) fsReadAtBulk(ctx context.Context, req *structs.FsReadAtRequest, resp *structs.FsReadAtHeader, reply *rpc.BulkReply) error {
+	r, err := c.OpenReadAt(ctx, req)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	dc, err := reply(r.Header())
+	*resp = *r.Header()
+	dc, err := reply.Send()
 	if err != nil {
 		return err
 	}

@@ -15,13 +15,16 @@ import (
 
 // registerFSEndpoints adds the allocation filesystem methods: list and stat
 // (unary), and readat, stream and logs (streaming; the first frame is an
-// empty acknowledgement sent once the request is valid and the file open).
+// empty acknowledgement sent once the request is valid and the file open),
+// and readat as a bulk method, for the data calls a server makes on the
+// data connections earlier reads left open.
 func (c *Client) registerFSEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodFsList, c.fsList)
 	rpc.HandleUnary(c.mux, structs.MethodFsStat, c.fsStat)
 	c.mux.HandleStream(structs.MethodFsReadAt, c.fsReadAt)
 	c.mux.HandleStream(structs.MethodFsStream, c.fsStream)
 	c.mux.HandleStream(structs.MethodFsLogs, c.fsLogs)
+	rpc.HandleBulk(c.mux, structs.MethodFsReadAt, c.fsReadAtBulk)
 }
 
 // allocFS opens the allocation's directory for reading.
@@ -188,14 +191,20 @@ func errShrank(path string) error {
 // dataConn makes the data connection a server offered with token, to the
 // address of the session the call came on (inside TLS when the session
 // is); or nil: no offer, or a refusal (the address leads to another
-// server, a firewall), in which case the bytes go on the stream.
+// server, a firewall), in which case the bytes go on the stream. After a
+// refusal the node sends on the stream without dialing that address for
+// a while (rpc.Config.DataRedialDelay).
 func (c *Client) dataConn(ctx context.Context, token []byte) net.Conn {
 	sess := rpc.SessionFromContext(ctx)
 	if len(token) != rpc.DataTokenSize || sess == nil {
 		return nil
 	}
-	dc, err := rpc.DialData(ctx, sess.RemoteAddr().String(), token, c.rpcCfg)
-	if err != nil {
+	dc, err := c.dataDialer.Dial(ctx, sess.RemoteAddr().String(), token)
+	switch {
+	case errors.Is(err, rpc.ErrDataDialSkipped):
+		c.logger.Trace("no data connection; sending on the stream", "error", err)
+		return nil
+	case err != nil:
 		c.logger.Debug("no data connection; sending on the stream", "error", err)
 		return nil
 	}

@@ -42,6 +42,28 @@ type Config struct {
 	// once. Default 100; -1 means unlimited.
 	MaxConnsPerIP int
 
+	// MaxPooledDataPerNode bounds the data connections a Server keeps
+	// pooled for one node's data calls (PoolData): about the bulk reads of
+	// one node it serves at once. Default 16; at most MaxConnsPerIP is
+	// useful, since each holds a slot of it.
+	MaxPooledDataPerNode int
+
+	// MaxPooledData bounds the data connections a Server keeps pooled over
+	// all nodes. It is what bounds them fleet-wide: 10,000 nodes at
+	// MaxPooledDataPerNode would be 160,000 descriptors and TLS states. A
+	// connection over the bound is closed (that node's next bulk read
+	// dials again). Default 1024; -1 means unlimited.
+	MaxPooledData int
+
+	// DataRedialDelay is how long a node's DataDialer sends bulk bytes on
+	// the stream, without dialing, after a data connection to a server
+	// address failed (refused: the address is a load balancer that led to
+	// another server; a firewall). Every failed dial costs a TCP connect
+	// and, with TLS, a handshake on some server, on every bulk read. A
+	// successful dial forgets the failure. Default 1 minute; -1 means dial
+	// every time.
+	DataRedialDelay time.Duration
+
 	// Yamux configures the multiplexer. nil means yamux.DefaultConfig()
 	// with its logging routed to Logger. A non-nil config is cloned, never
 	// mutated; if it sets neither Logger nor LogOutput, its logging is
@@ -134,15 +156,6 @@ type Config struct {
 	// keep it small. Default 64 KiB.
 	CoalesceKeep int
 
-	// TLSReadBuffer is the read-ahead under a TLS session's records, so
-	// that crypto/tls gets several records per read. It is memory every
-	// TLS session holds for its lifetime. Default 64 KiB.
-	TLSReadBuffer int
-
-	// DataPoolSize bounds the pooled data connections of one node on a
-	// server (datacall.go). Default 16.
-	DataPoolSize int
-
 	// DataPoolIdle is how long a server keeps a pooled data connection.
 	// Default 20s.
 	DataPoolIdle time.Duration
@@ -167,10 +180,12 @@ const (
 	defaultCoalesceBulkMin  = 16 << 10
 	defaultCoalesceQueued   = 256 << 10
 	defaultCoalesceKeep     = 64 << 10
-	defaultTLSReadBuffer    = 64 << 10
-	defaultDataPoolSize     = 16
 	defaultDataPoolIdle     = 20 * time.Second
 	defaultDataServeIdle    = 30 * time.Second
+
+	defaultDataRedialDelay  = time.Minute
+	defaultMaxPooledPerNode = 16
+	defaultMaxPooledData    = 1024
 
 	// Bounds of the tunables: beyond them a value is a mistake.
 	maxTunedBuffer = 16 << 20
@@ -195,10 +210,12 @@ func DefaultConfig() *Config {
 		CoalesceBulkMin:   defaultCoalesceBulkMin,
 		CoalesceMaxQueued: defaultCoalesceQueued,
 		CoalesceKeep:      defaultCoalesceKeep,
-		TLSReadBuffer:     defaultTLSReadBuffer,
-		DataPoolSize:      defaultDataPoolSize,
 		DataPoolIdle:      defaultDataPoolIdle,
 		DataServeIdle:     defaultDataServeIdle,
+		DataRedialDelay:  defaultDataRedialDelay,
+
+		MaxPooledDataPerNode: defaultMaxPooledPerNode,
+		MaxPooledData:        defaultMaxPooledData,
 	}
 }
 
@@ -236,14 +253,16 @@ func (c *Config) Verify() error {
 		return fmt.Errorf("coalesce max queued must be between 0 (default) and %d", maxTunedBuffer)
 	case c.CoalesceKeep < 0 || c.CoalesceKeep > maxTunedBuffer:
 		return fmt.Errorf("coalesce keep must be between 0 (default) and %d", maxTunedBuffer)
-	case c.TLSReadBuffer < 0 || c.TLSReadBuffer > maxTunedBuffer:
-		return fmt.Errorf("tls read buffer must be between 0 (default) and %d", maxTunedBuffer)
-	case c.DataPoolSize < 0:
-		return errors.New("data pool size must not be negative")
 	case c.DataPoolIdle < 0:
 		return errors.New("data pool idle must not be negative")
 	case c.DataServeIdle < 0:
 		return errors.New("data serve idle must not be negative")
+	case c.MaxPooledDataPerNode < 0:
+		return errors.New("max pooled data per node must not be negative")
+	case c.MaxPooledData < -1:
+		return errors.New("max pooled data must be positive, 0 (default) or -1 (unlimited)")
+	case c.DataRedialDelay < -1:
+		return errors.New("data redial delay must be positive, 0 (default) or -1 (always dial)")
 	}
 	if c.Yamux != nil {
 		y := c.Yamux.Clone()
@@ -291,10 +310,17 @@ func (c *Config) normalize() (*Config, error) {
 	orDefault(&n.CoalesceBulkMin, defaultCoalesceBulkMin)
 	orDefault(&n.CoalesceMaxQueued, defaultCoalesceQueued)
 	orDefault(&n.CoalesceKeep, defaultCoalesceKeep)
-	orDefault(&n.TLSReadBuffer, defaultTLSReadBuffer)
-	orDefault(&n.DataPoolSize, defaultDataPoolSize)
 	orDefault(&n.DataPoolIdle, defaultDataPoolIdle)
 	orDefault(&n.DataServeIdle, defaultDataServeIdle)
+	if n.MaxPooledDataPerNode == 0 {
+		n.MaxPooledDataPerNode = defaultMaxPooledPerNode
+	}
+	if n.MaxPooledData == 0 {
+		n.MaxPooledData = defaultMaxPooledData
+	}
+	if n.DataRedialDelay == 0 {
+		n.DataRedialDelay = defaultDataRedialDelay
+	}
 	if n.Logger == nil {
 		n.Logger = hclog.NewNullLogger()
 	}

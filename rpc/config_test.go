@@ -26,6 +26,11 @@ func TestConfig_Verify(t *testing.T) {
 		{"negative call timeout", func(c *Config) { c.CallTimeout = -1 }, "call timeout"},
 		{"negative dial timeout", func(c *Config) { c.DialTimeout = -1 }, "dial timeout"},
 		{"conns below -1", func(c *Config) { c.MaxConnsPerIP = -2 }, "max conns per ip"},
+		{"always redial", func(c *Config) { c.DataRedialDelay = -1 }, ""},
+		{"unlimited pool", func(c *Config) { c.MaxPooledData = -1 }, ""},
+		{"pool below -1", func(c *Config) { c.MaxPooledData = -2 }, "max pooled data must"},
+		{"negative pool per node", func(c *Config) { c.MaxPooledDataPerNode = -1 }, "max pooled data per node"},
+		{"redial delay below -1", func(c *Config) { c.DataRedialDelay = -2 }, "data redial delay"},
 		{"bad yamux", func(c *Config) { c.Yamux = &yamux.Config{} }, "yamux: backlog must be positive"},
 		{"no idle streams", func(c *Config) { c.MaxIdleStreams = -1 }, ""},
 		{"idle streams below -1", func(c *Config) { c.MaxIdleStreams = -2 }, "max idle streams"},
@@ -38,8 +43,6 @@ func TestConfig_Verify(t *testing.T) {
 		{"negative bulk min", func(c *Config) { c.CoalesceBulkMin = -1 }, "coalesce bulk min"},
 		{"huge queue", func(c *Config) { c.CoalesceMaxQueued = maxTunedBuffer + 1 }, "coalesce max queued"},
 		{"huge keep", func(c *Config) { c.CoalesceKeep = maxTunedBuffer + 1 }, "coalesce keep"},
-		{"negative tls read buffer", func(c *Config) { c.TLSReadBuffer = -1 }, "tls read buffer"},
-		{"negative data pool", func(c *Config) { c.DataPoolSize = -1 }, "data pool size"},
 		{"negative data pool idle", func(c *Config) { c.DataPoolIdle = -1 }, "data pool idle"},
 		{"negative data serve idle", func(c *Config) { c.DataServeIdle = -1 }, "data serve idle"},
 	}
@@ -78,7 +81,8 @@ func TestConfig_NormalizeClonesYamux(t *testing.T) {
 		t.Errorf("yamux = %+v; want backlog 512 and a logger", n1.Yamux)
 	}
 	if n1.MaxMessageSize != defaultMaxMessageSize || n1.MaxConnsPerIP != defaultMaxConnsPerIP ||
-		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.Logger == nil {
+		n1.HandshakeTimeout != defaultHandshakeTimeout || n1.DataRedialDelay != defaultDataRedialDelay ||
+		n1.MaxPooledData != defaultMaxPooledData || n1.MaxPooledDataPerNode != defaultMaxPooledPerNode || n1.Logger == nil {
 		t.Errorf("defaults not filled: %+v", n1)
 	}
 	d, _ := (*Config)(nil).normalize()
@@ -108,8 +112,6 @@ func TestConfig_Defaults(t *testing.T) {
 			{"CoalesceBulkMin", c.CoalesceBulkMin, 16 << 10},
 			{"CoalesceMaxQueued", c.CoalesceMaxQueued, 256 << 10},
 			{"CoalesceKeep", c.CoalesceKeep, 64 << 10},
-			{"TLSReadBuffer", c.TLSReadBuffer, 64 << 10},
-			{"DataPoolSize", c.DataPoolSize, 16},
 			{"DataPoolIdle", c.DataPoolIdle, 20 * time.Second},
 			{"DataServeIdle", c.DataServeIdle, 30 * time.Second},
 		}

@@ -1,12 +1,15 @@
 package rpc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -15,25 +18,19 @@ import (
 // Data calls (spec.md, section 8). A data connection whose transfer ended
 // exactly at its length is not closed: the server pools it under the node
 // it came from (PoolData), and the node waits on it for the server's next
-// request (ServeDataCalls). A data call is a unary request, header and
-// args; the answer is a response header and, on success, the reply and
-// then exactly the raw bytes the reply announces. A bulk read then costs
+// request (ServeDataCalls). A data call is a unary call of a bulk method
+// (HandleBulk), made and answered by the unary code: a request header and
+// args; a response header and, on success, the reply, and then exactly the
+// raw bytes the reply announces. A bulk read then costs
 // each side one write and one read ahead of the bytes, instead of a stream
 // (open, handshake, header, trailer, close, and a goroutine each side) and
 // a token exchange.
 
 const (
-	// maxPooledData bounds the pooled data connections of one node on a
-	// server.
-	maxPooledData = 16
-
-	// dataPoolIdle is how long a server keeps a pooled data connection.
-	dataPoolIdle = 20 * time.Second
-
-	// DataServeIdle is how long a node waits for a data call on a
-	// connection before it closes it: longer than dataPoolIdle, so that
-	// the server, which starts calls, lets go first.
-	DataServeIdle = 30 * time.Second
+	// dataPoolShards is how many locks the pool is split over, by node:
+	// every bulk read takes a connection and gives it back, and one lock
+	// for all nodes would serialise them on a many-core server.
+	dataPoolShards = 32
 )
 
 // ErrDataConnLost is what CallData returns when the connection failed
@@ -41,8 +38,17 @@ const (
 // broke. Nothing was done; the caller makes the call another way.
 var ErrDataConnLost = errors.New("rpc: data connection lost")
 
-// dataPool holds pooled data connections by node.
+// dataPool holds pooled data connections by node, bounded per node
+// (Config.MaxPooledDataPerNode) and over all nodes (Config.MaxPooledData).
 type dataPool struct {
+	idle   time.Duration // Config.DataPoolIdle
+	shards [dataPoolShards]dataPoolShard
+	total  atomic.Int64 // pooled connections, all shards
+}
+
+// dataPoolShard is the part of the pool of the nodes whose key hashes to
+// it.
+type dataPoolShard struct {
 	mu     sync.Mutex
 	m      map[string][]pooledData
 	sweeps map[string]*time.Timer
@@ -54,25 +60,48 @@ type pooledData struct {
 	since time.Time
 }
 
+// shard returns the shard of key.
+func (p *dataPool) shard(key string) *dataPoolShard {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &p.shards[h.Sum32()%dataPoolShards]
+}
+
+// reserve counts one more pooled connection, if fewer than max are.
+func (p *dataPool) reserve(max int) bool {
+	for {
+		n := p.total.Load()
+		if max > 0 && n >= int64(max) {
+			return false
+		}
+		if p.total.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // PoolData keeps conn, a data connection from the node key whose transfer
 // ended exactly at its length, for data calls (TakeData). It is closed
-// after dataPoolIdle unused, when the pool of key is full, on DropData,
-// and when Serve ends.
+// after Config.DataPoolIdle unused, when the pool of key or of the server is full
+// (Config.MaxPooledDataPerNode, MaxPooledData), on DropData, and when
+// Serve ends. While pooled, conn holds its slot of Config.MaxConnsPerIP
+// (the slot is released when it is closed).
 func (s *Server) PoolData(key string, conn net.Conn) {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || len(p.m[key]) >= maxPooledData {
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.closed || len(sh.m[key]) >= s.cfg.MaxPooledDataPerNode || !p.reserve(s.cfg.MaxPooledData) {
 		conn.Close()
 		return
 	}
-	if p.m == nil {
-		p.m = make(map[string][]pooledData)
-		p.sweeps = make(map[string]*time.Timer)
+	if sh.m == nil {
+		sh.m = make(map[string][]pooledData)
+		sh.sweeps = make(map[string]*time.Timer)
 	}
-	p.m[key] = append(p.m[key], pooledData{conn: conn, since: time.Now()})
-	if p.sweeps[key] == nil {
-		p.sweeps[key] = time.AfterFunc(dataPoolIdle, func() { p.sweep(key) })
+	sh.m[key] = append(sh.m[key], pooledData{conn: conn, since: time.Now()})
+	if sh.sweeps[key] == nil {
+		sh.sweeps[key] = time.AfterFunc(p.idle, func() { p.sweep(key) })
 	}
 }
 
@@ -81,14 +110,16 @@ func (s *Server) PoolData(key string, conn net.Conn) {
 // or closes it.
 func (s *Server) TakeData(key string) net.Conn {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	list := p.m[key]
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	list := sh.m[key]
 	for len(list) > 0 {
 		last := list[len(list)-1]
 		list = list[:len(list)-1]
-		p.m[key] = list
-		if time.Since(last.since) < dataPoolIdle {
+		sh.m[key] = list
+		p.total.Add(-1)
+		if time.Since(last.since) < p.idle {
 			return last.conn
 		}
 		last.conn.Close()
@@ -99,70 +130,83 @@ func (s *Server) TakeData(key string) net.Conn {
 // DropData closes the pooled data connections of key: its node went away.
 func (s *Server) DropData(key string) {
 	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dropLocked(key)
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	p.dropLocked(sh, key)
 }
 
 // PooledData returns how many data connections key has pooled.
 func (s *Server) PooledData(key string) int {
-	p := &s.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m[key])
+	sh := s.pool.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return len(sh.m[key])
 }
 
-func (p *dataPool) dropLocked(key string) {
-	for _, pd := range p.m[key] {
+// AllPooledData returns how many data connections the server has pooled,
+// over all nodes.
+func (s *Server) AllPooledData() int { return int(s.pool.total.Load()) }
+
+func (p *dataPool) dropLocked(sh *dataPoolShard, key string) {
+	for _, pd := range sh.m[key] {
 		pd.conn.Close()
+		p.total.Add(-1)
 	}
-	delete(p.m, key)
-	if t := p.sweeps[key]; t != nil {
+	delete(sh.m, key)
+	if t := sh.sweeps[key]; t != nil {
 		t.Stop()
-		delete(p.sweeps, key)
+		delete(sh.sweeps, key)
 	}
 }
 
 // sweep closes the connections of key that idled out, and comes back
 // while any are left.
 func (p *dataPool) sweep(key string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.sweeps, key)
-	list := p.m[key]
+	sh := p.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	delete(sh.sweeps, key)
+	list := sh.m[key]
 	kept := list[:0]
 	for _, pd := range list {
-		if time.Since(pd.since) < dataPoolIdle {
+		if time.Since(pd.since) < p.idle {
 			kept = append(kept, pd)
 		} else {
 			pd.conn.Close()
+			p.total.Add(-1)
 		}
 	}
 	if len(kept) == 0 {
-		delete(p.m, key)
+		delete(sh.m, key)
 		return
 	}
-	p.m[key] = kept
-	if !p.closed {
-		p.sweeps[key] = time.AfterFunc(dataPoolIdle-time.Since(kept[0].since), func() { p.sweep(key) })
+	sh.m[key] = kept
+	if !sh.closed {
+		sh.sweeps[key] = time.AfterFunc(p.idle-time.Since(kept[0].since), func() { p.sweep(key) })
 	}
 }
 
 // close closes every pooled connection; later ones are closed as pooled.
 func (p *dataPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for key := range p.m {
-		p.dropLocked(key)
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		sh.closed = true
+		for key := range sh.m {
+			p.dropLocked(sh, key)
+		}
+		sh.mu.Unlock()
 	}
 }
 
 // CallData makes a data call of method on conn, a pooled data connection
-// (TakeData), bounded by ctx and the server's Config.CallTimeout up to
-// the reply. On success reply is filled and the raw bytes follow: head
-// holds those already read (at most a few KiB), the rest is read from
-// conn itself, so that it can be spliced. A *RemoteError is the node's answer (conn stays
+// (TakeData): a unary request (section 5 of spec.md) answered, on success,
+// by the reply and then exactly the raw bytes the reply announces. It is
+// bounded by ctx and the server's Config.CallTimeout up to the reply. On
+// success reply is filled and the raw bytes follow: head holds those
+// already read (at most a few KiB), the rest is read from conn itself, so
+// that it can be spliced. A *RemoteError is the node's answer (conn stays
 // usable: pool it again); an error matching ErrDataConnLost means the node
 // answered nothing, and any other error that the exchange broke. On an
 // error other than a *RemoteError the caller closes conn.
@@ -172,12 +216,8 @@ func (s *Server) CallData(ctx context.Context, conn net.Conn, method string, arg
 	e := getEncoder()
 	defer putEncoder(e)
 	e.reset()
-	hdr := requestHeader{Method: method, Seq: 1, Timeout: encodeTimeout(dl, true)}
-	if err := e.appendFrame(kindData, &hdr, cfg.MaxMessageSize); err != nil {
-		return nil, fmt.Errorf("rpc: %s: %w", method, err)
-	}
-	if err := e.appendFrame(kindData, args, cfg.MaxMessageSize); err != nil {
-		return nil, fmt.Errorf("rpc: %s: %w", method, err)
+	if err := appendRequest(e, cfg, method, 1, dl, args); err != nil {
+		return nil, err
 	}
 	conn.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
@@ -185,22 +225,20 @@ func (s *Server) CallData(ctx context.Context, conn net.Conn, method string, arg
 
 	br := getReader(conn)
 	defer putReader(br)
-	var rh responseHeader
+	answered := false
 	if _, err = WriteData(conn, e.bytes()); err == nil {
-		err = readDataFrame(br, cfg.MaxMessageSize, &rh)
+		answered, err = readResponse(ctx, dl, br, nil, cfg, method, 1, reply)
 	}
-	if err != nil {
-		if callEnded(ctx, dl) {
-			return nil, callError(ctx, dl, nil, method, err)
-		}
-		return nil, fmt.Errorf("rpc: %s: %w: %w", method, ErrDataConnLost, err)
-	}
-	if rerr := remoteFromWire(rh.Error, rh.Code); rerr != nil {
+	var re *RemoteError
+	switch {
+	case err == nil:
+	case !answered && !callEnded(ctx, dl):
+		return nil, fmt.Errorf("%w: %w", ErrDataConnLost, err)
+	case errors.As(err, &re) && !callEnded(ctx, dl):
 		conn.SetDeadline(time.Time{})
-		return nil, rerr
-	}
-	if err := readDataFrame(br, cfg.MaxMessageSize, reply); err != nil {
-		return nil, callError(ctx, dl, nil, method, err)
+		return nil, err
+	default:
+		return nil, err
 	}
 	if !stop() {
 		return nil, callError(ctx, dl, nil, method, ctx.Err())
@@ -213,113 +251,104 @@ func (s *Server) CallData(ctx context.Context, conn net.Conn, method string, arg
 	return head, nil
 }
 
-// DataHandler answers one data call of method. It decodes the args with
-// decode; then either it returns an error without calling reply, which
-// is sent as the call's error (the connection stays usable), or it calls
-// reply with its reply, which writes it and returns the connection, then
-// writes exactly the raw bytes the reply announces there and returns nil.
-// An error once reply was called ends the connection, so that the server
-// sees a short transfer.
-type DataHandler func(ctx context.Context, method string, decode func(v any) error, reply func(v any) (net.Conn, error)) error
-
 // ServeDataCalls answers data calls on conn, a data connection the node
-// made whose transfer ended exactly at its length, until the server
-// closes it, DataServeIdle passes without a call, ctx ends or a call
-// fails. It closes conn. Handlers get a context derived from ctx and
-// bounded by the call's timeout.
-func ServeDataCalls(ctx context.Context, conn net.Conn, cfg *Config, h DataHandler) {
+// made whose transfer ended exactly at its length, with the bulk methods
+// of mux (HandleBulk), until the server closes it, Config.DataServeIdle passes
+// without a call, ctx ends or a call fails. It closes conn. Requests and
+// responses are those of unary calls, read and written by the same code;
+// handlers get a context derived from ctx and bounded by the call's
+// timeout.
+func ServeDataCalls(ctx context.Context, conn net.Conn, cfg *Config, mux *Mux) {
 	defer conn.Close()
 	cfg, err := cfg.normalize()
 	if err != nil {
 		return
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = hclog.NewNullLogger()
-	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	br := getReader(conn)
 	defer putReader(br)
-	for {
-		conn.SetReadDeadline(time.Now().Add(DataServeIdle))
-		var hdr requestHeader
-		if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
-			if !errors.Is(err, io.EOF) && !timedOut(err) && ctx.Err() == nil {
-				logger.Debug("reading data call failed", "error", err)
-			}
-			return
-		}
-		conn.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
-		kind, body, err := readFrame(br, cfg.MaxMessageSize)
-		if err != nil || kind != kindData {
-			logger.Debug("reading data call args failed", "method", hdr.Method, "error", err)
-			return
-		}
-		conn.SetReadDeadline(time.Time{})
-		if !serveDataCall(ctx, conn, cfg, logger, h, &hdr, body) {
-			return
-		}
-	}
+	serveCalls(ctx, conn, br, mux, nil, cfg, cfg.Logger, cfg.DataServeIdle)
 }
 
-// serveDataCall runs one data call and reports whether the connection
-// can take another.
-func serveDataCall(ctx context.Context, conn net.Conn, cfg *Config, logger hclog.Logger, h DataHandler, hdr *requestHeader, body []byte) bool {
-	hctx, cancel := handlerContext(ctx, nil, hdr.Timeout)
+// BulkReply is how a bulk handler (HandleBulk) answers: Send writes the
+// response and hands over the connection for the raw bytes.
+type BulkReply struct {
+	conn  net.Conn
+	cfg   *Config
+	seq   uint64
+	resp  any
+	watch *callerWatch
+	sent  bool
+	err   error // Send's
+}
+
+// Send writes the response header and the handler's resp, as it is now,
+// in one socket write, and returns the connection, to which the handler
+// then writes exactly the raw bytes resp announces. It fails if the
+// caller went away, or on a second call.
+func (r *BulkReply) Send() (net.Conn, error) {
+	if r.sent {
+		return nil, errors.New("rpc: bulk reply sent twice")
+	}
+	r.sent = true
+	if r.watch.stop() {
+		r.err = errCallerGone
+	} else {
+		r.err = writeResponse(r.conn, r.cfg, r.seq, nil, r.resp)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r.conn, nil
+}
+
+// errCallerGone is what Send returns when the caller stopped waiting.
+var errCallerGone = errors.New("rpc: the caller went away")
+
+// serveBulk runs one decoded request for a bulk method and writes the
+// response (or, once the handler sent its reply, leaves the connection to
+// it). It reports whether the connection can serve another request.
+func serveBulk(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
+	b := mux.lookupBulk(hdr.Method)
+	if b == nil {
+		return writeResponse(conn, cfg, hdr.Seq, unknownMethodError(hdr.Method), nil) == nil
+	}
+	req := b.newReq()
+	if err := decode(body, req); err != nil {
+		return writeResponse(conn, cfg, hdr.Seq, &RemoteError{Code: 400, Message: err.Error()}, nil) == nil
+	}
+	resp := b.newResp()
+
+	hctx, cancel := handlerContext(ctx, sess, hdr.Timeout)
 	defer cancel()
 	if dl, ok := hctx.Deadline(); ok {
 		conn.SetWriteDeadline(dl)
 	}
-	replied := false
-	reply := func(v any) (net.Conn, error) {
-		if replied {
-			return nil, errors.New("rpc: data call answered twice")
-		}
-		replied = true
-		e := getEncoder()
-		defer putEncoder(e)
-		e.reset()
-		err := e.appendFrame(kindData, &responseHeader{Seq: hdr.Seq}, cfg.MaxMessageSize)
-		if err == nil {
-			err = e.appendFrame(kindData, v, cfg.MaxMessageSize)
-		}
-		if err == nil {
-			_, err = WriteData(conn, e.bytes())
-		}
-		if err != nil {
-			return nil, err
-		}
-		return conn, nil
-	}
-	herr := runDataHandler(hctx, logger, h, hdr.Method, body, reply)
-	switch {
-	case replied && herr != nil:
-		if hctx.Err() == nil {
-			logger.Debug("data call ended with error", "method", hdr.Method, "error", herr)
-		}
-		return false
-	case !replied && herr == nil:
-		herr = &RemoteError{Code: 500, Message: fmt.Sprintf("rpc: handler for %q sent no reply", hdr.Method)}
-		fallthrough
-	case !replied:
-		if writeResponse(conn, cfg, hdr.Seq, herr, nil) != nil {
+	reply := &BulkReply{conn: conn, cfg: cfg, seq: hdr.Seq, resp: resp, watch: watchCaller(conn, br, cancel, cfg.HandlerWatchDelay)}
+	herr := callBulk(hctx, logger, hdr.Method, b, req, resp, reply)
+	if !reply.sent {
+		if reply.watch.stop() {
 			return false
 		}
+		if herr == nil {
+			herr = &RemoteError{Code: codeInternal, Message: fmt.Sprintf("rpc: handler for %q sent no reply", hdr.Method)}
+		}
+		if err := writeResponse(conn, cfg, hdr.Seq, herr, nil); err != nil {
+			logger.Debug("writing response failed", "method", hdr.Method, "error", err)
+			return false
+		}
+		conn.SetWriteDeadline(time.Time{})
+		return true
+	}
+	if herr != nil || reply.err != nil {
+		if hctx.Err() == nil {
+			logger.Debug("bulk call ended with error", "method", hdr.Method, "error", herr, "reply_error", reply.err)
+		}
+		return false
 	}
 	conn.SetWriteDeadline(time.Time{})
 	return true
-}
-
-// runDataHandler runs h, turning a panic into an error.
-func runDataHandler(ctx context.Context, logger hclog.Logger, h DataHandler, method string, body []byte, reply func(any) (net.Conn, error)) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			logger.Error("data call handler panicked", "method", method, "panic", p)
-			err = &RemoteError{Code: 500, Message: fmt.Sprintf("rpc: handler for %q panicked", method)}
-		}
-	}()
-	return h(ctx, method, func(v any) error { return decode(body, v) }, reply)
 }
 
 // timedOut reports whether err is a deadline's.

@@ -108,13 +108,22 @@ func (w *dataWaiters) deliver(token [DataTokenSize]byte, conn net.Conn) bool {
 // serveData answers a ByteData connection: it reads the token (under the
 // handshake deadline still set), hands the connection to whoever expects
 // it and then tells the dialer so. It reports whether it handed the
-// connection off; if not, the caller closes conn.
-func (s *Server) serveData(conn net.Conn) bool {
+// connection off; if not, the caller closes conn. The connection handed
+// off holds its slot of MaxConnsPerIP until closed: release, if set,
+// gives it back.
+func (s *Server) serveData(conn net.Conn, release func()) bool {
 	var t [DataTokenSize]byte
 	if _, err := io.ReadFull(conn, t[:]); err != nil {
 		return false
 	}
 	conn.SetDeadline(time.Time{})
+	// The server reads the bulk bytes: read ahead here, and only here.
+	if b := BatcherOf(conn); b != nil {
+		b.ReadAhead()
+	}
+	if release != nil {
+		conn = &slotConn{Conn: conn, release: release}
+	}
 	if !s.data.deliver(t, conn) {
 		s.logger.Debug("data connection with an unknown token", "remote", conn.RemoteAddr().String())
 		return false
@@ -128,6 +137,36 @@ func (s *Server) serveData(conn net.Conn) bool {
 	}
 	conn.SetWriteDeadline(time.Time{})
 	return true
+}
+
+// slotConn is a data connection the server accepted: it outlives the
+// accepting goroutine (a transfer, then the data pool), and holds its slot
+// of Config.MaxConnsPerIP until closed.
+type slotConn struct {
+	net.Conn
+	release func() // idempotent
+}
+
+// Close closes the connection and gives back its slot.
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// NetConn returns the connection under c.
+func (c *slotConn) NetConn() net.Conn { return c.Conn }
+
+// DataNetConn returns the connection under a data connection the server
+// accepted (a *net.TCPConn or a *tls.Conn), for a caller that looks at its
+// type, such as a copy that splices from a plain socket. Close the data
+// connection itself, not what this returns: closing it gives back its
+// connection slot.
+func DataNetConn(c net.Conn) net.Conn {
+	if sc, ok := c.(*slotConn); ok {
+		return sc.Conn
+	}
+	return c
 }
 
 // offerToken sends ByteData and the token and waits for the server's
@@ -179,6 +218,101 @@ func DialData(ctx context.Context, addr string, token []byte, cfg *Config) (net.
 		return nil, fmt.Errorf("rpc: data connection to %s refused: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// ErrDataDialSkipped is what DataDialer.Dial returns, without dialing,
+// while a failed dial to the address is remembered.
+var ErrDataDialSkipped = errors.New("rpc: data connection skipped: an earlier one to this address failed")
+
+// maxDataDialFailures bounds the addresses a DataDialer remembers.
+const maxDataDialFailures = 256
+
+// DataDialer makes a node's data connections (DialData) and remembers, per
+// server address, a dial that failed, for Config.DataRedialDelay: until
+// then Dial fails at once and the bytes go on the stream. Behind a load
+// balancer most dials land on a server that did not offer the token, and
+// each would cost a connect and a TLS handshake on that server. It is safe
+// for concurrent use.
+type DataDialer struct {
+	cfg    *Config
+	cfgErr error
+	now    func() time.Time // tests move the clock
+
+	mu     sync.Mutex
+	failed map[string]time.Time // address: when its last dial failed
+}
+
+// NewDataDialer returns a DataDialer; a nil cfg means DefaultConfig(), an
+// invalid one makes Dial fail.
+func NewDataDialer(cfg *Config) *DataDialer {
+	n, err := cfg.normalize()
+	return &DataDialer{cfg: n, cfgErr: err, now: time.Now}
+}
+
+// Dial makes the data connection token was issued for, to addr, like
+// DialData, unless a dial to addr failed within the redial delay: then it
+// returns an error matching ErrDataDialSkipped. A failure is remembered
+// unless ctx ended (the read itself went away).
+func (d *DataDialer) Dial(ctx context.Context, addr string, token []byte) (net.Conn, error) {
+	if d.cfgErr != nil {
+		return nil, d.cfgErr
+	}
+	delay := d.cfg.DataRedialDelay
+	if delay > 0 && d.skip(addr, delay) {
+		return nil, fmt.Errorf("%w (%s)", ErrDataDialSkipped, addr)
+	}
+	conn, err := DialData(ctx, addr, token, d.cfg)
+	if delay > 0 && len(token) == DataTokenSize {
+		switch {
+		case err == nil:
+			d.forget(addr)
+		case ctx.Err() == nil:
+			d.remember(addr)
+		}
+	}
+	return conn, err
+}
+
+// skip reports whether a dial to addr failed less than delay ago.
+func (d *DataDialer) skip(addr string, delay time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.failed[addr]
+	if !ok {
+		return false
+	}
+	if d.now().Sub(at) < delay {
+		return true
+	}
+	delete(d.failed, addr)
+	return false
+}
+
+// remember records a failed dial to addr, dropping the oldest record when
+// the table is full.
+func (d *DataDialer) remember(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failed == nil {
+		d.failed = make(map[string]time.Time)
+	}
+	if _, ok := d.failed[addr]; !ok && len(d.failed) >= maxDataDialFailures {
+		var oldest string
+		for a, at := range d.failed {
+			if oldest == "" || at.Before(d.failed[oldest]) {
+				oldest = a
+			}
+		}
+		delete(d.failed, oldest)
+	}
+	d.failed[addr] = d.now()
+}
+
+// forget drops the record of a failed dial to addr.
+func (d *DataDialer) forget(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.failed, addr)
 }
 
 // maxRecordPayload is a TLS record's most plaintext: a write no larger is

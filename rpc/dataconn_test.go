@@ -116,7 +116,7 @@ func TestDataConn(t *testing.T) {
 		}()
 		sc := recvWithin(t, conns, 5*time.Second, "data connection")
 		defer sc.Close()
-		if _, ok := sc.(*tls.Conn); !ok {
+		if _, ok := DataNetConn(sc).(*tls.Conn); !ok {
 			t.Fatalf("server got %T; want the TLS connection", sc)
 		}
 		got, err := io.ReadAll(sc)
@@ -153,4 +153,108 @@ func TestDataConn(t *testing.T) {
 		dc.Close()
 		recvWithin(t, conns, 5*time.Second, "data connection").Close()
 	})
+}
+
+// TestDataDialer: a failed data connection is remembered per address for
+// the redial delay, during which Dial connects nowhere; a success, another
+// address, a cancelled read and the delay passing are not held against a
+// later dial.
+func TestDataDialer(t *testing.T) {
+	p := newTestPair(t, "tcp", pairOpts{})
+	addr := p.serverLn.Addr().String()
+	// A second server: it expects no token of the first.
+	other := newTestPair(t, "tcp", pairOpts{})
+	otherAddr := other.serverLn.Addr().String()
+	unknown := bytes.Repeat([]byte{9}, DataTokenSize)
+	offer := func(t *testing.T, srv *Server) []byte {
+		token, _, cancel, err := srv.ExpectData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cancel) // closes the connection, once accepted
+		return token
+	}
+	ctx := context.Background()
+
+	cases := []struct {
+		name  string
+		delay time.Duration
+		steps []dialStep
+	}{
+		{"a refusal is remembered, then forgotten after the delay", time.Minute, []dialStep{
+			{addr: "a", token: "unknown", want: "refused", dials: 1},
+			{addr: "a", token: "offered", want: "skipped", dials: 0},
+			{addr: "b", token: "offered", want: "ok", dials: 1},
+			{advance: 59 * time.Second, addr: "a", token: "offered", want: "skipped", dials: 0},
+			{advance: 2 * time.Second, addr: "a", token: "offered", want: "ok", dials: 1},
+		}},
+		{"a success forgets the failure", time.Minute, []dialStep{
+			{addr: "a", token: "unknown", want: "refused", dials: 1},
+			{advance: time.Minute, addr: "a", token: "offered", want: "ok", dials: 1},
+			{addr: "a", token: "offered", want: "ok", dials: 1},
+		}},
+		{"a cancelled read is not held against the address", time.Minute, []dialStep{
+			{addr: "a", token: "offered", cancelled: true, want: "refused", dials: 0},
+			{addr: "a", token: "offered", want: "ok", dials: 1},
+		}},
+		{"-1 dials every time", -1, []dialStep{
+			{addr: "a", token: "unknown", want: "refused", dials: 1},
+			{addr: "a", token: "offered", want: "ok", dials: 1},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := *p.clientCfg
+			cfg.DataRedialDelay = tc.delay
+			d := NewDataDialer(&cfg)
+			now := time.Now()
+			d.now = func() time.Time { return now }
+			for i, st := range tc.steps {
+				now = now.Add(st.advance)
+				srv, a, ln := p.srv, otherAddr, other.serverLn
+				if st.addr == "a" {
+					a, ln = addr, p.serverLn
+				} else {
+					srv = other.srv
+				}
+				token := unknown
+				if st.token == "offered" {
+					token = offer(t, srv)
+				}
+				dctx := ctx
+				if st.cancelled {
+					c, cancel := context.WithCancel(ctx)
+					cancel()
+					dctx = c
+				}
+				before := ln.count()
+				dc, err := d.Dial(dctx, a, token)
+				got := "ok"
+				switch {
+				case errors.Is(err, ErrDataDialSkipped):
+					got = "skipped"
+				case err != nil:
+					got = "refused"
+				default:
+					dc.Close()
+				}
+				if got != st.want {
+					t.Fatalf("step %d: Dial = %v (%s); want %s", i, err, got, st.want)
+				}
+				if n := ln.count() - before; n != st.dials {
+					t.Fatalf("step %d: %d connections reached the server; want %d", i, n, st.dials)
+				}
+			}
+		})
+	}
+}
+
+// dialStep is one Dial of TestDataDialer: after moving the clock by
+// advance, to server "a" or "b" with an "unknown" or "offered" token.
+type dialStep struct {
+	advance     time.Duration
+	addr, token string
+	cancelled   bool
+	want        string // "ok", "refused", "skipped"
+	dials       int    // connections the server sees
 }

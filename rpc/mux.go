@@ -13,8 +13,11 @@ import (
 
 // Mux maps method names to handlers. Servers and node agents each own one
 // and serve it on their sessions. Unary and streaming methods share one
-// namespace: a name is either. It is safe for concurrent use, and
-// registering a name twice panics (a wiring bug, found at start-up).
+// namespace: a name is either. Bulk methods (HandleBulk), served only on
+// data connections, have a namespace of their own, so that a bulk method
+// can carry the name of the streaming method whose bytes it moves. It is
+// safe for concurrent use, and registering a name twice panics (a wiring
+// bug, found at start-up).
 type Mux struct {
 	// Logger receives the panics recovered from handlers run by CallLocal
 	// and OpenLocal (sessions log to their own logger). nil means no
@@ -24,6 +27,7 @@ type Mux struct {
 	mu      sync.RWMutex
 	unary   map[string]*unaryMethod
 	streams map[string]StreamHandler
+	bulk    map[string]*bulkMethod
 }
 
 // StreamHandler serves one streaming call. The first Recv returns the
@@ -42,11 +46,19 @@ type unaryMethod struct {
 	rspType reflect.Type // *Resp
 }
 
+// bulkMethod is a registered bulk handler with its types erased.
+type bulkMethod struct {
+	newReq  func() any
+	newResp func() any
+	call    func(ctx context.Context, req, resp any, reply *BulkReply) error
+}
+
 // NewMux returns an empty Mux.
 func NewMux() *Mux {
 	return &Mux{
 		unary:   make(map[string]*unaryMethod),
 		streams: make(map[string]StreamHandler),
+		bulk:    make(map[string]*bulkMethod),
 	}
 }
 
@@ -93,6 +105,45 @@ func (m *Mux) register(method string, u *unaryMethod, s StreamHandler) {
 	} else {
 		m.streams[method] = s
 	}
+}
+
+// HandleBulk registers a bulk method on m, served on the data connections
+// a server keeps for its bulk reads (ServeDataCalls): a unary method whose
+// reply is followed on the connection by raw bytes, as many as the reply
+// announces. fn gets a fresh *Req decoded from the wire and a zero *Resp.
+// To answer, it fills resp, calls reply.Send, which writes the response
+// header and resp and returns the connection, and writes exactly the
+// announced bytes there. An error it returns before Send is the call's
+// answer (the connection takes the next call); returning nil without Send
+// is answered with a 500; an error after Send closes the connection, so
+// that the caller sees a short transfer.
+func HandleBulk[Req, Resp any](m *Mux, method string, fn func(ctx context.Context, req *Req, resp *Resp, reply *BulkReply) error) {
+	if fn == nil {
+		panic(fmt.Sprintf("rpc: nil handler for %q", method))
+	}
+	if method == "" {
+		panic("rpc: empty method name")
+	}
+	b := &bulkMethod{
+		newReq:  func() any { return new(Req) },
+		newResp: func() any { return new(Resp) },
+		call: func(ctx context.Context, req, resp any, reply *BulkReply) error {
+			return fn(ctx, req.(*Req), resp.(*Resp), reply)
+		},
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.bulk[method]; ok {
+		panic(fmt.Sprintf("rpc: bulk method %q registered twice", method))
+	}
+	m.bulk[method] = b
+}
+
+// lookupBulk returns the bulk method, or nil.
+func (m *Mux) lookupBulk(method string) *bulkMethod {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.bulk[method]
 }
 
 // lookupUnary returns the unary method, or nil.
@@ -183,6 +234,17 @@ func callUnary(ctx context.Context, logger hclog.Logger, method string, u *unary
 		}
 	}()
 	return u.call(ctx, req, resp)
+}
+
+// callBulk runs a bulk handler, turning a panic into an error.
+func callBulk(ctx context.Context, logger hclog.Logger, method string, b *bulkMethod, req, resp any, reply *BulkReply) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			logger.Error("rpc bulk handler panicked", "method", method, "panic", r, "stack", string(debug.Stack()))
+			err = panicError(method)
+		}
+	}()
+	return b.call(ctx, req, resp, reply)
 }
 
 // callStream runs a streaming handler, turning a panic into an error.

@@ -35,6 +35,30 @@ func TestMux_DuplicatePanics(t *testing.T) {
 	}
 }
 
+// TestMux_BulkNames: bulk methods have their own namespace: a bulk method
+// may carry the name of a streaming or unary method (the read whose bytes
+// it moves), not of another bulk method, and is not served as either.
+func TestMux_BulkNames(t *testing.T) {
+	bulk := func(context.Context, *echoArgs, *echoReply, *BulkReply) error { return nil }
+	m := NewMux()
+	m.HandleStream("Fs.Read", func(context.Context, *Stream) error { return nil })
+	HandleUnary(m, "Fs.Stat", func(context.Context, *echoArgs, *echoReply) error { return nil })
+	HandleBulk(m, "Fs.Read", bulk)
+	HandleBulk(m, "Fs.Stat", bulk)
+	if m.lookupBulk("Fs.Read") == nil || m.lookupStream("Fs.Read") == nil || m.lookupBulk("Fs.Stat") == nil {
+		t.Fatal("a bulk method and its namesake are not both registered")
+	}
+	if err := m.CallLocal(context.Background(), "Fs.Read", &echoArgs{}, &echoReply{}); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("CallLocal of a bulk method = %v; want ErrUnknownMethod", err)
+	}
+	defer func() {
+		if r := recover(); r == nil {
+			t.Error("no panic on a bulk method registered twice")
+		}
+	}()
+	HandleBulk(m, "Fs.Read", bulk)
+}
+
 func TestMux_CallLocal(t *testing.T) {
 	m := NewMux()
 	m.Logger = testLogger(t)

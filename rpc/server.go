@@ -49,13 +49,15 @@ func NewServer(cfg *Config, mux *Mux) *Server {
 	if mux == nil {
 		mux = NewMux()
 	}
-	return &Server{
+	s := &Server{
 		cfg:    n,
 		cfgErr: err,
 		mux:    mux,
 		logger: n.Logger,
 		perIP:  make(map[string]int),
 	}
+	s.pool.idle = n.DataPoolIdle
+	return s
 }
 
 // Serve accepts connections on ln and serves each in its own goroutine
@@ -115,8 +117,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.releaseIP(ip)
-			s.ServeConn(ctx, conn)
+			var once sync.Once
+			release := func() { once.Do(func() { s.releaseIP(ip) }) }
+			if !s.serveConn(ctx, conn, release) {
+				release()
+			}
 		}()
 	}
 }
@@ -160,6 +165,14 @@ func (s *Server) releaseIP(ip string) {
 // inside TLS is refused), ByteRaft hands the connection to RaftHandler.
 // Any other byte is logged and the connection closed.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
+	s.serveConn(ctx, conn, nil)
+}
+
+// serveConn is ServeConn. release, if set, gives back the connection's
+// slot of MaxConnsPerIP; a data connection, which outlives serveConn (a
+// transfer, then the pool), takes it along and calls it when closed, and
+// serveConn then reports true: the caller must not release the slot.
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (slotTaken bool) {
 	handedOff := false
 	defer func() {
 		if !handedOff {
@@ -208,8 +221,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 		case ByteMultiplex:
 			s.serveSession(ctx, conn)
 		case ByteData:
-			if s.serveData(conn) {
+			if s.serveData(conn, release) {
 				handedOff = true // the expecting side owns and closes it
+				slotTaken = release != nil
 			}
 		case ByteRaft:
 			if s.cfg.RaftHandler == nil {
@@ -242,7 +256,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 		return nil, errors.New("TLS inside TLS")
 	}
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	tconn := tls.Server(newSessionBatcher(conn, s.cfg.TLSReadBuffer), s.cfg.TLSConfig)
+	tconn := tls.Server(NewRecordBatcher(conn), s.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := tconn.HandshakeContext(hctx); err != nil {

@@ -130,7 +130,7 @@ func dialServer(ctx context.Context, addr string, cfg *Config) (net.Conn, error)
 	if cfg.TLSConfig == nil {
 		return conn, nil
 	}
-	tconn, err := clientTLS(ctx, conn, addr, cfg.TLSConfig, cfg.TLSReadBuffer)
+	tconn, err := clientTLS(ctx, conn, addr, cfg.TLSConfig)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -138,9 +138,8 @@ func dialServer(ctx context.Context, addr string, cfg *Config) (net.Conn, error)
 	return tconn, nil
 }
 
-// clientTLS writes ByteTLS and runs the client handshake, with readBuf
-// bytes of read-ahead under TLS.
-func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config, readBuf int) (*tls.Conn, error) {
+// clientTLS writes ByteTLS and runs the client handshake.
+func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config) (*tls.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 		defer conn.SetDeadline(time.Time{})
@@ -156,7 +155,7 @@ func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config,
 			cfg.ServerName = addr
 		}
 	}
-	tconn := tls.Client(newSessionBatcher(conn, readBuf), cfg)
+	tconn := tls.Client(NewRecordBatcher(conn), cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}

@@ -1,7 +1,6 @@
 package rpc
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"io"
@@ -28,26 +27,77 @@ type RecordBatcher struct {
 	batching bool
 	buf      []byte
 
-	// br, if set, reads ahead so that crypto/tls, which asks for one
-	// record at a time, gets several per syscall. Only Read uses it.
-	br *bufio.Reader
+	// ra, if set, reads ahead so that crypto/tls, which asks for one
+	// record at a time, gets several per syscall (ReadAhead). Only Read
+	// uses it.
+	ra *readAhead
 
 	// probe, on a plain HTTP connection, defers net/http's one-byte
 	// background reads (read_probe.go).
 	probe *readProbe
 }
 
-// newSessionBatcher wraps the connection under an RPC session's TLS: it
-// batches writes and reads ahead readBuf bytes (Config.TLSReadBuffer), a
-// few records.
-func newSessionBatcher(c net.Conn, readBuf int) *RecordBatcher {
-	return &RecordBatcher{Conn: c, br: bufio.NewReaderSize(c, readBuf)}
+// readAheadSize is the read-ahead of a bulk connection: a few records.
+const readAheadSize = 64 << 10
+
+// readAheadPool holds the read-ahead buffers of bulk connections between
+// reads: a connection borrows one while bytes are buffered in it and gives
+// it back once they are consumed, so an idle connection (a pooled data
+// connection) holds none.
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+// readAhead is a RecordBatcher's read-ahead: bytes read from the socket
+// and not yet consumed. Only the one goroutine reading uses it.
+type readAhead struct {
+	buf  *[]byte // nil when nothing is buffered
+	r, w int
+	err  error // the read error behind the buffered bytes
+}
+
+// read fills p from the buffered bytes, or reads ahead from c.
+func (ra *readAhead) read(p []byte, c net.Conn) (int, error) {
+	if ra.buf == nil {
+		if err := ra.err; err != nil {
+			ra.err = nil
+			return 0, err
+		}
+		if len(p) >= readAheadSize {
+			return c.Read(p)
+		}
+		ra.buf = readAheadPool.Get().(*[]byte)
+		n, err := c.Read(*ra.buf)
+		if n == 0 {
+			readAheadPool.Put(ra.buf)
+			ra.buf = nil
+			return 0, err
+		}
+		ra.r, ra.w, ra.err = 0, n, err
+	}
+	n := copy(p, (*ra.buf)[ra.r:ra.w])
+	ra.r += n
+	if ra.r == ra.w {
+		readAheadPool.Put(ra.buf)
+		ra.buf = nil
+	}
+	return n, nil
+}
+
+// ReadAhead makes b read ahead, for a connection that carries bulk data
+// (a data connection): crypto/tls then gets several records per read
+// syscall. It must be called by the goroutine that reads b, before or
+// between reads. RPC sessions do not read ahead: a buffer per connection
+// would multiply by the fleet (64 KiB at 10,000 sessions is 640 MiB),
+// while a data connection borrows its buffer only while bytes are in it.
+func (b *RecordBatcher) ReadAhead() {
+	if b.ra == nil {
+		b.ra = &readAhead{}
+	}
 }
 
 // Read implements net.Conn.
 func (b *RecordBatcher) Read(p []byte) (int, error) {
-	if b.br != nil {
-		return b.br.Read(p)
+	if b.ra != nil {
+		return b.ra.read(p, b.Conn)
 	}
 	if b.probe != nil && len(p) == 1 {
 		return b.probe.read(p, b.Conn.Read)
@@ -130,7 +180,7 @@ func (b *RecordBatcher) ReadFrom(r io.Reader) (int64, error) {
 	b.mu.Lock()
 	batching := b.batching
 	b.mu.Unlock()
-	if rf, ok := b.Conn.(io.ReaderFrom); ok && !batching && b.br == nil {
+	if rf, ok := b.Conn.(io.ReaderFrom); ok && !batching && b.ra == nil {
 		return rf.ReadFrom(r)
 	}
 	return io.Copy(struct{ io.Writer }{b}, r)
@@ -156,9 +206,10 @@ func (b *RecordBatcher) Gather(write func() error) error {
 }
 
 // BatcherOf returns the RecordBatcher c is, or the one under c, a
-// *tls.Conn made over one; else nil.
+// *tls.Conn made over one (either possibly a data connection the server
+// accepted); else nil.
 func BatcherOf(c net.Conn) *RecordBatcher {
-	switch c := c.(type) {
+	switch c := DataNetConn(c).(type) {
 	case *RecordBatcher:
 		return c
 	case *tls.Conn:

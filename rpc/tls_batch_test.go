@@ -144,3 +144,74 @@ func TestCoalesceFrames_SeesThroughDialConn(t *testing.T) {
 		t.Fatalf("coalescer writes to %T (vectored=%v); want the TCP connection", fc.w, fc.vectored)
 	}
 }
+
+// scriptedConn answers each Read with the next of its chunks (at most
+// len(p) of it), then with err.
+type scriptedConn struct {
+	net.Conn
+	chunks [][]byte
+	err    error
+	reads  int
+}
+
+func (c *scriptedConn) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.chunks) == 0 {
+		return 0, c.err
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	if len(c.chunks) == 0 {
+		return n, c.err // the last bytes come with the error
+	}
+	return n, nil
+}
+
+func TestRecordBatcher_ReadAhead(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789"), 2*readAheadSize/10)
+	cases := []struct {
+		name      string
+		chunks    [][]byte
+		readSize  int
+		wantReads int // reads that reach the connection (the last bytes come with EOF)
+	}{
+		{"small reads share one socket read", [][]byte{[]byte("abcdefghijklmnopqrstuvwxy")}, 5, 1},
+		{"one read per chunk", [][]byte{[]byte("abc"), []byte("defg"), []byte("h")}, 2, 3},
+		{"large reads bypass the buffer", [][]byte{big}, readAheadSize, 2},
+		{"small reads of a large chunk", [][]byte{big}, 5 << 10, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var want []byte
+			for _, c := range tc.chunks {
+				want = append(want, c...)
+			}
+			sc := &scriptedConn{chunks: append([][]byte(nil), tc.chunks...), err: io.EOF}
+			b := NewRecordBatcher(sc)
+			b.ReadAhead()
+			var got []byte
+			p := make([]byte, tc.readSize)
+			for {
+				n, err := b.Read(p)
+				got = append(got, p[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("read %d bytes, want %d", len(got), len(want))
+			}
+			if sc.reads != tc.wantReads {
+				t.Fatalf("%d reads reached the connection, want %d", sc.reads, tc.wantReads)
+			}
+			if b.ra.buf != nil {
+				t.Fatal("a drained connection still holds its read-ahead buffer")
+			}
+		})
+	}
+}

@@ -57,6 +57,21 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 	if modeByte {
 		e.out = append(e.out, ByteRPC)
 	}
+	if err := appendRequest(e, cfg, method, seq, dl, args); err != nil {
+		return err
+	}
+	if _, err := conn.Write(e.bytes()); err != nil {
+		return callError(ctx, dl, sess, method, err)
+	}
+	br := getReader(conn)
+	defer putReader(br)
+	_, err := readResponse(ctx, dl, br, sess, cfg, method, seq, reply)
+	return err
+}
+
+// appendRequest appends a request, its header and args, to e: what a
+// unary call and a data call send.
+func appendRequest(e *encoder, cfg *Config, method string, seq uint64, dl time.Time, args any) error {
 	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, true)}
 	if err := e.appendFrame(kindData, &hdr, cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
@@ -64,43 +79,45 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 	if err := e.appendFrame(kindData, args, cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
 	}
+	return nil
+}
 
-	if _, err := conn.Write(e.bytes()); err != nil {
-		return callError(ctx, dl, sess, method, err)
-	}
-	br := getReader(conn)
-	defer putReader(br)
+// readResponse reads the response to request seq from br: its header and,
+// on success, the reply, decoded into reply. header reports whether the
+// response header came (the callee answered, well or not): a call that
+// fails before that was not served.
+func readResponse(ctx context.Context, dl time.Time, br *bufio.Reader, sess *Session, cfg *Config, method string, seq uint64, reply any) (header bool, err error) {
 	var rh responseHeader
 	if err := readDataFrame(br, cfg.MaxMessageSize, &rh); err != nil {
-		return callError(ctx, dl, sess, method, err)
+		return false, callError(ctx, dl, sess, method, err)
 	}
 	if rerr := remoteFromWire(rh.Error, rh.Code); rerr != nil {
 		if callEnded(ctx, dl) {
 			// The handler most likely reports our own deadline or
 			// cancellation; say so the way a local expiry would.
-			return callError(ctx, dl, sess, method, rerr)
+			return true, callError(ctx, dl, sess, method, rerr)
 		}
 		// Seq 0 is what a callee answers before it could read the
 		// request header.
 		if rh.Seq != seq && rh.Seq != 0 {
-			return fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
+			return true, fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
 		}
-		return rerr
+		return true, rerr
 	}
 	if rh.Seq != seq {
-		return fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
+		return true, fmt.Errorf("rpc: %s: %w: response for request %d, want %d", method, ErrProtocol, rh.Seq, seq)
 	}
 	kind, body, err := readFrame(br, cfg.MaxMessageSize)
 	if err != nil {
-		return callError(ctx, dl, sess, method, err)
+		return true, callError(ctx, dl, sess, method, err)
 	}
 	if kind != kindData {
-		return fmt.Errorf("rpc: %s: %w: unexpected frame kind 0x%02x", method, ErrProtocol, kind)
+		return true, fmt.Errorf("rpc: %s: %w: unexpected frame kind 0x%02x", method, ErrProtocol, kind)
 	}
 	if err := decode(body, reply); err != nil {
-		return fmt.Errorf("rpc: %s: %w", method, err)
+		return true, fmt.Errorf("rpc: %s: %w", method, err)
 	}
-	return nil
+	return true, nil
 }
 
 // handlerContext builds a handler's context: parent (the serving side's
@@ -121,8 +138,19 @@ func handlerContext(parent context.Context, sess *Session, timeout int64) (conte
 // mode byte was read under the handshake deadline, which still applies to
 // the first request header. The caller closes conn.
 func serveUnary(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
+	serveCalls(ctx, conn, br, mux, sess, cfg, logger, 0)
+}
+
+// serveCalls serves requests on conn one after the other: unary methods
+// when idle is 0, bulk methods on a data connection (ServeDataCalls)
+// otherwise, which may then idle for at most idle before a request
+// header, first one included.
+func serveCalls(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, idle time.Duration) {
 	for first := true; ; first = false {
-		if !first {
+		switch {
+		case idle > 0:
+			conn.SetReadDeadline(time.Now().Add(idle))
+		case !first:
 			// Between requests the connection may idle; session keepalive
 			// (or TCP keepalive) is what notices a dead peer.
 			conn.SetReadDeadline(time.Time{})
@@ -136,7 +164,7 @@ func serveUnary(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, 
 				writeResponse(conn, cfg, 0, tooLargeError(fe.size, fe.limit), nil)
 				return
 			}
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && !(idle > 0 && (timedOut(err) || ctx.Err() != nil)) {
 				logger.Debug("reading request header failed", "error", err)
 			}
 			return
@@ -164,7 +192,11 @@ func serveUnary(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, 
 			logger.Debug("bad request frame", "method", hdr.Method, "kind", kind)
 			return
 		}
-		if !serveOne(ctx, conn, br, mux, sess, cfg, logger, &hdr, body) {
+		serve := serveOne
+		if idle > 0 {
+			serve = serveBulk
+		}
+		if !serve(ctx, conn, br, mux, sess, cfg, logger, &hdr, body) {
 			return
 		}
 	}
@@ -215,7 +247,7 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 			err = e.appendFrame(kindData, reply, cfg.MaxMessageSize)
 		}
 		if err == nil {
-			_, err = conn.Write(e.bytes())
+			_, err = WriteData(conn, e.bytes())
 			return err
 		}
 		herr = err
