@@ -505,7 +505,7 @@ func TestCluster_StaleRoute(t *testing.T) {
 // once it goes silent.
 func TestCluster_HeartbeatTTL(t *testing.T) {
 	c := startCluster(t, 3, func(sc *server.Config) {
-		sc.HeartbeatTTL = 400 * time.Millisecond
+		sc.MinHeartbeatTTL = 400 * time.Millisecond
 		sc.HeartbeatGrace = 400 * time.Millisecond
 		sc.FailoverHeartbeatTTL = time.Second
 	})
