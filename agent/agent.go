@@ -103,6 +103,15 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if cfg.Server.HeartbeatGrace > 0 {
 			scfg.HeartbeatGrace = cfg.Server.HeartbeatGrace
 		}
+		if cfg.Server.MinHeartbeatTTL > 0 {
+			scfg.MinHeartbeatTTL = cfg.Server.MinHeartbeatTTL
+		}
+		if cfg.Server.MaxHeartbeatsPerSecond > 0 {
+			scfg.MaxHeartbeatsPerSecond = cfg.Server.MaxHeartbeatsPerSecond
+		}
+		if cfg.Server.FailoverHeartbeatTTL > 0 {
+			scfg.FailoverHeartbeatTTL = cfg.Server.FailoverHeartbeatTTL
+		}
 		scfg.Logger = a.logger.Named("server")
 		scfg.PeerRPC = a.clientRPCConfig()
 		scfg.Build = NomadVersion

@@ -158,6 +158,20 @@ type ServerConfig struct {
 	// before it is marked down (server.heartbeat_grace), 10s by default.
 	HeartbeatGrace time.Duration
 
+	// MinHeartbeatTTL is the least heartbeat TTL handed to a node
+	// (server.min_heartbeat_ttl), 10s by default. The TTL is the larger
+	// of it and nodes / MaxHeartbeatsPerSecond, plus a random stagger.
+	MinHeartbeatTTL time.Duration
+
+	// MaxHeartbeatsPerSecond is the heartbeat rate the leader aims for
+	// at any fleet size (server.max_heartbeats_per_second), 50 by default.
+	MaxHeartbeatsPerSecond int
+
+	// FailoverHeartbeatTTL is the TTL a new leader gives every node that
+	// is not down, so none is marked down before it finds the new leader
+	// (server.failover_heartbeat_ttl), 5m by default.
+	FailoverHeartbeatTTL time.Duration
+
 	// NumSchedulers is the number of scheduler workers
 	// (server.num_schedulers). Zero lets the server choose.
 	NumSchedulers int
@@ -288,7 +302,10 @@ func DefaultConfig() *Config {
 			Serf: DefaultSerfPort,
 		},
 		Server: ServerConfig{
-			HeartbeatGrace: 10 * time.Second,
+			HeartbeatGrace:         10 * time.Second,
+			MinHeartbeatTTL:        10 * time.Second,
+			MaxHeartbeatsPerSecond: 50,
+			FailoverHeartbeatTTL:   5 * time.Minute,
 		},
 		Client: ClientConfig{
 			GCInterval: time.Minute,
@@ -417,6 +434,9 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeSlice(&r.Server.RetryJoin, o.Server.RetryJoin)
 	mergeSlice(&r.Server.StartJoin, o.Server.StartJoin)
 	mergeNumber(&r.Server.HeartbeatGrace, o.Server.HeartbeatGrace)
+	mergeNumber(&r.Server.MinHeartbeatTTL, o.Server.MinHeartbeatTTL)
+	mergeNumber(&r.Server.MaxHeartbeatsPerSecond, o.Server.MaxHeartbeatsPerSecond)
+	mergeNumber(&r.Server.FailoverHeartbeatTTL, o.Server.FailoverHeartbeatTTL)
 	mergeNumber(&r.Server.NumSchedulers, o.Server.NumSchedulers)
 
 	mergeBool(&r.Client.Enabled, o.Client.Enabled)
@@ -554,6 +574,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.HeartbeatGrace < 0 {
 		add("server.heartbeat_grace %s must not be negative", c.Server.HeartbeatGrace)
+	}
+	if c.Server.MinHeartbeatTTL < 0 {
+		add("server.min_heartbeat_ttl %s must not be negative", c.Server.MinHeartbeatTTL)
+	}
+	if c.Server.MaxHeartbeatsPerSecond < 0 {
+		add("server.max_heartbeats_per_second %d must not be negative", c.Server.MaxHeartbeatsPerSecond)
+	}
+	if c.Server.FailoverHeartbeatTTL < 0 {
+		add("server.failover_heartbeat_ttl %s must not be negative", c.Server.FailoverHeartbeatTTL)
 	}
 	if c.Client.CPUTotalCompute < 0 {
 		add("client.cpu_total_compute %d must not be negative", c.Client.CPUTotalCompute)

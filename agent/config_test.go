@@ -50,11 +50,14 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 		},
 		Ports: PortsConfig{HTTP: 5646, RPC: 5647, Serf: 5648},
 		Server: ServerConfig{
-			Enabled:         true,
-			BootstrapExpect: 3,
-			RetryJoin:       []string{"127.0.0.1:4648", "10.0.0.11"},
-			HeartbeatGrace:  30 * time.Second,
-			NumSchedulers:   2,
+			Enabled:                true,
+			BootstrapExpect:        3,
+			RetryJoin:              []string{"127.0.0.1:4648", "10.0.0.11"},
+			HeartbeatGrace:         30 * time.Second,
+			MinHeartbeatTTL:        20 * time.Second,
+			MaxHeartbeatsPerSecond: 100,
+			FailoverHeartbeatTTL:   10 * time.Minute,
+			NumSchedulers:          2,
 		},
 		ACL: ACLConfig{
 			Enabled:   true,
@@ -84,14 +87,14 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 		{"leave_on_terminate", 11},
 		{"disable_update_check", 12},
 		{"server.encrypt", 29},
-		{"server.node_gc_threshold", 32},
-		{"server.server_join.retry_max", 36},
-		{"server.server_join.retry_interval", 37},
-		{"server.default_scheduler_config", 40},
-		{"acl.role_ttl", 52},
-		{"telemetry", 68},
-		{"consul", 76},
-		{"ui", 81},
+		{"server.node_gc_threshold", 35},
+		{"server.server_join.retry_max", 39},
+		{"server.server_join.retry_interval", 40},
+		{"server.default_scheduler_config", 43},
+		{"acl.role_ttl", 55},
+		{"telemetry", 71},
+		{"consul", 79},
+		{"ui", 84},
 	}
 	if len(warnings) != len(wantWarnings) {
 		t.Fatalf("got %d warnings; want %d:\n%s", len(warnings), len(wantWarnings), strings.Join(warnings, "\n"))
@@ -707,6 +710,11 @@ func TestConfig_Validate(t *testing.T) {
 			c.Server.HeartbeatGrace = -time.Second
 			c.ACL.TokenTTL = -time.Second
 		}, []string{"server.heartbeat_grace", "acl.token_ttl"}},
+		{"negative heartbeat settings", func(c *Config) {
+			c.Server.MinHeartbeatTTL = -time.Second
+			c.Server.MaxHeartbeatsPerSecond = -1
+			c.Server.FailoverHeartbeatTTL = -time.Minute
+		}, []string{"server.min_heartbeat_ttl", "server.max_heartbeats_per_second -1", "server.failover_heartbeat_ttl"}},
 		{"tls without cert", func(c *Config) { c.TLS.RPC = true }, []string{"tls.cert_file and tls.key_file"}},
 		{"verify client without ca", func(c *Config) { c.TLS.VerifyHTTPSClient = true }, []string{"tls.ca_file"}},
 		{"bad tls version", func(c *Config) { c.TLS.TLSMinVersion = "ssl3" }, []string{"tls.tls_min_version"}},

@@ -269,12 +269,19 @@ func serverUnavailable(err error) bool {
 	return errors.As(err, &se) && (se.Code == 0 || se.Code >= 500)
 }
 
+// heartbeatInterval is when the next heartbeat is due for a TTL the server
+// handed out: in [3/4·TTL, TTL]. The server already staggers the TTL (up to
+// twice its base) and sizes it so that the fleet heartbeats at about
+// max_heartbeats_per_second; heartbeating well before the TTL would
+// multiply that rate (half the TTL would double it), and the server's
+// grace covers a slow call. Zero or less means 10s, the least a server
+// hands out by default.
 func heartbeatInterval(ttl time.Duration) time.Duration {
 	if ttl <= 0 {
 		ttl = 10 * time.Second
 	}
-	half := ttl / 2
-	return half + rand.N(half/4+1)
+	quarter := ttl / 4
+	return ttl - quarter + rand.N(quarter+1)
 }
 
 func (m *connManager) register(ctx context.Context, sess *rpc.Session) (time.Duration, error) {

@@ -505,7 +505,7 @@ func TestCluster_StaleRoute(t *testing.T) {
 // once it goes silent.
 func TestCluster_HeartbeatTTL(t *testing.T) {
 	c := startCluster(t, 3, func(sc *server.Config) {
-		sc.HeartbeatTTL = 400 * time.Millisecond
+		sc.MinHeartbeatTTL = 400 * time.Millisecond
 		sc.HeartbeatGrace = 400 * time.Millisecond
 		sc.FailoverHeartbeatTTL = time.Second
 	})
@@ -538,5 +538,98 @@ func TestCluster_HeartbeatTTL(t *testing.T) {
 		waitFor(t, 5*time.Second, "node down on "+s.cfg.Name, func() (bool, error) {
 			return status(s) == "down", nil
 		})
+	}
+}
+
+// TestCluster_FailoverHeartbeatTTL silences a node and stops the leader at
+// once: the new leader gives the node the failover TTL, so it is not
+// marked down for the normal TTL plus grace, and marks it down once the
+// failover TTL has passed.
+func TestCluster_FailoverHeartbeatTTL(t *testing.T) {
+	const (
+		minTTL   = 200 * time.Millisecond
+		grace    = 3 * time.Second
+		failover = 10 * time.Second
+	)
+	c := startCluster(t, 3, func(sc *server.Config) {
+		sc.MinHeartbeatTTL = minTTL
+		sc.HeartbeatGrace = grace
+		sc.FailoverHeartbeatTTL = failover
+	})
+	li := c.leaderIndex()
+	follower := c.servers[(li+1)%3]
+	n := startNode(t, "silent", withServers(follower.RPCAddr()))
+	id := n.Client().NodeID()
+	status := func(s *testAgent) string {
+		node, _ := s.Server().State().Node(id)
+		if node == nil {
+			return ""
+		}
+		return node.Status
+	}
+	waitFor(t, 10*time.Second, "node ready on the leader", func() (bool, error) {
+		return status(c.servers[li]) == "ready", nil
+	})
+
+	// The node goes silent, then the leader goes: the old leader's timer
+	// (at least grace away) never fires.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = n.Shutdown(ctx)
+	c.stop(li)
+	c.waitStable(3)
+	elected := time.Now()
+
+	// Well past the normal TTL plus grace (at most 2·minTTL + grace), well
+	// before the failover TTL: still ready everywhere.
+	<-time.After(2*minTTL + grace + 1500*time.Millisecond) // the behaviour under test is a duration
+	for _, s := range c.running() {
+		if got := status(s); got != "ready" {
+			t.Fatalf("node %s on %s %v after the new leader; want ready until the failover TTL", got, s.cfg.Name, time.Since(elected).Round(time.Millisecond))
+		}
+	}
+	for _, s := range c.running() {
+		waitFor(t, failover+10*time.Second, "node down on "+s.cfg.Name, func() (bool, error) {
+			return status(s) == "down", nil
+		})
+	}
+	t.Logf("node down %v after the new leader", time.Since(elected).Round(time.Millisecond))
+}
+
+// TestCluster_NodeReconnectWritesNothing stops the server a node is
+// connected to: the node reconnects to another server and registers
+// again, and since nothing about it changed nothing is written; it is
+// reachable through every remaining server.
+func TestCluster_NodeReconnectWritesNothing(t *testing.T) {
+	c := startCluster(t, 3)
+	li := c.leaderIndex()
+	fi := (li + 1) % 3
+	n := startNode(t, "moving", withServers(c.servers[fi].RPCAddr()))
+	id := n.Client().NodeID()
+	leader := c.servers[li].Server()
+	waitFor(t, 10*time.Second, "node ready and other servers known", func() (bool, error) {
+		node, _ := leader.State().Node(id)
+		return node != nil && node.Status == "ready" && len(n.Client().KnownServers()) >= 3, nil
+	})
+	before, _ := leader.State().Node(id)
+	stateIdx := leader.State().LatestIndex()
+
+	old := n.Client().ServerAddr()
+	c.stop(fi)
+	waitFor(t, 20*time.Second, "node reconnected to another server", func() (bool, error) {
+		addr := n.Client().ServerAddr()
+		return addr != "" && addr != old, fmt.Errorf("connected to %q", addr)
+	})
+	for _, s := range c.running() {
+		waitFor(t, 10*time.Second, "node reachable via "+s.cfg.Name, func() (bool, error) {
+			code, body, err := tryGet(s.URL() + "/v1/client/stats?node_id=" + id)
+			return code == 200, fmt.Errorf("%d %s %v", code, body, err)
+		})
+	}
+	after, _ := leader.State().Node(id)
+	if got := leader.State().LatestIndex(); got != stateIdx || after.ModifyIndex != before.ModifyIndex ||
+		after.StatusUpdatedAt != before.StatusUpdatedAt || after.Status != "ready" {
+		t.Fatalf("after the reconnect: state index %d → %d, node modify index %d → %d, status %q; want nothing written",
+			stateIdx, got, before.ModifyIndex, after.ModifyIndex, after.Status)
 	}
 }

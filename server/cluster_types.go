@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"tether/structs"
@@ -42,6 +44,20 @@ type raftApplyRequest struct {
 // raftApplyResponse is the index the command was applied at.
 type raftApplyResponse struct {
 	Index uint64
+}
+
+// nodeRegisterLeaderResponse is the leader's half of a registration.
+type nodeRegisterLeaderResponse struct {
+	// HeartbeatTTL is the TTL handed to the node.
+	HeartbeatTTL time.Duration
+
+	// Index is the index the node was written at or, when it was
+	// unchanged and nothing was written, the leader's commit index.
+	Index uint64
+
+	// BindOrder ranks the session binding the registration makes
+	// (bindOrderWritten, bindOrderUnchanged).
+	BindOrder uint64
 }
 
 // jobRegisterRequest forwards a job registration to the leader.

@@ -27,12 +27,21 @@ type Config struct {
 	// server's RPC port. It is handed to nodes as a failover address.
 	RPCAdvertise string
 
-	// HeartbeatTTL is how often nodes must heartbeat. A node silent for
-	// HeartbeatTTL plus HeartbeatGrace is marked down. Default 10s.
-	HeartbeatTTL time.Duration
+	// MinHeartbeatTTL is the least TTL the leader hands a node
+	// (min_heartbeat_ttl). The TTL is max(MinHeartbeatTTL, nodes /
+	// MaxHeartbeatsPerSecond) plus a random stagger of up to that again;
+	// the node must heartbeat within it. Zero means the default, 10s.
+	MinHeartbeatTTL time.Duration
 
-	// HeartbeatGrace is added to HeartbeatTTL before a node is marked down.
-	// Default 10s.
+	// MaxHeartbeatsPerSecond is the heartbeat rate the leader aims for
+	// whatever the fleet size (max_heartbeats_per_second): the TTL grows
+	// with the number of nodes so that the leader's heartbeat work stays
+	// bounded. Zero means the default, 50.
+	MaxHeartbeatsPerSecond int
+
+	// HeartbeatGrace is added to a node's TTL before it is marked down
+	// (heartbeat_grace), covering a slow heartbeat or forward. Default 10s;
+	// zero is allowed.
 	HeartbeatGrace time.Duration
 
 	// ACLEnabled turns ACL enforcement on: client calls are checked
@@ -93,10 +102,12 @@ type Config struct {
 	// Default 5s.
 	RPCHoldTimeout time.Duration
 
-	// FailoverHeartbeatTTL is the TTL a new leader gives every node when it
-	// takes over, so nodes of a failed server have time to reconnect
-	// elsewhere before they are marked down. Default 5m (Nomad's); it is
-	// never shorter than HeartbeatTTL plus HeartbeatGrace.
+	// FailoverHeartbeatTTL is the TTL a new leader gives every node that
+	// is not down when it takes over (failover_heartbeat_ttl), so nodes
+	// have time to find the new leader, or to reconnect elsewhere, before
+	// any is marked down. Default 5m (Nomad's). The leader never uses less
+	// than the longest TTL it could have handed out for the fleet (twice
+	// the fleet's TTL, for the stagger) plus HeartbeatGrace.
 	FailoverHeartbeatTTL time.Duration
 
 	// DeadServerCleanup is how long a server must have been failed in
@@ -133,18 +144,19 @@ type Config struct {
 // DefaultConfig returns a Config with safe defaults.
 func DefaultConfig() *Config {
 	return &Config{
-		Region:               "global",
-		Datacenter:           "dc1",
-		HeartbeatTTL:         10 * time.Second,
-		HeartbeatGrace:       10 * time.Second,
-		RetryJoinInterval:    2 * time.Second,
-		RPCHoldTimeout:       5 * time.Second,
-		FailoverHeartbeatTTL: 5 * time.Minute,
-		DeadServerCleanup:    5 * time.Minute,
-		RouteCacheTTL:        10 * time.Second,
-		PeerQueryTimeout:     2 * time.Second,
-		NoPathCacheTTL:       time.Second,
-		RouteCacheSize:       65536,
+		Region:                 "global",
+		Datacenter:             "dc1",
+		MinHeartbeatTTL:        10 * time.Second,
+		MaxHeartbeatsPerSecond: 50,
+		HeartbeatGrace:         10 * time.Second,
+		RetryJoinInterval:      2 * time.Second,
+		RPCHoldTimeout:         5 * time.Second,
+		FailoverHeartbeatTTL:   5 * time.Minute,
+		DeadServerCleanup:      5 * time.Minute,
+		RouteCacheTTL:          10 * time.Second,
+		PeerQueryTimeout:       2 * time.Second,
+		NoPathCacheTTL:         time.Second,
+		RouteCacheSize:         65536,
 	}
 }
 
@@ -153,8 +165,11 @@ func (c *Config) Verify() error {
 	if c.Region == "" {
 		return errors.New("region must not be empty")
 	}
-	if c.HeartbeatTTL <= 0 {
-		return errors.New("heartbeat ttl must be positive")
+	if c.MinHeartbeatTTL < 0 {
+		return errors.New("min_heartbeat_ttl must not be negative")
+	}
+	if c.MaxHeartbeatsPerSecond < 0 {
+		return errors.New("max_heartbeats_per_second must not be negative")
 	}
 	if c.HeartbeatGrace < 0 {
 		return errors.New("heartbeat grace must not be negative")
@@ -176,7 +191,7 @@ func (c *Config) Verify() error {
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
 	for _, p := range []struct{ v, def *time.Duration }{
-		{&c.HeartbeatTTL, &d.HeartbeatTTL},
+		{&c.MinHeartbeatTTL, &d.MinHeartbeatTTL},
 		{&c.RetryJoinInterval, &d.RetryJoinInterval},
 		{&c.RPCHoldTimeout, &d.RPCHoldTimeout},
 		{&c.FailoverHeartbeatTTL, &d.FailoverHeartbeatTTL},
@@ -191,6 +206,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RouteCacheSize <= 0 {
 		c.RouteCacheSize = d.RouteCacheSize
+	}
+	if c.MaxHeartbeatsPerSecond == 0 {
+		c.MaxHeartbeatsPerSecond = d.MaxHeartbeatsPerSecond
 	}
 	if c.DataDir == "" {
 		c.InMemory = true

@@ -88,19 +88,20 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}
 }
 
-// establishLeadership arms every live node's heartbeat timer with the
-// failover TTL and reschedules the jobs.
+// establishLeadership arms the heartbeat timer of every node that is not
+// down with the failover TTL, so that none is marked down before it had
+// time to find this leader, and reschedules the jobs. It runs after the
+// barrier: the state then holds every committed write.
 func (s *Server) establishLeadership(ctx context.Context) {
-	ttl := s.cfg.FailoverHeartbeatTTL
-	if min := s.cfg.HeartbeatTTL + s.cfg.HeartbeatGrace; ttl < min {
-		ttl = min
-	}
 	nodes, _ := s.store.Nodes("")
+	ids := make([]string, 0, len(nodes))
 	for _, n := range nodes {
 		if n.Status != structs.NodeStatusDown {
-			s.hb.resetFor(n.ID, ttl)
+			ids = append(ids, n.ID)
 		}
 	}
+	ttl := s.hb.armAll(ids)
+	s.logger.Info("heartbeat timers armed for failover", "nodes", len(ids), "ttl", ttl)
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	jobs, _ := s.store.Jobs("*", "")

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"reflect"
 	"time"
 
 	"tether/rpc"
@@ -126,7 +128,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 			return err
 		}
 	}
-	var lresp structs.NodeRegisterResponse
+	var lresp nodeRegisterLeaderResponse
 	if err := s.leaderCall(ctx, methodLeaderNodeRegister, req, &lresp, func(ctx context.Context) error {
 		return s.registerNodeLeader(ctx, req, &lresp)
 	}); err != nil {
@@ -137,7 +139,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 		// make sure this server has its record.
 		s.waitApplied(ctx, lresp.Index)
 	}
-	if err := s.bindSession(ctx, n.ID, lresp.Index); err != nil {
+	if err := s.bindSession(ctx, n.ID, lresp.BindOrder); err != nil {
 		return err
 	}
 	resp.HeartbeatTTL = lresp.HeartbeatTTL
@@ -147,8 +149,12 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 }
 
 // registerNodeLeader is the leader's half of a registration: it writes the
-// node, arms its heartbeat timer and retries blocked placements.
-func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
+// node, arms its heartbeat timer and retries blocked placements. A node
+// that only reconnects (nothing about it changed, and it is ready) is not
+// written: its timer is reset and the registration ranks its session
+// binding without a raft entry (bindOrderUnchanged), so a reconnect storm
+// after a server failure costs the leader no writes.
+func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegisterRequest, resp *nodeRegisterLeaderResponse) error {
 	n := req.Node
 	if n == nil || !structs.IsUUID(n.ID) || n.SecretID == "" {
 		return structs.BadRequest("invalid node registration")
@@ -170,6 +176,16 @@ func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegist
 	if c.NodePool == "" {
 		c.NodePool = "default"
 	}
+	if old != nil && nodeUnchanged(old, c) {
+		commit := s.raft.CommitIndex()
+		if ttl, ok := s.hb.resetUnchanged(n.ID, commit); ok {
+			s.unchangedRegistrations.Add(1)
+			resp.HeartbeatTTL = ttl
+			resp.Index = commit
+			resp.BindOrder = bindOrderUnchanged(commit)
+			return nil
+		}
+	}
 	c.StatusUpdatedAt = time.Now().UnixNano()
 	becameReady := old == nil || old.Status != structs.NodeStatusReady || !nodeSchedulingEqual(old, c)
 	if old == nil {
@@ -181,13 +197,63 @@ func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegist
 	if err != nil {
 		return err
 	}
-	s.hb.reset(n.ID)
+	resp.HeartbeatTTL = s.hb.reset(n.ID)
 	if becameReady {
 		s.retryBlocked(ctx)
 	}
-	resp.HeartbeatTTL = s.cfg.HeartbeatTTL
 	resp.Index = idx
+	resp.BindOrder = bindOrderWritten(idx)
 	return nil
+}
+
+// nodeUnchanged reports whether a registration c (normalised as it would
+// be written) would change nothing about the stored ready node old but
+// the fields the server keeps itself (status time, events, indexes). Maps
+// compare by content, nil equal to empty; times by instant.
+func nodeUnchanged(old, c *structs.Node) bool {
+	if old.Status != structs.NodeStatusReady || old.StatusDescription != "" ||
+		c.Status != old.Status || c.StatusDescription != old.StatusDescription {
+		return false
+	}
+	if old.SecretID != c.SecretID || old.Datacenter != c.Datacenter || old.Name != c.Name ||
+		old.HTTPAddr != c.HTTPAddr || old.TLSEnabled != c.TLSEnabled || old.NodeClass != c.NodeClass ||
+		old.NodePool != c.NodePool || old.CgroupParent != c.CgroupParent || old.Drain != c.Drain ||
+		old.SchedulingEligibility != c.SchedulingEligibility {
+		return false
+	}
+	if !maps.Equal(old.Attributes, c.Attributes) || !maps.Equal(old.Meta, c.Meta) || !maps.Equal(old.Links, c.Links) {
+		return false
+	}
+	if !ptrEqual(old.Resources, c.Resources) || !ptrEqual(old.Reserved, c.Reserved) || !ptrEqual(old.NodeResources, c.NodeResources) {
+		return false
+	}
+	if !maps.EqualFunc(old.Drivers, c.Drivers, driverEqual) {
+		return false
+	}
+	return anyMapEqual(old.HostVolumes, c.HostVolumes) && anyMapEqual(old.HostNetworks, c.HostNetworks) &&
+		anyMapEqual(old.CSIControllerPlugins, c.CSIControllerPlugins) && anyMapEqual(old.CSINodePlugins, c.CSINodePlugins)
+}
+
+func ptrEqual[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func driverEqual(a, b *structs.DriverInfo) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Detected == b.Detected && a.Healthy == b.Healthy && a.HealthDescription == b.HealthDescription &&
+		a.UpdateTime.Equal(b.UpdateTime) && maps.Equal(a.Attributes, b.Attributes)
+}
+
+// anyMapEqual compares free-form maps; both sides were decoded by the same
+// codec, so DeepEqual is exact enough, and a false "changed" only costs a
+// write.
+func anyMapEqual(a, b map[string]any) bool {
+	return len(a) == len(b) && (len(a) == 0 || reflect.DeepEqual(a, b))
 }
 
 // nodeSchedulingEqual reports whether what placement looks at is unchanged.
@@ -248,11 +314,10 @@ func (s *Server) heartbeatNodeLeader(ctx context.Context, req *structs.NodeHeart
 			return err
 		}
 	}
-	s.hb.reset(req.NodeID)
+	resp.HeartbeatTTL = s.hb.reset(req.NodeID)
 	if n.Status != status && status == structs.NodeStatusReady {
 		s.retryBlocked(ctx)
 	}
-	resp.HeartbeatTTL = s.cfg.HeartbeatTTL
 	resp.Index = idx
 	return nil
 }

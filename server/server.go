@@ -74,14 +74,15 @@ type Server struct {
 	acl aclState
 
 	// Counters for odd branches.
-	forwardRetries   atomic.Uint64 // leader writes retried (no leader, leader unreachable)
-	staleRoutes      atomic.Uint64 // forwarded node calls that hit a stale route
-	peerQueries      atomic.Uint64 // fan-outs asking peers for a node's session
-	peerQueryMisses  atomic.Uint64 // fan-outs where no peer had the session
-	streamsForwarded atomic.Uint64 // streams relayed for a peer
-	peerRefused      atomic.Uint64 // server-to-server calls refused to non-servers
-	dataCalls        atomic.Uint64 // bulk reads made as data calls (datacalls.go)
-	aclDenials       atomic.Uint64 // client calls refused for the caller's capabilities
+	forwardRetries         atomic.Uint64 // leader writes retried (no leader, leader unreachable)
+	staleRoutes            atomic.Uint64 // forwarded node calls that hit a stale route
+	peerQueries            atomic.Uint64 // fan-outs asking peers for a node's session
+	peerQueryMisses        atomic.Uint64 // fan-outs where no peer had the session
+	streamsForwarded       atomic.Uint64 // streams relayed for a peer
+	peerRefused            atomic.Uint64 // server-to-server calls refused to non-servers
+	dataCalls              atomic.Uint64 // bulk reads made as data calls (datacalls.go)
+	aclDenials             atomic.Uint64 // client calls refused for the caller's capabilities
+	unchangedRegistrations atomic.Uint64 // registrations the leader accepted without a raft write
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -146,7 +147,7 @@ func New(cfg *Config) (_ *Server, err error) {
 	}
 	s.peerRPC = peerCfg
 	s.pool = rpc.NewPool(peerCfg)
-	s.hb = newHeartbeats(cfg.HeartbeatTTL, cfg.HeartbeatGrace, s.nodeExpired)
+	s.hb = newHeartbeats(cfg, s.nodeExpired)
 	s.registerEndpoints()
 	if err := s.setupRaft(); err != nil {
 		return nil, err
@@ -282,18 +283,19 @@ func (s *Server) nodeExpired(nodeID string) {
 // bindSession binds the session a request arrived on to nodeID and, when
 // the binding is new, drops it as soon as the session closes.
 //
-// idx orders this binding against the node's bindings on other servers
-// (routing.go): the raft index of the registration when known; the local
-// state index is the floor.
-func (s *Server) bindSession(ctx context.Context, nodeID string, idx uint64) error {
+// order ranks this binding against the node's bindings on other servers
+// (routing.go, the newest wins): the leader's bindOrder for the
+// registration when known, 0 otherwise; the local state index
+// (bindOrderWritten of it) is the floor.
+func (s *Server) bindSession(ctx context.Context, nodeID string, order uint64) error {
 	sess := rpc.SessionFromContext(ctx)
 	if sess == nil {
 		return nil
 	}
-	if li := s.store.LatestIndex(); li > idx {
-		idx = li
+	if floor := bindOrderWritten(s.store.LatestIndex()); floor > order {
+		order = floor
 	}
-	created, err := s.sessions.bind(nodeID, sess, idx)
+	created, err := s.sessions.bind(nodeID, sess, order)
 	if err != nil || !created {
 		return err
 	}
@@ -313,6 +315,20 @@ func (s *Server) bindSession(ctx context.Context, nodeID string, idx uint64) err
 	}()
 	return nil
 }
+
+// The order of a node's session bindings across servers is derived from
+// raft indexes, which are cluster-wide and monotonic, so no wall clocks
+// are compared. A registration that wrote the node at index i ranks 2i; a
+// binding made without a registration ranks 2·(the binding server's state
+// index). A registration of an unchanged node writes nothing (a reconnect
+// storm costs no raft entries) and ranks 2c+1, c the leader's commit index
+// then: above every binding made before it, since no server had applied
+// more than c, and below any later write (> c). The leader refuses a
+// second unchanged registration of a node at the same c (it writes
+// instead), so two of them never tie.
+func bindOrderWritten(idx uint64) uint64 { return 2 * idx }
+
+func bindOrderUnchanged(commit uint64) uint64 { return 2*commit + 1 }
 
 // checkNode is ResolveNode for callers that only need to know the node
 // exists: the same errors, no copy.

@@ -24,12 +24,15 @@ ports {
 }
 
 server {
-  enabled          = true
-  bootstrap_expect = 3
-  encrypt          = "cg8StVXbQJ0gPvMd9o7yrg=="
-  heartbeat_grace  = "30s"
-  num_schedulers   = 2
-  node_gc_threshold = "24h"
+  enabled                   = true
+  bootstrap_expect          = 3
+  encrypt                   = "cg8StVXbQJ0gPvMd9o7yrg=="
+  heartbeat_grace           = "30s"
+  min_heartbeat_ttl         = "20s"
+  max_heartbeats_per_second = 100
+  failover_heartbeat_ttl    = "10m"
+  num_schedulers            = 2
+  node_gc_threshold         = "24h"
 
   server_join {
     retry_join     = ["127.0.0.1:4648", "10.0.0.11"]
