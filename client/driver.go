@@ -45,6 +45,7 @@ type driverStartFunc func(ctx context.Context, tr *taskRunner) (driverTask, erro
 // Config.Drivers; the scheduler places tasks only there.
 var taskDrivers = map[string]driverStartFunc{
 	DriverRawExec: startRawExecTask,
+	DriverMock:    startMockTask,
 }
 
 // lookupDriver returns the start function of driver name. An empty name is
