@@ -159,7 +159,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		ccfg.ACLPolicyTTL = cfg.ACL.PolicyTTL
 		ccfg.RPC = a.clientRPCConfig()
 		ccfg.CPUTotalCompute = cfg.Client.CPUTotalCompute
-		ccfg.Drivers = map[string]bool{"raw_exec": cfg.RawExecEnabled()}
+		ccfg.Drivers = map[string]bool{
+			client.DriverRawExec: cfg.RawExecEnabled(),
+			client.DriverMock:    cfg.MockDriverEnabled(),
+		}
 		ccfg.Version = NomadVersion
 		ccfg.Logger = a.logger.Named("client")
 		if cfg.DevMode {

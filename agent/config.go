@@ -95,7 +95,8 @@ type Config struct {
 	Plugins map[string]*PluginConfig
 
 	// DevMode marks a development agent (tether agent -dev): a server and
-	// a node agent in one process, in-memory state, raw_exec enabled.
+	// a node agent in one process, in-memory state, raw_exec and
+	// mock_driver enabled.
 	DevMode bool
 
 	// Files lists the configuration files that were loaded, in the order
@@ -320,7 +321,8 @@ func DefaultConfig() *Config {
 
 // DevConfig returns the configuration of "tether agent -dev": a single
 // server that bootstraps itself and a node agent in one process, bound to
-// 127.0.0.1, logging at DEBUG, with raw_exec enabled. DataDir is left
+// 127.0.0.1, logging at DEBUG, with raw_exec and mock_driver enabled (both
+// also by DevMode itself). DataDir is left
 // empty; the agent makes a temporary directory.
 func DevConfig() *Config {
 	c := DefaultConfig()
@@ -334,6 +336,7 @@ func DevConfig() *Config {
 		Name:   "raw_exec",
 		Config: map[string]any{"enabled": true},
 	}
+	c.Plugins["mock_driver"] = &PluginConfig{Name: "mock_driver"}
 	return c
 }
 
@@ -622,6 +625,31 @@ func (c *Config) RawExecEnabled() bool {
 		return false
 	}
 	switch v := p.Config["enabled"].(type) {
+	case bool:
+		return v
+	case string:
+		b, err := strconv.ParseBool(v)
+		return err == nil && b
+	default:
+		return false
+	}
+}
+
+// MockDriverEnabled reports whether the mock_driver may run tasks: the
+// agent is in dev mode, or a plugin "mock_driver" block is set. Unlike
+// raw_exec the block alone enables it (it runs nothing on the host);
+// config { enabled = false } turns it off again.
+func (c *Config) MockDriverEnabled() bool {
+	if c.DevMode {
+		return true
+	}
+	p, ok := c.Plugins["mock_driver"]
+	if !ok || p == nil {
+		return false
+	}
+	switch v := p.Config["enabled"].(type) {
+	case nil:
+		return true
 	case bool:
 		return v
 	case string:

@@ -423,6 +423,34 @@ plugin "raw_exec" { config { enabled = true } }`,
 			},
 		},
 		{
+			name:    "empty mock_driver block enables it",
+			content: `plugin "mock_driver" { }`,
+			check: func(t *testing.T, c *Config) {
+				if !c.MockDriverEnabled() || c.RawExecEnabled() {
+					t.Errorf("MockDriverEnabled() = %v, RawExecEnabled() = %v; want true, false", c.MockDriverEnabled(), c.RawExecEnabled())
+				}
+			},
+		},
+		{
+			name:    "mock_driver disabled in its config",
+			content: `plugin "mock_driver" { config { enabled = false } }`,
+			check: func(t *testing.T, c *Config) {
+				if c.MockDriverEnabled() {
+					t.Errorf("MockDriverEnabled() = true; want false")
+				}
+			},
+		},
+		{
+			name:    "mock_driver in JSON",
+			file:    "c.json",
+			content: `{"plugin": [{"mock_driver": [{"config": [{"enabled": true}]}]}]}`,
+			check: func(t *testing.T, c *Config) {
+				if !c.MockDriverEnabled() {
+					t.Errorf("MockDriverEnabled() = false; want true")
+				}
+			},
+		},
+		{
 			name: "JSON blocks as lists of objects",
 			file: "c.json",
 			content: `{
@@ -581,6 +609,7 @@ func TestDevConfig(t *testing.T) {
 		{"GOMAXPROCSGovernor", c.GOMAXPROCSGovernor, false},
 		{"RawExecEnabled", c.RawExecEnabled(), true},
 		{"raw_exec enabled", c.Plugins["raw_exec"].Config["enabled"], true},
+		{"MockDriverEnabled", c.MockDriverEnabled(), true},
 	}
 	for _, tc := range checks {
 		if !reflect.DeepEqual(tc.got, tc.want) {
@@ -767,6 +796,33 @@ func TestConfig_RawExecEnabled(t *testing.T) {
 		c := &Config{DevMode: tc.dev, Plugins: tc.plugins}
 		if got := c.RawExecEnabled(); got != tc.want {
 			t.Errorf("%s: RawExecEnabled() = %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestConfig_MockDriverEnabled(t *testing.T) {
+	cases := []struct {
+		name    string
+		dev     bool
+		plugins map[string]*PluginConfig
+		want    bool
+	}{
+		{"no plugins", false, nil, false},
+		{"dev mode", true, nil, true},
+		{"block alone", false, map[string]*PluginConfig{"mock_driver": {Name: "mock_driver"}}, true},
+		{"enabled", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"enabled": true}}}, true},
+		{"enabled as string", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"enabled": "true"}}}, true},
+		{"disabled", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"enabled": false}}}, false},
+		{"disabled as string", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"enabled": "false"}}}, false},
+		{"enabled of a wrong type", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"enabled": 1}}}, false},
+		{"other config keys", false, map[string]*PluginConfig{"mock_driver": {Config: map[string]any{"fs_isolation": "none"}}}, true},
+		{"nil plugin", false, map[string]*PluginConfig{"mock_driver": nil}, false},
+		{"raw_exec only", false, map[string]*PluginConfig{"raw_exec": {Config: map[string]any{"enabled": true}}}, false},
+	}
+	for _, tc := range cases {
+		c := &Config{DevMode: tc.dev, Plugins: tc.plugins}
+		if got := c.MockDriverEnabled(); got != tc.want {
+			t.Errorf("%s: MockDriverEnabled() = %v; want %v", tc.name, got, tc.want)
 		}
 	}
 }

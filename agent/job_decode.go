@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"tether/client"
 	"tether/structs"
 )
 
@@ -238,8 +239,8 @@ func decodeTask(raw json.RawMessage, path string) (*structs.Task, error) {
 	if t.Driver, err = str(obj, path+".Driver"); err != nil {
 		return nil, err
 	}
-	if t.Driver != "raw_exec" {
-		return nil, structs.BadRequest("%s.Driver: driver %q is not supported (Tether runs raw_exec)", path, t.Driver)
+	if t.Driver != client.DriverRawExec && t.Driver != client.DriverMock {
+		return nil, structs.BadRequest("%s.Driver: driver %q is not supported (Tether runs raw_exec and mock_driver)", path, t.Driver)
 	}
 	if t.User, err = str(obj, path+".User"); err != nil {
 		return nil, err
@@ -250,20 +251,13 @@ func decodeTask(raw json.RawMessage, path string) (*structs.Task, error) {
 	if err := into(obj, path+".Config", &t.Config); err != nil {
 		return nil, err
 	}
-	cmd, _ := t.Config["command"].(string)
-	if cmd == "" {
-		return nil, structs.BadRequest("%s.Config.command: missing command", path)
-	}
-	if a, ok := t.Config["args"]; ok && a != nil {
-		list, ok := a.([]any)
-		if !ok {
-			return nil, structs.BadRequest("%s.Config.args: must be a list of strings", path)
+	if t.Driver == client.DriverMock {
+		// The node parses the config the same way when it starts the task.
+		if _, err := client.ParseMockConfig(t.Config); err != nil {
+			return nil, structs.BadRequest("%s.Config: %v", path, err)
 		}
-		for _, v := range list {
-			if _, ok := v.(string); !ok {
-				return nil, structs.BadRequest("%s.Config.args: must be a list of strings", path)
-			}
-		}
+	} else if err := checkRawExecConfig(t.Config, path); err != nil {
+		return nil, err
 	}
 	if err := into(obj, path+".Env", &t.Env); err != nil {
 		return nil, err
@@ -333,6 +327,26 @@ func decodeTask(raw json.RawMessage, path string) (*structs.Task, error) {
 		t.LogConfig = lc
 	}
 	return t, nil
+}
+
+// checkRawExecConfig checks a raw_exec task's command and args.
+func checkRawExecConfig(cfg map[string]any, path string) error {
+	cmd, _ := cfg["command"].(string)
+	if cmd == "" {
+		return structs.BadRequest("%s.Config.command: missing command", path)
+	}
+	if a, ok := cfg["args"]; ok && a != nil {
+		list, ok := a.([]any)
+		if !ok {
+			return structs.BadRequest("%s.Config.args: must be a list of strings", path)
+		}
+		for _, v := range list {
+			if _, ok := v.(string); !ok {
+				return structs.BadRequest("%s.Config.args: must be a list of strings", path)
+			}
+		}
+	}
+	return nil
 }
 
 func decodeRestart(raw json.RawMessage, path string) (*structs.RestartPolicy, error) {

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +20,7 @@ const (
 	defaultLogMaxFileSize = 10 // MB
 )
 
-// taskRunner runs one task of an allocation through the raw_exec driver,
+// taskRunner runs one task of an allocation through its driver,
 // restarting it as the group's restart policy allows.
 type taskRunner struct {
 	ar   *allocRunner
@@ -27,7 +28,7 @@ type taskRunner struct {
 
 	mu       sync.Mutex
 	state    *structs.TaskState
-	handle   *TaskHandle
+	handle   driverTask
 	stats    *structs.TaskResourceUsage
 	killing  bool
 	stdout   *RotatingWriter
@@ -79,12 +80,22 @@ func (tr *taskRunner) run(ctx context.Context) {
 			return
 		}
 		tr.event(structs.NewTaskEvent(structs.TaskSetup, "Building Task Directory"), nil)
-		h, err := tr.start()
+		h, err := tr.start(ctx)
+		if err != nil && ctx.Err() != nil {
+			continue // stopped while starting (start_block_for): not a failure
+		}
 		if err != nil {
 			ev := structs.NewTaskEvent(structs.TaskDriverFailure, err.Error())
 			ev.DriverError = err.Error()
 			ev.FailsTask = true
 			tr.event(ev, nil)
+			if !isRecoverable(err) {
+				nr := structs.NewTaskEvent(structs.TaskNotRestarting, "Error was unrecoverable")
+				nr.FailsTask = true
+				tr.event(nr, nil)
+				tr.markDead(true)
+				return
+			}
 			if !tr.shouldRestart(ctx, policy, false) {
 				tr.markDead(true)
 				return
@@ -122,9 +133,18 @@ func (tr *taskRunner) run(ctx context.Context) {
 		if res.Signal != 0 {
 			msg += fmt.Sprintf(", Signal: %d", res.Signal)
 		}
+		if res.Err != nil {
+			msg += fmt.Sprintf(", Exit Message: %q", res.Err.Error())
+		}
 		tev := structs.NewTaskEvent(structs.TaskTerminated, msg)
 		tev.ExitCode, tev.Signal = res.ExitCode, res.Signal
 		tev.Details["exit_code"] = strconv.Itoa(res.ExitCode)
+		if res.Signal != 0 {
+			tev.Details["signal"] = strconv.Itoa(res.Signal)
+		}
+		if res.Err != nil {
+			tev.Details["exit_message"] = res.Err.Error()
+		}
 		tr.event(tev, nil)
 		tr.mu.Lock()
 		killing := tr.killing
@@ -215,8 +235,61 @@ func (tr *taskRunner) markDead(failed bool) {
 	tr.ar.taskDone(tr, failed)
 }
 
-// start launches the process with the task's env, cwd and logs.
-func (tr *taskRunner) start() (*TaskHandle, error) {
+// start starts the task with its driver; the driver opens the logs.
+func (tr *taskRunner) start(ctx context.Context) (driverTask, error) {
+	start, err := lookupDriver(tr.task.Driver)
+	if err != nil {
+		return nil, err
+	}
+	h, err := start(ctx, tr)
+	if err != nil {
+		tr.closeLogs()
+		return nil, err
+	}
+	tr.mu.Lock()
+	tr.handle = h
+	tr.mu.Unlock()
+	return h, nil
+}
+
+// openLogs opens the task's rotating stdout and stderr logs
+// (alloc/logs/<task>.stdout.N) as its log config says, and returns them as
+// writers; both are nil when logging is disabled.
+func (tr *taskRunner) openLogs() (stdout, stderr io.Writer, err error) {
+	t := tr.task
+	lc := t.LogConfig
+	if lc == nil {
+		lc = &structs.LogConfig{}
+	}
+	if lc.Disabled {
+		return nil, nil, nil
+	}
+	files, size := lc.MaxFiles, lc.MaxFileSizeMB
+	if files <= 0 {
+		files = defaultLogMaxFiles
+	}
+	if size <= 0 {
+		size = defaultLogMaxFileSize
+	}
+	dir := tr.ar.dir.LogDir()
+	o, err := NewRotatingWriter(dir, t.Name+".stdout", files, int64(size)<<20)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening stdout log: %w", err)
+	}
+	e, err := NewRotatingWriter(dir, t.Name+".stderr", files, int64(size)<<20)
+	if err != nil {
+		o.Close()
+		return nil, nil, fmt.Errorf("opening stderr log: %w", err)
+	}
+	tr.mu.Lock()
+	tr.stdout, tr.stderr = o, e
+	tr.mu.Unlock()
+	return o, e, nil
+}
+
+// startRawExecTask is raw_exec's driverStartFunc: the task's command and
+// args, its env, its task dir as working directory, and its logs.
+func startRawExecTask(_ context.Context, tr *taskRunner) (driverTask, error) {
 	t := tr.task
 	command, _ := t.Config["command"].(string)
 	if command == "" {
@@ -228,55 +301,25 @@ func (tr *taskRunner) start() (*TaskHandle, error) {
 			args = append(args, fmt.Sprint(a))
 		}
 	}
-	ad := tr.ar.dir
-	lc := t.LogConfig
-	if lc == nil {
-		lc = &structs.LogConfig{}
-	}
-	var stdout, stderr *RotatingWriter
-	if !lc.Disabled {
-		files, size := lc.MaxFiles, lc.MaxFileSizeMB
-		if files <= 0 {
-			files = defaultLogMaxFiles
-		}
-		if size <= 0 {
-			size = defaultLogMaxFileSize
-		}
-		var err error
-		if stdout, err = NewRotatingWriter(ad.LogDir(), t.Name+".stdout", files, int64(size)<<20); err != nil {
-			return nil, fmt.Errorf("opening stdout log: %w", err)
-		}
-		if stderr, err = NewRotatingWriter(ad.LogDir(), t.Name+".stderr", files, int64(size)<<20); err != nil {
-			stdout.Close()
-			return nil, fmt.Errorf("opening stderr log: %w", err)
-		}
+	stdout, stderr, err := tr.openLogs()
+	if err != nil {
+		return nil, err
 	}
 	cfg := &TaskConfig{
 		Name:        t.Name,
 		Command:     command,
 		Args:        args,
 		Env:         tr.env(),
-		Dir:         ad.TaskDir(t.Name),
+		Dir:         tr.ar.dir.TaskDir(t.Name),
 		KillSignal:  t.KillSignal,
-		KillTimeout: t.KillTimeout,
-	}
-	if cfg.KillTimeout <= 0 {
-		cfg.KillTimeout = defaultKillTimeout
-	}
-	if stdout != nil {
-		cfg.Stdout, cfg.Stderr = stdout, stderr
+		KillTimeout: tr.killTimeout(),
+		Stdout:      stdout,
+		Stderr:      stderr,
 	}
 	h, err := StartRawExec(cfg)
 	if err != nil {
-		if stdout != nil {
-			stdout.Close()
-			stderr.Close()
-		}
 		return nil, err
 	}
-	tr.mu.Lock()
-	tr.handle, tr.stdout, tr.stderr = h, stdout, stderr
-	tr.mu.Unlock()
 	return h, nil
 }
 

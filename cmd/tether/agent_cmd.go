@@ -100,7 +100,7 @@ type agentFlags struct {
 // newAgentFlagSet binds the flags of "tether agent" to f.
 func newAgentFlagSet(f *agentFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("tether agent", flag.ContinueOnError)
-	fs.BoolVar(&f.dev, "dev", false, "Run a development agent: server and node agent in one process on 127.0.0.1,\nin-memory state, raw_exec enabled, log level DEBUG.")
+	fs.BoolVar(&f.dev, "dev", false, "Run a development agent: server and node agent in one process on 127.0.0.1,\nin-memory state, raw_exec and mock_driver enabled, log level DEBUG.")
 	fs.Var(&f.configs, "config", "A configuration file or directory (*.hcl, *.json) to load. Repeatable;\nlater ones override earlier ones.")
 	fs.StringVar(&f.dataDir, "data-dir", "", "Directory for agent state (data_dir). Required unless -dev.")
 	fs.StringVar(&f.bind, "bind", "", `Address every listener binds to (bind_addr). Default "0.0.0.0", "127.0.0.1" with -dev.`)
