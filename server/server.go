@@ -69,6 +69,10 @@ type Server struct {
 	// not place. Both under schedMu.
 	evalID       string
 	lastFailures []placementFailure
+	// schedRetry holds the "ns/job" keys whose last scheduling pass failed
+	// (a raft write refused or timed out): the leader retries them on its
+	// tick (retryFailedSchedules). Under schedMu.
+	schedRetry map[string]bool
 
 	// acl caches parsed ACL policies (acl_endpoint.go).
 	acl aclState
@@ -81,6 +85,7 @@ type Server struct {
 	streamsForwarded atomic.Uint64 // streams relayed for a peer
 	peerRefused      atomic.Uint64 // server-to-server calls refused to non-servers
 	dataCalls        atomic.Uint64 // bulk reads made as data calls (datacalls.go)
+	scheduleErrors   atomic.Uint64 // scheduling passes that failed (left for retryFailedSchedules)
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -122,6 +127,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		blocked:     make(map[string]string),
+		schedRetry:  make(map[string]bool),
 	}
 	defer func() {
 		if err != nil {
