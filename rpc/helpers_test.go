@@ -400,12 +400,6 @@ func (l *recordingListener) closeConns() {
 	}
 }
 
-func (l *recordingListener) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 // connTypes are the transports every session test runs over.
 var connTypes = []string{"pipe", "tcp", "tls"}
 

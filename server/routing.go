@@ -232,7 +232,7 @@ func (s *Server) NodeRPC(ctx context.Context, nodeID, method string, args, reply
 		if err != nil {
 			return err
 		}
-		err = s.pool.Call(ctx, addr, methodForwardNodeRPC, &forwardRequest{NodeID: nodeID, Method: method, Hops: 1, Args: args}, reply)
+		err = s.pool.Call(ctx, addr, methodForwardNodeRPC, &forwardRequest{NodeID: nodeID, Method: method, Args: args}, reply)
 		if err == nil || !staleRoute(ctx, err) {
 			return err
 		}
@@ -285,7 +285,7 @@ func (s *Server) NodeStream(ctx context.Context, nodeID, method string, args any
 // openForwardedStream opens Forward.NodeStream on addr and waits for the
 // holder's acknowledgement, so a stale route fails here, not mid-stream.
 func (s *Server) openForwardedStream(ctx context.Context, addr, nodeID, method string, args any) (*rpc.Stream, error) {
-	st, err := s.pool.OpenStream(ctx, addr, methodForwardNodeStream, &forwardRequest{NodeID: nodeID, Method: method, Hops: 1, Args: args})
+	st, err := s.pool.OpenStream(ctx, addr, methodForwardNodeStream, &forwardRequest{NodeID: nodeID, Method: method, Args: args})
 	if err != nil {
 		return nil, err
 	}
