@@ -25,7 +25,8 @@ import (
 //
 // One scan of /proc (one read of /proc/<pid>/stat per process on the host)
 // yields a process table that all tasks share: sampling N tasks costs one
-// scan, plus one /proc/<pid>/status read per task process (for VmSwap) only
+// scan, plus one /proc/<pid>/statm read per task process (for an exact
+// RSS, see readStatmRSS) and one /proc/<pid>/status read (for VmSwap) only
 // while the host has swap in use, not N scans. See procTableMaxAge for when
 // a table is reused.
 
@@ -319,10 +320,7 @@ func (t *procTable) taskUsage(pgid int, prev map[int]procCPU, prevAt time.Durati
 	cur := make(map[int]procCPU, len(members))
 	pids := make(map[string]*structs.ResourceUsage, len(members))
 	total := newTaskResourceUsage()
-	var buf []byte
-	if t.swapUsed {
-		buf = make([]byte, 4096)
-	}
+	buf := make([]byte, 4096)
 	for _, pid := range members {
 		ps := t.procs[pid]
 		c := procCPU{start: ps.start, utime: ps.utime, stime: ps.stime}
@@ -347,6 +345,9 @@ func (t *procTable) taskUsage(pgid int, prev map[int]procCPU, prevAt time.Durati
 
 		u := newTaskResourceUsage()
 		u.MemoryStats.RSS = ps.rssPages * pageSize
+		if pages, ok := readStatmRSS(pid, buf); ok {
+			u.MemoryStats.RSS = pages * pageSize
+		}
 		if t.swapUsed {
 			u.MemoryStats.Swap = readVmSwap(pid, buf)
 		}
@@ -491,6 +492,38 @@ func parseUint(b []byte) (uint64, bool) {
 		n = n*10 + uint64(c-'0')
 	}
 	return n, true
+}
+
+// readStatmRSS returns the resident pages of process pid from
+// /proc/<pid>/statm; ok is false if it could not be read (the process
+// exited since the scan). A task's RSS comes from here rather than from
+// the rss field of /proc/<pid>/stat the table already holds: stat reports
+// the kernel's per-CPU batched counter without the batches not yet folded
+// in, which lags the true figure by up to a batch (32 pages or more) per
+// CPU, and reads 0 for a process that has just exec'd — most first samples
+// of a new task did on this kernel (6.18). statm and status add the
+// batches in. On kernels where statm is batched too this is no worse than
+// stat.
+func readStatmRSS(pid int, buf []byte) (uint64, bool) {
+	data, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/statm", buf)
+	if err != nil {
+		return 0, false
+	}
+	return parseStatmRSS(data)
+}
+
+// parseStatmRSS returns the second field of /proc/<pid>/statm, the
+// resident size in pages.
+func parseStatmRSS(statm []byte) (uint64, bool) {
+	i := bytes.IndexByte(statm, ' ')
+	if i < 0 {
+		return 0, false
+	}
+	f := statm[i+1:]
+	if j := bytes.IndexByte(f, ' '); j >= 0 {
+		f = f[:j]
+	}
+	return parseUint(bytes.TrimSpace(f))
 }
 
 // readVmSwap returns the VmSwap of process pid in bytes, 0 if unknown

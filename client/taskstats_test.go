@@ -129,6 +129,10 @@ func TestTaskStatsAfterExit(t *testing.T) {
 	}
 }
 
+// TestTaskStatsConcurrent samples two tasks from eight goroutines from
+// the moment they start. Every sample must show memory: the tasks' shells
+// are live, exec'd processes, and their RSS is read exactly (statm), not
+// from stat's batched counter, which is 0 right after an exec.
 func TestTaskStatsConcurrent(t *testing.T) {
 	hs := []*TaskHandle{
 		startTestTask(t, shTask(`while :; do sleep 0.05; done`)),
@@ -347,6 +351,33 @@ func TestTaskStatsParseProcStat(t *testing.T) {
 				t.Errorf("parseProcStat = %+v, %v; want %+v, %v", got, ok, tc.want, tc.wantOK)
 			}
 		})
+	}
+}
+
+func TestTaskStatsParseStatmRSS(t *testing.T) {
+	cases := []struct {
+		name   string
+		statm  string
+		want   uint64
+		wantOK bool
+	}{
+		{"live", "2830 426 352 28 0 112 0\n", 426, true},
+		{"zombie", "0 0 0 0 0 0 0\n", 0, true},
+		{"one field", "2830\n", 0, false},
+		{"garbled", "2830 x 352\n", 0, false},
+		{"empty", "", 0, false},
+	}
+	for _, tc := range cases {
+		got, ok := parseStatmRSS([]byte(tc.statm))
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("%s: parseStatmRSS = %d, %v; want %d, %v", tc.name, got, ok, tc.want, tc.wantOK)
+		}
+	}
+	if got, ok := readStatmRSS(os.Getpid(), make([]byte, 4096)); !ok || got == 0 {
+		t.Errorf("readStatmRSS(self) = %d, %v; want the test binary's resident pages", got, ok)
+	}
+	if _, ok := readStatmRSS(9000001, make([]byte, 4096)); ok {
+		t.Errorf("readStatmRSS of a PID above pid_max succeeded")
 	}
 }
 

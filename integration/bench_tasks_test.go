@@ -33,7 +33,7 @@ func procRSS(pid int) int64 {
 // with -bench-tasks and asserts nothing about time.
 func TestBenchTasks(t *testing.T) {
 	if !*benchTasks {
-		return // measurement only; `make bench` turns it on
+		t.Skip("measurement only: set -bench-tasks to run (make bench does)")
 	}
 	pair := startProcPair(t)
 	serverURL, pid := pair.serverURL, pair.node.cmd.Process.Pid

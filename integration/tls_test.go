@@ -897,7 +897,7 @@ func median(ss []sample) sample {
 // only with -bench-tls; it asserts nothing about time.
 func TestBenchTLS(t *testing.T) {
 	if !*benchTLS {
-		return // measurement only: go test ./integration/ -run TestBenchTLS -v -args -bench-tls
+		t.Skip("measurement only: set -bench-tls to run (make bench does)")
 	}
 	n, size, reps := 1000, 64<<20, 11
 	if v := os.Getenv("TETHER_BENCH_N"); v != "" {

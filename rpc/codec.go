@@ -5,36 +5,17 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"reflect"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"tether/internal/msgpack"
 )
 
-// msgpackHandle is the encoding of every message body. The settings are
-// Nomad's (spec/transport-and-cluster.md §2.1), so bodies are byte-for-byte
-// what a Nomad peer would send:
-//
-//   - RawToString: raw strings decoded into interface{} become string;
-//   - WriteExt false: old-spec msgpack, strings and []byte both written as
-//     raw, no str8 or bin types;
-//   - TimeNotBuiltin: time.Time goes through MarshalBinary, so the location
-//     offset survives and old and new go-msgpack versions agree;
-//   - MapType map[string]interface{} for maps decoded into interface{}.
-//
-// Structs encode as maps keyed by field name (codec tags rename), nil
-// pointers as nil (so map[string]*string keeps its nil values),
-// time.Duration as int64 nanoseconds, and unknown fields are ignored when
-// decoding.
-var msgpackHandle = func() *codec.MsgpackHandle {
-	h := &codec.MsgpackHandle{}
-	h.RawToString = true
-	h.WriteExt = false
-	h.TimeNotBuiltin = true
-	h.MapType = reflect.TypeOf(map[string]interface{}(nil))
-	return h
-}()
+// msgpackHandle is the encoding of every message body: Nomad's settings
+// (see msgpack.NewHandle), shared with the hand-written codecs.
+var msgpackHandle = msgpack.NewHandle()
 
 // encoder encodes values into a reusable buffer that starts with room for
 // the frame header, so a whole message goes out in one Write.

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// Data calls (spec.md, section 8). A data connection whose transfer ended
+// Data calls (spec.md, section 1). A data connection whose transfer ended
 // exactly at its length is not closed: the server pools it under the node
 // it came from (PoolData), and the node waits on it for the server's next
 // request (ServeDataCalls). A data call is a unary call of a bulk method

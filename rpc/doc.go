@@ -1,7 +1,9 @@
 // Package rpc is Tether's transport: the RPC port with first-byte protocol
 // selection, yamux sessions that both ends call over, unary and streaming
-// RPC encoded with msgpack, and a session pool for server-to-server
-// forwarding. It knows nothing about nodes or allocations.
+// RPC encoded with msgpack, a session pool for server-to-server
+// forwarding, and data connections for bulk transfers. It knows nothing
+// about nodes or allocations and imports no other package of this module
+// but tether/internal/msgpack.
 //
 // # Shape
 //
@@ -37,6 +39,19 @@
 //	var resp StatsResponse
 //	err := sess.Call(ctx, "ClientStats.Stats", &StatsRequest{}, &resp)
 //
+// Unary calls reuse streams: a stream whose call ended cleanly stays on
+// its session's idle list (at most 64) and carries the session's next
+// call, so a call costs one write each way rather than a stream open and
+// close. Streaming calls have a stream each.
+//
+// # Encoding
+//
+// Message bodies are msgpack with Nomad's go-msgpack settings
+// (msgpack.NewHandle). The messages of every forwarded small call skip
+// go-msgpack's reflection: a type that implements FastMsg encodes and
+// decodes itself, byte for byte as go-msgpack would. rpc's headers do, and
+// so do the structs types of a forwarded call.
+//
 // # Errors
 //
 // A handler's error crosses the wire as its message plus a status code (the
@@ -53,7 +68,9 @@
 // handler's context has the same deadline, and the handler's context is
 // cancelled as soon as the caller goes away. Every connection and stream
 // must say what it wants within Config.HandshakeTimeout, read in its own
-// goroutine, so a stalled peer never blocks an accept loop.
+// goroutine, so a stalled peer never blocks an accept loop; Server.Serve
+// serves at most Config.MaxConnsPerIP connections at once from one peer
+// host.
 //
 // The wire format is documented in spec.md next to this file.
 package rpc

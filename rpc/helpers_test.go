@@ -400,6 +400,7 @@ func (l *recordingListener) closeConns() {
 	}
 }
 
+// count returns how many connections were accepted.
 func (l *recordingListener) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -238,14 +238,17 @@ func (s *Session) openYamux() (*yamux.Stream, error) {
 	return ys, nil
 }
 
-// Call calls method on the peer: it opens a stream, writes ByteRPC, sends
-// one request, reads one response and closes the stream. reply must be a
-// pointer (nil discards the reply). ctx bounds the whole call, and
-// Config.CallTimeout applies when ctx has no deadline; the handler's
-// context gets the same deadline. When ctx ends first, Call closes the
-// stream (cancelling the handler) and returns an error matching ctx's
-// error. A handler error comes back as a *RemoteError; a session that dies
-// mid-call gives an error matching ErrSessionClosed.
+// Call calls method on the peer: it sends one request on a unary stream
+// and reads one response. The stream is one the session kept idle from an
+// earlier call, or a new one (ByteRPC first); a stream whose call ended
+// cleanly goes back on the idle list, any other is closed (spec.md,
+// section 5). reply must be a pointer (nil discards the reply). ctx
+// bounds the whole call, and Config.CallTimeout applies when ctx has no
+// deadline; the handler's context gets the same deadline. When ctx ends
+// first, Call closes the stream (cancelling the handler) and returns an
+// error matching ctx's error. A handler error comes back as a
+// *RemoteError; a session that dies mid-call gives an error matching
+// ErrSessionClosed.
 func (s *Session) Call(ctx context.Context, method string, args, reply any) error {
 	_, err := s.call(ctx, method, args, reply)
 	return err

@@ -233,9 +233,6 @@ func (s *Server) BootstrapACL(ctx context.Context, secret string) (*structs.ACLT
 	return s.store.ACLTokenByAccessorID(tok.AccessorID)
 }
 
-// ACLIndex returns the index of the last ACL change.
-func (s *Server) ACLIndex() uint64 { return s.store.aclTablesIndex() }
-
 // validatePolicy checks a policy as Nomad does, naming the rules line of
 // any error.
 func validatePolicy(p *structs.ACLPolicy) error {

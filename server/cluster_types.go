@@ -92,12 +92,11 @@ type hasNodeResponse struct {
 
 // forwardRequest carries a client call to the server holding the node's
 // session. Args is the caller's request as it decodes generically (a
-// msgpack map); the holder passes it on unchanged. Hops counts the
-// server-to-server hops so far; a receiver never forwards again.
+// msgpack map); the holder passes it on unchanged, and never forwards
+// again.
 type forwardRequest struct {
 	NodeID string
 	Method string
-	Hops   int
 	Args   any
 }
 

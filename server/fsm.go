@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"sort"
 
 	"github.com/hashicorp/go-hclog"
@@ -13,6 +12,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 
+	"tether/internal/msgpack"
 	"tether/structs"
 )
 
@@ -39,6 +39,13 @@ const (
 	msgUpsertACLTokens   msgType = 23
 	msgDeleteACLTokens   msgType = 24
 )
+
+// msgIgnoreUnknown, set in a command's type, tells a server that does not
+// know the command that skipping it is safe (it only adds something older
+// servers would not read). A command without the flag that a server does
+// not know stops that server's FSM: applying the rest of the log without
+// it would leave its state silently different from its peers'.
+const msgIgnoreUnknown msgType = 0x80
 
 // Command payloads. Everything a write depends on (timestamps included)
 // is in the command, so every server applies it identically.
@@ -146,16 +153,9 @@ var commands = map[msgType]command{
 }
 
 // msgpackHandle encodes raft log entries and snapshots with the settings
-// of the RPC handle (rpc/codec.go, spec/transport-and-cluster.md §2.1), so
-// one time format is used everywhere: time.Time as MarshalBinary.
-var msgpackHandle = func() *codec.MsgpackHandle {
-	h := &codec.MsgpackHandle{}
-	h.RawToString = true
-	h.WriteExt = false
-	h.TimeNotBuiltin = true
-	h.MapType = reflect.TypeOf(map[string]interface{}(nil))
-	return h
-}()
+// of RPC bodies (msgpack.NewHandle), so one time format is used
+// everywhere: time.Time as MarshalBinary.
+var msgpackHandle = msgpack.NewHandle()
 
 // encodeCommand returns the log entry for a command.
 func encodeCommand(t msgType, c any) ([]byte, error) {
@@ -165,6 +165,17 @@ func encodeCommand(t msgType, c any) ([]byte, error) {
 		return nil, fmt.Errorf("encoding raft command %d: %w", t, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// unknownCommandError is the panic value of an FSM that met a command it
+// does not know and may not skip.
+type unknownCommandError struct {
+	Type  msgType
+	Index uint64
+}
+
+func (e *unknownCommandError) Error() string {
+	return fmt.Sprintf("raft log entry %d has unknown command type %d: this server cannot apply the log and must be upgraded", e.Index, e.Type)
 }
 
 // fsmResponse is what FSM.Apply returns to raft.Apply's future.
@@ -188,13 +199,23 @@ func (f *fsm) Apply(l *raft.Log) any {
 		return fsmResponse{Index: l.Index}
 	}
 	t := msgType(l.Data[0])
-	c, ok := commands[t]
+	c, ok := commands[t&^msgIgnoreUnknown]
 	if !ok {
-		// An entry a newer server wrote; applying nothing keeps the
-		// indexes in step, and the error is loud.
-		f.logger.Error("unknown raft command; skipped", "type", t, "index", l.Index)
-		_, _ = f.store.applyAt(l.Index, func() (uint64, error) { return 0, nil })
-		return fsmResponse{Index: l.Index, Err: fmt.Errorf("unknown raft command type %d", t)}
+		if t&msgIgnoreUnknown == 0 {
+			// An entry a newer server wrote that this one cannot apply.
+			// raft offers an FSM no way to refuse an entry: it would go
+			// on applying the log after it and serve state its peers do
+			// not have. Stop here, as loudly as possible; the operator
+			// upgrades this server and it replays the log.
+			f.logger.Error("unknown raft command; stopping the FSM so this server does not diverge from its peers",
+				"type", uint8(t), "index", l.Index)
+			panic(&unknownCommandError{Type: t, Index: l.Index})
+		}
+		// Safe to skip by its writer's word; applying nothing keeps the
+		// indexes in step.
+		f.logger.Warn("unknown raft command marked ignorable; skipped", "type", uint8(t), "index", l.Index)
+		idx, _ := f.store.applyAt(l.Index, func() (uint64, error) { return 0, nil })
+		return fsmResponse{Index: idx}
 	}
 	dec := codec.NewDecoderBytes(l.Data[1:], msgpackHandle)
 	idx, err := f.store.applyAt(l.Index, func() (uint64, error) { return c(f.store, dec) })

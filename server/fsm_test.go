@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -51,7 +52,8 @@ func testJob(id string) *structs.Job {
 
 // TestFSM_IndexesComeFromTheLog checks that every write is stamped with
 // its raft index, that no-op commands still advance the store's index,
-// and that unknown commands are refused without stalling it.
+// and that unknown commands marked ignorable are skipped without stalling
+// it.
 func TestFSM_IndexesComeFromTheLog(t *testing.T) {
 	f := newTestFSM(t)
 	n := testNode(structs.GenerateUUID())
@@ -67,7 +69,7 @@ func TestFSM_IndexesComeFromTheLog(t *testing.T) {
 		{"status no-op", 7, msgUpdateNodeStatus, &nodeStatusCmd{NodeID: n.ID, Status: structs.NodeStatusReady}, false, 7},
 		{"status change", 9, msgUpdateNodeStatus, &nodeStatusCmd{NodeID: n.ID, Status: structs.NodeStatusDown, Description: "x", At: 42}, false, 9},
 		{"job", 12, msgUpsertJob, &upsertJobCmd{Job: testJob("web")}, false, 12},
-		{"unknown", 13, msgType(200), &deleteJobCmd{}, true, 13},
+		{"unknown, marked ignorable", 13, msgIgnoreUnknown | 72, &deleteJobCmd{}, false, 13},
 		{"missing node", 14, msgUpsertNode, &upsertNodeCmd{}, true, 14},
 	}
 	for _, tc := range tests {
@@ -85,6 +87,57 @@ func TestFSM_IndexesComeFromTheLog(t *testing.T) {
 	}
 	if j, _ := f.store.Job("default", "web"); j == nil || j.CreateIndex != 12 || j.JobModifyIndex != 12 {
 		t.Fatalf("got job %+v; want create index 12", j)
+	}
+}
+
+// TestFSM_UnknownCommandStops: every command the FSM knows is applied
+// (with or without the ignore flag); one it does not know stops it with a
+// panic, unless its writer marked it ignorable.
+func TestFSM_UnknownCommandStops(t *testing.T) {
+	type tc struct {
+		name      string
+		typ       msgType
+		wantPanic bool
+	}
+	tests := []tc{
+		{"unknown", 100, true},
+		{"unknown, top of the range", 0x7f, true},
+		{"zero", 0, true},
+		{"unknown, ignorable", msgIgnoreUnknown | 100, false},
+		{"ignorable flag alone", msgIgnoreUnknown, false},
+	}
+	for typ := range commands {
+		tests = append(tests,
+			tc{fmt.Sprintf("known %d", typ), typ, false},
+			tc{fmt.Sprintf("known %d with the ignore flag", typ), typ | msgIgnoreUnknown, false})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newTestFSM(t)
+			var recovered any
+			func() {
+				defer func() { recovered = recover() }()
+				// An empty payload: known commands decode it and may
+				// refuse it (missing node); that is an error, not a stop.
+				applyCmd(t, f, 7, tt.typ, struct{}{})
+			}()
+			if !tt.wantPanic {
+				if recovered != nil {
+					t.Fatalf("Apply panicked: %v", recovered)
+				}
+				if got := f.store.LatestIndex(); got != 7 {
+					t.Fatalf("latest index %d after the entry; want 7", got)
+				}
+				return
+			}
+			var uc *unknownCommandError
+			if err, ok := recovered.(error); !ok || !errors.As(err, &uc) || uc.Type != tt.typ || uc.Index != 7 {
+				t.Fatalf("Apply recovered %v; want an unknownCommandError for type %d at 7", recovered, tt.typ)
+			}
+			if got := f.store.LatestIndex(); got != 0 {
+				t.Fatalf("latest index %d; want the unknown entry not applied", got)
+			}
+		})
 	}
 }
 

@@ -149,17 +149,26 @@ func (s *Server) stopAllocEndpoint(ctx context.Context, req *allocStopRequest, r
 }
 
 // scheduleLocked reconciles one job and records what could not be placed.
+// A pass that fails (its raft write refused or timed out) is counted and
+// the job is left in schedRetry for the leader's next tick, so that lost
+// or stopped allocations are still replaced; the caller reports the error.
 func (s *Server) scheduleLocked(ctx context.Context, ns, id string) error {
+	key := ns + "/" + id
 	job, err := s.store.Job(ns, id)
-	if err != nil || job == nil {
-		return err
+	var failures []placementFailure
+	if err == nil && job != nil {
+		failures, err = s.reconcile(ctx, job)
 	}
-	failures, err := s.reconcile(ctx, job)
 	if err != nil {
-		return err
+		s.scheduleErrors.Add(1)
+		s.schedRetry[key] = true
+		return err // unwrapped: RegisterJob hands it to the HTTP caller as is
+	}
+	delete(s.schedRetry, key)
+	if job == nil {
+		return nil
 	}
 	s.lastFailures = failures
-	key := ns + "/" + id
 	if len(failures) == 0 {
 		delete(s.blocked, key)
 	} else {
@@ -246,7 +255,25 @@ func (s *Server) markNodeAllocsLost(ctx context.Context, nodeID string) {
 	}
 	for key := range jobs {
 		ns, id, _ := strings.Cut(key, "/")
-		_ = s.scheduleLocked(ctx, ns, id)
+		if err := s.scheduleLocked(ctx, ns, id); err != nil {
+			s.logger.Error("rescheduling job of a down node; will retry", "node_id", nodeID, "job", id, "namespace", ns, "error", err)
+		}
+	}
+}
+
+// retryFailedSchedules runs again the scheduling passes that failed, on
+// the leader's tick.
+func (s *Server) retryFailedSchedules(ctx context.Context) {
+	s.schedMu.Lock()
+	defer s.schedMu.Unlock()
+	for key := range s.schedRetry {
+		if ctx.Err() != nil {
+			return
+		}
+		ns, id, _ := strings.Cut(key, "/")
+		if err := s.scheduleLocked(ctx, ns, id); err != nil {
+			s.logger.Error("retrying a failed scheduling pass", "job", id, "namespace", ns, "error", err)
+		}
 	}
 }
 

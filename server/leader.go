@@ -10,7 +10,8 @@ import (
 )
 
 // reconcileInterval is how often the leader checks the raft voters against
-// membership even without a membership event.
+// membership even without a membership event, and retries the scheduling
+// passes that failed.
 const reconcileInterval = 5 * time.Second
 
 // monitorLeadership starts the leader's duties when this server becomes
@@ -55,7 +56,8 @@ func (s *Server) monitorLeadership() {
 // leaderLoop runs while this server leads: it waits until the FSM holds
 // every committed entry, arms the heartbeat TTLs of all nodes, reschedules
 // every job (the scheduler's memory of blocked work is the leader's), and
-// keeps the raft voters in line with membership.
+// keeps the raft voters in line with membership, retrying failed
+// scheduling passes on the same tick.
 func (s *Server) leaderLoop(ctx context.Context) {
 	s.logger.Info("cluster leadership acquired")
 	for {
@@ -83,6 +85,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			s.retryFailedSchedules(ctx)
 		case <-s.reconcileCh:
 		}
 	}

@@ -149,6 +149,7 @@ func (s *Server) Stats() map[string]uint64 {
 		"route_lookups_merged":    s.routes.merged.Load(),
 		"acl_denials":             s.aclDenials.Load(),
 		"unchanged_registrations": s.unchangedRegistrations.Load(),
+		"schedule_errors":         s.scheduleErrors.Load(),
 		"streams_forwarded":       s.streamsForwarded.Load(),
 		"peer_calls_refused":      s.peerRefused.Load(),
 		"session_rebinds":         s.sessions.rebinds.Load(),

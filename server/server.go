@@ -69,6 +69,10 @@ type Server struct {
 	// not place. Both under schedMu.
 	evalID       string
 	lastFailures []placementFailure
+	// schedRetry holds the "ns/job" keys whose last scheduling pass failed
+	// (a raft write refused or timed out): the leader retries them on its
+	// tick (retryFailedSchedules). Under schedMu.
+	schedRetry map[string]bool
 
 	// acl caches parsed ACL policies (acl_endpoint.go).
 	acl aclState
@@ -83,6 +87,7 @@ type Server struct {
 	dataCalls              atomic.Uint64 // bulk reads made as data calls (datacalls.go)
 	aclDenials             atomic.Uint64 // client calls refused for the caller's capabilities
 	unchangedRegistrations atomic.Uint64 // registrations the leader accepted without a raft write
+	scheduleErrors         atomic.Uint64 // scheduling passes that failed (left for retryFailedSchedules)
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -123,6 +128,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		blocked:     make(map[string]string),
+		schedRetry:  make(map[string]bool),
 	}
 	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
 	defer func() {

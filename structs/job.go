@@ -114,16 +114,6 @@ type TaskGroup struct {
 	Meta          map[string]string
 }
 
-// LookupTask returns the named task, or nil.
-func (tg *TaskGroup) LookupTask(name string) *Task {
-	for _, t := range tg.Tasks {
-		if t.Name == name {
-			return t
-		}
-	}
-	return nil
-}
-
 // RestartPolicy says how often a failed task is restarted in place.
 type RestartPolicy struct {
 	Attempts int
