@@ -97,18 +97,11 @@ func (rt *callRoute) call(ctx context.Context, method string, args, reply any) e
 type rawJSON []byte
 
 // callJSON makes a unary client call for the HTTP API: the node answers
-// the method's JSON variant, which a server passes through untouched; a
-// node-only agent relaying for another node gets the typed reply, and
-// project gives what the HTTP API returns from it.
-func (rt *callRoute) callJSON(ctx context.Context, method string, args, reply any, project func() any) (any, error) {
-	if !rt.local && rt.srv == nil {
-		if err := rt.call(ctx, method, args, reply); err != nil {
-			return nil, err
-		}
-		return project(), nil
-	}
-	var out structs.JSONResponse
-	if err := rt.call(ctx, method+structs.JSONMethodSuffix, args, &out); err != nil {
+// the reply's JSON (rpc.JSON), which passes through every hop untouched,
+// in process, through a server, or relayed by a node-only agent's server.
+func (rt *callRoute) callJSON(ctx context.Context, method string, args any) (rawJSON, error) {
+	var out rpc.JSON
+	if err := rt.call(ctx, method, args, &out); err != nil {
 		return nil, err
 	}
 	return rawJSON(out.Body), nil
@@ -161,12 +154,12 @@ func (rt *callRoute) dataCall(ctx context.Context, method string, args, reply an
 
 // routeJSON routes a unary client call and answers the HTTP API's JSON
 // (callRoute.callJSON).
-func (b *backend) routeJSON(ctx context.Context, t server.Target, method string, args, reply any, project func() any) (any, error) {
+func (b *backend) routeJSON(ctx context.Context, t server.Target, method string, args any) (rawJSON, error) {
 	rt, err := b.route(ctx, t, method, args)
 	if err != nil {
 		return nil, err
 	}
-	return rt.callJSON(ctx, method, args, reply, project)
+	return rt.callJSON(ctx, method, args)
 }
 
 // routeCall routes a unary client call and fills reply.

@@ -16,8 +16,7 @@ func (a *Agent) clientAllocation(w http.ResponseWriter, r *http.Request) (any, e
 	req := structs.AllocSpecificRequest{AllocID: id, QueryOptions: queryOptions(r)}
 	switch action {
 	case "stats":
-		var out structs.AllocResourceUsage
-		return a.backend.routeJSON(r.Context(), server.Target{AllocID: id}, structs.MethodClientAllocStats, &req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: id}, structs.MethodClientAllocStats, &req)
 	case "gc":
 		if err := a.backend.routeCall(r.Context(), server.Target{AllocID: id}, structs.MethodClientAllocGC, &req, &structs.GenericResponse{}); err != nil {
 			return nil, err

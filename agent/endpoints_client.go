@@ -13,8 +13,7 @@ import (
 // clientStats serves /v1/client/stats (any method, as Nomad).
 func (a *Agent) clientStats(w http.ResponseWriter, r *http.Request) (any, error) {
 	req := nodeRequest(r)
-	var out structs.HostStats
-	return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodClientStats, &req, &out, func() any { return &out })
+	return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodClientStats, &req)
 }
 
 // clientMetadata serves GET and POST /v1/client/metadata.
@@ -22,15 +21,13 @@ func (a *Agent) clientMetadata(w http.ResponseWriter, r *http.Request) (any, err
 	switch r.Method {
 	case http.MethodGet:
 		req := nodeRequest(r)
-		var out structs.NodeMetaResponse
-		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaRead, &req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaRead, &req)
 	case http.MethodPost:
 		req, err := decodeMetaApply(r)
 		if err != nil {
 			return nil, err
 		}
-		var out structs.NodeMetaResponse
-		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaApply, req, &out, func() any { return &out })
+		return a.backend.routeJSON(r.Context(), server.Target{NodeID: req.NodeID}, structs.MethodNodeMetaApply, req)
 	default:
 		return nil, structs.ErrInvalidMethod
 	}

@@ -59,20 +59,13 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 			path = "/"
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
-		var out structs.FsListResponse
-		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsList, &req, &out, func() any {
-			if out.Files == nil {
-				return []*structs.AllocFileInfo{}
-			}
-			return out.Files
-		})
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsList, &req)
 	case "stat":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")
 		}
 		req := structs.FsListRequest{AllocID: allocID, Path: path, QueryOptions: qo}
-		var out structs.FsStatResponse
-		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsStat, &req, &out, func() any { return out.Info })
+		return a.backend.routeJSON(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsStat, &req)
 	case "cat", "readat":
 		if path == "" {
 			return nil, structs.BadRequest("must provide a file name")

@@ -16,7 +16,7 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocGC, c.allocGC)
 	rpc.HandleUnary(c.mux, structs.MethodClientGCAll, c.gcAll)
 	c.registerFSEndpoints()
-	c.registerJSONEndpoints()
+	c.registerJSONForms()
 }
 
 // runnerFor returns the allocation's runner or a 404.
@@ -84,19 +84,14 @@ func (c *Client) hostStats(ctx context.Context, req *structs.NodeSpecificRequest
 }
 
 func (c *Client) metaRead(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.NodeMetaResponse) error {
-	if err := c.checkMetaRead(ctx, req); err != nil {
+	if err := c.authorizeNode(ctx, structs.MethodNodeMetaRead, req); err != nil {
+		return err
+	}
+	if err := c.checkNode(req.NodeID); err != nil {
 		return err
 	}
 	*resp = *c.meta.read()
 	return nil
-}
-
-// checkMetaRead makes the checks of a metadata read.
-func (c *Client) checkMetaRead(ctx context.Context, req *structs.NodeSpecificRequest) error {
-	if err := c.authorizeNode(ctx, structs.MethodNodeMetaRead, req); err != nil {
-		return err
-	}
-	return c.checkNode(req.NodeID)
 }
 
 func (c *Client) metaApply(ctx context.Context, req *structs.NodeMetaApplyRequest, resp *structs.NodeMetaResponse) error {

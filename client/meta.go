@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"tether/rpc"
 	"tether/structs"
 )
 
@@ -32,9 +33,10 @@ type metaStore struct {
 	dynamic map[string]*string
 	ver     uint64 // bumped whenever dynamic changes, under mu
 
-	// The JSON of the metadata as of ver, for readJSON; under mu.
+	// The JSON of the metadata at response Version jsonVer (ver+1 when
+	// it was made), for jsonOf; under mu.
 	jsonVer  uint64
-	jsonBody json.RawMessage
+	jsonBody []byte
 
 	// Group commit: applies bump gen and wait until a save covers it, so
 	// one fsync serves every apply that arrived while the last one ran.
@@ -91,24 +93,33 @@ func (m *metaStore) read() *structs.NodeMetaResponse {
 	return m.responseLocked()
 }
 
-// readJSON returns the current metadata as the HTTP API shows it, encoded
-// once per change: reads come far more often than changes. The bytes are
-// shared and must not be modified.
-func (m *metaStore) readJSON() (json.RawMessage, error) {
+// readJSON returns the current metadata as the HTTP API shows it.
+func (m *metaStore) readJSON() ([]byte, error) { return m.jsonOf(m.read()) }
+
+// jsonOf encodes r as the HTTP API shows it, once per change: a response
+// this store made for its current state reuses the bytes of the last one
+// (reads come far more often than changes). The bytes are shared and must
+// not be modified.
+func (m *metaStore) jsonOf(r *structs.NodeMetaResponse) ([]byte, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.jsonBody != nil && m.jsonVer == m.ver {
-		return m.jsonBody, nil
+	if r.Version != 0 && r.Version == m.jsonVer && m.jsonBody != nil {
+		b := m.jsonBody
+		m.mu.Unlock()
+		return b, nil
 	}
-	b, err := encodeJSON(m.responseLocked())
+	m.mu.Unlock()
+	b, err := rpc.EncodeJSON(r)
 	if err != nil {
 		return nil, err
 	}
-	m.jsonVer, m.jsonBody = m.ver, b
+	m.mu.Lock()
+	if r.Version != 0 && r.Version == m.ver+1 { // still current
+		m.jsonVer, m.jsonBody = r.Version, b
+	}
+	m.mu.Unlock()
 	return b, nil
 }
 
-// merged returns the merged metadata the servers see.
 func (m *metaStore) merged() map[string]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -225,6 +236,7 @@ func (m *metaStore) mergedLocked() map[string]string {
 
 func (m *metaStore) responseLocked() *structs.NodeMetaResponse {
 	resp := &structs.NodeMetaResponse{
+		Version: m.ver + 1,
 		Meta:    m.mergedLocked(),
 		Static:  make(map[string]string, len(m.static)),
 		Dynamic: make(map[string]*string, len(m.dynamic)),

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"tether/rpc"
 	"time"
 )
 
@@ -84,7 +85,7 @@ func checkMetaJSON(t *testing.T, m *metaStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := encodeJSON(m.read())
+	want, err := rpc.EncodeJSON(m.read())
 	if err != nil {
 		t.Fatal(err)
 	}

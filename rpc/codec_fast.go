@@ -37,7 +37,14 @@ func (h *requestHeader) AppendMsgpack(b []byte) []byte {
 	if h.Timeout != 0 {
 		n++
 	}
+	if h.JSON {
+		n++
+	}
 	b = msgpack.AppendMapLen(b, n)
+	if h.JSON {
+		b = msgpack.AppendRaw(b, "JSON")
+		b = msgpack.AppendBool(b, true)
+	}
 	b = msgpack.AppendRaw(b, "Method")
 	b = msgpack.AppendRaw(b, h.Method)
 	b = msgpack.AppendRaw(b, "Seq")
@@ -59,6 +66,8 @@ func (h *requestHeader) DecodeMsgpack(body []byte) bool {
 			return r.Uint(&out.Seq)
 		case "Timeout":
 			return r.Int(&out.Timeout)
+		case "JSON":
+			return r.Bool(&out.JSON)
 		}
 		return false
 	})

@@ -32,15 +32,23 @@ func codecDecode(t testing.TB, b []byte, v any) {
 
 func fastValues(rng *rand.Rand) []any {
 	strs := []string{"", "a", strings.Repeat("x", 31), strings.Repeat("y", 32), strings.Repeat("z", 255),
-		strings.Repeat("w", 256), strings.Repeat("v", 65535), strings.Repeat("u", 65536), "ClientStats.Stats.JSON", "héllo"}
+		strings.Repeat("w", 256), strings.Repeat("v", 65535), strings.Repeat("u", 65536), "ClientStats.Stats", "héllo"}
 	uints := []uint64{0, 1, 127, 128, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, math.MaxInt64, math.MaxUint64}
 	ints := []int64{0, 1, -1, -32, -33, 127, 128, -128, -129, 32767, 32768, -32768, -32769,
 		math.MaxInt32, math.MaxInt32 + 1, math.MinInt32, math.MinInt32 - 1, math.MaxInt64, math.MinInt64, 29999999999}
 	pick := func(xs []string) string { return xs[rng.Intn(len(xs))] }
 	var out []any
 	for i := 0; i < 300; i++ {
+		body := []byte(pick(strs))
+		switch rng.Intn(4) {
+		case 0:
+			body = nil
+		case 1:
+			body = []byte{}
+		}
 		out = append(out,
-			&requestHeader{Method: pick(strs), Seq: uints[rng.Intn(len(uints))], Timeout: ints[rng.Intn(len(ints))]},
+			&JSON{Body: body},
+			&requestHeader{Method: pick(strs), Seq: uints[rng.Intn(len(uints))], Timeout: ints[rng.Intn(len(ints))], JSON: rng.Intn(2) == 0},
 			&responseHeader{Seq: uints[rng.Intn(len(uints))], Error: pick(strs), Code: int(ints[rng.Intn(len(ints))] % math.MaxInt32)},
 		)
 	}
@@ -87,6 +95,8 @@ func TestFastCodec_OtherShapes(t *testing.T) {
 		b = append(b, "Method"...)
 		return append(append(b, 0xd9, 3), "abc"...)
 	}()
+	jsonStr8 := append([]byte{0x81, 0xd9, 4}, append([]byte("Body"), 0xd9, 3, 'a', 'b', 'c')...)
+	jsonBin8 := append([]byte{0x81, 0xa4}, append([]byte("Body"), 0xc4, 2, 'h', 'i')...)
 	type asMap32 struct{ Seq uint64 }
 	map32 := append([]byte{0xdf, 0, 0, 0, 1}, codecBytes(t, &asMap32{Seq: 7})[1:]...)
 	tests := []struct {
@@ -106,6 +116,11 @@ func TestFastCodec_OtherShapes(t *testing.T) {
 		{"trailing bytes", append(codecBytes(t, &responseHeader{Seq: 7}), 0x01), &responseHeader{}, false, &responseHeader{Seq: 7}, false},
 		{"empty", nil, &responseHeader{}, false, nil, true},
 		{"negative seq", []byte{0x81, 0xa3, 'S', 'e', 'q', 0xff}, &responseHeader{}, false, nil, true},
+		{"JSON flag", codecBytes(t, &requestHeader{Method: "m", JSON: true}), &requestHeader{}, true, &requestHeader{Method: "m", JSON: true}, false},
+		{"JSON flag not a bool", []byte{0x81, 0xa4, 'J', 'S', 'O', 'N', 0x01}, &requestHeader{}, false, nil, false},
+		{"JSON str8 body", jsonStr8, &JSON{}, true, &JSON{Body: []byte("abc")}, false},
+		{"JSON bin8 body", jsonBin8, &JSON{}, true, &JSON{Body: []byte("hi")}, false},
+		{"JSON trailing bytes", append(codecBytes(t, &JSON{Body: []byte("x")}), 0x01), &JSON{}, false, &JSON{Body: []byte("x")}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,8 +141,9 @@ func TestFastCodec_OtherShapes(t *testing.T) {
 
 func BenchmarkFastCodec(b *testing.B) {
 	vals := []any{
-		&requestHeader{Method: "ClientStats.Stats.JSON", Seq: 12345, Timeout: 29999999999},
+		&requestHeader{Method: "ClientStats.Stats", Seq: 12345, Timeout: 29999999999, JSON: true},
 		&responseHeader{Seq: 12345},
+		&JSON{Body: make([]byte, 931)},
 	}
 	for _, v := range vals {
 		name := reflect.TypeOf(v).Elem().Name()
@@ -165,6 +181,7 @@ func FuzzDecodeFast(f *testing.F) {
 		for _, newV := range []func() any{
 			func() any { return &requestHeader{} },
 			func() any { return &responseHeader{} },
+			func() any { return &JSON{} },
 		} {
 			fast := newV()
 			if !decodeFast(b, fast) {
@@ -179,4 +196,20 @@ func FuzzDecodeFast(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFastCodec_JSONBodyIsCopied: a decoded JSON body does not alias the
+// frame buffer, which is reused.
+func TestFastCodec_JSONBodyIsCopied(t *testing.T) {
+	b := (&JSON{Body: []byte("hello")}).AppendMsgpack(nil)
+	var out JSON
+	if !out.DecodeMsgpack(b) {
+		t.Fatal("fast path refused its own bytes")
+	}
+	for i := range b {
+		b[i] = 0
+	}
+	if string(out.Body) != "hello" {
+		t.Fatalf("Body changed with the buffer: %q", out.Body)
+	}
 }

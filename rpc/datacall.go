@@ -216,7 +216,7 @@ func (s *Server) CallData(ctx context.Context, conn net.Conn, method string, arg
 	e := getEncoder()
 	defer putEncoder(e)
 	e.reset()
-	if err := appendRequest(e, cfg, method, 1, dl, args); err != nil {
+	if err := appendRequest(e, cfg, method, 1, dl, args, false); err != nil {
 		return nil, err
 	}
 	conn.SetDeadline(dl)

@@ -25,6 +25,7 @@ type Mux struct {
 	Logger hclog.Logger
 
 	mu      sync.RWMutex
+	json    map[reflect.Type]func(any) ([]byte, error) // by reply type (json.go)
 	unary   map[string]*unaryMethod
 	streams map[string]StreamHandler
 	bulk    map[string]*bulkMethod
@@ -44,6 +45,7 @@ type unaryMethod struct {
 	call    func(ctx context.Context, req, resp any) error
 	reqType reflect.Type // *Req
 	rspType reflect.Type // *Resp
+	relay   bool         // the handler takes the caller's reply form (HandleRelay)
 }
 
 // bulkMethod is a registered bulk handler with its types erased.
@@ -56,6 +58,7 @@ type bulkMethod struct {
 // NewMux returns an empty Mux.
 func NewMux() *Mux {
 	return &Mux{
+		json:    make(map[reflect.Type]func(any) ([]byte, error)),
 		unary:   make(map[string]*unaryMethod),
 		streams: make(map[string]StreamHandler),
 		bulk:    make(map[string]*bulkMethod),
@@ -161,7 +164,8 @@ func (m *Mux) lookupStream(method string) StreamHandler {
 }
 
 // CallLocal runs a registered unary method in process, without encoding:
-// args must be a *Req and reply a *Resp of the registered types. The
+// args must be a *Req and reply a *Resp of the registered types, or a
+// *JSON for the reply's JSON form (json.go). The
 // handler's error is returned unchanged (it never crossed a wire); an
 // unknown method returns an error matching ErrUnknownMethod, a panic a
 // *RemoteError with Code 500. A node agent's HTTP API uses this for its
@@ -174,11 +178,14 @@ func (m *Mux) CallLocal(ctx context.Context, method string, args, reply any) err
 	if t := reflect.TypeOf(args); t != u.reqType {
 		return fmt.Errorf("rpc: %s: args has type %v, want %v", method, t, u.reqType)
 	}
-	if t := reflect.TypeOf(reply); t != u.rspType {
-		return fmt.Errorf("rpc: %s: reply has type %v, want %v", method, t, u.rspType)
+	if t := reflect.TypeOf(reply); t != u.rspType && t != jsonType {
+		return fmt.Errorf("rpc: %s: reply has type %v, want %v or %v", method, t, u.rspType, jsonType)
 	}
 	if reflect.ValueOf(args).IsNil() || reflect.ValueOf(reply).IsNil() {
 		return fmt.Errorf("rpc: %s: nil args or reply", method)
+	}
+	if out, ok := reply.(*JSON); ok {
+		return m.callJSON(ctx, method, u, args, out)
 	}
 	return callUnary(ctx, m.logger(), method, u, args, reply)
 }

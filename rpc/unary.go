@@ -57,7 +57,7 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 	if modeByte {
 		e.out = append(e.out, ByteRPC)
 	}
-	if err := appendRequest(e, cfg, method, seq, dl, args); err != nil {
+	if err := appendRequest(e, cfg, method, seq, dl, args, wantsJSON(reply)); err != nil {
 		return err
 	}
 	if _, err := conn.Write(e.bytes()); err != nil {
@@ -70,9 +70,9 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 }
 
 // appendRequest appends a request, its header and args, to e: what a
-// unary call and a data call send.
-func appendRequest(e *encoder, cfg *Config, method string, seq uint64, dl time.Time, args any) error {
-	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, true)}
+// unary call and a data call send. asJSON asks for the reply's JSON form.
+func appendRequest(e *encoder, cfg *Config, method string, seq uint64, dl time.Time, args any, asJSON bool) error {
+	hdr := requestHeader{Method: method, Seq: seq, Timeout: encodeTimeout(dl, true), JSON: asJSON}
 	if err := e.appendFrame(kindData, &hdr, cfg.MaxMessageSize); err != nil {
 		return fmt.Errorf("rpc: %s: %w", method, err)
 	}
@@ -213,8 +213,6 @@ func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, se
 	if err := decode(body, req); err != nil {
 		return writeResponse(conn, cfg, hdr.Seq, &RemoteError{Code: 400, Message: err.Error()}, nil) == nil
 	}
-	resp := u.newResp()
-
 	hctx, cancel := handlerContext(ctx, sess, hdr.Timeout)
 	defer cancel()
 	// Past the caller's deadline nobody reads the response.
@@ -222,7 +220,15 @@ func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, se
 		conn.SetWriteDeadline(dl)
 	}
 	w := watchCaller(conn, br, cancel, cfg.HandlerWatchDelay)
-	herr := callUnary(hctx, logger, hdr.Method, u, req, resp)
+	var resp any
+	var herr error
+	if hdr.JSON {
+		out := &JSON{}
+		resp, herr = out, mux.callJSON(hctx, hdr.Method, u, req, out)
+	} else {
+		resp = u.newResp()
+		herr = callUnary(hctx, logger, hdr.Method, u, req, resp)
+	}
 	werr := writeResponse(conn, cfg, hdr.Seq, herr, resp)
 	if w.stop() || werr != nil {
 		if werr != nil {

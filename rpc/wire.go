@@ -18,6 +18,11 @@ type requestHeader struct {
 	// Timeout is the caller's remaining time in nanoseconds; 0 means none.
 	// The callee gives the handler's context the same deadline.
 	Timeout int64 `codec:"Timeout,omitempty"`
+
+	// JSON asks for the reply as JSON (a JSON message, json.go) instead
+	// of the handler's reply type. Older callees ignore it; callers only
+	// set it for methods whose callee answers it.
+	JSON bool `codec:"JSON,omitempty"`
 }
 
 // responseHeader starts every unary response. When Error is empty the

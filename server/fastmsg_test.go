@@ -8,7 +8,4 @@ import (
 // The messages of a forwarded small call take the transport's hand-written
 // path; a method renamed on either side would silently fall back to
 // reflection.
-var (
-	_ rpc.FastMsg = (*structs.NodeSpecificRequest)(nil)
-	_ rpc.FastMsg = (*structs.JSONResponse)(nil)
-)
+var _ rpc.FastMsg = (*structs.NodeSpecificRequest)(nil)

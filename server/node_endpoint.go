@@ -51,7 +51,7 @@ func (s *Server) registerEndpoints() {
 // forwardAllocRPC registers an allocation-targeted client method that the
 // server relays to the allocation's node.
 func forwardAllocRPC[Req, Resp any](s *Server, method string, allocIDOf func(*Req) string) {
-	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *Req, resp *Resp) error {
+	rpc.HandleRelay[Req, Resp](s.mux, method, func(ctx context.Context, req *Req, resp any) error {
 		r, err := s.Route(ctx, Target{AllocID: allocIDOf(req)}, method, req)
 		if err != nil {
 			return err
@@ -65,7 +65,7 @@ func allocIDOfReq(r *structs.AllocSpecificRequest) string { return r.AllocID }
 // forwardNodeRPC registers method on the server so that a caller on any
 // session (a node agent relaying for its HTTP API) reaches the named node.
 func forwardNodeRPC[Req, Resp any](s *Server, method string, nodeIDOf func(*Req) string) {
-	rpc.HandleUnary(s.mux, method, func(ctx context.Context, req *Req, resp *Resp) error {
+	rpc.HandleRelay[Req, Resp](s.mux, method, func(ctx context.Context, req *Req, resp any) error {
 		r, err := s.Route(ctx, Target{NodeID: nodeIDOf(req)}, method, req)
 		if err != nil {
 			return err

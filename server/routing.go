@@ -24,7 +24,7 @@ import (
 // registerRouting registers the server-to-server routing methods.
 func (s *Server) registerRouting() {
 	rpc.HandleUnary(s.mux, methodHasNode, s.hasNodeEndpoint)
-	rpc.HandleUnary(s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
+	rpc.HandleRelay[forwardRequest, rawMsg](s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
 	s.mux.HandleStream(methodForwardNodeStream, s.forwardNodeStreamEndpoint)
 }
 
@@ -39,7 +39,7 @@ func (s *Server) hasNodeEndpoint(ctx context.Context, req *hasNodeRequest, resp 
 
 // forwardNodeRPCEndpoint runs a forwarded client call on the local session
 // only.
-func (s *Server) forwardNodeRPCEndpoint(ctx context.Context, req *forwardRequest, resp *rawMsg) error {
+func (s *Server) forwardNodeRPCEndpoint(ctx context.Context, req *forwardRequest, resp any) error {
 	if err := s.requirePeer(ctx); err != nil {
 		return err
 	}

@@ -39,19 +39,3 @@ func (r *NodeSpecificRequest) DecodeMsgpack(body []byte) bool {
 		return false
 	})
 }
-
-// AppendMsgpack appends the response's msgpack encoding to b.
-func (r *JSONResponse) AppendMsgpack(b []byte) []byte {
-	b = msgpack.AppendMapLen(b, 1)
-	b = msgpack.AppendRaw(b, "Body")
-	return msgpack.AppendBytes(b, r.Body)
-}
-
-// DecodeMsgpack decodes body into r if it has a shape go-msgpack writes
-// for the type and reports whether it did; on false r is unchanged. The
-// decoded Body is a copy: body's buffer is reused.
-func (r *JSONResponse) DecodeMsgpack(body []byte) bool {
-	return msgpack.DecodeStruct(body, r, func(out *JSONResponse, key []byte, mr *msgpack.Reader) bool {
-		return string(key) == "Body" && mr.Bytes(&out.Body)
-	})
-}

@@ -42,16 +42,8 @@ func fastValues(rng *rand.Rand) []fastMsg {
 	pick := func() string { return strs[rng.Intn(len(strs))] }
 	var out []fastMsg
 	for i := 0; i < 300; i++ {
-		body := []byte(pick())
-		switch rng.Intn(4) {
-		case 0:
-			body = nil
-		case 1:
-			body = []byte{}
-		}
 		out = append(out,
 			&NodeSpecificRequest{NodeID: pick(), QueryOptions: QueryOptions{Region: pick(), Namespace: pick(), AuthToken: pick()}},
-			&JSONResponse{Body: body},
 		)
 	}
 	return out
@@ -86,15 +78,15 @@ func TestFastCodec_SameBytes(t *testing.T) {
 // message unchanged on anything else.
 func TestFastCodec_OtherShapes(t *testing.T) {
 	type extraField struct {
-		Body  []byte
-		Extra string
+		NodeID string
+		Extra  string
 	}
 	withStr8 := func() []byte { // a newer peer writing str8 keys and values
-		b := []byte{0x81, 0xd9, 4}
-		b = append(b, "Body"...)
+		b := []byte{0x81, 0xd9, 6}
+		b = append(b, "NodeID"...)
 		return append(append(b, 0xd9, 3), "abc"...)
 	}()
-	withBin8 := append([]byte{0x81, 0xa4}, append([]byte("Body"), 0xc4, 2, 'h', 'i')...)
+	withBin8 := append([]byte{0x81, 0xa6}, append([]byte("NodeID"), 0xc4, 2, 'h', 'i')...)
 	tests := []struct {
 		name string
 		body []byte
@@ -102,13 +94,13 @@ func TestFastCodec_OtherShapes(t *testing.T) {
 		fast bool // the fast path takes it
 		want fastMsg
 	}{
-		{"str8", withStr8, &JSONResponse{}, true, &JSONResponse{Body: []byte("abc")}},
-		{"bin8", withBin8, &JSONResponse{}, true, &JSONResponse{Body: []byte("hi")}},
-		{"unknown key", codecBytes(t, &extraField{Body: []byte("x"), Extra: "y"}), &JSONResponse{Body: []byte("old")}, false, &JSONResponse{Body: []byte("old")}},
+		{"str8", withStr8, &NodeSpecificRequest{}, true, &NodeSpecificRequest{NodeID: "abc"}},
+		{"bin8", withBin8, &NodeSpecificRequest{}, true, &NodeSpecificRequest{NodeID: "hi"}},
+		{"unknown key", codecBytes(t, &extraField{NodeID: "x", Extra: "y"}), &NodeSpecificRequest{NodeID: "old"}, false, &NodeSpecificRequest{NodeID: "old"}},
 		{"number where a string goes", []byte{0x81, 0xa6, 'N', 'o', 'd', 'e', 'I', 'D', 0x07}, &NodeSpecificRequest{NodeID: "n"}, false, &NodeSpecificRequest{NodeID: "n"}},
 		{"truncated", codecBytes(t, &NodeSpecificRequest{NodeID: "abcdef"})[:20], &NodeSpecificRequest{}, false, &NodeSpecificRequest{}},
-		{"trailing bytes", append(codecBytes(t, &JSONResponse{Body: []byte("x")}), 0x01), &JSONResponse{}, false, &JSONResponse{}},
-		{"empty", nil, &JSONResponse{}, false, &JSONResponse{}},
+		{"trailing bytes", append(codecBytes(t, &NodeSpecificRequest{NodeID: "x"}), 0x01), &NodeSpecificRequest{}, false, &NodeSpecificRequest{}},
+		{"empty", nil, &NodeSpecificRequest{}, false, &NodeSpecificRequest{}},
 		{"keeps fields the map does not name", []byte{0x81, 0xa6, 'R', 'e', 'g', 'i', 'o', 'n', 0xa1, 'g'}, &NodeSpecificRequest{NodeID: "n"}, true,
 			&NodeSpecificRequest{NodeID: "n", QueryOptions: QueryOptions{Region: "g"}}},
 	}
@@ -124,26 +116,9 @@ func TestFastCodec_OtherShapes(t *testing.T) {
 	}
 }
 
-// TestFastCodec_BodyIsCopied: a decoded Body does not alias the frame
-// buffer, which is reused.
-func TestFastCodec_BodyIsCopied(t *testing.T) {
-	b := (&JSONResponse{Body: []byte("hello")}).AppendMsgpack(nil)
-	var out JSONResponse
-	if !out.DecodeMsgpack(b) {
-		t.Fatal("fast path refused its own bytes")
-	}
-	for i := range b {
-		b[i] = 0
-	}
-	if string(out.Body) != "hello" {
-		t.Fatalf("Body changed with the buffer: %q", out.Body)
-	}
-}
-
 func BenchmarkFastCodec(b *testing.B) {
 	vals := []fastMsg{
 		&NodeSpecificRequest{NodeID: "b37bd56d-ac4a-4bf6-9b14-08db95c9cf25", QueryOptions: QueryOptions{Region: "global"}},
-		&JSONResponse{Body: make([]byte, 931)},
 	}
 	for _, v := range vals {
 		name := reflect.TypeOf(v).Elem().Name()
@@ -175,11 +150,10 @@ func FuzzDecodeFast(f *testing.F) {
 	}
 	f.Add([]byte{0xde, 0xff, 0xff})
 	f.Add([]byte{0x81, 0xdb, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{0x81, 0xa4, 'B', 'o', 'd', 'y', 0xc6, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x81, 0xa6, 'N', 'o', 'd', 'e', 'I', 'D', 0xc6, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, newV := range []func() fastMsg{
 			func() fastMsg { return &NodeSpecificRequest{} },
-			func() fastMsg { return &JSONResponse{} },
 		} {
 			fast := newV()
 			if !fast.DecodeMsgpack(b) {

@@ -19,6 +19,11 @@ type NodeMetaResponse struct {
 	Meta    map[string]string
 	Dynamic map[string]*string
 	Static  map[string]string
+
+	// Version identifies, on the node that made it, the state of the
+	// metadata the response shows (it changes with every apply), so the
+	// node can reuse its JSON; 0 means unknown. It is not sent.
+	Version uint64 `json:"-" codec:"-"`
 }
 
 // ValidateMetaKey returns a 400 unless key is a dotted identifier: each

@@ -130,14 +130,3 @@ type AllocUpdateRequest struct {
 	SecretID string
 	Allocs   []*Allocation
 }
-
-// JSONMethodSuffix names a client method's JSON variant: the node runs the
-// method and answers its reply already encoded as the HTTP API's JSON, so
-// a forwarding server passes the bytes through instead of decoding and
-// re-encoding them.
-const JSONMethodSuffix = ".JSON"
-
-// JSONResponse is the answer of a JSON variant.
-type JSONResponse struct {
-	Body []byte
-}

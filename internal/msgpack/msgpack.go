@@ -82,6 +82,14 @@ func AppendBytes(b, p []byte) []byte {
 	return append(AppendRawLen(b, len(p)), p...)
 }
 
+// AppendBool appends v.
+func AppendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 0xc3)
+	}
+	return append(b, 0xc2)
+}
+
 // AppendUint appends i in its smallest form.
 func AppendUint(b []byte, i uint64) []byte {
 	switch {
@@ -224,6 +232,16 @@ func (r *Reader) raw() ([]byte, bool) {
 		p = []byte{}
 	}
 	return p, ok
+}
+
+// Bool reads a boolean.
+func (r *Reader) Bool(v *bool) bool {
+	if len(r.b) == 0 || r.b[0]&0xfe != 0xc2 {
+		return false
+	}
+	*v = r.b[0] == 0xc3
+	r.b = r.b[1:]
+	return true
 }
 
 // Str reads a raw string (or nil, as "").

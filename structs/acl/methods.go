@@ -1,8 +1,6 @@
 package acl
 
 import (
-	"strings"
-
 	"tether/structs"
 )
 
@@ -33,7 +31,7 @@ var clientMethods = map[string]methodRule{
 // IsAllocMethod reports whether method is checked against an allocation's
 // namespace (as opposed to the node policy).
 func IsAllocMethod(method string) bool {
-	r, ok := clientMethods[strings.TrimSuffix(method, structs.JSONMethodSuffix)]
+	r, ok := clientMethods[method]
 	return ok && len(r.nsAnyOf) > 0
 }
 
@@ -45,8 +43,7 @@ func (a *ACL) AllowClientMethod(method, namespace string) bool {
 	if a.IsManagement() {
 		return true
 	}
-	// A method's JSON variant needs what the method needs.
-	r, ok := clientMethods[strings.TrimSuffix(method, structs.JSONMethodSuffix)]
+	r, ok := clientMethods[method]
 	switch {
 	case a == nil || !ok:
 		return false
