@@ -234,8 +234,10 @@ func (p *Pool) reap() {
 			switch {
 			case e.sess.IsClosed():
 				delete(p.sessions, addr)
-			case e.sess.NumStreams() > 0:
-				// In use: a stream open now counts as use.
+			case e.sess.streamsInUse() > 0:
+				// In use: a stream open now counts as use; the unary
+				// streams kept idle for reuse do not, or a session that
+				// ever made a call would never idle out.
 				e.lastUsed.Store(now.UnixNano())
 			case now.Sub(time.Unix(0, e.lastUsed.Load())) >= idle:
 				delete(p.sessions, addr)

@@ -235,6 +235,34 @@ func TestPool_IdleReap(t *testing.T) {
 	}
 }
 
+// TestPool_IdleReapAfterUnaryCalls: the streams unary calls leave idle for
+// reuse do not keep a session in use, so a peer session that only ever
+// made unary calls idles out.
+func TestPool_IdleReapAfterUnaryCalls(t *testing.T) {
+	ps := newPoolServer(t)
+	p := NewPool(testConfig(t))
+	p.IdleTimeout = 100 * time.Millisecond
+	defer p.Close()
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if err := p.Call(ctx, ps.addr, "Test.Echo", &echoArgs{}, &echoReply{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess, err := p.Session(ctx, ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess.NumStreams() == 0 {
+		t.Fatal("no idle stream kept after unary calls; the test would prove nothing")
+	}
+	select {
+	case <-sess.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("session with only idle unary streams (%d) not reaped", sess.NumStreams())
+	}
+}
+
 func TestPool_ServesMux(t *testing.T) {
 	for _, withMux := range []bool{true, false} {
 		name := "with mux"

@@ -69,6 +69,16 @@ func (s *Session) putIdle(ys *yamux.Stream) {
 	ys.Close()
 }
 
+// streamsInUse returns the session's open streams less the idle unary
+// streams it keeps for reuse: an idle stream is not use. (A stream the
+// remote keeps idle for its own reuse still counts.)
+func (s *Session) streamsInUse() int {
+	s.idleMu.Lock()
+	idle := len(s.idle)
+	s.idleMu.Unlock()
+	return s.ys.NumStreams() - idle
+}
+
 // closeIdle closes every idle stream.
 func (s *Session) closeIdle() {
 	s.idleMu.Lock()
