@@ -33,6 +33,10 @@ type metaStore struct {
 	dynamic map[string]*string
 	ver     uint64 // bumped whenever dynamic changes, under mu
 
+	// snap is the response for the current state (Version ver+1), made
+	// by read once per change; under mu.
+	snap *structs.NodeMetaResponse
+
 	// The JSON of the metadata at response Version jsonVer (ver+1 when
 	// it was made), for jsonOf; under mu.
 	jsonVer  uint64
@@ -87,10 +91,16 @@ func newMetaStore(path string, static map[string]string) (*metaStore, error) {
 }
 
 // read returns the current metadata.
+//
+// The response is built once per change and shared by every read until
+// the next: callers must not modify it (its maps are shared).
 func (m *metaStore) read() *structs.NodeMetaResponse {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.responseLocked()
+	if m.snap == nil || m.snap.Version != m.ver+1 {
+		m.snap = m.responseLocked()
+	}
+	return m.snap
 }
 
 // readJSON returns the current metadata as the HTTP API shows it.
