@@ -616,40 +616,25 @@ func (c *Config) Validate() error {
 // RawExecEnabled reports whether the raw_exec driver may run tasks: the
 // agent is in dev mode, or plugin "raw_exec" { config { enabled = true } }
 // is set.
-func (c *Config) RawExecEnabled() bool {
-	if c.DevMode {
-		return true
-	}
-	p, ok := c.Plugins["raw_exec"]
-	if !ok || p == nil {
-		return false
-	}
-	switch v := p.Config["enabled"].(type) {
-	case bool:
-		return v
-	case string:
-		b, err := strconv.ParseBool(v)
-		return err == nil && b
-	default:
-		return false
-	}
-}
+func (c *Config) RawExecEnabled() bool { return c.DevMode || c.pluginEnabled("raw_exec", false) }
 
 // MockDriverEnabled reports whether the mock_driver may run tasks: the
 // agent is in dev mode, or a plugin "mock_driver" block is set. Unlike
 // raw_exec the block alone enables it (it runs nothing on the host);
 // config { enabled = false } turns it off again.
-func (c *Config) MockDriverEnabled() bool {
-	if c.DevMode {
-		return true
-	}
-	p, ok := c.Plugins["mock_driver"]
+func (c *Config) MockDriverEnabled() bool { return c.DevMode || c.pluginEnabled("mock_driver", true) }
+
+// pluginEnabled reports whether the plugin block name is set and its
+// config's enabled key is true (a bool, or a string that parses as one);
+// byDefault when the block is set without the key.
+func (c *Config) pluginEnabled(name string, byDefault bool) bool {
+	p, ok := c.Plugins[name]
 	if !ok || p == nil {
 		return false
 	}
 	switch v := p.Config["enabled"].(type) {
 	case nil:
-		return true
+		return byDefault
 	case bool:
 		return v
 	case string:

@@ -11,34 +11,7 @@ import (
 )
 
 // benchPair dials a TCP session to a server serving the test methods.
-func benchPair(b *testing.B) *Session {
-	b.Helper()
-	cfg := DefaultConfig()
-	cfg.Logger = hclog.NewNullLogger()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	mux := NewMux()
-	registerTestMethods(mux, "server", newHooks())
-	srv := NewServer(cfg, mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ctx, ln)
-	}()
-	s, err := Dial(context.Background(), ln.Addr().String(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		s.Close()
-		cancel()
-		<-done
-	})
-	return s
-}
+func benchPair(b *testing.B) *Session { return benchSessions(b, 1)[0] }
 
 // benchSessions dials n TCP sessions to one server serving the test
 // methods.
