@@ -212,7 +212,7 @@ func DefaultConfig() *Config {
 		CoalesceKeep:      defaultCoalesceKeep,
 		DataPoolIdle:      defaultDataPoolIdle,
 		DataServeIdle:     defaultDataServeIdle,
-		DataRedialDelay:  defaultDataRedialDelay,
+		DataRedialDelay:   defaultDataRedialDelay,
 
 		MaxPooledDataPerNode: defaultMaxPooledPerNode,
 		MaxPooledData:        defaultMaxPooledData,

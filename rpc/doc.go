@@ -44,6 +44,12 @@
 // call, so a call costs one write each way rather than a stream open and
 // close. Streaming calls have a stream each.
 //
+// A caller that passes a *JSON as the reply gets the method's reply in its
+// JSON form: the callee runs the same handler and encodes the reply with
+// the encoder registered for its type (RegisterJSON), and relays
+// (HandleRelay) hand that form on untouched, so JSON an HTTP API answers
+// crosses every hop as the node encoded it.
+//
 // # Encoding
 //
 // Message bodies are msgpack with Nomad's go-msgpack settings
