@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,5 +296,111 @@ func TestSessionRegistry_Bindings(t *testing.T) {
 		if err := tc.run(); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// nodeSession connects an in-process node, serving nodeMux, to a server
+// end and returns the server's end of the session; everything is closed
+// when the test ends.
+func nodeSession(t *testing.T, nodeMux *rpc.Mux) *rpc.Session {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	srv := rpc.NewServer(nil, rpc.NewMux())
+	got := make(chan *rpc.Session, 1)
+	srv.OnSession = func(s *rpc.Session) { got <- s }
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		srv.ServeConn(ctx, c2)
+	}()
+	node, err := rpc.NewClientSession(c1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer wg.Done()
+		node.Serve(ctx, nodeMux)
+	}()
+	t.Cleanup(func() {
+		node.Close()
+		cancel()
+		wg.Wait()
+	})
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("no server session")
+		return nil
+	}
+}
+
+// TestRoute_Where checks where a resolved route carries a call: down the
+// node's session when this server holds it (no peer asked), else to the
+// peer the route cache finds, else "No path to node".
+func TestRoute_Where(t *testing.T) {
+	s := newACLServer(t)
+	ctx := context.Background()
+	boot, _ := s.BootstrapACL(ctx, "")
+	args := &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: boot.SecretID}}
+	peers := &fakePeers{holder: map[string]string{}, down: map[string]bool{}}
+	s.routes.ask = peers.ask
+
+	nodeMux := rpc.NewMux()
+	rpc.HandleUnary(nodeMux, structs.MethodClientStats, func(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.HostStats) error {
+		resp.Uptime = 42
+		return nil
+	})
+	local := &structs.Node{ID: structs.GenerateUUID(), Status: structs.NodeStatusReady}
+	away := &structs.Node{ID: structs.GenerateUUID(), Status: structs.NodeStatusReady}
+	for _, n := range []*structs.Node{local, away} {
+		if _, err := s.store.UpsertNode(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.sessions.bind(local.ID, nodeSession(t, nodeMux), 1); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		node    string
+		local   bool
+		want    string // JSON answer, "" for an error
+		code    int
+		queries int64
+	}{
+		{name: "local: down the node's session, typed and JSON", node: local.ID, local: true, want: `"Uptime":42`, queries: 0},
+		{name: "no path: nobody holds the session", node: away.ID, code: 404, queries: 1},
+		{name: "no path: answered from the negative cache", node: away.ID, code: 404, queries: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := s.Route(ctx, Target{NodeID: tc.node}, structs.MethodClientStats, args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Local() != tc.local {
+				t.Fatalf("Local() = %v; want %v", r.Local(), tc.local)
+			}
+			var out rpc.JSON
+			err = r.Call(ctx, structs.MethodClientStats, args, &out)
+			switch {
+			case tc.want == "" && structs.StatusCode(err) != tc.code:
+				t.Fatalf("Call = %v; want a %d", err, tc.code)
+			case tc.want != "" && (err != nil || !strings.Contains(string(out.Body), tc.want)):
+				t.Fatalf("Call = %s, %v; want %s in it", out.Body, err, tc.want)
+			}
+			if tc.local {
+				var typed structs.HostStats
+				if err := r.Call(ctx, structs.MethodClientStats, args, &typed); err != nil || typed.Uptime != 42 {
+					t.Fatalf("typed Call = %+v, %v", typed, err)
+				}
+			}
+			if q := peers.queries.Load(); q != tc.queries {
+				t.Fatalf("%d peer queries so far; want %d", q, tc.queries)
+			}
+		})
 	}
 }
