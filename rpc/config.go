@@ -65,9 +65,11 @@ type Config struct {
 	DataRedialDelay time.Duration
 
 	// Yamux configures the multiplexer. nil means yamux.DefaultConfig()
-	// with its logging routed to Logger. A non-nil config is cloned, never
-	// mutated; if it sets neither Logger nor LogOutput, its logging is
-	// routed to Logger too.
+	// with an AcceptBacklog of 64 (yamux's 256 is a 2 KiB channel per
+	// session at each end; streams are accepted at once, and both ends
+	// use the same bound) and its logging routed to Logger. A non-nil
+	// config is cloned, never mutated; if it sets neither Logger nor
+	// LogOutput, its logging is routed to Logger too.
 	Yamux *yamux.Config
 
 	// TLSConfig enables TLS. A Server accepts ByteTLS, runs the handshake
@@ -196,6 +198,7 @@ const (
 	defaultDataPoolIdle     = 20 * time.Second
 	defaultDataServeIdle    = 30 * time.Second
 	defaultIdleStreamTTL    = 30 * time.Second
+	defaultAcceptBacklog    = 64
 
 	defaultDataRedialDelay  = time.Minute
 	defaultMaxPooledPerNode = 16
@@ -347,6 +350,7 @@ func (c *Config) normalize() (*Config, error) {
 	var y *yamux.Config
 	if n.Yamux == nil {
 		y = yamux.DefaultConfig()
+		y.AcceptBacklog = defaultAcceptBacklog
 		y.LogOutput = nil
 	} else {
 		y = n.Yamux.Clone()

@@ -67,6 +67,7 @@ func registerIdleMethods(m *Mux, blocked *atomic.Int64) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
+	m.EndWithSession("Idle.Block") // as the server's allocation watch
 }
 
 func BenchmarkIdleSessionCost(b *testing.B) {

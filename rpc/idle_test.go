@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,4 +257,46 @@ func TestServeUnary_ReaderReleased(t *testing.T) {
 			t.Fatalf("call = %v", err)
 		}
 	})
+}
+
+// TestMux_EndWithSession checks a method marked EndWithSession: its
+// handler is not watched for the caller leaving (no goroutine), and its
+// context ends when the session closes or at the call's deadline.
+func TestMux_EndWithSession(t *testing.T) {
+	p := newTestPair(t, "tcp", pairOpts{serverCfg: func(c *Config) { c.HandlerWatchDelay = time.Millisecond }})
+	ended := make(chan error, 4)
+	started := make(chan struct{}, 4)
+	HandleUnary(p.srvMx, "Test.Long", func(ctx context.Context, req *echoArgs, resp *echoReply) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		ended <- ctx.Err()
+		return ctx.Err()
+	})
+	p.srvMx.EndWithSession("Test.Long")
+
+	// The deadline ends it.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.node.Call(ctx, "Test.Long", &echoArgs{}, nil); err == nil {
+		t.Fatal("call past its deadline succeeded")
+	}
+	recvWithin(t, started, 5*time.Second, "handler start")
+	if err := recvWithin(t, ended, 5*time.Second, "handler end at the deadline"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("handler ended with %v; want the deadline", err)
+	}
+
+	// The session's end ends it, with no watch goroutine meanwhile.
+	errc := make(chan error, 1)
+	go func() { errc <- p.node.Call(context.Background(), "Test.Long", &echoArgs{}, nil) }()
+	recvWithin(t, started, 5*time.Second, "handler start")
+	base := runtime.NumGoroutine()
+	time.Sleep(20 * time.Millisecond) // well past HandlerWatchDelay: a watch would have started
+	if g := runtime.NumGoroutine(); g > base {
+		t.Fatalf("goroutines %d -> %d while the call runs: a caller watch started", base, g)
+	}
+	p.node.Close()
+	if err := recvWithin(t, ended, 5*time.Second, "handler end with the session"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler ended with %v; want cancelled", err)
+	}
+	recvWithin(t, errc, 5*time.Second, "the call to fail")
 }

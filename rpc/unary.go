@@ -325,7 +325,12 @@ func serveOne(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, sess 
 	if dl, ok := hctx.Deadline(); ok {
 		conn.SetWriteDeadline(dl)
 	}
-	w := watchCaller(conn, rd, cancel, cfg.HandlerWatchDelay)
+	var w *callerWatch
+	if u.endWithSession && sess != nil {
+		defer sess.AfterClose(cancel)()
+	} else {
+		w = watchCaller(conn, rd, cancel, cfg.HandlerWatchDelay)
+	}
 	var resp any
 	var herr error
 	if hdr.JSON {
@@ -336,7 +341,7 @@ func serveOne(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, sess 
 		herr = callUnary(hctx, logger, hdr.Method, u, req, resp)
 	}
 	werr := writeResponse(conn, cfg, hdr.Seq, herr, resp)
-	if w.stop() || werr != nil {
+	if (w != nil && w.stop()) || werr != nil {
 		if werr != nil {
 			logger.Debug("writing response failed", "method", hdr.Method, "error", werr)
 		}
