@@ -307,6 +307,7 @@ func waitEstablished(t *testing.T, s *Server) {
 func TestServer_ReRegisterWritesOnlyChanges(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.InMemory = true
+	cfg.NodeAdmissionInterval = -1 // one node registers many times in a row on purpose
 	cfg.RPCAdvertise = "127.0.0.1:4647"
 	s, err := New(cfg)
 	if err != nil {

@@ -123,6 +123,11 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 			return structs.NewError(http.StatusForbidden, "session already bound to another node")
 		}
 	}
+	// Admission (admission.go): after the secret check, so that nobody
+	// spends a known node's bucket; before anything is bound or written.
+	if err := s.adm.admit(n.ID, time.Now()); err != nil {
+		return err
+	}
 	if old != nil {
 		if err := s.bindSession(ctx, n.ID, 0); err != nil {
 			return err
@@ -274,6 +279,12 @@ func nodeSchedulingEqual(a, b *structs.Node) bool {
 func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
+	}
+	if sess := rpc.SessionFromContext(ctx); sess != nil && s.sessions.nodeOf(sess) != req.NodeID {
+		// A new session of the node: admitted like a registration.
+		if err := s.adm.admit(req.NodeID, time.Now()); err != nil {
+			return err
+		}
 	}
 	if err := s.bindSession(ctx, req.NodeID, 0); err != nil {
 		return err

@@ -137,7 +137,8 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 }
 
 // Stats returns the server's counters for odd branches of forwarding and
-// routing, for /v1/agent/self and tests.
+// routing, its node sessions ("sessions") and its admission counters
+// (admission.go), for /v1/agent/self, tests and benchmarks.
 func (s *Server) Stats() map[string]uint64 {
 	return map[string]uint64{
 		"leader_forward_retries":  s.forwardRetries.Load(),
@@ -157,5 +158,11 @@ func (s *Server) Stats() map[string]uint64 {
 		"heartbeat_timers":        uint64(s.hb.armed()),
 		"data_connections":        s.rpcSrv.DataConns(),
 		"data_calls":              s.dataCalls.Load(),
+		"sessions":                uint64(s.sessions.count()),
+		"admission_admitted":      s.adm.admitted.Load(),
+		"admission_refused_node":  s.adm.refusedNode.Load(),
+		"admission_refused_rate":  s.adm.refusedServer.Load(),
+		"admission_slots_used":    s.adm.slotsUsed.Load(),
+		"admission_nodes":         uint64(s.adm.size()),
 	}
 }

@@ -33,6 +33,7 @@ type Server struct {
 	rpcSrv   *rpc.Server
 	pool     *rpc.Pool
 	routes   *routeCache
+	adm      *admission
 
 	raft         *raft.Raft
 	raftTrans    raft.Transport
@@ -130,6 +131,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		blocked:     make(map[string]string),
 		schedRetry:  make(map[string]bool),
 	}
+	s.adm = newAdmission(cfg)
 	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
 	defer func() {
 		if err != nil {
