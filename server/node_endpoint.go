@@ -17,6 +17,7 @@ import (
 func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodNodeRegister, s.nodeRegister)
 	rpc.HandleUnary(s.mux, structs.MethodNodeHeartbeat, s.nodeHeartbeat)
+	rpc.HandleUnary(s.mux, structs.MethodNodeRelease, s.nodeRelease)
 	rpc.HandleUnary(s.mux, structs.MethodNodeList, s.nodeList)
 	rpc.HandleUnary(s.mux, structs.MethodNodeGet, s.nodeGet)
 	rpc.HandleUnary(s.mux, structs.MethodStatusPeers, s.statusPeers)

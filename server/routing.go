@@ -24,6 +24,7 @@ import (
 // registerRouting registers the server-to-server routing methods.
 func (s *Server) registerRouting() {
 	rpc.HandleUnary(s.mux, methodHasNode, s.hasNodeEndpoint)
+	rpc.HandleUnary(s.mux, methodSessionCount, s.sessionCountEndpoint)
 	rpc.HandleRelay[forwardRequest, rawMsg](s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
 	s.mux.HandleStream(methodForwardNodeStream, s.forwardNodeStreamEndpoint)
 }
@@ -164,5 +165,8 @@ func (s *Server) Stats() map[string]uint64 {
 		"admission_refused_rate":  s.adm.refusedServer.Load(),
 		"admission_slots_used":    s.adm.slotsUsed.Load(),
 		"admission_nodes":         uint64(s.adm.size()),
+		"rebalance_moves":         s.rebalanceMoves.Load(),
+		"sessions_released":       s.sessionsReleased.Load(),
+		"session_drain_timeouts":  s.drainTimeouts.Load(),
 	}
 }
