@@ -222,12 +222,9 @@ func TestServer_TightLoopNodeDoesNotStarveOthers(t *testing.T) {
 	if got := hammerOK.Load(); got > allowed || got == 0 {
 		t.Fatalf("the looping node registered %d times in %v (%d tries); want 1..%d", got, elapsed, hammerTries.Load(), allowed)
 	}
-	if hammerTries.Load() < 10*hammerOK.Load() {
-		t.Logf("only %d tries for %d admissions: the loop was not tight", hammerTries.Load(), hammerOK.Load())
-	}
 	st := s.Stats()
-	if st["admission_refused_node"] == 0 {
-		t.Fatalf("no refusal by the node's bucket: %v", st)
+	if hammerTries.Load() <= hammerOK.Load() || st["admission_refused_node"]+st["admission_refused_rate"] == 0 {
+		t.Fatalf("the looping node was never refused (%d of %d admitted): %v", hammerOK.Load(), hammerTries.Load(), st)
 	}
 	t.Logf("others in %v; looping node %d of %d; stats %v", elapsed, hammerOK.Load(), hammerTries.Load(), st)
 }

@@ -281,7 +281,7 @@ func TestNodeUnchanged(t *testing.T) {
 
 // waitEstablished waits until s leads and has armed its heartbeat timers
 // for the term (establishLeadership ran).
-func waitEstablished(t *testing.T, s *Server) {
+func waitEstablished(t testing.TB, s *Server) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
