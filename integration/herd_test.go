@@ -129,7 +129,8 @@ func runHerdLoad(ctx context.Context, wg *sync.WaitGroup, l *herdLoad, through [
 
 // TestHerd_SpreadFailoverRebalance: 3 in-process servers and 50 real
 // nodes, all from 127.0.0.1. The fleet spreads within ±20 % of even; the
-// server holding the most nodes stops while calls run: every node
+// server holding the most nodes stops as if killed (no membership leave;
+// its sockets close as the kernel would close them) while calls run: every node
 // answers again through each survivor, and no call fails to a node that
 // was not on it; it comes back: the sessions rebalance to within ±20 %
 // of even, with no failed call meanwhile.
@@ -141,6 +142,7 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 	c := startCluster(t, 3, func(sc *server.Config) {
 		sc.RebalanceInterval = 500 * time.Millisecond
 		sc.SessionDrainTimeout = 10 * time.Second
+		sc.NoLeaveOnShutdown = true // a stop is like kill -9: peers find out by failure detection
 	})
 	nodes := herdNodes(t, c, n)
 

@@ -188,6 +188,11 @@ type Config struct {
 	// it. Default 1m.
 	SessionDrainTimeout time.Duration
 
+	// NoLeaveOnShutdown makes Shutdown skip leaving the membership, as a
+	// killed process does: peers find out by failure detection. Tests
+	// use it to stop a server as kill -9 would.
+	NoLeaveOnShutdown bool
+
 	// Logger is the server's logger; nil means no logging.
 	Logger hclog.Logger
 }
