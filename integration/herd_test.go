@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tether/agent"
 	"tether/client"
 	"tether/server"
 )
@@ -240,4 +241,42 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		t.Fatal("no calls ran while the fleet rebalanced")
 	}
 	t.Logf("rebalanced to %v; %d moves asked; %d calls meanwhile, none failed", sessionCounts(c), moved, l.calls.Load())
+}
+
+// TestHerd_NodesHonourAdmission: against a server that admits 5 node
+// sessions a second after a burst of 2, 20 real nodes starting at once
+// are told to come back later, come back at their slots, and all
+// register; none is refused for reconnecting too often.
+func TestHerd_NodesHonourAdmission(t *testing.T) {
+	cfg := baseConfig(t, "srv")
+	cfg.LogLevel = "INFO"
+	cfg.Server.Enabled = true
+	cfg.Server.BootstrapExpect = 1
+	cfg.ServerTuning = func(sc *server.Config) {
+		fastServer(sc)
+		sc.AdmissionRate, sc.AdmissionBurst = 5, 2
+	}
+	s := startAgent(t, cfg)
+	c := &cluster{t: t, servers: []*testAgent{s}, cfgs: []*agent.Config{cfg}}
+	c.waitStable(1)
+	start := time.Now()
+	nodes := herdNodes(t, c, 20)
+	took := time.Since(start)
+	st := s.Server().Stats()
+	if st["sessions"] != 20 || st["admission_refused_rate"] == 0 || st["admission_slots_used"] == 0 {
+		t.Fatalf("stats %v; want 20 sessions, refusals and slots used", st)
+	}
+	if st["admission_refused_node"] != 0 {
+		t.Fatalf("%d refusals for reconnecting too often; the nodes came back early", st["admission_refused_node"])
+	}
+	// 18 nodes past the burst at 5/s take 3.6 s at least.
+	if took < 3*time.Second {
+		t.Fatalf("20 nodes registered in %v; the rate was not applied", took)
+	}
+	for _, n := range nodes {
+		if err := statsThrough(s, n.NodeID()); err != nil {
+			t.Fatalf("node %s: %v", n.NodeID(), err)
+		}
+	}
+	t.Logf("20 nodes registered in %v at 5/s: %v", took.Round(time.Millisecond), st)
 }
