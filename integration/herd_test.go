@@ -151,7 +151,11 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		counts := sessionCounts(c)
 		return evenWithin(counts, n, 0.2), fmt.Errorf("sessions per server %v", counts)
 	})
-	t.Logf("spread on connect: %v", sessionCounts(c))
+	movedAtConnect := uint64(0)
+	for _, s := range c.running() {
+		movedAtConnect += s.Server().Stats()["rebalance_moves"]
+	}
+	t.Logf("spread on connect: %v after %d rebalancing moves", sessionCounts(c), movedAtConnect)
 
 	// The server holding the most nodes goes away while calls run
 	// through the others.
