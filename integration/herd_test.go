@@ -223,14 +223,20 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		counts := sessionCounts(c)
 		return evenWithin(counts, n, 0.2), fmt.Errorf("sessions per server %v", counts)
 	})
-	// Let the moves in flight finish under load, then look at the calls.
-	waitFor(t, 30*time.Second, "released sessions drained", func() (bool, error) {
-		for _, cl := range nodes {
-			if !cl.Connected() {
-				return false, fmt.Errorf("node %s not connected", cl.NodeID())
-			}
+	// Let every move asked finish (the old session released and drained)
+	// under load, with a few hundred calls at least, then look at them.
+	waitFor(t, 30*time.Second, "every move done under load", func() (bool, error) {
+		var asked, released, timeouts uint64
+		for _, s := range c.running() {
+			st := s.Server().Stats()
+			asked += st["rebalance_moves"]
+			released += st["sessions_released"]
+			timeouts += st["session_drain_timeouts"]
 		}
-		return true, nil
+		if timeouts > 0 {
+			t.Fatalf("%d released sessions closed still busy", timeouts)
+		}
+		return released >= asked && l.calls.Load() >= 300, fmt.Errorf("%d of %d moves done, %d calls", released, asked, l.calls.Load())
 	})
 	cancel()
 	wg.Wait()
