@@ -24,6 +24,7 @@ import (
 // registerRouting registers the server-to-server routing methods.
 func (s *Server) registerRouting() {
 	rpc.HandleUnary(s.mux, methodHasNode, s.hasNodeEndpoint)
+	rpc.HandleUnary(s.mux, methodSessionCount, s.sessionCountEndpoint)
 	rpc.HandleRelay[forwardRequest, rawMsg](s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
 	s.mux.HandleStream(methodForwardNodeStream, s.forwardNodeStreamEndpoint)
 }
@@ -137,7 +138,8 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 }
 
 // Stats returns the server's counters for odd branches of forwarding and
-// routing, for /v1/agent/self and tests.
+// routing, its node sessions ("sessions") and its admission counters
+// (admission.go), for /v1/agent/self, tests and benchmarks.
 func (s *Server) Stats() map[string]uint64 {
 	return map[string]uint64{
 		"leader_forward_retries":  s.forwardRetries.Load(),
@@ -157,5 +159,14 @@ func (s *Server) Stats() map[string]uint64 {
 		"heartbeat_timers":        uint64(s.hb.armed()),
 		"data_connections":        s.rpcSrv.DataConns(),
 		"data_calls":              s.dataCalls.Load(),
+		"sessions":                uint64(s.sessions.count()),
+		"admission_admitted":      s.adm.admitted.Load(),
+		"admission_refused_node":  s.adm.refusedNode.Load(),
+		"admission_refused_rate":  s.adm.refusedServer.Load(),
+		"admission_slots_used":    s.adm.slotsUsed.Load(),
+		"admission_nodes":         uint64(s.adm.size()),
+		"rebalance_moves":         s.rebalanceMoves.Load(),
+		"sessions_released":       s.sessionsReleased.Load(),
+		"session_drain_timeouts":  s.drainTimeouts.Load(),
 	}
 }
