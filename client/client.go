@@ -158,6 +158,15 @@ func (c *Client) Registered() <-chan struct{} { return c.conn.registered }
 // with now, or "" between sessions.
 func (c *Client) ServerAddr() string { return c.conn.serverAddr() }
 
+// LocalAddr returns the local address of the node's registered session
+// now, or "" between sessions.
+func (c *Client) LocalAddr() string {
+	if sess := c.conn.current(); sess != nil {
+		return sess.LocalAddr().String()
+	}
+	return ""
+}
+
 // KnownServers returns the server addresses the node fails over to: its
 // configured ones, then those the servers told it about.
 func (c *Client) KnownServers() []string { return c.conn.knownServers() }

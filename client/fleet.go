@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,10 +254,19 @@ func (f *Fleet) DataDir() string { return f.dataDir }
 // NodeName returns the name of node i.
 func (f *Fleet) NodeName(i int) string { return fmt.Sprintf("%s%05d", f.cfg.NamePrefix, i) }
 
+// FleetLabels are the profiler labels of every goroutine of a fleet and
+// its nodes (goroutines inherit them from the one that starts them): a
+// goroutine profile of a process that runs a fleet tells them apart.
+var FleetLabels = pprof.Labels("tether", "fleet")
+
 // Start starts the shared host-stats collector and the nodes, at
 // cfg.StartRate; it returns at once. Started is closed once every node has
 // been started (or starting stopped on an error, see Err).
 func (f *Fleet) Start() {
+	pprof.Do(context.Background(), FleetLabels, func(context.Context) { f.start() })
+}
+
+func (f *Fleet) start() {
 	f.mu.Lock()
 	f.startAt = time.Now()
 	f.mu.Unlock()
