@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
 	"golang.org/x/time/rate"
 
 	"tether/rpc"
@@ -235,6 +236,15 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 	}
 	if rpcCfg.Logger == nil {
 		rpcCfg.Logger = logger.Named("rpc")
+	}
+	if rpcCfg.Yamux == nil {
+		// The servers ping every session (yamux keepalive); a node's own
+		// pings add a goroutine and a timer per node and tell it nothing
+		// its heartbeats do not: a dead server fails the next heartbeat,
+		// and a killed one resets the connection at once.
+		yc := yamux.DefaultConfig()
+		yc.EnableKeepAlive = false
+		rpcCfg.Yamux = yc
 	}
 	f.rpcCfg = rpcCfg
 

@@ -446,15 +446,18 @@ func BenchmarkFleet_Memory(b *testing.B) {
 		nodes = n
 	}
 	rpcAddr, httpURL, _ := startServerProc(b, "")
+	var stack0, stack1 uint64
 	measure := func() (heapStack, rss uint64, goroutines int) {
 		runtime.GC()
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
+		stack1 = ms.StackInuse
 		return ms.HeapInuse + ms.StackInuse, rssBytes(b), runtime.NumGoroutine()
 	}
 	for b.Loop() {
 		h0, r0, g0 := measure()
+		stack0 = stack1
 		f := startTestFleet(b, nodes, []string{rpcAddr})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		err := f.WaitRegistered(ctx, 100*time.Millisecond)
@@ -479,17 +482,37 @@ func BenchmarkFleet_Memory(b *testing.B) {
 			}
 			return ready == nodes, fmt.Errorf("%d of %d ready", ready, nodes)
 		})
-		var h1, r1 uint64
-		var g1 int
-		for range 5 {
-			time.Sleep(time.Second) // sampling over time, not synchronisation
-			h, r, g := measure()
-			h1, r1, g1 = max(h1, h), max(r1, r), max(g1, g)
+		sample := func() (h1, r1 uint64, g1 int) {
+			for range 5 {
+				time.Sleep(time.Second) // sampling over time, not synchronisation
+				h, r, g := measure()
+				h1, r1, g1 = max(h1, h), max(r1, r), max(g1, g)
+			}
+			return h1, r1, g1
 		}
-		b.ReportMetric(float64(h1-h0)/1024/float64(nodes), "heap+stack-KiB/node")
-		b.ReportMetric(float64(r1-r0)/1024/float64(nodes), "RSS-KiB/node")
-		b.ReportMetric(float64(g1-g0)/float64(nodes), "goroutines/node")
-		b.ReportMetric(float64(fleetGoroutines())/float64(nodes), "fleet-goroutines/node")
+		report := func(h1, r1 uint64, g1 int, suffix string) {
+			b.ReportMetric(float64(h1-h0)/1024/float64(nodes), "heap+stack-KiB/node"+suffix)
+			b.ReportMetric(float64(r1-r0)/1024/float64(nodes), "RSS-KiB/node"+suffix)
+			b.ReportMetric(float64(g1-g0)/float64(nodes), "goroutines/node"+suffix)
+			b.ReportMetric(float64(stack1-stack0)/1024/float64(nodes), "stack-KiB/node"+suffix)
+		}
+		h1, r1, g1 := sample()
+		report(h1, r1, g1, "")
+		// Then after every node has answered stats and metadata through
+		// the server: what calls leave behind on a node (reused streams).
+		api, err := nomad.NewClient(&nomad.Config{Address: httpURL})
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodesNow := f.Nodes()
+		if err := forEachLimited(len(nodesNow), 8, func(i int) error { return nodeAnswers(api, nodesNow[i].NodeID()) }); err != nil {
+			b.Fatal(err)
+		}
+		h1, r1, g1 = sample()
+		report(h1, r1, g1, "-after-calls")
+		if p := os.Getenv("TETHER_FLEET_HEAPPROFILE"); p != "" {
+			writeHeapProfile(b, p)
+		}
 		if err := f.Shutdown(); err != nil {
 			b.Fatal(err)
 		}
@@ -508,4 +531,17 @@ func rssBytes(t testing.TB) uint64 {
 		t.Fatalf("statm %q: %v", b, err)
 	}
 	return pages * uint64(os.Getpagesize())
+}
+
+// writeHeapProfile writes the heap profile to path (for a look at what a
+// fleet node holds: TETHER_FLEET_HEAPPROFILE, with -memprofilerate).
+func writeHeapProfile(t testing.TB, path string) {
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if err := pprof.WriteHeapProfile(fh); err != nil {
+		t.Fatal(err)
+	}
 }
