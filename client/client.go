@@ -92,12 +92,16 @@ func New(cfg *Config) (*Client, error) {
 		stats.SetCPUTotalCompute(cfg.CPUTotalCompute)
 	}
 
+	dataDialer := cfg.DataDialer
+	if dataDialer == nil {
+		dataDialer = rpc.NewDataDialer(rpcCfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:        cfg,
 		logger:     logger,
 		rpcCfg:     rpcCfg,
-		dataDialer: rpc.NewDataDialer(rpcCfg),
+		dataDialer: dataDialer,
 		id:         id,
 		started:    time.Now().UTC(),
 		meta:       meta,

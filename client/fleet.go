@@ -167,9 +167,10 @@ type Fleet struct {
 	dataDir string
 	tmpDir  bool // dataDir is ours to remove
 
-	stats   *HostStatsCollector
-	fp      *Fingerprint
-	drivers map[string]bool
+	stats      *HostStatsCollector
+	fp         *Fingerprint
+	dataDialer *rpc.DataDialer
+	drivers    map[string]bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -246,7 +247,14 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 		yc.EnableKeepAlive = false
 		rpcCfg.Yamux = yc
 	}
+	if rpcCfg.Yamux.Logger == nil && rpcCfg.Yamux.LogOutput == nil {
+		// One yamux logger for the fleet, not one made per dial.
+		yc := rpcCfg.Yamux.Clone()
+		yc.Logger = rpcCfg.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+		rpcCfg.Yamux = yc
+	}
 	f.rpcCfg = rpcCfg
+	f.dataDialer = rpc.NewDataDialer(rpcCfg)
 
 	fp, err := FingerprintHost(f.dataDir, 0, cfg.Version)
 	if err != nil {
@@ -347,7 +355,7 @@ func (f *Fleet) starter(lim *rate.Limiter) {
 func (f *Fleet) newNode(i int) (*Client, error) {
 	name := f.NodeName(i)
 	dir := filepath.Join(f.dataDir, name)
-	cfg := DefaultConfig()
+	cfg := &Config{}
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.AllocDir = filepath.Join(dir, "alloc")
 	cfg.Name = name
@@ -365,6 +373,7 @@ func (f *Fleet) newNode(i int) (*Client, error) {
 	cfg.RPC = f.rpcCfg
 	cfg.HostStats = f.stats
 	cfg.Fingerprint = f.fp
+	cfg.DataDialer = f.dataDialer
 	cfg.Logger = f.nodeLog.With("node", name)
 	// Each node starts on a different server, so that the fleet's first
 	// sessions spread evenly over the servers.
