@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	nomad "github.com/hashicorp/nomad/api"
 
+	"tether/agent"
 	"tether/client"
 	"tether/rpc"
 	"tether/server"
@@ -322,6 +323,99 @@ server {
 	return fmt.Sprintf("127.0.0.1:%d", ports[1]), httpURL, p
 }
 
+// fleetProc is a running "tether fleet" process.
+type fleetProc struct {
+	cmd    *exec.Cmd
+	out    *lockedWriter
+	done   chan error
+	exited bool
+}
+
+// startFleetProc runs "tether fleet args..." with TMPDIR set to tmp, in
+// its own process group, killed when the test ends if it still runs.
+func startFleetProc(t *testing.T, tmp string, args ...string) *fleetProc {
+	t.Helper()
+	p := &fleetProc{out: &lockedWriter{w: &bytes.Buffer{}}, done: make(chan error, 1)}
+	p.cmd = exec.Command(tetherBin, append([]string{"fleet"}, args...)...)
+	p.cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "NOMAD_TOKEN=")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting fleet: %v", err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !p.exited {
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("fleet output:\n%s", p.out.String())
+		}
+	})
+	return p
+}
+
+// waitOutput waits until the fleet printed every one of want.
+func (p *fleetProc) waitOutput(t *testing.T, want ...string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("fleet output %q", want), func() (bool, error) {
+		s := p.out.String()
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// interrupt sends SIGINT and checks that the fleet exits 0, having said
+// so, and that its process group is gone.
+func (p *fleetProc) interrupt(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.exited = true
+		if err != nil {
+			t.Fatalf("fleet exited with %v; want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("fleet did not exit within 20s of SIGINT")
+	}
+	if !strings.Contains(p.out.String(), "fleet: stopped") {
+		t.Fatalf("no stop line in:\n%s", p.out.String())
+	}
+	// The process group is gone: nothing the fleet started survives it.
+	if err := syscall.Kill(-p.cmd.Process.Pid, 0); err != syscall.ESRCH {
+		t.Fatalf("process group of the fleet still exists (kill 0: %v)", err)
+	}
+}
+
+// readyNodes waits until the server at httpURL lists n ready nodes (with
+// token, if any) and returns their IDs.
+func readyNodes(t *testing.T, api *nomad.Client, n int) []string {
+	t.Helper()
+	var ids []string
+	waitFor(t, 30*time.Second, "every fleet node ready", func() (bool, error) {
+		list, _, err := api.Nodes().List(nil)
+		if err != nil {
+			return false, err
+		}
+		ids = ids[:0]
+		for _, s := range list {
+			if s.Status == "ready" {
+				ids = append(ids, s.ID)
+			}
+		}
+		return len(ids) == n, fmt.Errorf("%d of %d ready", len(ids), n)
+	})
+	return ids
+}
+
 // TestProcess_Fleet runs "tether fleet" as a process of the built binary
 // against a server process: its nodes register and answer through the
 // server, and SIGINT makes it stop every node, remove its temporary data
@@ -330,85 +424,88 @@ func TestProcess_Fleet(t *testing.T) {
 	const nodes = 40
 	rpcAddr, httpURL, _ := startServerProc(t, "")
 	tmp := t.TempDir()
-	out := &lockedWriter{w: &bytes.Buffer{}}
-	cmd := exec.Command(tetherBin, "fleet", "-servers", rpcAddr, "-nodes", strconv.Itoa(nodes), "-progress", "1s", "-log-level", "INFO")
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting fleet: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	exited := false
-	t.Cleanup(func() {
-		if !exited {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("fleet output:\n%s", out.String())
-		}
-	})
-
+	p := startFleetProc(t, tmp, "-servers", rpcAddr, "-nodes", strconv.Itoa(nodes), "-progress", "1s", "-log-level", "INFO")
 	api, err := nomad.NewClient(&nomad.Config{Address: httpURL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	waitFor(t, 30*time.Second, "every fleet node ready", func() (bool, error) {
-		list, err := listNodes(httpURL)
-		if err != nil {
-			return false, err
-		}
-		ids = ids[:0]
-		for _, n := range list {
-			if n.Status == "ready" {
-				ids = append(ids, n.ID)
-			}
-		}
-		return len(ids) == nodes, fmt.Errorf("%d of %d ready", len(ids), nodes)
-	})
+	ids := readyNodes(t, api, nodes)
 	if err := forEachLimited(len(ids), 8, func(i int) error { return nodeAnswers(api, ids[i]) }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the all-registered line", func() (bool, error) {
-		s := out.String()
-		return strings.Contains(s, fmt.Sprintf("all %d nodes registered", nodes)) &&
-			strings.Contains(s, fmt.Sprintf("the servers list %d of %d nodes ready", nodes, nodes)), nil
-	})
+	p.waitOutput(t, fmt.Sprintf("all %d nodes registered", nodes), fmt.Sprintf("the servers list %d of %d nodes ready", nodes, nodes))
 	dirs, _ := filepath.Glob(filepath.Join(tmp, "tether-fleet-*"))
 	if len(dirs) != 1 {
 		t.Fatalf("temporary data dirs %v; want one", dirs)
 	}
-
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		exited = true
-		if err != nil {
-			t.Fatalf("fleet exited with %v; want 0", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("fleet did not exit within 20s of SIGINT")
-	}
-	if !strings.Contains(out.String(), "fleet: stopped") {
-		t.Fatalf("no stop line in:\n%s", out.String())
-	}
+	p.interrupt(t)
 	if dirs, _ := filepath.Glob(filepath.Join(tmp, "tether-fleet-*")); len(dirs) != 0 {
 		t.Fatalf("temporary data dir left: %v", dirs)
-	}
-	// The process group is gone: nothing the fleet started survives it.
-	if err := syscall.Kill(-cmd.Process.Pid, 0); err != syscall.ESRCH {
-		t.Fatalf("process group of the fleet still exists (kill 0: %v)", err)
 	}
 	// Its nodes are gone from the server's view of sessions.
 	waitFor(t, 10*time.Second, "No path to a fleet node", func() (bool, error) {
 		code, body, err := tryGet(httpURL + "/v1/client/stats?node_id=" + ids[0])
 		return code == 404 && strings.Contains(body, "No path to node"), err
 	})
+}
+
+// TestProcess_FleetACLTLS runs the fleet against a server with ACLs and
+// mutual TLS on the RPC port (hostname verification on): the nodes
+// register with their secrets over mTLS, -token (node:read) lets the fleet
+// see them listed, and calls with a token answer (each node resolves the
+// token through the server itself) while calls without one are refused.
+func TestProcess_FleetACLTLS(t *testing.T) {
+	const nodes = 20
+	pki := newTestPKI(t)
+	sf, _ := pki.issue("server", agent.RoleServer)
+	nf, _ := pki.issue("fleet", agent.RoleClient)
+	rpcAddr, httpURL, _ := startServerProc(t, fmt.Sprintf(`
+acl {
+  enabled = true
+}
+tls {
+  rpc       = true
+  ca_file   = %q
+  cert_file = %q
+  key_file  = %q
+  verify_server_hostname = true
+}
+`, pki.caFile, sf.cert, sf.key))
+	anon, err := nomad.NewClient(&nomad.Config{Address: httpURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mgmtSecret string
+	waitFor(t, 20*time.Second, "ACL bootstrap", func() (bool, error) {
+		tok, _, err := anon.ACLTokens().Bootstrap(nil)
+		if err != nil {
+			return false, err
+		}
+		mgmtSecret = tok.SecretID
+		return true, nil
+	})
+	mgmt, err := nomad.NewClient(&nomad.Config{Address: httpURL, SecretID: mgmtSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := makeToken(t, mgmt, "node-read", `node { policy = "read" }`)
+
+	p := startFleetProc(t, t.TempDir(), "-servers", rpcAddr, "-nodes", strconv.Itoa(nodes), "-progress", "0",
+		"-tls-ca-file", pki.caFile, "-tls-cert-file", nf.cert, "-tls-key-file", nf.key, "-tls-verify-server-hostname",
+		"-token", reader)
+	ids := readyNodes(t, mgmt, nodes)
+	p.waitOutput(t, fmt.Sprintf("the servers list %d of %d nodes ready", nodes, nodes))
+	withToken, err := nomad.NewClient(&nomad.Config{Address: httpURL, SecretID: reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := forEachLimited(len(ids), 8, func(i int) error { return nodeAnswers(withToken, ids[i]) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anon.Nodes().Stats(ids[0], nil); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("stats without a token: %v; want 403", err)
+	}
+	p.interrupt(t)
 }
 
 // lockedWriter serialises writes of a process's stdout and stderr into
