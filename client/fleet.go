@@ -446,8 +446,22 @@ func (f *Fleet) Status() FleetStatus {
 	return st
 }
 
-// WaitRegistered waits until every node has registered, polling Status
-// every interval (100ms when zero), or until ctx ends.
+// RegisteredCount returns how many nodes have registered at least once:
+// the cheap part of Status, for polling.
+func (f *Fleet) RegisteredCount() int {
+	n := 0
+	for _, c := range f.Nodes() {
+		select {
+		case <-c.Registered():
+			n++
+		default:
+		}
+	}
+	return n
+}
+
+// WaitRegistered waits until every node has registered, polling every
+// interval (100ms when zero), or until ctx ends.
 func (f *Fleet) WaitRegistered(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
@@ -458,13 +472,13 @@ func (f *Fleet) WaitRegistered(ctx context.Context, interval time.Duration) erro
 		if err := f.Err(); err != nil {
 			return err
 		}
-		st := f.Status()
-		if st.Registered == st.Nodes {
+		n := f.RegisteredCount()
+		if n == f.cfg.Nodes {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d nodes registered: %w", st.Registered, st.Nodes, ctx.Err())
+			return fmt.Errorf("%d of %d nodes registered: %w", n, f.cfg.Nodes, ctx.Err())
 		case <-t.C:
 		}
 	}
