@@ -119,7 +119,7 @@ func startNode(t *testing.T, name string, opts ...agentOpt) *testAgent {
 }
 
 // waitFor polls cond until it reports true or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var lastErr error
@@ -159,7 +159,7 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) (int, s
 	return resp.StatusCode, string(b), resp.Header
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
