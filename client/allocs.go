@@ -17,16 +17,21 @@ import (
 	"tether/structs"
 )
 
-// allocManager owns the node's allocation runners: it watches the servers
-// for the node's allocations (a blocking query, no polling storm), reports
-// their status in batches, samples their stats, and persists them so an
-// agent restart finds its allocation dirs.
+// allocManager owns the node's allocation runners: it pulls the node's
+// allocations from the servers when told they changed, reports their
+// status in batches, samples their stats, and persists them so an agent
+// restart finds its allocation dirs.
 //
-// Only the watch has a goroutine (run's own). Status reports and stats
-// samples run from timers, in a goroutine that exists while one runs: a
-// node with nothing to report and no task has no goroutine parked and no
-// ticker waking it (at 10,000 nodes in one fleet process, two tickers per
-// node would be 55,000 wake-ups a second for nothing).
+// Nothing of it is parked. The servers push Client.AllocsChanged with the
+// node's allocation index when they change its allocations; the same
+// index rides on every heartbeat and registration answer (the backstop
+// for a lost push), and the node pulls once after each registration. A
+// pull (Node.GetClientAllocs with no wait), a status report and a stats
+// sample each run in a goroutine that exists while it runs, started at
+// once or from a timer: a node with nothing to do has no goroutine and no
+// ticker (at 10,000 nodes in one fleet process, two tickers per node
+// would be 55,000 wake-ups a second for nothing, and a parked blocking
+// query costs every server a handler goroutine and a stream per node).
 type allocManager struct {
 	c        *Client
 	stateDir string
@@ -44,19 +49,35 @@ type allocManager struct {
 	// node has allocations.
 	statsTmr *time.Timer
 
-	// running is set (under mu) while run runs: reports and samples
-	// start only then. bg counts those in flight, which run waits for
-	// once it clears running.
+	// Pulls of the node's allocations: one at a time (pulling), started
+	// by announce or pullNow, or later by pullTmr (not connected, or a
+	// failed pull). haveIndex is the allocation index of the last
+	// applied pull, wantIndex the highest announced (push, heartbeat,
+	// registration); forcePull asks for a pull whatever the indexes say.
+	pulling   bool
+	pullTmr   *time.Timer
+	haveIndex uint64
+	wantIndex uint64
+	forcePull bool
+	pulls     uint64 // pulls made (tests)
+
+	// running is set (under mu) between start and stop: reports, pulls
+	// and samples start only then. bg counts those in flight, which stop
+	// waits for once it clears running.
 	running bool
+	started bool // start was called: stop stops the runners
 	bg      sync.WaitGroup
 }
 
-// How soon a status report is retried: while the node has no session, and
-// after a send failed.
+// How soon a status report or a pull is retried: while the node has no
+// session, and after a send failed.
 const (
 	allocUpdateWaitConn = 200 * time.Millisecond
 	allocUpdateRetry    = time.Second
 )
+
+// allocPullTimeout bounds one pull of the node's allocations.
+const allocPullTimeout = 15 * time.Second
 
 func newAllocManager(c *Client) *allocManager {
 	return &allocManager{
@@ -180,27 +201,34 @@ func killLeftoverGroup(pid int) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
-// run runs the watch until ctx is done, then stops status reports and
-// stats samples, and every allocation.
-func (m *allocManager) run(ctx context.Context) {
+// start lets reports, pulls and samples run; it returns at once.
+func (m *allocManager) start() {
 	m.mu.Lock()
-	m.running = true
+	m.running, m.started = true, true
 	m.kickLocked() // what restore queued
 	m.armStatsLocked()
+	m.kickPullLocked()
 	m.mu.Unlock()
-	m.watch(ctx)
+}
+
+// stop stops status reports, pulls and stats samples and waits for those
+// in flight (the client's context is done, so they end soon), then stops
+// every allocation.
+func (m *allocManager) stop() {
 	m.mu.Lock()
+	started := m.started
 	m.running = false
-	if m.retryTmr != nil {
-		m.retryTmr.Stop()
-		m.retryTmr = nil
-	}
-	if m.statsTmr != nil {
-		m.statsTmr.Stop()
-		m.statsTmr = nil
+	for _, t := range []**time.Timer{&m.retryTmr, &m.statsTmr, &m.pullTmr} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
 	}
 	m.mu.Unlock()
 	m.bg.Wait()
+	if !started {
+		return // the runners restore made never ran
+	}
 	for _, ar := range m.all() {
 		ar.stop()
 	}
@@ -209,44 +237,106 @@ func (m *allocManager) run(ctx context.Context) {
 	}
 }
 
-// watch runs the blocking query for the node's allocations.
-func (m *allocManager) watch(ctx context.Context) {
-	var index uint64
-	const maxWait = 30 * time.Second
-	for ctx.Err() == nil {
-		if !m.c.Connected() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
+// announce records that the servers' allocation index for this node is
+// idx (a push, a heartbeat or a registration answer) and pulls if the
+// node has applied less.
+func (m *allocManager) announce(idx uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if idx > m.wantIndex {
+		m.wantIndex = idx
+	}
+	m.kickPullLocked()
+}
+
+// pullNow pulls whatever the indexes say: after a (re)registration, the
+// server may be another one, or one whose state was reset.
+func (m *allocManager) pullNow() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.forcePull = true
+	m.kickPullLocked()
+}
+
+// kickPullLocked starts a pull if one is due and none runs or waits for
+// its retry; m.mu is held.
+func (m *allocManager) kickPullLocked() {
+	if !m.running || m.pulling || m.pullTmr != nil || !m.pullDueLocked() {
+		return
+	}
+	m.pulling = true
+	m.bg.Add(1)
+	go m.pull()
+}
+
+func (m *allocManager) pullDueLocked() bool {
+	return m.forcePull || m.wantIndex > m.haveIndex
+}
+
+// pull fetches the node's allocations (no wait) and applies them, again
+// while another pull became due meanwhile; kickPullLocked started it
+// (m.pulling, m.bg). With no session, or after a failed pull, it arms
+// pullTmr and keeps the pull due.
+func (m *allocManager) pull() {
+	defer m.bg.Done()
+	for {
+		m.mu.Lock()
+		if !m.running || !m.pullDueLocked() {
+			m.pulling = false
+			m.mu.Unlock()
+			return
 		}
-		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID, MinIndex: index, MaxWait: maxWait}
+		if !m.c.Connected() {
+			m.pulling = false
+			m.retryPullLocked(allocUpdateWaitConn)
+			m.mu.Unlock()
+			return
+		}
+		m.forcePull = false
+		want := m.wantIndex
+		m.pulls++
+		m.mu.Unlock()
+
+		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
 		var resp structs.NodeClientAllocsResponse
-		cctx, cancel := context.WithTimeout(ctx, maxWait+15*time.Second)
+		cctx, cancel := context.WithTimeout(m.c.ctx, allocPullTimeout)
 		err := m.c.ServerRPC(cctx, structs.MethodNodeGetClientAllocs, req, &resp)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			m.mu.Lock()
+			if m.c.ctx.Err() == nil {
+				m.c.logger.Debug("pulling allocations failed; retrying", "error", err)
 			}
-			m.c.logger.Debug("allocation watch failed; retrying", "error", err)
-			index = 0
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		if resp.Index < index {
-			index = 0 // the servers' state was reset
-		} else {
-			index = resp.Index
+			m.forcePull = true
+			m.pulling = false
+			m.retryPullLocked(allocUpdateRetry)
+			m.mu.Unlock()
+			return
 		}
 		m.apply(resp.Allocs)
+		m.mu.Lock()
+		m.haveIndex = resp.Index
+		if m.wantIndex == want {
+			// Nothing announced while this pull ran: the answer is the
+			// servers' view (it may be lower than announced, after a
+			// purge or a reset state; do not chase the old figure).
+			m.wantIndex = resp.Index
+		}
+		m.mu.Unlock()
 	}
+}
+
+// retryPullLocked arms a pull after d; m.mu is held and no pull runs.
+func (m *allocManager) retryPullLocked(d time.Duration) {
+	if !m.running || m.pullTmr != nil {
+		return
+	}
+	m.pullTmr = time.AfterFunc(d, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.pullTmr = nil
+		m.kickPullLocked()
+	})
 }
 
 // apply starts, updates or stops runners to match the servers' view.

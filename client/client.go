@@ -129,11 +129,7 @@ func (c *Client) Mux() *rpc.Mux { return c.mux }
 
 // Start starts stats collection and the connection to the servers.
 func (c *Client) Start() {
-	c.wg.Add(2)
-	go func() {
-		defer c.wg.Done()
-		c.allocs.run(c.ctx)
-	}()
+	c.allocs.start()
 	if c.ownStats {
 		c.wg.Add(1)
 		go func() {
@@ -141,6 +137,7 @@ func (c *Client) Start() {
 			c.stats.Run(c.ctx)
 		}()
 	}
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.conn.run(c.ctx)
@@ -150,6 +147,7 @@ func (c *Client) Start() {
 // Shutdown stops the node agent and waits for its goroutines.
 func (c *Client) Shutdown() {
 	c.cancel()
+	c.allocs.stop()
 	c.wg.Wait()
 	c.dataCallers.stop()
 }
