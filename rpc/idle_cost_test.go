@@ -36,8 +36,13 @@ import (
 // The cases:
 //   - idle: dialled (one ping each way), nothing else;
 //   - used: the node made a call to the server (a registration), holds a
-//     blocking call on it (the allocation watch), and the server made a
-//     call to the node (a forwarded stats call);
+//     blocking call on it (the allocation watch nodes kept before
+//     allocation changes were pushed), and the server made a call to the
+//     node (a forwarded stats call);
+//   - node: what a node does now: a registration and a pull of its
+//     allocations (two calls to the server, none left parked), and the
+//     server made a forwarded stats call and a push (Client.AllocsChanged)
+//     to the node;
 //   - burst: used, then the server made 16 concurrent calls to the node
 //     (streams it may keep for reuse).
 const (
@@ -84,7 +89,7 @@ func BenchmarkIdleSessionCost(b *testing.B) {
 		defer func() { runtime.MemProfileRate = 512 * 1024 }()
 	}
 	for _, kind := range []string{"tcp", "tls"} {
-		for _, mode := range []string{"idle", "used", "burst"} {
+		for _, mode := range []string{"idle", "used", "node", "burst"} {
 			b.Run(kind+"/"+mode, func(b *testing.B) {
 				for range b.N {
 					measureIdleSessions(b, kind, mode, n, profDir)
@@ -264,11 +269,19 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 					if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data}, &r); err != nil {
 						b.Error(err)
 					}
+					if mode == "node" {
+						// The push: a small call, one after the stats call.
+						if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data[:8]}, &r); err != nil {
+							b.Error(err)
+						}
+					}
 				}()
 			}
 		}
 		wg.Wait()
-		waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
+		if mode != "node" {
+			waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
+		}
 		// Idle means idle: streams kept for reuse give back their
 		// buffers after idleShrinkAfter.
 		time.Sleep(idleShrinkAfter + 200*time.Millisecond)
@@ -353,6 +366,13 @@ func TestIdleCostHelper(t *testing.T) {
 			var r idleArgs
 			if err := s.Call(ctx, "Idle.Echo", &idleArgs{Data: make([]byte, 2048)}, &r); err != nil {
 				dialErr.Store(err)
+				return
+			}
+			if mode == "node" {
+				// The pull of its allocations: answered at once.
+				if err := s.Call(ctx, "Idle.Echo", &idleArgs{Data: make([]byte, 512)}, &r); err != nil {
+					dialErr.Store(err)
+				}
 				return
 			}
 			wg.Add(1)
