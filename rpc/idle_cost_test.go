@@ -42,7 +42,12 @@ import (
 //   - node: what a node does now: a registration and a pull of its
 //     allocations (two calls to the server, none left parked), and the
 //     server made a forwarded stats call and a push (Client.AllocsChanged)
-//     to the node;
+//     to the node; measured within IdleStreamTimeout of those calls, so
+//     each end keeps the streams for reuse;
+//   - quiet: node, measured once both ends' idle streams have timed out
+//     (IdleStreamTimeout shortened to idleQuietTimeout for the case): a
+//     node between heartbeats at 10,000 nodes, whose TTL (nodes /
+//     max_heartbeats_per_second = 200 s) is far beyond 30 s;
 //   - burst: used, then the server made 16 concurrent calls to the node
 //     (streams it may keep for reuse).
 const (
@@ -51,6 +56,8 @@ const (
 	idleDefaultN   = 2000
 	idleBurstCalls = 16
 	idleGCs        = 6
+
+	idleQuietTimeout = 1500 * time.Millisecond
 )
 
 // idleArgs is the body of the harness's calls: a registration and a stats
@@ -89,7 +96,7 @@ func BenchmarkIdleSessionCost(b *testing.B) {
 		defer func() { runtime.MemProfileRate = 512 * 1024 }()
 	}
 	for _, kind := range []string{"tcp", "tls"} {
-		for _, mode := range []string{"idle", "used", "node", "burst"} {
+		for _, mode := range []string{"idle", "used", "node", "quiet", "burst"} {
 			b.Run(kind+"/"+mode, func(b *testing.B) {
 				for range b.N {
 					measureIdleSessions(b, kind, mode, n, profDir)
@@ -151,6 +158,9 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 	cfg := DefaultConfig()
 	cfg.Logger = hclog.NewNullLogger()
 	cfg.MaxConnsPerIP = -1
+	if mode == "quiet" {
+		cfg.IdleStreamTimeout = idleQuietTimeout
+	}
 	var tlsDir string
 	if kind == "tls" {
 		tlsDir = mtlsFiles(b)
@@ -269,7 +279,7 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 					if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data}, &r); err != nil {
 						b.Error(err)
 					}
-					if mode == "node" {
+					if mode == "node" || mode == "quiet" {
 						// The push: a small call, one after the stats call.
 						if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data[:8]}, &r); err != nil {
 							b.Error(err)
@@ -279,12 +289,16 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 			}
 		}
 		wg.Wait()
-		if mode != "node" {
+		if mode != "node" && mode != "quiet" {
 			waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
 		}
 		// Idle means idle: streams kept for reuse give back their
-		// buffers after idleShrinkAfter.
-		time.Sleep(idleShrinkAfter + 200*time.Millisecond)
+		// buffers after idleShrinkAfter (and, quiet, are closed).
+		wait := idleShrinkAfter
+		if mode == "quiet" {
+			wait = 2 * idleQuietTimeout // the reaper may run up to one TTL late
+		}
+		time.Sleep(wait + 200*time.Millisecond)
 	}
 	g1 := settleGoroutines()
 	inuse1, live1, stack1 := heapAndStacks()
@@ -324,6 +338,10 @@ func TestIdleCostHelper(t *testing.T) {
 	addr, mode := os.Getenv("TETHER_IDLE_ADDR"), os.Getenv("TETHER_IDLE_MODE")
 	cfg := DefaultConfig()
 	cfg.Logger = hclog.NewNullLogger()
+	if mode == "quiet" {
+		cfg.IdleStreamTimeout = idleQuietTimeout
+		mode = "node"
+	}
 	if dir := os.Getenv("TETHER_IDLE_TLS"); dir != "" {
 		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 		if err != nil {
