@@ -529,6 +529,13 @@ func (f *Fleet) Shutdown() error {
 		f.cancel()
 		nodes := append([]*Client(nil), f.nodes...)
 		f.mu.Unlock()
+		// Every node is told to stop first, so that they wind down
+		// together; then their goroutines are waited for.
+		for _, c := range nodes {
+			if c != nil {
+				c.cancel()
+			}
+		}
 		work := make(chan *Client)
 		var wg sync.WaitGroup
 		for range min(fleetStopWorkers, len(nodes)) {
