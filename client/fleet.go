@@ -105,7 +105,7 @@ const (
 	// fleetStartWorkers create nodes in parallel: creating one writes
 	// and syncs its identity files, which the start rate should not wait
 	// on one at a time.
-	fleetStartWorkers = 8
+	fleetStartWorkers = 32
 
 	// fleetStopWorkers stop nodes in parallel on Shutdown.
 	fleetStopWorkers = 64
