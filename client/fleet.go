@@ -105,7 +105,7 @@ const (
 	// fleetStartWorkers create nodes in parallel: creating one writes
 	// and syncs its identity files, which the start rate should not wait
 	// on one at a time.
-	fleetStartWorkers = 8
+	fleetStartWorkers = 32
 
 	// fleetStopWorkers stop nodes in parallel on Shutdown.
 	fleetStopWorkers = 64
@@ -529,6 +529,13 @@ func (f *Fleet) Shutdown() error {
 		f.cancel()
 		nodes := append([]*Client(nil), f.nodes...)
 		f.mu.Unlock()
+		// Every node is told to stop first, so that they wind down
+		// together; then their goroutines are waited for.
+		for _, c := range nodes {
+			if c != nil {
+				c.cancel()
+			}
+		}
 		work := make(chan *Client)
 		var wg sync.WaitGroup
 		for range min(fleetStopWorkers, len(nodes)) {
