@@ -554,7 +554,7 @@ func (l *lockedWriter) String() string {
 // N nodes (TETHER_FLEET_NODES, default 1000) against one server that runs
 // as a process of its own, so every byte counted here is the fleet's. It
 // reports heap plus stacks in use (after a GC), RSS and goroutines per
-// node, once every node has registered and its allocation watch is up.
+// node, once every node has registered and pulled its allocations.
 // The loop runs once whatever b.N is: the figure is a size, not a rate.
 func BenchmarkFleet_Memory(b *testing.B) {
 	nodes := 1000
@@ -585,8 +585,7 @@ func BenchmarkFleet_Memory(b *testing.B) {
 		if err != nil {
 			b.Fatalf("fleet: %v", err)
 		}
-		// Every node's allocation watch is a blocking query on the
-		// server once the server lists it ready; give the fleet a few
+		// Once the server lists every node ready, give the fleet a few
 		// heartbeats' worth of steady state, sampled, and keep the
 		// largest figure.
 		waitFor(b, time.Minute, "every node ready", func() (bool, error) {
