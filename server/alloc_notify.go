@@ -155,6 +155,16 @@ func (s *Server) allocsUpserted(allocs []*structs.Allocation, idx uint64) {
 	}
 }
 
+// allocsRestored is the FSM's hook after a snapshot replaced the state
+// (a follower far behind, a restart): the allocation writes in between
+// were never applied here one by one, so every node bound here is told
+// its index (a node that has it already does not pull).
+func (s *Server) allocsRestored() {
+	for _, id := range s.sessions.nodes() {
+		s.allocNotify.enqueue(id, s.store.NodeAllocIndex(id))
+	}
+}
+
 // notifyAllocsChanged sends Client.AllocsChanged on the node's session, if
 // it is still bound here.
 func (s *Server) notifyAllocsChanged(ctx context.Context, nodeID string, idx uint64) error {

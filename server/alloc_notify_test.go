@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,15 +113,38 @@ func TestAllocNotify_BurstOncePerNode(t *testing.T) {
 	waitIdle(t, s.allocNotify)
 
 	mu.Lock()
-	defer mu.Unlock()
 	if len(got) != 2 || got[1] != last {
 		t.Fatalf("notifications %v; want 2, the second at index %d", got, last)
 	}
+	mu.Unlock()
 	if idx := s.store.NodeAllocIndex(local.ID); idx != last {
 		t.Fatalf("NodeAllocIndex = %d; want %d (a status report must not move it)", idx, last)
 	}
 	if sent := s.allocNotify.sent.Load(); sent != 2 {
 		t.Fatalf("sent %d; want 2", sent)
+	}
+
+	// A snapshot that replaces the state (a follower far behind) tells
+	// every node bound here its index once more.
+	g := newTestFSM(t)
+	applyCmd(t, g, last+1000, msgUpsertNode, &upsertNodeCmd{Node: local})
+	applyCmd(t, g, last+1001, msgUpsertAllocs, &upsertAllocsCmd{Allocs: []*structs.Allocation{alloc(local.ID)}})
+	snap, err := g.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.fsm.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, s.allocNotify)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 3 || got[2] != last+1001 {
+		t.Fatalf("notifications after a restore %v; want a third at %d", got, last+1001)
 	}
 }
 

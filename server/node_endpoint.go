@@ -138,7 +138,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 		return err
 	}
 	if old == nil {
-		// The node's next calls (alloc watch, heartbeats) come here:
+		// The node's next calls (allocation pulls, heartbeats) come here:
 		// make sure this server has its record.
 		s.waitApplied(ctx, lresp.Index)
 	}
