@@ -30,7 +30,7 @@ import (
 // sample each run in a goroutine that exists while it runs, started at
 // once or from a timer: a node with nothing to do has no goroutine and no
 // ticker (at 10,000 nodes in one fleet process, two tickers per node
-// would be 55,000 wake-ups a second for nothing, and a parked blocking
+// would be 60,000 wake-ups a second for nothing, and a parked blocking
 // query costs every server a handler goroutine and a stream per node).
 type allocManager struct {
 	c        *Client
