@@ -17,10 +17,21 @@ import (
 	"tether/structs"
 )
 
-// allocManager owns the node's allocation runners: it watches the servers
-// for the node's allocations (a blocking query, no polling storm), reports
-// their status in batches, samples their stats, and persists them so an
-// agent restart finds its allocation dirs.
+// allocManager owns the node's allocation runners: it pulls the node's
+// allocations from the servers when told they changed, reports their
+// status in batches, samples their stats, and persists them so an agent
+// restart finds its allocation dirs.
+//
+// Nothing of it is parked. The servers push Client.AllocsChanged with the
+// node's allocation index when they change its allocations; the same
+// index rides on every heartbeat and registration answer (the backstop
+// for a lost push), and the node pulls once after each registration. A
+// pull (Node.GetClientAllocs with no wait), a status report and a stats
+// sample each run in a goroutine that exists while it runs, started at
+// once or from a timer: a node with nothing to do has no goroutine and no
+// ticker (at 10,000 nodes in one fleet process, two tickers per node
+// would be 60,000 wake-ups a second for nothing, and a parked blocking
+// query costs every server a handler goroutine and a stream per node).
 type allocManager struct {
 	c        *Client
 	stateDir string
@@ -28,8 +39,45 @@ type allocManager struct {
 	mu      sync.Mutex
 	runners map[string]*allocRunner
 	dirty   map[string]bool
-	dirtyCh chan struct{}
+
+	// Status reports: one flush at a time (flushing), started at once by
+	// markDirty, or later by retryTmr (not connected, or a failed send).
+	flushing bool
+	retryTmr *time.Timer
+
+	// statsTmr samples the tasks' stats every StatsInterval while the
+	// node has allocations.
+	statsTmr *time.Timer
+
+	// Pulls of the node's allocations: one at a time (pulling), started
+	// by announce or pullNow, or later by pullTmr (not connected, or a
+	// failed pull). haveIndex is the allocation index of the last
+	// applied pull, wantIndex the highest announced (push, heartbeat,
+	// registration); forcePull asks for a pull whatever the indexes say.
+	pulling   bool
+	pullTmr   *time.Timer
+	haveIndex uint64
+	wantIndex uint64
+	forcePull bool
+	pulls     uint64 // pulls made (tests)
+
+	// running is set (under mu) between start and stop: reports, pulls
+	// and samples start only then. bg counts those in flight, which stop
+	// waits for once it clears running.
+	running bool
+	started bool // start was called: stop stops the runners
+	bg      sync.WaitGroup
 }
+
+// How soon a status report or a pull is retried: while the node has no
+// session, and after a send failed.
+const (
+	allocUpdateWaitConn = 200 * time.Millisecond
+	allocUpdateRetry    = time.Second
+)
+
+// allocPullTimeout bounds one pull of the node's allocations.
+const allocPullTimeout = 15 * time.Second
 
 func newAllocManager(c *Client) *allocManager {
 	return &allocManager{
@@ -37,7 +85,6 @@ func newAllocManager(c *Client) *allocManager {
 		stateDir: filepath.Join(c.cfg.StateDir, "allocs"),
 		runners:  map[string]*allocRunner{},
 		dirty:    map[string]bool{},
-		dirtyCh:  make(chan struct{}, 1),
 	}
 }
 
@@ -57,14 +104,25 @@ func (m *allocManager) all() []*allocRunner {
 	return out
 }
 
+// markDirty queues the allocation's status for the servers: a flush
+// starts now unless one runs or waits for its retry already (it will
+// report this one too).
 func (m *allocManager) markDirty(id string) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.dirty[id] = true
-	m.mu.Unlock()
-	select {
-	case m.dirtyCh <- struct{}{}:
-	default:
+	m.kickLocked()
+}
+
+// kickLocked starts a flush unless one runs or waits for its retry (it
+// will report what is queued), or nothing is; m.mu is held.
+func (m *allocManager) kickLocked() {
+	if !m.running || m.flushing || m.retryTmr != nil || len(m.dirty) == 0 {
+		return
 	}
+	m.flushing = true
+	m.bg.Add(1)
+	go m.flush()
 }
 
 // persistedAlloc is what the state dir keeps per allocation.
@@ -143,15 +201,34 @@ func killLeftoverGroup(pid int) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
-// run owns the watch, update and stats loops until ctx is done, then stops
+// start lets reports, pulls and samples run; it returns at once.
+func (m *allocManager) start() {
+	m.mu.Lock()
+	m.running, m.started = true, true
+	m.kickLocked() // what restore queued
+	m.armStatsLocked()
+	m.kickPullLocked()
+	m.mu.Unlock()
+}
+
+// stop stops status reports, pulls and stats samples and waits for those
+// in flight (the client's context is done, so they end soon), then stops
 // every allocation.
-func (m *allocManager) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); m.watch(ctx) }()
-	go func() { defer wg.Done(); m.updater(ctx) }()
-	go func() { defer wg.Done(); m.statsLoop(ctx) }()
-	wg.Wait()
+func (m *allocManager) stop() {
+	m.mu.Lock()
+	started := m.started
+	m.running = false
+	for _, t := range []**time.Timer{&m.retryTmr, &m.statsTmr, &m.pullTmr} {
+		if *t != nil {
+			(*t).Stop()
+			*t = nil
+		}
+	}
+	m.mu.Unlock()
+	m.bg.Wait()
+	if !started {
+		return // the runners restore made never ran
+	}
 	for _, ar := range m.all() {
 		ar.stop()
 	}
@@ -160,47 +237,108 @@ func (m *allocManager) run(ctx context.Context) {
 	}
 }
 
-// watch runs the blocking query for the node's allocations.
-func (m *allocManager) watch(ctx context.Context) {
-	var index uint64
-	const maxWait = 30 * time.Second
-	for ctx.Err() == nil {
-		if !m.c.Connected() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
+// announce records that the servers' allocation index for this node is
+// idx (a push, a heartbeat or a registration answer) and pulls if the
+// node has applied less.
+func (m *allocManager) announce(idx uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if idx > m.wantIndex {
+		m.wantIndex = idx
+	}
+	m.kickPullLocked()
+}
+
+// pullNow pulls whatever the indexes say: after a (re)registration, the
+// server may be another one, or one whose state was reset.
+func (m *allocManager) pullNow() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.forcePull = true
+	m.kickPullLocked()
+}
+
+// kickPullLocked starts a pull if one is due and none runs or waits for
+// its retry; m.mu is held.
+func (m *allocManager) kickPullLocked() {
+	if !m.running || m.pulling || m.pullTmr != nil || !m.pullDueLocked() {
+		return
+	}
+	m.pulling = true
+	m.bg.Add(1)
+	go m.pull()
+}
+
+func (m *allocManager) pullDueLocked() bool {
+	return m.forcePull || m.wantIndex > m.haveIndex
+}
+
+// pull fetches the node's allocations (no wait) and applies them, again
+// while another pull became due meanwhile; kickPullLocked started it
+// (m.pulling, m.bg). With no session, or after a failed pull, it arms
+// pullTmr and keeps the pull due.
+func (m *allocManager) pull() {
+	defer m.bg.Done()
+	for {
+		m.mu.Lock()
+		if !m.running || !m.pullDueLocked() {
+			m.pulling = false
+			m.mu.Unlock()
+			return
 		}
-		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID, MinIndex: index, MaxWait: maxWait}
+		if !m.c.Connected() {
+			m.pulling = false
+			m.retryPullLocked(allocUpdateWaitConn)
+			m.mu.Unlock()
+			return
+		}
+		m.forcePull = false
+		want := m.wantIndex
+		m.pulls++
+		m.mu.Unlock()
+
+		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
 		var resp structs.NodeClientAllocsResponse
-		cctx, cancel := context.WithTimeout(ctx, maxWait+15*time.Second)
+		cctx, cancel := context.WithTimeout(m.c.ctx, allocPullTimeout)
+		// callOwn ends the pull when the node moves to another server;
+		// the registration there pulls again.
 		err := m.c.conn.callOwn(cctx, structs.MethodNodeGetClientAllocs, req, &resp)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			m.mu.Lock()
+			if m.c.ctx.Err() == nil {
+				m.c.logger.Debug("pulling allocations failed; retrying", "error", err)
 			}
-			if errors.Is(err, context.Canceled) {
-				continue // the node moved to another server: watch there
-			}
-			m.c.logger.Debug("allocation watch failed; retrying", "error", err)
-			index = 0
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		if resp.Index < index {
-			index = 0 // the servers' state was reset
-		} else {
-			index = resp.Index
+			m.forcePull = true
+			m.pulling = false
+			m.retryPullLocked(allocUpdateRetry)
+			m.mu.Unlock()
+			return
 		}
 		m.apply(resp.Allocs)
+		m.mu.Lock()
+		m.haveIndex = resp.Index
+		if m.wantIndex == want {
+			// Nothing announced while this pull ran: the answer is the
+			// servers' view (it may be lower than announced, after a
+			// purge or a reset state; do not chase the old figure).
+			m.wantIndex = resp.Index
+		}
+		m.mu.Unlock()
 	}
+}
+
+// retryPullLocked arms a pull after d; m.mu is held and no pull runs.
+func (m *allocManager) retryPullLocked(d time.Duration) {
+	if !m.running || m.pullTmr != nil {
+		return
+	}
+	m.pullTmr = time.AfterFunc(d, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.pullTmr = nil
+		m.kickPullLocked()
+	})
 }
 
 // apply starts, updates or stops runners to match the servers' view.
@@ -220,6 +358,7 @@ func (m *allocManager) apply(allocs []*structs.Allocation) {
 		ar = newAllocRunner(m.c, a, nil)
 		m.mu.Lock()
 		m.runners[a.ID] = ar
+		m.armStatsLocked()
 		m.mu.Unlock()
 		m.c.logger.Info("starting allocation", "alloc_id", a.ID, "name", a.Name)
 		ar.persist()
@@ -227,67 +366,105 @@ func (m *allocManager) apply(allocs []*structs.Allocation) {
 	}
 }
 
-// updater sends batched status updates to the servers.
-func (m *allocManager) updater(ctx context.Context) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
+// flush sends the queued status updates, in batches, until none is left;
+// markDirty started it (m.flushing, m.bg). With no session, or after a
+// failed send, it leaves the updates queued and arms retryTmr.
+func (m *allocManager) flush() {
+	defer m.bg.Done()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.dirtyCh:
-		case <-t.C:
-		}
 		m.mu.Lock()
-		if len(m.dirty) == 0 || !m.c.Connected() {
+		if !m.running || len(m.dirty) == 0 {
+			m.flushing = false
 			m.mu.Unlock()
-			continue
+			return
 		}
-		var batch []*allocRunner
+		if !m.c.Connected() {
+			m.flushing = false
+			m.retryLocked(allocUpdateWaitConn)
+			m.mu.Unlock()
+			return
+		}
+		batch := make([]*allocRunner, 0, len(m.dirty))
 		for id := range m.dirty {
 			if ar := m.runners[id]; ar != nil {
 				batch = append(batch, ar)
 			}
 		}
-		m.dirty = map[string]bool{}
+		clear(m.dirty)
 		m.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
 		req := &structs.AllocUpdateRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
 		for _, ar := range batch {
 			req.Allocs = append(req.Allocs, ar.report())
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(m.c.ctx, 10*time.Second)
 		err := m.c.ServerRPC(cctx, structs.MethodNodeUpdateAlloc, req, &structs.GenericResponse{})
 		cancel()
 		if err != nil {
 			m.c.logger.Debug("allocation update failed; will retry", "error", err)
+			m.mu.Lock()
 			for _, ar := range batch {
-				m.markDirty(ar.id)
+				m.dirty[ar.id] = true
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+			m.flushing = false
+			m.retryLocked(allocUpdateRetry)
+			m.mu.Unlock()
+			return
 		}
 	}
 }
 
-// statsLoop samples every running task's usage on the stats interval.
-func (m *allocManager) statsLoop(ctx context.Context) {
-	t := time.NewTicker(m.c.cfg.StatsInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+// retryLocked arms the retry of a flush after d; m.mu is held and no
+// flush runs.
+func (m *allocManager) retryLocked(d time.Duration) {
+	if !m.running || m.retryTmr != nil {
+		return
+	}
+	m.retryTmr = time.AfterFunc(d, func() {
+		m.mu.Lock()
+		m.retryTmr = nil
+		if !m.running || m.flushing || len(m.dirty) == 0 {
+			m.mu.Unlock()
 			return
-		case <-t.C:
 		}
-		for _, ar := range m.all() {
-			for _, tr := range ar.tasks {
-				tr.sampleStats()
-			}
+		m.flushing = true
+		m.bg.Add(1)
+		m.mu.Unlock()
+		m.flush()
+	})
+}
+
+// armStatsLocked arms the next stats sample if the node has allocations
+// and none is armed; m.mu is held.
+func (m *allocManager) armStatsLocked() {
+	if !m.running || m.statsTmr != nil || len(m.runners) == 0 {
+		return
+	}
+	m.statsTmr = time.AfterFunc(m.c.cfg.StatsInterval, m.sampleStats)
+}
+
+// sampleStats samples every running task's usage, then arms the next
+// sample.
+func (m *allocManager) sampleStats() {
+	m.mu.Lock()
+	if !m.running {
+		m.mu.Unlock()
+		return
+	}
+	m.bg.Add(1)
+	m.mu.Unlock()
+	defer m.bg.Done()
+	for _, ar := range m.all() {
+		for _, tr := range ar.tasks {
+			tr.sampleStats()
 		}
 	}
+	m.mu.Lock()
+	m.statsTmr = nil
+	m.armStatsLocked()
+	m.mu.Unlock()
 }
 
 // errNotEligibleForGC is the answer to a GC of an allocation still running.

@@ -318,6 +318,7 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 	default:
 	}
 	bo.Reset()
+	c.allocs.pullNow() // now that calls go through sess
 	m.regOnce.Do(func() { close(m.registered) })
 	c.logger.Info("registered with server", "server", addr, "node_id", c.id.NodeID)
 
@@ -513,6 +514,14 @@ func (m *connManager) register(ctx context.Context, sess *rpc.Session) (time.Dur
 		return 0, err
 	}
 	m.learnServers(resp.Servers)
+	m.c.allocs.announce(resp.AllocIndex)
+	if m.current() == sess {
+		// A registration again on the session in use (the node changed,
+		// or the server forgot it): pull once, the server's state may be
+		// new. The first registration of a session pulls once the
+		// session is current (session).
+		m.c.allocs.pullNow()
+	}
 	return resp.HeartbeatTTL, nil
 }
 
@@ -525,5 +534,6 @@ func (m *connManager) heartbeat(ctx context.Context, sess *rpc.Session) (time.Du
 		return 0, err
 	}
 	m.learnServers(resp.Servers)
+	m.c.allocs.announce(resp.AllocIndex) // the backstop for a lost push
 	return resp.HeartbeatTTL, nil
 }

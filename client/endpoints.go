@@ -15,8 +15,18 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocStats, c.allocStats)
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocGC, c.allocGC)
 	rpc.HandleUnary(c.mux, structs.MethodClientGCAll, c.gcAll)
+	rpc.HandleUnary(c.mux, structs.MethodClientAllocsChanged, c.allocsChanged)
 	c.registerFSEndpoints()
 	c.registerJSONForms()
+}
+
+// allocsChanged is the servers' push: the node's allocations changed at
+// req.Index. It only schedules a pull (the answer does not wait for it), so
+// a caller other than the node's server can make the node do no more than
+// ask its server once.
+func (c *Client) allocsChanged(ctx context.Context, req *structs.AllocsChangedRequest, resp *structs.GenericResponse) error {
+	c.allocs.announce(req.Index)
+	return nil
 }
 
 // runnerFor returns the allocation's runner or a 404.

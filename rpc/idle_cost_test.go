@@ -36,8 +36,18 @@ import (
 // The cases:
 //   - idle: dialled (one ping each way), nothing else;
 //   - used: the node made a call to the server (a registration), holds a
-//     blocking call on it (the allocation watch), and the server made a
-//     call to the node (a forwarded stats call);
+//     blocking call on it (the allocation watch nodes kept before
+//     allocation changes were pushed), and the server made a call to the
+//     node (a forwarded stats call);
+//   - node: what a node does now: a registration and a pull of its
+//     allocations (two calls to the server, none left parked), and the
+//     server made a forwarded stats call and a push (Client.AllocsChanged)
+//     to the node; measured within IdleStreamTimeout of those calls, so
+//     each end keeps the streams for reuse;
+//   - quiet: node, measured once both ends' idle streams have timed out
+//     (IdleStreamTimeout shortened to idleQuietTimeout for the case): a
+//     node between heartbeats at 10,000 nodes, whose TTL (nodes /
+//     max_heartbeats_per_second = 200 s) is far beyond 30 s;
 //   - burst: used, then the server made 16 concurrent calls to the node
 //     (streams it may keep for reuse).
 const (
@@ -46,6 +56,8 @@ const (
 	idleDefaultN   = 2000
 	idleBurstCalls = 16
 	idleGCs        = 6
+
+	idleQuietTimeout = 1500 * time.Millisecond
 )
 
 // idleArgs is the body of the harness's calls: a registration and a stats
@@ -84,7 +96,7 @@ func BenchmarkIdleSessionCost(b *testing.B) {
 		defer func() { runtime.MemProfileRate = 512 * 1024 }()
 	}
 	for _, kind := range []string{"tcp", "tls"} {
-		for _, mode := range []string{"idle", "used", "burst"} {
+		for _, mode := range []string{"idle", "used", "node", "quiet", "burst"} {
 			b.Run(kind+"/"+mode, func(b *testing.B) {
 				for range b.N {
 					measureIdleSessions(b, kind, mode, n, profDir)
@@ -146,6 +158,9 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 	cfg := DefaultConfig()
 	cfg.Logger = hclog.NewNullLogger()
 	cfg.MaxConnsPerIP = -1
+	if mode == "quiet" {
+		cfg.IdleStreamTimeout = idleQuietTimeout
+	}
 	var tlsDir string
 	if kind == "tls" {
 		tlsDir = mtlsFiles(b)
@@ -264,14 +279,26 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 					if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data}, &r); err != nil {
 						b.Error(err)
 					}
+					if mode == "node" || mode == "quiet" {
+						// The push: a small call, one after the stats call.
+						if err := s.Call(context.Background(), "Idle.Echo", &idleArgs{Data: data[:8]}, &r); err != nil {
+							b.Error(err)
+						}
+					}
 				}()
 			}
 		}
 		wg.Wait()
-		waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
+		if mode != "node" && mode != "quiet" {
+			waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
+		}
 		// Idle means idle: streams kept for reuse give back their
-		// buffers after idleShrinkAfter.
-		time.Sleep(idleShrinkAfter + 200*time.Millisecond)
+		// buffers after idleShrinkAfter (and, quiet, are closed).
+		wait := idleShrinkAfter
+		if mode == "quiet" {
+			wait = 2 * idleQuietTimeout // the reaper may run up to one TTL late
+		}
+		time.Sleep(wait + 200*time.Millisecond)
 	}
 	g1 := settleGoroutines()
 	inuse1, live1, stack1 := heapAndStacks()
@@ -311,6 +338,10 @@ func TestIdleCostHelper(t *testing.T) {
 	addr, mode := os.Getenv("TETHER_IDLE_ADDR"), os.Getenv("TETHER_IDLE_MODE")
 	cfg := DefaultConfig()
 	cfg.Logger = hclog.NewNullLogger()
+	if mode == "quiet" {
+		cfg.IdleStreamTimeout = idleQuietTimeout
+		mode = "node"
+	}
 	if dir := os.Getenv("TETHER_IDLE_TLS"); dir != "" {
 		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 		if err != nil {
@@ -353,6 +384,13 @@ func TestIdleCostHelper(t *testing.T) {
 			var r idleArgs
 			if err := s.Call(ctx, "Idle.Echo", &idleArgs{Data: make([]byte, 2048)}, &r); err != nil {
 				dialErr.Store(err)
+				return
+			}
+			if mode == "node" {
+				// The pull of its allocations: answered at once.
+				if err := s.Call(ctx, "Idle.Echo", &idleArgs{Data: make([]byte, 512)}, &r); err != nil {
+					dialErr.Store(err)
+				}
 				return
 			}
 			wg.Add(1)

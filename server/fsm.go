@@ -189,6 +189,10 @@ type fsmResponse struct {
 type fsm struct {
 	store  *StateStore
 	logger hclog.Logger
+
+	// restored, if set, is called after a successful Restore (a snapshot
+	// replaced the state without the writes that hooks see).
+	restored func()
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -244,7 +248,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the store's contents with a snapshot.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return f.store.restore(rc)
+	if err := f.store.restore(rc); err != nil {
+		return err
+	}
+	if f.restored != nil {
+		f.restored()
+	}
+	return nil
 }
 
 // snapshotHeader starts every snapshot.

@@ -277,7 +277,10 @@ func (s *Server) retryFailedSchedules(ctx context.Context) {
 	}
 }
 
-// nodeGetClientAllocs is the node's blocking query for its allocations.
+// nodeGetClientAllocs answers a node's pull of its allocations: at once
+// with MaxWait 0 (what nodes do when told of a change, see
+// alloc_notify.go), or as a blocking query on the node's allocation index
+// with MaxWait > 0.
 func (s *Server) nodeGetClientAllocs(ctx context.Context, req *structs.NodeClientAllocsRequest, resp *structs.NodeClientAllocsResponse) error {
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
@@ -285,13 +288,18 @@ func (s *Server) nodeGetClientAllocs(ctx context.Context, req *structs.NodeClien
 	if err := s.bindSession(ctx, req.NodeID, 0); err != nil {
 		return err
 	}
-	wait := req.MaxWait
-	if wait <= 0 || wait > 5*time.Minute {
-		wait = 5 * time.Minute
+	var (
+		allocs []*structs.Allocation
+		idx    uint64
+		err    error
+	)
+	if req.MaxWait <= 0 {
+		allocs, idx, err = s.store.AllocsByNode(req.NodeID)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, min(req.MaxWait, 5*time.Minute))
+		allocs, idx, err = s.store.BlockingAllocsByNode(wctx, req.NodeID, req.MinIndex)
+		cancel()
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	allocs, idx, err := s.store.BlockingAllocsByNode(wctx, req.NodeID, req.MinIndex)
 	if err != nil {
 		return err
 	}

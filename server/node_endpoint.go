@@ -22,8 +22,8 @@ func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodNodeGet, s.nodeGet)
 	rpc.HandleUnary(s.mux, structs.MethodStatusPeers, s.statusPeers)
 	rpc.HandleUnary(s.mux, structs.MethodNodeGetClientAllocs, s.nodeGetClientAllocs)
-	// Every node keeps this blocking query in flight: no watch goroutine
-	// per node for it; the node gives it up by closing its session.
+	// A caller that blocks on it (MaxWait > 0) gives it up by closing its
+	// session: no watch goroutine per call. Nodes pull with no wait.
 	s.mux.EndWithSession(structs.MethodNodeGetClientAllocs)
 	rpc.HandleUnary(s.mux, structs.MethodNodeUpdateAlloc, s.nodeUpdateAlloc)
 	rpc.HandleUnary(s.mux, MethodOperatorRaftConfiguration, s.operatorRaftConfiguration)
@@ -144,7 +144,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 		return err
 	}
 	if old == nil {
-		// The node's next calls (alloc watch, heartbeats) come here:
+		// The node's next calls (allocation pulls, heartbeats) come here:
 		// make sure this server has its record.
 		s.waitApplied(ctx, lresp.Index)
 	}
@@ -154,6 +154,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 	resp.HeartbeatTTL = lresp.HeartbeatTTL
 	resp.Servers = s.rpcServers()
 	resp.Index = lresp.Index
+	resp.AllocIndex = s.store.NodeAllocIndex(n.ID)
 	return nil
 }
 
@@ -302,6 +303,7 @@ func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRe
 	resp.HeartbeatTTL = lresp.HeartbeatTTL
 	resp.Servers = s.rpcServers()
 	resp.Index = lresp.Index
+	resp.AllocIndex = s.store.NodeAllocIndex(req.NodeID)
 	return nil
 }
 

@@ -54,7 +54,7 @@ func (s *Server) setupRaft() error {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
 	}
 	rc.NotifyCh = s.raftNotify
-	s.fsm = &fsm{store: s.store, logger: s.logger.Named("fsm")}
+	s.fsm = &fsm{store: s.store, logger: s.logger.Named("fsm"), restored: s.allocsRestored}
 
 	var (
 		logs   raft.LogStore

@@ -78,6 +78,10 @@ type Server struct {
 	// acl caches parsed ACL policies (acl_endpoint.go).
 	acl aclState
 
+	// allocNotify pushes allocation changes to the nodes bound here
+	// (alloc_notify.go).
+	allocNotify *allocNotifier
+
 	// Counters for odd branches.
 	forwardRetries         atomic.Uint64 // leader writes retried (no leader, leader unreachable)
 	staleRoutes            atomic.Uint64 // forwarded node calls that hit a stale route
@@ -136,6 +140,8 @@ func New(cfg *Config) (_ *Server, err error) {
 		schedRetry:  make(map[string]bool),
 	}
 	s.adm = newAdmission(cfg)
+	s.allocNotify = newAllocNotifier(ctx, logger.Named("alloc_notify"), s.notifyAllocsChanged)
+	store.allocsUpserted = s.allocsUpserted
 	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
 	defer func() {
 		if err != nil {
@@ -223,6 +229,7 @@ func (s *Server) Shutdown() {
 	s.mu.Unlock()
 	s.shutdownMembership()
 	s.cancel()
+	s.allocNotify.stop()
 	s.mu.Lock()
 	if s.ln != nil {
 		s.ln.Close()

@@ -137,5 +137,19 @@ func (r *sessionRegistry) nodeOf(sess *rpc.Session) string {
 	return s
 }
 
+// nodes returns the IDs of the nodes bound here, one shard at a time.
+func (r *sessionRegistry) nodes() []string {
+	out := make([]string, 0, r.count())
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for id := range sh.byNode {
+			out = append(out, id)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
 // count returns how many nodes have a live session here.
 func (r *sessionRegistry) count() int { return int(r.n.Load()) }

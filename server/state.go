@@ -32,6 +32,12 @@ type StateStore struct {
 
 	// indexCh is closed (and replaced) whenever index advances.
 	indexCh chan struct{}
+
+	// allocsUpserted, if set, is called after UpsertAllocs committed, with
+	// the allocations written and their index; on a server that is from
+	// the FSM's apply, so it must not block (server/alloc_notify.go). Set
+	// before any write.
+	allocsUpserted func(allocs []*structs.Allocation, idx uint64)
 }
 
 // NewStateStore returns an empty store.
@@ -301,6 +307,14 @@ func (s *StateStore) Jobs(ns, prefix string) ([]*structs.Job, error) {
 
 // UpsertAllocs stores allocations as the scheduler made them.
 func (s *StateStore) UpsertAllocs(allocs []*structs.Allocation) (uint64, error) {
+	idx, err := s.upsertAllocs(allocs)
+	if err == nil && s.allocsUpserted != nil {
+		s.allocsUpserted(allocs, idx)
+	}
+	return idx, err
+}
+
+func (s *StateStore) upsertAllocs(allocs []*structs.Allocation) (uint64, error) {
 	return s.write([]string{tableAllocs}, func(txn *memdb.Txn, idx uint64) error {
 		for _, a := range allocs {
 			raw, err := txn.First(tableAllocs, "id", a.ID)
@@ -408,14 +422,17 @@ func (s *StateStore) AllocsByJob(ns, jobID string) ([]*structs.Allocation, error
 	return out, nil
 }
 
-// AllocsByNode returns a node's allocations and the allocs table index.
+// AllocsByNode returns a node's allocations and the node's allocation
+// index (nodeAllocIndex).
 func (s *StateStore) AllocsByNode(nodeID string) ([]*structs.Allocation, uint64, error) {
 	return s.allocsByNode(nil, nodeID)
 }
 
+// allocsByNode reads a node's allocations and its allocation index, and
+// adds to ws the watch of the node's entries only (not the table's index,
+// which every write to any node's allocations moves).
 func (s *StateStore) allocsByNode(ws memdb.WatchSet, nodeID string) ([]*structs.Allocation, uint64, error) {
 	txn := s.db.Txn(false)
-	idx := tableIndexOf(txn, ws, tableAllocs)
 	it, err := txn.Get(tableAllocs, "node", nodeID)
 	if err != nil {
 		return nil, 0, err
@@ -424,14 +441,29 @@ func (s *StateStore) allocsByNode(ws memdb.WatchSet, nodeID string) ([]*structs.
 		ws.Add(it.WatchCh())
 	}
 	var out []*structs.Allocation
+	var idx uint64
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*structs.Allocation))
+		a := raw.(*structs.Allocation)
+		out = append(out, a)
+		idx = max(idx, a.AllocModifyIndex)
 	}
 	return out, idx, nil
 }
 
-// BlockingAllocsByNode waits until the allocs table index passes minIndex
-// (or ctx is done) and returns the node's allocations and that index.
+// NodeAllocIndex is the node's allocation index: the highest
+// AllocModifyIndex of its allocations, the raft index of the last change
+// the servers made to any of them (placement, stop, lost). A node's own
+// status reports do not move it, so a node told of it pulls only what it
+// has to act on. Deleting allocations (a purge, which stops them first)
+// may lower it; the node ignores allocations it is no longer sent.
+func (s *StateStore) NodeAllocIndex(nodeID string) uint64 {
+	_, idx, _ := s.allocsByNode(nil, nodeID)
+	return idx
+}
+
+// BlockingAllocsByNode waits until the node's allocation index passes
+// minIndex (or ctx is done) and returns the node's allocations and that
+// index. It wakes on changes to the node's own allocations only.
 func (s *StateStore) BlockingAllocsByNode(ctx context.Context, nodeID string, minIndex uint64) ([]*structs.Allocation, uint64, error) {
 	for {
 		ws := memdb.NewWatchSet()

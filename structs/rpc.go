@@ -44,6 +44,10 @@ type NodeRegisterResponse struct {
 	HeartbeatTTL time.Duration
 	Servers      []string
 	Index        uint64
+	// AllocIndex is the node's allocation index on the answering server
+	// (see NodeClientAllocsResponse.Index): a node that has pulled less
+	// pulls again.
+	AllocIndex uint64
 }
 
 // NodeHeartbeatRequest keeps a node alive.
@@ -58,6 +62,9 @@ type NodeHeartbeatResponse struct {
 	HeartbeatTTL time.Duration
 	Servers      []string
 	Index        uint64
+	// AllocIndex is the node's allocation index, as in
+	// NodeRegisterResponse: the backstop for a lost AllocsChanged push.
+	AllocIndex uint64
 }
 
 // GenericResponse is the reply of calls that return nothing.
@@ -100,7 +107,19 @@ const (
 	MethodClientAllocStats = "ClientAllocations.Stats"
 	MethodClientAllocGC    = "ClientAllocations.GarbageCollect"
 	MethodClientGCAll      = "ClientAllocations.GarbageCollectAll"
+
+	// MethodClientAllocsChanged is the server's push on a node's session:
+	// the node's allocations changed at AllocsChangedRequest.Index, so
+	// the node pulls them (Node.GetClientAllocs). It replaces a blocking
+	// query parked on the server for every node.
+	MethodClientAllocsChanged = "Client.AllocsChanged"
 )
+
+// AllocsChangedRequest is the body of Client.AllocsChanged; the reply is a
+// GenericResponse.
+type AllocsChangedRequest struct {
+	Index uint64
+}
 
 // AllocSpecificRequest names the allocation a client call is for.
 type AllocSpecificRequest struct {
@@ -108,8 +127,10 @@ type AllocSpecificRequest struct {
 	QueryOptions
 }
 
-// NodeClientAllocsRequest is a node's blocking query for its allocations:
-// it returns once the allocations index passes MinIndex or MaxWait ends.
+// NodeClientAllocsRequest asks for a node's allocations. With MaxWait > 0
+// it is a blocking query: it returns once the node's allocation index
+// passes MinIndex or MaxWait ends; with MaxWait 0 it answers at once (what
+// nodes do: they pull when told, see MethodClientAllocsChanged).
 type NodeClientAllocsRequest struct {
 	NodeID   string
 	SecretID string
@@ -117,7 +138,10 @@ type NodeClientAllocsRequest struct {
 	MaxWait  time.Duration
 }
 
-// NodeClientAllocsResponse carries the node's allocations.
+// NodeClientAllocsResponse carries the node's allocations and the node's
+// allocation index: the highest AllocModifyIndex among them, i.e. the raft
+// index of the last server-side change to any of them (a node's own status
+// reports do not move it).
 type NodeClientAllocsResponse struct {
 	Allocs []*Allocation
 	Index  uint64
