@@ -242,14 +242,12 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 		// The servers ping every session (yamux keepalive); a node's own
 		// pings add a goroutine and a timer per node and tell it nothing
 		// its heartbeats do not: a dead server fails the next heartbeat,
-		// and a killed one resets the connection at once.
+		// and a killed one resets the connection at once. One yamux
+		// logger serves the fleet (yamux's default writes to stderr past
+		// the log level, and rpc would make one per dial).
 		yc := yamux.DefaultConfig()
 		yc.EnableKeepAlive = false
-		rpcCfg.Yamux = yc
-	}
-	if rpcCfg.Yamux.Logger == nil && rpcCfg.Yamux.LogOutput == nil {
-		// One yamux logger for the fleet, not one made per dial.
-		yc := rpcCfg.Yamux.Clone()
+		yc.LogOutput = nil
 		yc.Logger = rpcCfg.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 		rpcCfg.Yamux = yc
 	}
