@@ -36,6 +36,9 @@ func fleetServers(c *server.Config) {
 	}
 	rc.MaxConnsPerIP = -1
 	c.RPC = rc
+	c.RebalanceInterval = 500 * time.Millisecond
+	c.SessionDrainTimeout = 10 * time.Second
+	c.NoLeaveOnShutdown = true // a stop is like kill -9: peers find out by failure detection
 }
 
 // startTestFleet starts a fleet of n nodes against servers and stops it
@@ -276,6 +279,31 @@ func TestFleet_InProcess(t *testing.T) {
 		return st.Connected == nodes && st.PerServer[addrs[victim]] == 0,
 			fmt.Errorf("%d connected, per server %v", st.Connected, st.PerServer)
 	})
+
+	// Back again: the fleet moves a fair share to it.
+	c.restart(victim)
+	c.waitStable(3)
+	waitFor(t, 60*time.Second, "sessions rebalanced after the restart", func() (bool, error) {
+		counts := sessionCounts(c)
+		return evenWithin(counts, nodes, 0.2), fmt.Errorf("sessions per server %v", counts)
+	})
+	waitFor(t, 30*time.Second, "every move done", func() (bool, error) {
+		var asked, released uint64
+		for _, s := range c.running() {
+			st := s.Server().Stats()
+			asked += st["rebalance_moves"]
+			released += st["sessions_released"]
+		}
+		st := f.Status()
+		return released >= asked && st.Connected == nodes, fmt.Errorf("%d of %d moves done, %d connected", released, asked, st.Connected)
+	})
+	t.Logf("after the restart: sessions per server %v", sessionCounts(c))
+	err = forEachLimited(len(ids)*len(apis), 16, func(k int) error {
+		return nodeAnswers(apis[k%len(apis)], ids[k/len(apis)])
+	})
+	if err != nil {
+		t.Fatalf("after the rebalance: %v", err)
+	}
 
 	// The fleet's own sockets: the ports of its sessions now.
 	conns := map[portPair]bool{}
