@@ -373,13 +373,9 @@ func (f *Fleet) newNode(i int) (*Client, error) {
 	cfg.Fingerprint = f.fp
 	cfg.DataDialer = f.dataDialer
 	cfg.Logger = f.nodeLog.With("node", name)
-	// Each node starts on a different server, so that the fleet's first
-	// sessions spread evenly over the servers.
-	n := len(f.cfg.Servers)
-	cfg.Servers = make([]string, 0, n)
-	for k := range n {
-		cfg.Servers = append(cfg.Servers, f.cfg.Servers[(i+k)%n])
-	}
+	// Every node dials the servers in its own random order
+	// (connManager.nextServer), so the fleet spreads over them.
+	cfg.Servers = f.cfg.Servers
 	return New(cfg)
 }
 
