@@ -29,8 +29,9 @@ import (
 // move to the servers below the share, in proportion to what they lack.
 // Every server plans from the same counts, so together they move what
 // the others lack; no server plans again while its own or a peer's moves
-// are still under way (a node asked to move and not gone yet; at most
-// two intervals), so counts in flux cause no overshoot. An even fleet
+// are still under way (more than a tenth of the last round's nodes asked
+// to move and not gone yet; at most two intervals), so counts in flux
+// cause no overshoot. An even fleet
 // moves nothing; a returned server gets its share within a
 // few intervals, at the pace admission lets it take nodes.
 //
@@ -49,6 +50,8 @@ type rebalancer struct {
 	// asked holds the nodes asked to move and when: until they leave, they
 	// are not counted as this server's, nor asked again.
 	asked map[string]time.Time
+	// round is how many nodes the last round asked to move.
+	round int
 }
 
 // rebalanceLoop runs rebalanceOnce every RebalanceInterval plus jitter,
@@ -185,8 +188,8 @@ func (s *Server) rebalanceOnce(ctx context.Context, r *rebalancer) {
 			delete(r.asked, id)
 		}
 	}
-	s.movingOut.Store(int64(len(r.asked)))
-	if len(r.asked) > 0 {
+	s.movingOut.Store(int64(r.pending()))
+	if r.pending() > 0 {
 		return // the last round's moves are not done: counts are in flux
 	}
 	mine := s.sessions.count()
@@ -243,7 +246,20 @@ func (s *Server) rebalanceOnce(ctx context.Context, r *rebalancer) {
 		}()
 	}
 	wg.Wait()
-	s.movingOut.Store(int64(len(r.asked)))
+	r.round = len(moves)
+	s.movingOut.Store(int64(r.pending()))
+}
+
+// pending is how many of the last round's moves still count as under
+// way: none once all but a tenth of them are done. A few nodes that stay
+// (a target that refused them for 30 s, a node that cannot reach it) keep
+// their entry in asked, so they are neither counted nor asked again, but
+// they do not hold up the whole cluster's next round for two intervals.
+func (r *rebalancer) pending() int {
+	if len(r.asked)*10 <= r.round {
+		return 0
+	}
+	return len(r.asked)
 }
 
 // boundNode is a node and its session here.

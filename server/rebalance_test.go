@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"reflect"
 	"testing"
@@ -126,5 +127,30 @@ func TestServer_ReleaseDrainsSession(t *testing.T) {
 	<-serveDone
 	if got := s.Stats()["sessions_released"]; got != 1 {
 		t.Fatalf("sessions_released = %d; want 1", got)
+	}
+}
+
+// TestRebalancer_Pending: a round counts as under way until all but a
+// tenth of the nodes it asked have gone.
+func TestRebalancer_Pending(t *testing.T) {
+	cases := []struct {
+		round, left, want int
+	}{
+		{0, 0, 0},
+		{100, 0, 0},
+		{100, 10, 0},
+		{100, 11, 11},
+		{100, 100, 100},
+		{5, 1, 1},
+		{10, 1, 0},
+	}
+	for _, tc := range cases {
+		r := &rebalancer{asked: map[string]time.Time{}, round: tc.round}
+		for i := range tc.left {
+			r.asked[fmt.Sprint("node-", i)] = time.Now()
+		}
+		if got := r.pending(); got != tc.want {
+			t.Errorf("round %d, %d left: pending %d; want %d", tc.round, tc.left, got, tc.want)
+		}
 	}
 }
