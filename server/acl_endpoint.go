@@ -96,7 +96,7 @@ func (s *Server) aclResolveTokenRPC(ctx context.Context, req *structs.ResolveACL
 	if !s.ACLEnabled() {
 		return errACLDisabled
 	}
-	tok, err := s.tokenBySecret(req.SecretID)
+	tok, _, err := s.tokenBySecretOrLeader(req.SecretID)
 	if err != nil {
 		return err
 	}
@@ -117,6 +117,7 @@ func (s *Server) aclGetPoliciesRPC(ctx context.Context, req *structs.GetACLPolic
 		return structs.BadRequest("too many policies requested")
 	}
 	resp.Policies = make(map[string]*structs.ACLPolicy, len(req.Names))
+	var missing []string
 	for _, name := range req.Names {
 		p, err := s.store.ACLPolicyByName(name)
 		if err != nil {
@@ -124,6 +125,16 @@ func (s *Server) aclGetPoliciesRPC(ctx context.Context, req *structs.GetACLPolic
 		}
 		if p != nil {
 			resp.Policies[name] = p
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		// This server may lag the leader (acl_leader.go).
+		if lr, ok := s.lookupAtLeader(&peerACLLookupRequest{Policies: missing}); ok {
+			for name, p := range lr.Policies {
+				resp.Policies[name] = p
+			}
 		}
 	}
 	resp.Index = s.store.aclTablesIndex()
@@ -153,16 +164,18 @@ func (s *Server) ResolveToken(secret string) (*acl.ACL, error) {
 	if !s.ACLEnabled() {
 		return acl.ACLsDisabledACL, nil
 	}
-	tok, err := s.tokenBySecret(secret)
+	tok, fromLeader, err := s.tokenBySecretOrLeader(secret)
 	if err != nil {
 		return nil, err
 	}
-	return s.aclForToken(tok)
+	return s.aclForToken(tok, fromLeader)
 }
 
 // aclForToken merges the token's policies. Policies deleted since the
-// token was made are skipped.
-func (s *Server) aclForToken(tok *structs.ACLToken) (*acl.ACL, error) {
+// token was made are skipped. fromLeader holds the leader's copies of
+// policies for a token this server did not know yet; a policy in neither
+// place grants nothing.
+func (s *Server) aclForToken(tok *structs.ACLToken, fromLeader map[string]*structs.ACLPolicy) (*acl.ACL, error) {
 	if tok.IsManagement() {
 		return acl.ManagementACL, nil
 	}
@@ -171,6 +184,9 @@ func (s *Server) aclForToken(tok *structs.ACLToken) (*acl.ACL, error) {
 		p, err := s.store.ACLPolicyByName(name)
 		if err != nil {
 			return nil, err
+		}
+		if lp, ok := fromLeader[name]; ok && (p == nil || lp.ModifyIndex > p.ModifyIndex) {
+			p = lp
 		}
 		if p == nil {
 			continue

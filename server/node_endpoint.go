@@ -50,6 +50,7 @@ func (s *Server) registerEndpoints() {
 	forwardAllocRPC[structs.AllocSpecificRequest, structs.GenericResponse](s, structs.MethodClientAllocGC, allocIDOfReq)
 	s.registerStreamForwards()
 	s.registerACLEndpoints()
+	s.registerPeerACLEndpoints()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the

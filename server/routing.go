@@ -150,6 +150,7 @@ func (s *Server) Stats() map[string]uint64 {
 		"route_cache_no_path":     s.routes.misses.Load(),
 		"route_lookups_merged":    s.routes.merged.Load(),
 		"acl_denials":             s.aclDenials.Load(),
+		"acl_leader_lookups":      s.aclLeaderLookups.Load(),
 		"unchanged_registrations": s.unchangedRegistrations.Load(),
 		"schedule_errors":         s.scheduleErrors.Load(),
 		"streams_forwarded":       s.streamsForwarded.Load(),

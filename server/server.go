@@ -77,6 +77,9 @@ type Server struct {
 
 	// acl caches parsed ACL policies (acl_endpoint.go).
 	acl aclState
+	// aclLookups bounds lookups of unknown tokens on the leader
+	// (acl_leader.go).
+	aclLookups *leaderACLLookups
 
 	// allocNotify pushes allocation changes to the nodes bound here
 	// (alloc_notify.go).
@@ -91,6 +94,7 @@ type Server struct {
 	peerRefused            atomic.Uint64 // server-to-server calls refused to non-servers
 	dataCalls              atomic.Uint64 // bulk reads made as data calls (datacalls.go)
 	aclDenials             atomic.Uint64 // client calls refused for the caller's capabilities
+	aclLeaderLookups       atomic.Uint64 // tokens or policies unknown here, answered by the leader (acl_leader.go)
 	unchangedRegistrations atomic.Uint64 // registrations the leader accepted without a raft write
 	scheduleErrors         atomic.Uint64 // scheduling passes that failed (left for retryFailedSchedules)
 	rebalanceMoves         atomic.Uint64 // nodes asked to move to another server (rebalance.go)
@@ -140,6 +144,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		schedRetry:  make(map[string]bool),
 	}
 	s.adm = newAdmission(cfg)
+	s.aclLookups = newLeaderACLLookups()
 	s.allocNotify = newAllocNotifier(ctx, logger.Named("alloc_notify"), s.notifyAllocsChanged)
 	store.allocsUpserted = s.allocsUpserted
 	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
