@@ -257,7 +257,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 	tconn := tls.Server(NewRecordBatcher(conn), s.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
-	if err := tconn.HandshakeContext(hctx); err != nil {
+	if err := handshakeApart(hctx, tconn); err != nil {
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})

@@ -258,7 +258,7 @@ func clientTLS(ctx context.Context, conn net.Conn, addr string, cfg *tls.Config)
 		}
 	}
 	tconn := tls.Client(NewRecordBatcher(conn), cfg)
-	if err := tconn.HandshakeContext(ctx); err != nil {
+	if err := handshakeApart(ctx, tconn); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
 	return tconn, nil
