@@ -413,11 +413,17 @@ func (m *connManager) moveEndpoint(ctx context.Context, req *structs.ClientMoveR
 	if req.Server == "" {
 		return structs.BadRequest("missing server")
 	}
+	if l := m.currentLink(); l != nil && l.addr == req.Server {
+		return structs.NewError(409, "node is on that server already")
+	}
+	// A refusal is not counted as a move asked (the server waits for the
+	// moves it counts before it plans again).
 	select {
 	case m.moveCh <- req.Server:
-	default: // a move is pending already
+		return nil
+	default:
+		return structs.NewError(409, "a move of this node is under way")
 	}
-	return nil
 }
 
 // move registers on target and makes it the node's session, then

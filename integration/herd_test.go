@@ -208,8 +208,14 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 	// Back again: the fleet moves a fair share to it, with no failed call.
 	c.restart(victim)
 	c.waitStable(3)
-	// Calls go through the restarted server at once: a node its state
-	// does not know yet is found on the peer holding its session.
+	// Calls go through the restarted server once its state has caught up
+	// (as a load balancer's readiness check would have it). Before that,
+	// a node its state does not know is found on the peer holding its
+	// session, but not while that node is between two servers.
+	waitFor(t, 30*time.Second, "the restarted server knows every node", func() (bool, error) {
+		list, err := listNodes(c.servers[victim].URL())
+		return err == nil && len(list) == n, fmt.Errorf("%d nodes listed: %v", len(list), err)
+	})
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	l = &herdLoad{failures: map[string][]string{}}
