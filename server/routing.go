@@ -137,9 +137,17 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 }
 
 // Stats returns the server's counters for odd branches of forwarding and
-// routing, for /v1/agent/self and tests.
+// routing and of the node plane (sessions, registrations, heartbeats), for
+// /v1/agent/self and tests. Counters are totals since start; "sessions" is
+// the number of nodes with a session here now.
 func (s *Server) Stats() map[string]uint64 {
 	return map[string]uint64{
+		"sessions":                uint64(s.sessions.count()),
+		"sessions_bound":          s.sessions.bindings.Load(),
+		"node_registrations":      s.nodeRegistrations.Load(),
+		"node_heartbeats":         s.nodeHeartbeats.Load(),
+		"leader_registrations":    s.leaderRegistrations.Load(),
+		"leader_heartbeats":       s.leaderHeartbeats.Load(),
 		"leader_forward_retries":  s.forwardRetries.Load(),
 		"stale_routes":            s.staleRoutes.Load(),
 		"peer_queries":            s.peerQueries.Load(),
