@@ -100,6 +100,14 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		scfg.RPCAdvertise = a.rpcAdvertise
 		scfg.ACLEnabled = cfg.ACL.Enabled
 		scfg.RPC = a.serverRPCConfig()
+		if n := cfg.Limits.RPCMaxConnsPerClient; n > 0 {
+			if scfg.RPC == nil {
+				scfg.RPC = rpc.DefaultConfig()
+			}
+			rc := *scfg.RPC
+			rc.MaxConnsPerIP = n
+			scfg.RPC = &rc
+		}
 		if cfg.Server.HeartbeatGrace > 0 {
 			scfg.HeartbeatGrace = cfg.Server.HeartbeatGrace
 		}

@@ -90,6 +90,9 @@ type Config struct {
 	// TLS holds the TLS settings (tls).
 	TLS TLSConfig
 
+	// Limits holds the connection limits (limits).
+	Limits LimitsConfig
+
 	// Plugins holds the task driver plugin blocks (plugin "NAME" { ... }),
 	// keyed by plugin name. A nil map means no plugin block.
 	Plugins map[string]*PluginConfig
@@ -137,6 +140,19 @@ type PortsConfig struct {
 }
 
 // ServerConfig holds the server role's settings (server).
+// LimitsConfig is the limits block. Nomad's other keys in it
+// (https_handshake_timeout, http_max_conns_per_client,
+// rpc_handshake_timeout) are accepted and ignored with a warning.
+type LimitsConfig struct {
+	// RPCMaxConnsPerClient caps the RPC connections a server takes from
+	// one IP (limits.rpc_max_conns_per_client). Zero, the default, means
+	// no cap: unlike Nomad (default 100), because a fleet behind one NAT
+	// address dials from one IP; the server bounds nodes by their
+	// authenticated ID instead (admission). Set it where nodes have
+	// their own addresses.
+	RPCMaxConnsPerClient int
+}
+
 type ServerConfig struct {
 	// Enabled runs the server role (server.enabled).
 	Enabled bool
@@ -442,6 +458,8 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeNumber(&r.Server.FailoverHeartbeatTTL, o.Server.FailoverHeartbeatTTL)
 	mergeNumber(&r.Server.NumSchedulers, o.Server.NumSchedulers)
 
+	mergeNumber(&r.Limits.RPCMaxConnsPerClient, o.Limits.RPCMaxConnsPerClient)
+
 	mergeBool(&r.Client.Enabled, o.Client.Enabled)
 	mergeSlice(&r.Client.Servers, o.Client.Servers)
 	if len(o.Client.Meta) > 0 {
@@ -571,6 +589,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.BootstrapExpect < 0 {
 		add("server.bootstrap_expect %d must not be negative", c.Server.BootstrapExpect)
+	}
+	if c.Limits.RPCMaxConnsPerClient < 0 {
+		add("limits.rpc_max_conns_per_client %d must not be negative", c.Limits.RPCMaxConnsPerClient)
 	}
 	if c.Server.NumSchedulers < 0 {
 		add("server.num_schedulers %d must not be negative", c.Server.NumSchedulers)

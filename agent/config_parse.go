@@ -91,7 +91,7 @@ var (
 		"disable_anonymous_signature",
 		"http_api_response_headers", "log_file", "log_rotate_bytes",
 		"log_rotate_duration", "log_rotate_max_files", "log_include_location",
-		"plugin_dir", "limits", "telemetry", "consul", "vault", "ui", "audit",
+		"plugin_dir", "telemetry", "consul", "vault", "ui", "audit",
 		"autopilot", "sentinel", "reporting", "keyring",
 	)
 	ignoredServer = keySet(
@@ -113,6 +113,7 @@ var (
 		"retry_interval",
 	)
 	ignoredServerJoin = keySet("retry_max", "retry_interval")
+	ignoredLimits     = keySet("https_handshake_timeout", "http_max_conns_per_client", "rpc_handshake_timeout")
 	ignoredClient     = keySet(
 		"options", "reserved", "host_volume", "host_network", "chroot_env",
 		"drain_on_shutdown", "artifact", "template", "cni_path",
@@ -222,6 +223,7 @@ func (p *parser) parseRoot(items []*ast.ObjectItem, c *Config) error {
 			"client":              p.blockField(p.clientBlock(&c.Client)),
 			"acl":                 p.blockField(p.aclBlock(&c.ACL)),
 			"tls":                 p.blockField(p.tlsBlock(&c.TLS)),
+			"limits":              p.blockField(p.limitsBlock(&c.Limits)),
 			"plugin": func(it *ast.ObjectItem, path string) error {
 				return p.parsePlugins(it, path, c)
 			},
@@ -297,6 +299,16 @@ func (p *parser) clientBlock(c *ClientConfig) block {
 			"gc_interval":       p.durationField(&c.GCInterval),
 		},
 		ignored: ignoredClient,
+	}
+}
+
+func (p *parser) limitsBlock(l *LimitsConfig) block {
+	return block{
+		path: "limits",
+		fields: map[string]field{
+			"rpc_max_conns_per_client": p.intField(&l.RPCMaxConnsPerClient),
+		},
+		ignored: ignoredLimits,
 	}
 }
 

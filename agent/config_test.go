@@ -337,6 +337,36 @@ func TestLoadConfig_Snippets(t *testing.T) {
 			},
 		},
 		{
+			name: "limits: rpc_max_conns_per_client set, others ignored",
+			content: `limits {
+  rpc_max_conns_per_client = 250
+  http_max_conns_per_client = 10
+}`,
+			check: func(t *testing.T, c *Config) {
+				if c.Limits.RPCMaxConnsPerClient != 250 {
+					t.Errorf("RPCMaxConnsPerClient = %d; want 250", c.Limits.RPCMaxConnsPerClient)
+				}
+				d := DefaultConfig().Merge(c)
+				if d.Limits.RPCMaxConnsPerClient != 250 {
+					t.Errorf("merged RPCMaxConnsPerClient = %d; want 250", d.Limits.RPCMaxConnsPerClient)
+				}
+			},
+		},
+		{
+			name:    "limits: rpc_max_conns_per_client absent means no cap",
+			content: `limits { rpc_handshake_timeout = "5s" }`,
+			check: func(t *testing.T, c *Config) {
+				if n := DefaultConfig().Merge(c).Limits.RPCMaxConnsPerClient; n != 0 {
+					t.Errorf("RPCMaxConnsPerClient = %d; want 0 (no cap)", n)
+				}
+			},
+		},
+		{
+			name:    "limits: unknown key",
+			content: `limits { rpc_max_conns = 1 }`,
+			wantErr: `unknown config key "rpc_max_conns" in limits block`,
+		},
+		{
 			name:    "gomaxprocs governor on",
 			content: `gomaxprocs_governor = true`,
 			check: func(t *testing.T, c *Config) {
@@ -532,7 +562,7 @@ func TestLoadConfig_Warnings(t *testing.T) {
 		content string
 		want    []string // keys, with the line they are on
 	}{
-		{"top level", "data_dir = \"/d\"\nlimits {\n  https_handshake_timeout = \"5s\"\n}\nreporting {\n}", []string{`"limits" (%s:2)`, `"reporting" (%s:5)`}},
+		{"top level", "data_dir = \"/d\"\nlimits {\n  https_handshake_timeout = \"5s\"\n}\nreporting {\n}", []string{`"limits.https_handshake_timeout" (%s:3)`, `"reporting" (%s:5)`}},
 		{"server", "server {\n  raft_protocol = 3\n  license_path = \"/l\"\n}", []string{`"server.raft_protocol" (%s:2)`, `"server.license_path" (%s:3)`}},
 		{"client", "client {\n  drain_on_shutdown {\n    deadline = \"1m\"\n  }\n  gc_max_allocs = 50\n}", []string{`"client.drain_on_shutdown" (%s:2)`, `"client.gc_max_allocs" (%s:5)`}},
 		{"acl", `acl { replication_token = "x" }`, []string{`"acl.replication_token" (%s:1)`}},
@@ -718,6 +748,7 @@ func TestConfig_Validate(t *testing.T) {
 		}, nil},
 		{"server and client without servers", func(c *Config) { c.Client.Enabled = true }, nil},
 		{"dev without data_dir", func(c *Config) { c.DataDir = ""; c.DevMode = true }, nil},
+		{"negative rpc_max_conns_per_client", func(c *Config) { c.Limits.RPCMaxConnsPerClient = -1 }, []string{"limits.rpc_max_conns_per_client -1 must not be negative"}},
 		{"lower-case log level", func(c *Config) { c.LogLevel = "trace" }, nil},
 		{"tls with files", func(c *Config) {
 			c.TLS = TLSConfig{HTTP: true, RPC: true, CertFile: "c", KeyFile: "k", TLSMinVersion: "tls13"}

@@ -507,3 +507,16 @@ func (a *Agent) reloadTLS(c TLSConfig) error {
 	a.logger.Info("TLS certificates reloaded", "cert_file", c.CertFile, "ca_file", c.CAFile)
 	return nil
 }
+
+// NodeRPCTLS returns the TLS config a node agent of region dials servers
+// with, from the files of c (CAFile, CertFile, KeyFile and the
+// verification settings; c.RPC is implied): what tether fleet gives its
+// nodes. The files are read once.
+func NodeRPCTLS(c TLSConfig, region string) (*tls.Config, error) {
+	c.RPC = true
+	t, err := newAgentTLS(c, region)
+	if err != nil {
+		return nil, err
+	}
+	return t.rpcClientConfig(), nil
+}

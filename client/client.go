@@ -24,6 +24,7 @@ type Client struct {
 	started     time.Time // when the agent started: drivers' UpdateTime
 	meta        *metaStore
 	stats       *HostStatsCollector
+	ownStats    bool // stats is this node's own, run by Start
 	fp          *Fingerprint
 	mux         *rpc.Mux
 	dataCallers dataCallers     // answer servers' data calls (bulk reads)
@@ -35,8 +36,6 @@ type Client struct {
 
 	conn   *connManager
 	allocs *allocManager
-
-	statsJSON statsJSONCache
 
 	// acl caches tokens and policies resolved through the servers.
 	acl aclCache
@@ -72,9 +71,11 @@ func New(cfg *Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	fp, err := FingerprintHost(cfg.AllocDir, cfg.CPUTotalCompute, cfg.Version)
-	if err != nil {
-		return nil, fmt.Errorf("fingerprinting host: %w", err)
+	fp := cfg.Fingerprint
+	if fp == nil {
+		if fp, err = FingerprintHost(cfg.AllocDir, cfg.CPUTotalCompute, cfg.Version); err != nil {
+			return nil, fmt.Errorf("fingerprinting host: %w", err)
+		}
 	}
 	rpcCfg := cfg.RPC
 	if rpcCfg == nil {
@@ -85,8 +86,11 @@ func New(cfg *Config) (*Client, error) {
 		rc.Logger = logger.Named("rpc")
 		rpcCfg = &rc
 	}
-	stats := NewHostStatsCollector(logger.Named("stats"), cfg.AllocDir, cfg.StatsInterval)
-	stats.SetCPUTotalCompute(cfg.CPUTotalCompute)
+	stats, ownStats := cfg.HostStats, false
+	if stats == nil {
+		stats, ownStats = NewHostStatsCollector(logger.Named("stats"), cfg.AllocDir, cfg.StatsInterval), true
+		stats.SetCPUTotalCompute(cfg.CPUTotalCompute)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
@@ -98,6 +102,7 @@ func New(cfg *Config) (*Client, error) {
 		started:    time.Now().UTC(),
 		meta:       meta,
 		stats:      stats,
+		ownStats:   ownStats,
 		fp:         fp,
 		mux:        rpc.NewMux(),
 		ctx:        ctx,
@@ -120,15 +125,18 @@ func (c *Client) Mux() *rpc.Mux { return c.mux }
 
 // Start starts stats collection and the connection to the servers.
 func (c *Client) Start() {
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		c.allocs.run(c.ctx)
 	}()
-	go func() {
-		defer c.wg.Done()
-		c.stats.Run(c.ctx)
-	}()
+	if c.ownStats {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.stats.Run(c.ctx)
+		}()
+	}
 	go func() {
 		defer c.wg.Done()
 		c.conn.run(c.ctx)

@@ -73,8 +73,21 @@ type Config struct {
 	ACLTokenTTL  time.Duration
 	ACLPolicyTTL time.Duration
 
-	// RPC configures the transport; nil means rpc.DefaultConfig().
+	// RPC configures the transport; nil means rpc.DefaultConfig(). A
+	// config with a Logger is used as it is (nodes of one fleet share
+	// one); without one the node copies it to set its own.
 	RPC *rpc.Config
+
+	// HostStats, when set, is the host-stats collector the node serves
+	// its samples from, shared by every node of one process (tether
+	// fleet); its owner runs it. nil means the node samples the host
+	// itself every StatsInterval.
+	HostStats *HostStatsCollector
+
+	// Fingerprint, when set, is what the node registers as its
+	// attributes and resources, shared by every node of one process; it
+	// must not be modified. nil means the node fingerprints the host.
+	Fingerprint *Fingerprint
 
 	// Logger is the node agent's logger; nil means no logging.
 	Logger hclog.Logger

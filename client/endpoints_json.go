@@ -13,8 +13,9 @@ import (
 // bytes on. Replies not listed encode as they are.
 func (c *Client) registerJSONForms() {
 	// Host stats change once per sample and are read far more often:
-	// encoded once per sample.
-	rpc.RegisterJSON(c.mux, c.statsJSON.encode)
+	// encoded once per sample, by the collector, for every node that
+	// shares it.
+	rpc.RegisterJSON(c.mux, c.stats.json.encode)
 	// Metadata changes on applies only: encoded once per change.
 	rpc.RegisterJSON(c.mux, c.meta.jsonOf)
 	// ls shows the list (never null), stat the one entry.

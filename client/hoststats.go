@@ -60,6 +60,9 @@ type HostStatsCollector struct {
 	// sample is stored, so waiters need not poll.
 	notifyMu sync.Mutex
 	notify   chan struct{}
+
+	// json is the JSON of the latest sample, for every node serving it.
+	json statsJSONCache
 }
 
 // NewHostStatsCollector returns a collector that samples the host, and the

@@ -39,7 +39,11 @@ type Config struct {
 
 	// MaxConnsPerIP limits the concurrent TCP connections Server.Serve
 	// accepts from one remote IP. Connections over the limit are closed at
-	// once. Default 100; -1 means unlimited.
+	// once. Zero (the default) and -1 mean unlimited: a whole fleet behind
+	// one NAT address dials from one IP, so a per-IP cap refuses nodes
+	// that did nothing wrong (limits that protect a server key on the
+	// authenticated node, server/admission.go). Agents set it from
+	// limits.rpc_max_conns_per_client.
 	MaxConnsPerIP int
 
 	// MaxPooledDataPerNode bounds the data connections a Server keeps
@@ -172,7 +176,7 @@ const (
 	defaultMaxMessageSize   = 4 << 20
 	defaultCallTimeout      = 30 * time.Second
 	defaultDialTimeout      = 10 * time.Second
-	defaultMaxConnsPerIP    = 100
+	defaultMaxConnsPerIP    = 0 // unlimited
 	defaultTCPKeepAlive     = 30 * time.Second
 	defaultMaxIdleStreams   = 64
 	defaultHandlerWatch     = 5 * time.Millisecond

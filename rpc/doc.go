@@ -74,9 +74,10 @@
 // handler's context has the same deadline, and the handler's context is
 // cancelled as soon as the caller goes away. Every connection and stream
 // must say what it wants within Config.HandshakeTimeout, read in its own
-// goroutine, so a stalled peer never blocks an accept loop; Server.Serve
-// serves at most Config.MaxConnsPerIP connections at once from one peer
-// host.
+// goroutine, so a stalled peer never blocks an accept loop. Server.Serve
+// takes any number of connections from one peer host unless
+// Config.MaxConnsPerIP caps them: a fleet behind one NAT address comes
+// from one IP.
 //
 // The wire format is documented in spec.md next to this file.
 package rpc

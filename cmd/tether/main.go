@@ -4,6 +4,7 @@
 // Usage:
 //
 //	tether agent [flags]   run an agent (see "tether agent -h")
+//	tether fleet [flags]   run many simulated nodes (see "tether fleet -h")
 //	tether tls ...         create a CA and certificates (see "tether tls -h")
 //	tether version         print the version
 package main
@@ -29,6 +30,7 @@ Tether serves Nomad's client HTTP API from servers and node agents.
 
 Commands:
   agent     Run a Tether agent (server, node agent, or both with -dev)
+  fleet     Run many simulated nodes in one process against servers
   tls       Create a CA and certificates for a test cluster
   version   Print the Tether version
 
@@ -48,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "agent":
 		return runAgent(args[1:], stdout, stderr)
+	case "fleet":
+		return runFleet(args[1:], stdout, stderr)
 	case "tls":
 		return runTLS(args[1:], stdout, stderr)
 	case "version", "-version", "--version", "-v":
