@@ -176,11 +176,14 @@ func (m *allocManager) watch(ctx context.Context) {
 		req := &structs.NodeClientAllocsRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID, MinIndex: index, MaxWait: maxWait}
 		var resp structs.NodeClientAllocsResponse
 		cctx, cancel := context.WithTimeout(ctx, maxWait+15*time.Second)
-		err := m.c.ServerRPC(cctx, structs.MethodNodeGetClientAllocs, req, &resp)
+		err := m.c.conn.callOwn(cctx, structs.MethodNodeGetClientAllocs, req, &resp)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, context.Canceled) {
+				continue // the node moved to another server: watch there
 			}
 			m.c.logger.Debug("allocation watch failed; retrying", "error", err)
 			index = 0

@@ -14,33 +14,78 @@ import (
 )
 
 // connManager keeps the node's one session to a server: it dials the known
-// servers in turn with backoff and jitter, registers, heartbeats, pushes
-// metadata changes, and starts over on another server when the session
-// dies.
+// servers in a random order with backoff and jitter, registers (honouring
+// a server's "come back later"), heartbeats, pushes metadata changes, and
+// starts over on another server when the session dies. A server may ask
+// the node to move to another server (rebalancing): the node registers
+// there first, then releases the old session, which the old server closes
+// once the calls in flight on it are done.
 type connManager struct {
 	c *Client
 
 	mu       sync.Mutex
-	sess     *rpc.Session
+	cur      *link // the registered session, or nil
 	servers  []string
-	next     int
+	order    []string // this pass over servers, shuffled
+	pos      int      // next in order
+	last     string   // the server tried last
 	syncDue  bool
 	syncTmr  *time.Timer
 	lastErrs map[string]string // addr → last error logged, to log a repeat once
 
 	syncCh     chan struct{}
+	moveCh     chan string
 	registered chan struct{}
 	regOnce    sync.Once
+
+	// drains counts old sessions being released after a move; run waits
+	// for them.
+	drains sync.WaitGroup
 }
 
+// link is one session to a server and the goroutine serving it.
+type link struct {
+	addr string
+	sess *rpc.Session
+	stop context.CancelFunc // ends Serve and the handlers' contexts
+	// own bounds the node's long calls of its own on this session (the
+	// allocation watch): they end when the node leaves the session, and
+	// go on on the next one.
+	own       context.Context
+	ownCancel context.CancelFunc
+	serveWG   sync.WaitGroup
+}
+
+// close ends the link: calls, the session and its serving goroutine.
+func (l *link) close() {
+	l.ownCancel()
+	l.stop()
+	l.sess.Close()
+	l.serveWG.Wait()
+}
+
+// Timing of moves and 429 answers.
+const (
+	// moveRegisterTimeout bounds the registration on the server a node
+	// was asked to move to; past it the node stays where it is.
+	moveRegisterTimeout = 30 * time.Second
+	// releaseWait bounds how long a released session is left for its
+	// server to drain and close, longer than the server's own bound
+	// (SessionDrainTimeout, 1m by default).
+	releaseWait = 2 * time.Minute
+)
+
 func newConnManager(c *Client) *connManager {
-	return &connManager{
+	m := &connManager{
 		c:          c,
 		servers:    append([]string(nil), c.cfg.Servers...),
 		syncCh:     make(chan struct{}, 1),
+		moveCh:     make(chan string, 1),
 		registered: make(chan struct{}),
 		lastErrs:   make(map[string]string),
 	}
+	rpc.HandleUnary(c.mux, structs.MethodClientMove, m.moveEndpoint)
+	return m
 }
 
 // serverAddr returns the address of the server the node is registered
@@ -60,9 +105,31 @@ func (m *connManager) knownServers() []string {
 }
 
 func (m *connManager) current() *rpc.Session {
+	if l := m.currentLink(); l != nil {
+		return l.sess
+	}
+	return nil
+}
+
+func (m *connManager) currentLink() *link {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.sess
+	return m.cur
+}
+
+// callOwn makes one of the node's own long calls (the allocation watch) on
+// the current session, ended early when the node leaves that session: the
+// error then matches context.Canceled while ctx is still live.
+func (m *connManager) callOwn(ctx context.Context, method string, args, reply any) error {
+	l := m.currentLink()
+	if l == nil {
+		return structs.NewError(503, "No cluster leader: node agent has no server connection")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.own, cancel)
+	defer stop()
+	return l.sess.Call(cctx, method, args, reply)
 }
 
 // learnServers adds servers a server told us about, keeping configured
@@ -87,12 +154,36 @@ func (m *connManager) learnServers(addrs []string) {
 	}
 }
 
+// nextServer returns the server to dial next. Each pass over the known
+// servers is a fresh random order, and a pass does not start with the
+// server tried last: a fleet does not all pick the first server of the
+// same list, and the nodes of a server that died spread over the others
+// instead of all failing over to the one after it (Nomad's client
+// shuffles its list too).
 func (m *connManager) nextServer() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addr := m.servers[m.next%len(m.servers)]
-	m.next++
+	if m.pos >= len(m.order) {
+		m.order = append(m.order[:0], m.servers...)
+		rand.Shuffle(len(m.order), func(i, j int) { m.order[i], m.order[j] = m.order[j], m.order[i] })
+		if len(m.order) > 1 && m.order[0] == m.last {
+			j := 1 + rand.N(len(m.order)-1)
+			m.order[0], m.order[j] = m.order[j], m.order[0]
+		}
+		m.pos = 0
+	}
+	addr := m.order[m.pos]
+	m.pos++
+	m.last = addr
 	return addr
+}
+
+// newPass makes the next nextServer start a new random pass (after a
+// registration: the next server is picked afresh when this one is lost).
+func (m *connManager) newPass() {
+	m.mu.Lock()
+	m.pos = len(m.order)
+	m.mu.Unlock()
 }
 
 // triggerSync schedules a re-registration carrying fresh metadata after
@@ -139,6 +230,7 @@ func (m *connManager) run(ctx context.Context) {
 			m.syncTmr.Stop()
 		}
 		m.mu.Unlock()
+		m.drains.Wait()
 	}()
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = m.c.cfg.ReconnectMin
@@ -148,7 +240,7 @@ func (m *connManager) run(ctx context.Context) {
 	bo.Reset()
 	for ctx.Err() == nil {
 		addr := m.nextServer()
-		err := m.session(ctx, addr, bo)
+		registered, err := m.session(ctx, addr, bo)
 		if ctx.Err() != nil {
 			return
 		}
@@ -156,6 +248,14 @@ func (m *connManager) run(ctx context.Context) {
 			m.logDialError(addr, err)
 		}
 		wait := bo.NextBackOff()
+		if registered {
+			// A session that worked was lost: the server died, say, and
+			// its other nodes lost theirs in the same instant. The first
+			// retry is spread uniformly over [0, 4·ReconnectMin) (full
+			// jitter) so that they do not all reach a survivor in the same
+			// millisecond; backoff (itself ±50 %) takes over from there.
+			wait = rand.N(4*m.c.cfg.ReconnectMin) + time.Millisecond
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -166,59 +266,53 @@ func (m *connManager) run(ctx context.Context) {
 	}
 }
 
-// session dials addr, registers and heartbeats until the session ends. It
-// resets bo once registered.
-func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackOff) error {
+// dial opens a session to addr and serves the node's endpoints on it.
+func (m *connManager) dial(ctx context.Context, addr string) (*link, error) {
 	c := m.c
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	sess, err := rpc.Dial(dctx, addr, c.rpcCfg)
 	cancel()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sctx, scancel := context.WithCancel(ctx)
-	var serveWG sync.WaitGroup
-	serveWG.Add(1)
+	sctx, stop := context.WithCancel(ctx)
+	own, ownCancel := context.WithCancel(ctx)
+	l := &link{addr: addr, sess: sess, stop: stop, own: own, ownCancel: ownCancel}
+	l.serveWG.Add(1)
 	go func() {
-		defer serveWG.Done()
+		defer l.serveWG.Done()
 		_ = sess.Serve(sctx, c.mux)
 	}()
+	return l, nil
+}
+
+// session dials addr, registers and heartbeats until the session ends,
+// moving to another server when asked to. It resets bo once registered
+// and reports whether it was.
+func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackOff) (registered bool, err error) {
+	c := m.c
+	l, err := m.dial(ctx, addr)
+	if err != nil {
+		return false, err
+	}
 	defer func() {
 		m.mu.Lock()
-		if m.sess == sess {
-			m.sess = nil
+		if m.cur == l {
+			m.cur = nil
 		}
 		m.mu.Unlock()
-		scancel()
-		sess.Close()
-		serveWG.Wait()
+		l.close() // l is the current link, after any move
 	}()
 
-	ttl, err := m.register(ctx, sess)
-	for err != nil && serverUnavailable(err) {
-		// The server is up but cannot write (no cluster leader). It has
-		// bound the session already when it knows us, so keep it: calls
-		// for this node work through the servers meanwhile.
-		c.logger.Warn("registration not accepted yet; retrying on the same server", "server", addr, "error", err)
-		t := time.NewTimer(time.Second + rand.N(time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-sess.CloseChan():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		ttl, err = m.register(ctx, sess)
-	}
+	ttl, err := m.registerAdmitted(ctx, l)
 	if err != nil {
-		return err
+		return false, err
 	}
 	m.mu.Lock()
-	m.sess = sess
+	m.cur = l
 	delete(m.lastErrs, addr)
 	m.mu.Unlock()
+	m.newPass()
 	bo.Reset()
 	m.regOnce.Do(func() { close(m.registered) })
 	c.logger.Info("registered with server", "server", addr, "node_id", c.id.NodeID)
@@ -228,37 +322,160 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
-		case <-sess.CloseChan():
+			return true, nil
+		case <-l.sess.CloseChan():
 			t.Stop()
-			c.logger.Warn("server session lost", "server", addr)
-			return nil
+			c.logger.Warn("server session lost", "server", l.addr)
+			return true, nil
 		case <-m.syncCh:
 			t.Stop()
-			if ttl, err = m.register(ctx, sess); err != nil {
-				return err
+			if ttl, err = m.registerAdmitted(ctx, l); err != nil {
+				return true, err
+			}
+		case target := <-m.moveCh:
+			t.Stop()
+			if nl, nttl, ok := m.move(ctx, l, target); ok {
+				l, ttl = nl, nttl
 			}
 		case <-t.C:
-			if ttl, err = m.heartbeat(ctx, sess); err != nil {
+			if ttl, err = m.heartbeat(ctx, l.sess); err != nil {
 				var se *rpc.RemoteError
 				if errors.As(err, &se) && se.Code == 404 {
 					// The server forgot us (e.g. it restarted with empty
 					// state): register again on the same session.
-					if ttl, err = m.register(ctx, sess); err == nil {
+					if ttl, err = m.registerAdmitted(ctx, l); err == nil {
 						continue
 					}
 				}
 				if serverUnavailable(err) {
 					// No cluster leader right now: the session still
 					// routes calls to us; try again soon.
-					c.logger.Warn("heartbeat not accepted; keeping the session", "server", addr, "error", err)
+					c.logger.Warn("heartbeat not accepted; keeping the session", "server", l.addr, "error", err)
 					ttl = 2 * time.Second
 					continue
 				}
-				return err
+				return true, err
 			}
 		}
 	}
+}
+
+// registerAdmitted registers on l's session until the server takes it:
+// a server that says "come back later" (429) is asked again after its
+// hint plus jitter; one that cannot write now (no cluster leader) after a
+// second or two. Meanwhile a server that knows the node has bound the
+// session already, so calls for it work. It gives up when the session
+// closes or ctx ends.
+func (m *connManager) registerAdmitted(ctx context.Context, l *link) (time.Duration, error) {
+	for {
+		ttl, err := m.register(ctx, l.sess)
+		if err == nil {
+			return ttl, nil
+		}
+		var wait time.Duration
+		if hint, ok := structs.RetryAfter(err); ok {
+			// Never early (the server may have kept a slot for us at
+			// the hint), spread a little past it.
+			wait = hint + rand.N(hint/8+20*time.Millisecond)
+			m.c.logger.Debug("server admits no session now; coming back later", "server", l.addr, "retry_after", wait)
+		} else if serverUnavailable(err) {
+			m.c.logger.Warn("registration not accepted yet; retrying on the same server", "server", l.addr, "error", err)
+			wait = time.Second + rand.N(time.Second)
+		} else {
+			return 0, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, ctx.Err()
+		case <-l.sess.CloseChan():
+			t.Stop()
+			return 0, err
+		case <-t.C:
+		}
+	}
+}
+
+// moveEndpoint is structs.MethodClientMove: the server the node is
+// registered with asks it to move to another server. The node answers at
+// once and moves in its own time; only the current session may ask.
+func (m *connManager) moveEndpoint(ctx context.Context, req *structs.ClientMoveRequest, resp *structs.GenericResponse) error {
+	sess := rpc.SessionFromContext(ctx)
+	if sess == nil || sess != m.current() {
+		return structs.NewError(403, "only the node's current server may move it")
+	}
+	if req.Server == "" {
+		return structs.BadRequest("missing server")
+	}
+	select {
+	case m.moveCh <- req.Server:
+	default: // a move is pending already
+	}
+	return nil
+}
+
+// move registers on target and makes it the node's session, then
+// releases old in the background. It reports false, and the node stays
+// on old, when target cannot be dialed or does not take the node within
+// moveRegisterTimeout.
+func (m *connManager) move(ctx context.Context, old *link, target string) (*link, time.Duration, bool) {
+	c := m.c
+	if target == old.addr {
+		return nil, 0, false
+	}
+	nl, err := m.dial(ctx, target)
+	if err != nil {
+		c.logger.Warn("cannot move to server; staying", "server", old.addr, "target", target, "error", err)
+		return nil, 0, false
+	}
+	mctx, cancel := context.WithTimeout(ctx, moveRegisterTimeout)
+	ttl, err := m.registerAdmitted(mctx, nl)
+	cancel()
+	if err != nil {
+		nl.close()
+		c.logger.Warn("server to move to did not take the node; staying", "server", old.addr, "target", target, "error", err)
+		return nil, 0, false
+	}
+	m.learnServers([]string{target})
+	m.mu.Lock()
+	m.cur = nl
+	m.last = target
+	m.mu.Unlock()
+	c.logger.Info("moved to server", "from", old.addr, "server", target, "node_id", c.id.NodeID)
+	m.drains.Add(1)
+	go func() {
+		defer m.drains.Done()
+		m.release(ctx, old)
+	}()
+	return nl, ttl, true
+}
+
+// release gives up old once the node is registered elsewhere: the node's
+// own long calls on it end (they go on on the new session), the server is
+// told, and once its calls in flight are done it closes the session.
+func (m *connManager) release(ctx context.Context, old *link) {
+	old.ownCancel()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	req := &structs.NodeReleaseRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
+	err := old.sess.Call(rctx, structs.MethodNodeRelease, req, &structs.GenericResponse{})
+	cancel()
+	// Idle streams this end keeps would look in use to the draining
+	// server.
+	old.sess.CloseIdle()
+	if err != nil {
+		m.c.logger.Debug("releasing old session failed; closing it", "server", old.addr, "error", err)
+		old.close()
+		return
+	}
+	t := time.NewTimer(releaseWait)
+	select {
+	case <-old.sess.CloseChan():
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	old.close()
 }
 
 // serverUnavailable reports whether a server answered that it cannot

@@ -25,3 +25,47 @@ func TestHeartbeatInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestNextServer: nodes with the same list start on a random server (a
+// fleet spreads instead of all dialing the first), every pass tries each
+// server once, and the pass after a loss does not start with the server
+// lost.
+func TestNextServer(t *testing.T) {
+	servers := []string{"a:4647", "b:4647", "c:4647"}
+	first := map[string]int{}
+	const fleet = 3000
+	for range fleet {
+		m := &connManager{servers: append([]string(nil), servers...)}
+		first[m.nextServer()]++
+	}
+	for _, s := range servers {
+		if got, even := first[s], fleet/len(servers); got < even*9/10 || got > even*11/10 {
+			t.Fatalf("%d of %d nodes start on %s; want about %d (%v)", got, fleet, s, even, first)
+		}
+	}
+
+	m := &connManager{servers: append([]string(nil), servers...)}
+	for pass := 0; pass < 100; pass++ {
+		seen := map[string]bool{}
+		for range servers {
+			seen[m.nextServer()] = true
+		}
+		if len(seen) != len(servers) {
+			t.Fatalf("pass %d tried %v; want each server once", pass, seen)
+		}
+	}
+	lost := map[string]int{}
+	for range 300 {
+		m := &connManager{servers: append([]string(nil), servers...)}
+		s := m.nextServer() // registered here, then lost
+		m.newPass()
+		next := m.nextServer()
+		if next == s {
+			t.Fatalf("after losing %s the node dialed it again first", s)
+		}
+		lost[next]++
+	}
+	if len(lost) != len(servers) {
+		t.Fatalf("nodes that lost a server went to %v; want all others used", lost)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +76,7 @@ func startAgent(t *testing.T, cfg *agent.Config) *testAgent {
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name:   cfg.Name,
 		Level:  hclog.LevelFromString(cfg.LogLevel),
-		Output: testWriter{t},
+		Output: newTestWriter(t),
 	})
 	a, err := agent.New(cfg, logger)
 	if err != nil {
@@ -159,12 +160,37 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) (int, s
 	return resp.StatusCode, string(b), resp.Header
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends an agent's log lines to the test's log until the
+// test's cleanups have run; later lines (a goroutine of a library that
+// outlives its Shutdown, such as memberlist's indirect pings) are dropped,
+// since the testing package must not be written to once a test is done.
+type testWriter struct{ *testLog }
+
+type testLog struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+// newTestWriter returns the writer for an agent started in t; call it
+// before registering the agent's own cleanup, so it stops after.
+func newTestWriter(t *testing.T) testWriter {
+	l := &testLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.done = true
+		l.mu.Unlock()
+	})
+	return testWriter{l}
+}
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
-	defer func() { _ = recover() }() // a log line after the test ended
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 

@@ -558,7 +558,7 @@ func startLoggedAgent(t *testing.T, cfg *agent.Config) (*testAgent, *logBuffer) 
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name:   cfg.Name,
 		Level:  hclog.Debug,
-		Output: io.MultiWriter(testWriter{t}, buf),
+		Output: io.MultiWriter(newTestWriter(t), buf),
 	})
 	a, err := agent.New(cfg, logger)
 	if err != nil {

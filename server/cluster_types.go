@@ -26,6 +26,10 @@ const (
 	// methodHasNode asks a peer whether it holds a node's session.
 	methodHasNode = "Routing.HasNode"
 
+	// methodSessionCount asks a peer how many node sessions it holds
+	// (rebalancing).
+	methodSessionCount = "Routing.SessionCount"
+
 	// methodForwardNodeRPC and methodForwardNodeStream run a client
 	// method on a node whose session the receiving server holds.
 	methodForwardNodeRPC    = "Forward.NodeRPC"

@@ -137,6 +137,62 @@ type Config struct {
 	// recently used go first). Default 65536.
 	RouteCacheSize int
 
+	// AdmissionRate and AdmissionBurst bound how fast this server admits
+	// new node sessions (registrations, and heartbeats on a session not
+	// yet bound to its node), server-wide: a token bucket of
+	// AdmissionBurst tokens refilled at AdmissionRate per second. Over it
+	// a node is told to come back later (429 with a retry-after hint; see
+	// admission.go). Defaults 200/s and 400: 10,000 nodes register on
+	// three servers in about 17 s at the bound, the third of a fleet of
+	// 10,000 that loses its server is taken back by the two others in
+	// about 8 s, and no leader takes more than it can write. A negative
+	// rate means no bound.
+	AdmissionRate  float64
+	AdmissionBurst int
+
+	// NodeAdmissionInterval and NodeAdmissionBurst bound the sessions one
+	// node opens: NodeAdmissionBurst at once, then one per
+	// NodeAdmissionInterval, so a node reconnecting in a tight loop is
+	// slowed down instead of taking the server-wide tokens of others.
+	// Defaults 5s and 4. A negative interval means no bound.
+	NodeAdmissionInterval time.Duration
+	NodeAdmissionBurst    int
+
+	// AdmissionMaxWait is the latest a refused node is told to come back
+	// (and the furthest ahead it is given a slot of the server-wide
+	// bucket). Default 1m.
+	AdmissionMaxWait time.Duration
+
+	// AdmissionCacheSize bounds the nodes whose admission buckets are
+	// remembered (least recently seen go first). Default 16384.
+	AdmissionCacheSize int
+
+	// RebalanceInterval is how often this server compares its count of
+	// node sessions with its peers' and, when it holds more than its
+	// share, asks some of its nodes to move (rebalance.go); a random
+	// jitter of up to a quarter is added. Default 1m; negative turns
+	// rebalancing off.
+	RebalanceInterval time.Duration
+
+	// RebalanceTolerance is how far above an even share (a fraction of
+	// it) a server may be before it moves nodes away. Default 0.1.
+	RebalanceTolerance float64
+
+	// RebalanceMaxMoves bounds the nodes one server asks to move per
+	// interval. Default 500: after a server of a 10,000-node fleet
+	// returns, the others give it its share in about four intervals.
+	RebalanceMaxMoves int
+
+	// SessionDrainTimeout bounds how long a session a node released
+	// (it moved to another server) stays open for the calls in flight on
+	// it. Default 1m.
+	SessionDrainTimeout time.Duration
+
+	// NoLeaveOnShutdown makes Shutdown skip leaving the membership, as a
+	// killed process does: peers find out by failure detection. Tests
+	// use it to stop a server as kill -9 would.
+	NoLeaveOnShutdown bool
+
 	// Logger is the server's logger; nil means no logging.
 	Logger hclog.Logger
 }
@@ -157,6 +213,16 @@ func DefaultConfig() *Config {
 		PeerQueryTimeout:       2 * time.Second,
 		NoPathCacheTTL:         time.Second,
 		RouteCacheSize:         65536,
+		AdmissionRate:          200,
+		AdmissionBurst:         400,
+		NodeAdmissionInterval:  5 * time.Second,
+		NodeAdmissionBurst:     4,
+		AdmissionMaxWait:       time.Minute,
+		AdmissionCacheSize:     16384,
+		RebalanceInterval:      time.Minute,
+		RebalanceTolerance:     0.1,
+		RebalanceMaxMoves:      500,
+		SessionDrainTimeout:    time.Minute,
 	}
 }
 
@@ -178,10 +244,17 @@ func (c *Config) Verify() error {
 		return errors.New("bootstrap_expect must not be negative")
 	}
 	for _, d := range []time.Duration{c.RetryJoinInterval, c.RaftHeartbeatTimeout, c.RaftElectionTimeout,
-		c.RaftLeaderLease, c.RPCHoldTimeout, c.FailoverHeartbeatTTL, c.DeadServerCleanup, c.RouteCacheTTL, c.PeerQueryTimeout, c.NoPathCacheTTL} {
+		c.RaftLeaderLease, c.RPCHoldTimeout, c.FailoverHeartbeatTTL, c.DeadServerCleanup, c.RouteCacheTTL, c.PeerQueryTimeout, c.NoPathCacheTTL,
+		c.AdmissionMaxWait, c.SessionDrainTimeout} {
 		if d < 0 {
 			return errors.New("durations must not be negative")
 		}
+	}
+	if c.AdmissionBurst < 0 || c.NodeAdmissionBurst < 0 || c.AdmissionCacheSize < 0 || c.RebalanceMaxMoves < 0 {
+		return errors.New("admission and rebalancing bounds must not be negative")
+	}
+	if c.RebalanceTolerance < 0 {
+		return errors.New("rebalance tolerance must not be negative")
 	}
 	return nil
 }
@@ -199,6 +272,10 @@ func (c *Config) setDefaults() {
 		{&c.RouteCacheTTL, &d.RouteCacheTTL},
 		{&c.PeerQueryTimeout, &d.PeerQueryTimeout},
 		{&c.NoPathCacheTTL, &d.NoPathCacheTTL},
+		{&c.NodeAdmissionInterval, &d.NodeAdmissionInterval},
+		{&c.AdmissionMaxWait, &d.AdmissionMaxWait},
+		{&c.RebalanceInterval, &d.RebalanceInterval},
+		{&c.SessionDrainTimeout, &d.SessionDrainTimeout},
 	} {
 		if *p.v == 0 {
 			*p.v = *p.def
@@ -206,6 +283,24 @@ func (c *Config) setDefaults() {
 	}
 	if c.RouteCacheSize <= 0 {
 		c.RouteCacheSize = d.RouteCacheSize
+	}
+	if c.AdmissionRate == 0 {
+		c.AdmissionRate = d.AdmissionRate
+	}
+	if c.AdmissionBurst == 0 {
+		c.AdmissionBurst = d.AdmissionBurst
+	}
+	if c.NodeAdmissionBurst == 0 {
+		c.NodeAdmissionBurst = d.NodeAdmissionBurst
+	}
+	if c.AdmissionCacheSize == 0 {
+		c.AdmissionCacheSize = d.AdmissionCacheSize
+	}
+	if c.RebalanceTolerance == 0 {
+		c.RebalanceTolerance = d.RebalanceTolerance
+	}
+	if c.RebalanceMaxMoves == 0 {
+		c.RebalanceMaxMoves = d.RebalanceMaxMoves
 	}
 	if c.MaxHeartbeatsPerSecond == 0 {
 		c.MaxHeartbeatsPerSecond = d.MaxHeartbeatsPerSecond

@@ -281,7 +281,7 @@ func TestNodeUnchanged(t *testing.T) {
 
 // waitEstablished waits until s leads and has armed its heartbeat timers
 // for the term (establishLeadership ran).
-func waitEstablished(t *testing.T, s *Server) {
+func waitEstablished(t testing.TB, s *Server) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -307,6 +307,7 @@ func waitEstablished(t *testing.T, s *Server) {
 func TestServer_ReRegisterWritesOnlyChanges(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.InMemory = true
+	cfg.NodeAdmissionInterval = -1 // one node registers many times in a row on purpose
 	cfg.RPCAdvertise = "127.0.0.1:4647"
 	s, err := New(cfg)
 	if err != nil {

@@ -439,8 +439,10 @@ func (s *Server) shutdownMembership() {
 	if s.members == nil {
 		return
 	}
-	if err := s.members.ml.Leave(time.Second); err != nil {
-		s.logger.Debug("leaving membership", "error", err)
+	if !s.cfg.NoLeaveOnShutdown {
+		if err := s.members.ml.Leave(time.Second); err != nil {
+			s.logger.Debug("leaving membership", "error", err)
+		}
 	}
 	if err := s.members.ml.Shutdown(); err != nil {
 		s.logger.Debug("stopping membership", "error", err)

@@ -17,6 +17,7 @@ import (
 func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodNodeRegister, s.nodeRegister)
 	rpc.HandleUnary(s.mux, structs.MethodNodeHeartbeat, s.nodeHeartbeat)
+	rpc.HandleUnary(s.mux, structs.MethodNodeRelease, s.nodeRelease)
 	rpc.HandleUnary(s.mux, structs.MethodNodeList, s.nodeList)
 	rpc.HandleUnary(s.mux, structs.MethodNodeGet, s.nodeGet)
 	rpc.HandleUnary(s.mux, structs.MethodStatusPeers, s.statusPeers)
@@ -123,6 +124,11 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 		if owner := s.sessions.nodeOf(sess); owner != "" && owner != n.ID {
 			return structs.NewError(http.StatusForbidden, "session already bound to another node")
 		}
+	}
+	// Admission (admission.go): after the secret check, so that nobody
+	// spends a known node's bucket; before anything is bound or written.
+	if err := s.adm.admit(n.ID, time.Now()); err != nil {
+		return err
 	}
 	if old != nil {
 		if err := s.bindSession(ctx, n.ID, 0); err != nil {
@@ -277,6 +283,12 @@ func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRe
 	s.nodeHeartbeats.Add(1)
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
+	}
+	if sess := rpc.SessionFromContext(ctx); sess != nil && s.sessions.nodeOf(sess) != req.NodeID {
+		// A new session of the node: admitted like a registration.
+		if err := s.adm.admit(req.NodeID, time.Now()); err != nil {
+			return err
+		}
 	}
 	if err := s.bindSession(ctx, req.NodeID, 0); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 
 	"tether/rpc"
 	"tether/structs"
@@ -77,12 +78,27 @@ func (s *Server) Route(ctx context.Context, t Target, method string, args any) (
 		// are never removed from the state: it is known without a state
 		// lookup.
 		if s.sessions.get(r.NodeID) == nil {
-			if err := s.checkNode(r.NodeID); err != nil {
+			if err := s.checkNode(r.NodeID); err != nil && !s.unknownButHeld(ctx, r.NodeID, err) {
 				return nil, err
 			}
 		}
 	}
 	return r, nil
+}
+
+// unknownButHeld reports whether a node this server's state does not know
+// (err is checkNode's 404) has a session on a peer all the same: this
+// server's state is behind (a follower applies committed writes a moment
+// after the leader, and a server that just restarted is catching up), and
+// the node is reachable. The lookup is the route cache's, so an ID that
+// no server holds costs one merged peer query per NoPathCacheTTL.
+func (s *Server) unknownButHeld(ctx context.Context, nodeID string, err error) bool {
+	var se *structs.Error
+	if !errors.As(err, &se) || se.Code != http.StatusNotFound {
+		return false
+	}
+	addr, lerr := s.routes.locate(ctx, nodeID, false, "")
+	return lerr == nil && addr != ""
 }
 
 // Call makes a unary client call on the route's node and fills reply.

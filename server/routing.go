@@ -24,6 +24,7 @@ import (
 // registerRouting registers the server-to-server routing methods.
 func (s *Server) registerRouting() {
 	rpc.HandleUnary(s.mux, methodHasNode, s.hasNodeEndpoint)
+	rpc.HandleUnary(s.mux, methodSessionCount, s.sessionCountEndpoint)
 	rpc.HandleRelay[forwardRequest, rawMsg](s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
 	s.mux.HandleStream(methodForwardNodeStream, s.forwardNodeStreamEndpoint)
 }
@@ -137,9 +138,10 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 }
 
 // Stats returns the server's counters for odd branches of forwarding and
-// routing and of the node plane (sessions, registrations, heartbeats), for
-// /v1/agent/self and tests. Counters are totals since start; "sessions" is
-// the number of nodes with a session here now.
+// routing, of the node plane (sessions, registrations, heartbeats) and of
+// admission (admission.go), for /v1/agent/self, tests and benchmarks.
+// Counters are totals since start; "sessions" is the number of nodes with
+// a session here now.
 func (s *Server) Stats() map[string]uint64 {
 	return map[string]uint64{
 		"sessions":                uint64(s.sessions.count()),
@@ -165,5 +167,13 @@ func (s *Server) Stats() map[string]uint64 {
 		"heartbeat_timers":        uint64(s.hb.armed()),
 		"data_connections":        s.rpcSrv.DataConns(),
 		"data_calls":              s.dataCalls.Load(),
+		"admission_admitted":      s.adm.admitted.Load(),
+		"admission_refused_node":  s.adm.refusedNode.Load(),
+		"admission_refused_rate":  s.adm.refusedServer.Load(),
+		"admission_slots_used":    s.adm.slotsUsed.Load(),
+		"admission_nodes":         uint64(s.adm.size()),
+		"rebalance_moves":         s.rebalanceMoves.Load(),
+		"sessions_released":       s.sessionsReleased.Load(),
+		"session_drain_timeouts":  s.drainTimeouts.Load(),
 	}
 }

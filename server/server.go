@@ -33,6 +33,7 @@ type Server struct {
 	rpcSrv   *rpc.Server
 	pool     *rpc.Pool
 	routes   *routeCache
+	adm      *admission
 
 	raft         *raft.Raft
 	raftTrans    raft.Transport
@@ -88,6 +89,10 @@ type Server struct {
 	aclDenials             atomic.Uint64 // client calls refused for the caller's capabilities
 	unchangedRegistrations atomic.Uint64 // registrations the leader accepted without a raft write
 	scheduleErrors         atomic.Uint64 // scheduling passes that failed (left for retryFailedSchedules)
+	rebalanceMoves         atomic.Uint64 // nodes asked to move to another server (rebalance.go)
+	sessionsReleased       atomic.Uint64 // sessions nodes released after moving
+	drainTimeouts          atomic.Uint64 // released sessions closed still busy
+	movingOut              atomic.Int64  // nodes asked to move and still here (rebalance.go)
 
 	// Counters of the node plane (Stats; the fleet benchmark reads them).
 	nodeRegistrations   atomic.Uint64 // registrations nodes sent to this server
@@ -136,6 +141,7 @@ func New(cfg *Config) (_ *Server, err error) {
 		blocked:     make(map[string]string),
 		schedRetry:  make(map[string]bool),
 	}
+	s.adm = newAdmission(cfg)
 	s.routes = newRouteCache(cfg.RouteCacheSize, cfg.RouteCacheTTL, cfg.NoPathCacheTTL, s.askPeers, nil)
 	defer func() {
 		if err != nil {
@@ -204,8 +210,9 @@ func (s *Server) Start(ln net.Listener) {
 		}
 	}()
 	if s.members != nil {
-		s.wg.Add(1)
+		s.wg.Add(2)
 		go s.runMembership()
+		go s.rebalanceLoop()
 	}
 }
 
