@@ -118,6 +118,11 @@ func (c *frameCoalescer) enqueue(hdr, p []byte) (int, error) {
 	if err := c.stateLocked(); err != nil {
 		return 0, err
 	}
+	if c.queue == nil {
+		if b, ok := queuePool.Get().([]byte); ok {
+			c.queue = b
+		}
+	}
 	c.queue = append(append(c.queue, hdr...), p...)
 	if !c.started {
 		c.started = true
@@ -138,20 +143,25 @@ func (c *frameCoalescer) stateLocked() error {
 	return nil
 }
 
-// flusher writes the queue whenever it holds something, until Close or a
-// write error.
+// flusher writes the queue until it finds it empty, or until Close or a
+// write error. enqueue starts it with the first frame of a burst, so an
+// idle session has no flusher goroutine; when it ends it gives both queue
+// buffers back to queuePool, so an idle session holds none either.
 func (c *frameCoalescer) flusher() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.releaseLocked()
 	for {
-		for (len(c.queue) == 0 || c.writing) && c.err == nil && !c.closed {
-			c.cond.Wait()
+		for c.writing && len(c.queue) > 0 && c.err == nil && !c.closed {
+			c.cond.Wait() // a bulk write is out: the queue goes after it
 		}
-		if c.stateLocked() != nil {
+		if c.stateLocked() != nil || len(c.queue) == 0 {
+			c.started = false
 			return
 		}
 		buf := c.queue
 		c.queue = c.spare[:0]
+		c.spare = nil
 		c.writing = true
 		c.cond.Broadcast() // the queue has room again
 		c.mu.Unlock()
@@ -166,6 +176,25 @@ func (c *frameCoalescer) flusher() {
 		}
 		c.failLocked(err)
 		c.cond.Broadcast()
+	}
+}
+
+// queuePool holds the queue buffers of coalescers whose flusher is not
+// running.
+var queuePool sync.Pool
+
+// releaseLocked gives the queue buffers to queuePool, when nothing is
+// queued.
+func (c *frameCoalescer) releaseLocked() {
+	if len(c.queue) == 0 {
+		if c.queue != nil && cap(c.queue) <= c.keep {
+			queuePool.Put(c.queue[:0])
+		}
+		c.queue = nil
+	}
+	if c.spare != nil {
+		queuePool.Put(c.spare[:0]) // at most keep
+		c.spare = nil
 	}
 }
 

@@ -69,9 +69,11 @@ type Config struct {
 	DataRedialDelay time.Duration
 
 	// Yamux configures the multiplexer. nil means yamux.DefaultConfig()
-	// with its logging routed to Logger. A non-nil config is cloned, never
-	// mutated; if it sets neither Logger nor LogOutput, its logging is
-	// routed to Logger too.
+	// with an AcceptBacklog of 64 (yamux's 256 is a 2 KiB channel per
+	// session at each end; streams are accepted at once, and both ends
+	// use the same bound) and its logging routed to Logger. A non-nil
+	// config is cloned, never mutated; if it sets neither Logger nor
+	// LogOutput, its logging is routed to Logger too.
 	Yamux *yamux.Config
 
 	// TLSConfig enables TLS. A Server accepts ByteTLS, runs the handshake
@@ -168,6 +170,19 @@ type Config struct {
 	// connection before it closes it: longer than DataPoolIdle, so that
 	// the server, which starts calls, lets go first. Default 30s.
 	DataServeIdle time.Duration
+
+	// IdleStreamTimeout is how long a session keeps an idle unary stream
+	// (MaxIdleStreams) unused before it closes it. A stream kept idle
+	// costs the peer a parked goroutine serving it and both ends a yamux
+	// stream: after a burst of concurrent calls, the streams beyond what
+	// the calls since need are let go. Default 30s.
+	IdleStreamTimeout time.Duration
+
+	// Set by normalize: the yamux config handed to yamux (Yamux with its
+	// keepalive off) and the keepalive interval the session runs itself
+	// (0: none). See keepalive.go.
+	yamuxSession      *yamux.Config
+	keepAliveInterval time.Duration
 }
 
 // Defaults.
@@ -186,6 +201,8 @@ const (
 	defaultCoalesceKeep     = 64 << 10
 	defaultDataPoolIdle     = 20 * time.Second
 	defaultDataServeIdle    = 30 * time.Second
+	defaultIdleStreamTTL    = 30 * time.Second
+	defaultAcceptBacklog    = 64
 
 	defaultDataRedialDelay  = time.Minute
 	defaultMaxPooledPerNode = 16
@@ -217,6 +234,7 @@ func DefaultConfig() *Config {
 		DataPoolIdle:      defaultDataPoolIdle,
 		DataServeIdle:     defaultDataServeIdle,
 		DataRedialDelay:   defaultDataRedialDelay,
+		IdleStreamTimeout: defaultIdleStreamTTL,
 
 		MaxPooledDataPerNode: defaultMaxPooledPerNode,
 		MaxPooledData:        defaultMaxPooledData,
@@ -261,6 +279,8 @@ func (c *Config) Verify() error {
 		return errors.New("data pool idle must not be negative")
 	case c.DataServeIdle < 0:
 		return errors.New("data serve idle must not be negative")
+	case c.IdleStreamTimeout < 0:
+		return errors.New("idle stream timeout must not be negative")
 	case c.MaxPooledDataPerNode < 0:
 		return errors.New("max pooled data per node must not be negative")
 	case c.MaxPooledData < -1:
@@ -316,6 +336,7 @@ func (c *Config) normalize() (*Config, error) {
 	orDefault(&n.CoalesceKeep, defaultCoalesceKeep)
 	orDefault(&n.DataPoolIdle, defaultDataPoolIdle)
 	orDefault(&n.DataServeIdle, defaultDataServeIdle)
+	orDefault(&n.IdleStreamTimeout, defaultIdleStreamTTL)
 	if n.MaxPooledDataPerNode == 0 {
 		n.MaxPooledDataPerNode = defaultMaxPooledPerNode
 	}
@@ -333,6 +354,7 @@ func (c *Config) normalize() (*Config, error) {
 	var y *yamux.Config
 	if n.Yamux == nil {
 		y = yamux.DefaultConfig()
+		y.AcceptBacklog = defaultAcceptBacklog
 		y.LogOutput = nil
 	} else {
 		y = n.Yamux.Clone()
@@ -341,6 +363,15 @@ func (c *Config) normalize() (*Config, error) {
 		y.Logger = n.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	}
 	n.Yamux = y
+	// yamux runs a keepalive goroutine per session; the session runs a
+	// timer instead (keepalive.go).
+	ys := y.Clone()
+	ys.EnableKeepAlive = false
+	n.yamuxSession = ys
+	n.keepAliveInterval = 0
+	if y.EnableKeepAlive {
+		n.keepAliveInterval = y.KeepAliveInterval
+	}
 	if n.TLSConfig != nil {
 		n.TLSConfig = n.TLSConfig.Clone()
 	}

@@ -1,7 +1,6 @@
 package rpc
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -309,7 +308,7 @@ var errCallerGone = errors.New("rpc: the caller went away")
 // serveBulk runs one decoded request for a bulk method and writes the
 // response (or, once the handler sent its reply, leaves the connection to
 // it). It reports whether the connection can serve another request.
-func serveBulk(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
+func serveBulk(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
 	b := mux.lookupBulk(hdr.Method)
 	if b == nil {
 		return writeResponse(conn, cfg, hdr.Seq, unknownMethodError(hdr.Method), nil) == nil
@@ -325,7 +324,7 @@ func serveBulk(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, s
 	if dl, ok := hctx.Deadline(); ok {
 		conn.SetWriteDeadline(dl)
 	}
-	reply := &BulkReply{conn: conn, cfg: cfg, seq: hdr.Seq, resp: resp, watch: watchCaller(conn, br, cancel, cfg.HandlerWatchDelay)}
+	reply := &BulkReply{conn: conn, cfg: cfg, seq: hdr.Seq, resp: resp, watch: watchCaller(conn, rd, cancel, cfg.HandlerWatchDelay)}
 	herr := callBulk(hctx, logger, hdr.Method, b, req, resp, reply)
 	if !reply.sent {
 		if reply.watch.stop() {

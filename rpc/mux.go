@@ -46,6 +46,11 @@ type unaryMethod struct {
 	reqType reflect.Type // *Req
 	rspType reflect.Type // *Resp
 	relay   bool         // the handler takes the caller's reply form (HandleRelay)
+
+	// endWithSession: on a session, the handler's context ends with the
+	// session (or the call's deadline), and the caller is not watched
+	// (EndWithSession). Set before serving; read without the lock.
+	endWithSession bool
 }
 
 // bulkMethod is a registered bulk handler with its types erased.
@@ -81,6 +86,25 @@ func HandleUnary[Req, Resp any](m *Mux, method string, fn func(ctx context.Conte
 		reqType: reflect.TypeFor[*Req](),
 		rspType: reflect.TypeFor[*Resp](),
 	}, nil)
+}
+
+// EndWithSession marks the registered unary method so that, on a session,
+// its handler's context ends when the session closes or the call's
+// deadline passes, instead of being watched for the caller going away
+// (a goroutine per call once it has run for HandlerWatchDelay, reading
+// the stream). It is for long calls that only their session's end
+// abandons: a node's blocking query for its allocations is in flight at
+// every moment, on every node session, and its node gives it up only by
+// closing the session. A caller that cancels such a call otherwise
+// leaves its handler running until the deadline. Call it before serving.
+func (m *Mux) EndWithSession(method string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.unary[method]
+	if !ok {
+		panic(fmt.Sprintf("rpc: EndWithSession of unregistered unary method %q", method))
+	}
+	u.endWithSession = true
 }
 
 // HandleStream registers a streaming method on m.

@@ -213,9 +213,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (
 		}
 		switch b[0] {
 		case ByteRPC:
-			br := getReader(conn)
-			serveUnary(ctx, conn, br, s.mux, nil, s.cfg, logger)
-			putReader(br)
+			serveUnary(ctx, conn, s.mux, nil, s.cfg, logger)
 		case ByteStreaming:
 			serveStreaming(ctx, conn, bufio.NewReaderSize(conn, readBufferSize), s.mux, nil, s.cfg, logger)
 		case ByteMultiplex:
@@ -269,7 +267,7 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(coalesceFrames(conn, s.cfg), s.cfg.Yamux)
+	ys, err := yamux.Server(coalesceFrames(conn, s.cfg), s.cfg.yamuxSession)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return

@@ -33,13 +33,32 @@ type Session struct {
 
 	// idle holds unary streams that finished a call cleanly, for reuse:
 	// a reused stream costs one write per call instead of a stream open,
-	// a mode byte and a close each way. At most Config.MaxIdleStreams.
-	idleMu sync.Mutex
-	idle   []*yamux.Stream
+	// a mode byte and a close each way. At most Config.MaxIdleStreams,
+	// newest last; a stream unused for Config.IdleStreamTimeout is closed
+	// by reapTimer (armed only while idle is not empty), so that a burst
+	// of concurrent calls does not leave its streams open for ever.
+	idleMu    sync.Mutex
+	idle      []idleStream
+	reapTimer *time.Timer
 
 	// watch watches this session's unary calls in flight
 	// (callwatch.go); it ends with the session.
 	watch *callWatch
+
+	// closed is cancelled once the session is known to be closed (Close,
+	// Serve or IsClosed saw it): AfterClose hangs callbacks on it.
+	closed     context.Context
+	markClosed context.CancelFunc
+
+	// keepAlive pings the peer every Config's yamux KeepAliveInterval
+	// (keepalive.go): a timer, not a goroutine per session. Under idleMu.
+	keepAlive *time.Timer
+}
+
+// idleStream is a unary stream kept for reuse and when it was kept.
+type idleStream struct {
+	ys    *yamux.Stream
+	since time.Time
 }
 
 // takeIdle returns an idle unary stream, or nil.
@@ -50,18 +69,27 @@ func (s *Session) takeIdle() *yamux.Stream {
 	if n == 0 {
 		return nil
 	}
-	ys := s.idle[n-1]
+	ys := s.idle[n-1].ys
+	s.idle[n-1] = idleStream{}
 	s.idle = s.idle[:n-1]
 	return ys
 }
 
 // putIdle keeps a stream whose call ended cleanly, or closes it when the
 // pool is full or the session is gone. Unary streams never have a
-// deadline: a call that was aborted by one is not kept.
+// deadline: a call that was aborted by one is not kept. A kept stream
+// gives back its receive buffer (yamux keeps it otherwise, grown to the
+// largest message the stream received).
 func (s *Session) putIdle(ys *yamux.Stream) {
+	ys.Shrink()
 	s.idleMu.Lock()
 	if len(s.idle) < s.cfg.MaxIdleStreams && !s.ys.IsClosed() {
-		s.idle = append(s.idle, ys)
+		s.idle = append(s.idle, idleStream{ys: ys, since: time.Now()})
+		if s.reapTimer == nil {
+			s.reapTimer = time.AfterFunc(s.cfg.IdleStreamTimeout, s.reapIdle)
+		} else if len(s.idle) == 1 {
+			s.reapTimer.Reset(s.cfg.IdleStreamTimeout)
+		}
 		s.idleMu.Unlock()
 		return
 	}
@@ -69,9 +97,38 @@ func (s *Session) putIdle(ys *yamux.Stream) {
 	ys.Close()
 }
 
+// reapIdle closes the idle streams unused for IdleStreamTimeout (the
+// oldest are first) and re-arms for the next one due.
+func (s *Session) reapIdle() {
+	now := time.Now()
+	s.idleMu.Lock()
+	n := 0
+	for n < len(s.idle) && now.Sub(s.idle[n].since) >= s.cfg.IdleStreamTimeout {
+		n++
+	}
+	stale := make([]*yamux.Stream, n)
+	for i := range n {
+		stale[i] = s.idle[i].ys
+	}
+	rest := copy(s.idle, s.idle[n:])
+	clear(s.idle[rest:])
+	s.idle = s.idle[:rest]
+	if rest > 0 {
+		s.reapTimer.Reset(s.cfg.IdleStreamTimeout - now.Sub(s.idle[0].since))
+	}
+	if cap(s.idle) > 2*rest && cap(s.idle) > 4 {
+		s.idle = append([]idleStream(nil), s.idle...)
+	}
+	s.idleMu.Unlock()
+	for _, ys := range stale {
+		ys.Close()
+	}
+}
+
 // streamsInUse returns the session's open streams less the idle unary
 // streams it keeps for reuse: an idle stream is not use. (A stream the
-// remote keeps idle for its own reuse still counts.)
+// remote keeps idle for its own reuse still counts, until the remote's
+// IdleStreamTimeout closes it.)
 func (s *Session) streamsInUse() int {
 	s.idleMu.Lock()
 	idle := len(s.idle)
@@ -84,9 +141,15 @@ func (s *Session) closeIdle() {
 	s.idleMu.Lock()
 	idle := s.idle
 	s.idle = nil
+	if s.reapTimer != nil {
+		s.reapTimer.Stop()
+	}
+	if s.keepAlive != nil && s.ys.IsClosed() {
+		s.keepAlive.Stop()
+	}
 	s.idleMu.Unlock()
-	for _, ys := range idle {
-		ys.Close()
+	for _, is := range idle {
+		is.ys.Close()
 	}
 }
 
@@ -192,7 +255,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(coalesceFrames(conn, cfg), cfg.Yamux)
+	ys, err := yamux.Client(coalesceFrames(conn, cfg), cfg.yamuxSession)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
@@ -203,7 +266,7 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 // wrapSession wraps a started yamux session.
 func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
 	id := sessionIDs.Add(1)
-	return &Session{
+	s := &Session{
 		id:     id,
 		ys:     ys,
 		conn:   conn,
@@ -211,6 +274,9 @@ func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
 		logger: cfg.Logger.With("session", id, "remote", conn.RemoteAddr().String()),
 		watch:  newCallWatch(cfg, ys.CloseChan()),
 	}
+	s.closed, s.markClosed = context.WithCancel(context.Background())
+	s.startKeepAlive()
+	return s
 }
 
 // ID returns the session's process-unique identifier. Key maps of sessions
@@ -219,13 +285,45 @@ func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
 func (s *Session) ID() uint64 { return s.id }
 
 // Close closes the session and every stream on it.
-func (s *Session) Close() error { return s.ys.Close() }
+func (s *Session) Close() error {
+	err := s.ys.Close()
+	s.noteClosed()
+	return err
+}
+
+// noteClosed runs what a closed session owes: AfterClose callbacks, the
+// end of its timers. Idempotent.
+func (s *Session) noteClosed() {
+	if s.closed.Err() != nil {
+		return
+	}
+	s.markClosed()
+	s.closeIdle() // and stops the keepalive
+
+}
+
+// AfterClose arranges for f to run in its own goroutine once the session
+// is closed, like context.AfterFunc: when Close is called, when Serve
+// returns because the session closed, or when IsClosed or the keepalive
+// finds it closed, whichever comes first. (A session a Server accepted
+// always gets there: the Server serves it until it closes, then closes
+// it.) stop unregisters f and reports whether it did so before f started.
+// It costs no goroutine while the session lives.
+func (s *Session) AfterClose(f func()) (stop func() bool) {
+	return context.AfterFunc(s.closed, f)
+}
 
 // CloseChan returns a channel that is closed when the session closes.
 func (s *Session) CloseChan() <-chan struct{} { return s.ys.CloseChan() }
 
 // IsClosed reports whether the session is closed.
-func (s *Session) IsClosed() bool { return s.ys.IsClosed() }
+func (s *Session) IsClosed() bool {
+	if !s.ys.IsClosed() {
+		return false
+	}
+	s.noteClosed()
+	return true
+}
 
 // RemoteAddr returns the peer's address of the underlying connection.
 func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
@@ -364,7 +462,7 @@ func (s *Session) Serve(ctx context.Context, mux *Mux) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if s.ys.IsClosed() {
+			if s.IsClosed() {
 				return ErrSessionClosed
 			}
 			// The ack of one stream could not be sent; the session
@@ -391,9 +489,7 @@ func (s *Session) serveStream(ctx context.Context, ys *yamux.Stream, mux *Mux) {
 	}
 	switch mode := b[0]; mode {
 	case ByteRPC:
-		br := getReader(ys)
-		serveUnary(ctx, ys, br, mux, s, s.cfg, s.logger)
-		putReader(br)
+		serveUnary(ctx, ys, mux, s, s.cfg, s.logger)
 	case ByteStreaming:
 		br := bufio.NewReaderSize(ys, readBufferSize)
 		serveStreaming(ctx, ys, br, mux, s, s.cfg, s.logger)

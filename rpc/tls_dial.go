@@ -101,6 +101,8 @@ func dialSession(ctx context.Context, conn net.Conn, cfg *Config, isTLS bool) (*
 	y.Logger, y.LogOutput = dl, nil
 	scfg := *cfg
 	scfg.Yamux = y
+	scfg.yamuxSession = y.Clone()
+	scfg.yamuxSession.EnableKeepAlive = false // the session's own (keepalive.go)
 
 	deadline, _ := ctx.Deadline()
 	sess, err := newClientSession(dc, &scfg, deadline)

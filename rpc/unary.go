@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
 )
 
 // callDeadline is when a call on ctx must be done: ctx's deadline, or
@@ -137,74 +138,179 @@ func handlerContext(parent context.Context, sess *Session, timeout int64) (conte
 // after the other, until the caller closes it or something breaks. The
 // mode byte was read under the handshake deadline, which still applies to
 // the first request header. The caller closes conn.
-func serveUnary(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
-	serveCalls(ctx, conn, br, mux, sess, cfg, logger, 0)
-}
-
-// serveCalls serves requests on conn one after the other: unary methods
-// when idle is 0, bulk methods on a data connection (ServeDataCalls)
-// otherwise, which may then idle for at most idle before a request
-// header, first one included.
-func serveCalls(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, idle time.Duration) {
+//
+// The stream holds no read buffer between requests nor while a handler
+// runs (reqReader): a caller keeps its streams idle for reuse
+// (Session.putIdle) and a node keeps a blocking query in flight, and a
+// 4 KiB bufio.Reader for each would be a good part of what an idle node
+// session costs a server.
+func serveUnary(ctx context.Context, conn net.Conn, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger) {
+	rd := &reqReader{conn: conn, pooled: true}
+	rd.fb.r = conn
+	defer rd.close()
 	for first := true; ; first = false {
-		switch {
-		case idle > 0:
-			conn.SetReadDeadline(time.Now().Add(idle))
-		case !first:
+		if !first && rd.br == nil && !rd.fb.pending {
 			// Between requests the connection may idle; session keepalive
 			// (or TCP keepalive) is what notices a dead peer.
 			conn.SetReadDeadline(time.Time{})
-		}
-		var hdr requestHeader
-		if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
-			var fe *frameError
-			if errors.As(err, &fe) {
-				// Answer, so the caller sees 413 rather than a hang; the
-				// header was garbage anyway, so do not wait for its body.
-				writeResponse(conn, cfg, 0, tooLargeError(fe.size, fe.limit), nil)
+			if _, err := io.ReadFull(conn, rd.fb.b[:]); err != nil {
 				return
 			}
-			if !errors.Is(err, io.EOF) && !(idle > 0 && (timedOut(err) || ctx.Err() != nil)) {
-				logger.Debug("reading request header failed", "error", err)
-			}
-			return
+			rd.fb.pending = true
 		}
-
-		// The arguments must follow within the caller's own timeout.
-		bodyTimeout := cfg.CallTimeout
-		if hdr.Timeout > 0 {
-			bodyTimeout = time.Duration(hdr.Timeout)
-		}
-		conn.SetReadDeadline(time.Now().Add(bodyTimeout))
-		kind, body, err := readFrame(br, cfg.MaxMessageSize)
-		if err != nil {
-			var fe *frameError
-			if errors.As(err, &fe) {
-				discardFrame(br, fe, func(t time.Time) { conn.SetReadDeadline(t) }, cfg.HandshakeTimeout)
-				writeResponse(conn, cfg, hdr.Seq, tooLargeError(fe.size, fe.limit), nil)
-				return
-			}
-			logger.Debug("reading request body failed", "method", hdr.Method, "error", err)
-			return
-		}
-		conn.SetReadDeadline(time.Time{})
-		if kind != kindData {
-			logger.Debug("bad request frame", "method", hdr.Method, "kind", kind)
-			return
-		}
-		serve := serveOne
-		if idle > 0 {
-			serve = serveBulk
-		}
-		if !serve(ctx, conn, br, mux, sess, cfg, logger, &hdr, body) {
+		if !serveRequest(ctx, conn, rd, mux, sess, cfg, logger, 0, first) {
 			return
 		}
 	}
 }
 
+// reqReader reads the requests of a unary connection. A pooled one takes
+// its bufio.Reader from the pool for the length of reading a request and
+// gives it back (release) once the request is read, when nothing more is
+// buffered; firstByte holds a byte read without it, by the wait for the
+// next request or by the caller watch.
+type reqReader struct {
+	conn   net.Conn
+	br     *bufio.Reader // nil while released
+	fb     firstByte
+	pooled bool
+}
+
+// reader returns the bufio.Reader, taking one from the pool if needed.
+func (r *reqReader) reader() *bufio.Reader {
+	if r.br == nil {
+		r.br = getReader(&r.fb)
+	}
+	return r.br
+}
+
+// release gives the reader back to the pool when it holds nothing.
+func (r *reqReader) release() {
+	if r.pooled && r.br != nil && r.br.Buffered() == 0 {
+		putReader(r.br)
+		r.br = nil
+	}
+}
+
+// close gives the reader back, whatever it holds.
+func (r *reqReader) close() {
+	if r.pooled && r.br != nil {
+		putReader(r.br)
+		r.br = nil
+	}
+}
+
+// peek waits for a byte without consuming it: it stays buffered for the
+// next request.
+func (r *reqReader) peek() error {
+	if r.br != nil {
+		_, err := r.br.Peek(1)
+		return err
+	}
+	if r.fb.pending {
+		return nil
+	}
+	n, err := r.conn.Read(r.fb.b[:])
+	if n == 1 {
+		r.fb.pending = true
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// firstByte reads a byte read ahead, then from r.
+type firstByte struct {
+	b       [1]byte
+	pending bool
+	r       io.Reader
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	if f.pending && len(p) > 0 {
+		p[0] = f.b[0]
+		f.pending = false
+		return 1, nil
+	}
+	return f.r.Read(p)
+}
+
+// serveCalls serves requests on conn one after the other: bulk methods on
+// a data connection (ServeDataCalls), which may idle for at most idle
+// before a request header, first one included. br stays the caller's.
+func serveCalls(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, idle time.Duration) {
+	rd := &reqReader{conn: conn, br: br}
+	for first := true; serveRequest(ctx, conn, rd, mux, sess, cfg, logger, idle, first); first = false {
+	}
+}
+
+// serveRequest reads and serves one request from rd: a unary method when
+// idle is 0, a bulk method otherwise (then waiting at most idle for the
+// request header). It reports whether conn can serve another.
+func serveRequest(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, idle time.Duration, first bool) bool {
+	br := rd.reader()
+	switch {
+	case idle > 0:
+		conn.SetReadDeadline(time.Now().Add(idle))
+	case !first:
+		// Between requests the connection may idle; session keepalive
+		// (or TCP keepalive) is what notices a dead peer.
+		conn.SetReadDeadline(time.Time{})
+	}
+	var hdr requestHeader
+	if err := readDataFrame(br, cfg.MaxMessageSize, &hdr); err != nil {
+		var fe *frameError
+		if errors.As(err, &fe) {
+			// Answer, so the caller sees 413 rather than a hang; the
+			// header was garbage anyway, so do not wait for its body.
+			writeResponse(conn, cfg, 0, tooLargeError(fe.size, fe.limit), nil)
+			return false
+		}
+		if !errors.Is(err, io.EOF) && !(idle > 0 && (timedOut(err) || ctx.Err() != nil)) {
+			logger.Debug("reading request header failed", "error", err)
+		}
+		return false
+	}
+
+	// The arguments must follow within the caller's own timeout.
+	bodyTimeout := cfg.CallTimeout
+	if hdr.Timeout > 0 {
+		bodyTimeout = time.Duration(hdr.Timeout)
+	}
+	conn.SetReadDeadline(time.Now().Add(bodyTimeout))
+	kind, body, err := readFrame(br, cfg.MaxMessageSize)
+	if err != nil {
+		var fe *frameError
+		if errors.As(err, &fe) {
+			discardFrame(br, fe, func(t time.Time) { conn.SetReadDeadline(t) }, cfg.HandshakeTimeout)
+			writeResponse(conn, cfg, hdr.Seq, tooLargeError(fe.size, fe.limit), nil)
+			return false
+		}
+		logger.Debug("reading request body failed", "method", hdr.Method, "error", err)
+		return false
+	}
+	conn.SetReadDeadline(time.Time{})
+	if kind != kindData {
+		logger.Debug("bad request frame", "method", hdr.Method, "kind", kind)
+		return false
+	}
+	if ys, ok := conn.(*yamux.Stream); ok && br.Buffered() == 0 {
+		// The request is read: give back the stream's receive buffer,
+		// grown to the largest message it received.
+		ys.Shrink()
+	}
+	rd.release()
+	if idle > 0 {
+		return serveBulk(ctx, conn, rd, mux, sess, cfg, logger, &hdr, body)
+	}
+	return serveOne(ctx, conn, rd, mux, sess, cfg, logger, &hdr, body)
+}
+
 // serveOne runs one decoded request and writes the response. It reports
 // whether the connection can serve another request.
-func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
+func serveOne(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, sess *Session, cfg *Config, logger hclog.Logger, hdr *requestHeader, body []byte) bool {
 	u := mux.lookupUnary(hdr.Method)
 	if u == nil {
 		return writeResponse(conn, cfg, hdr.Seq, unknownMethodError(hdr.Method), nil) == nil
@@ -219,7 +325,12 @@ func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, se
 	if dl, ok := hctx.Deadline(); ok {
 		conn.SetWriteDeadline(dl)
 	}
-	w := watchCaller(conn, br, cancel, cfg.HandlerWatchDelay)
+	var w *callerWatch
+	if u.endWithSession && sess != nil {
+		defer sess.AfterClose(cancel)()
+	} else {
+		w = watchCaller(conn, rd, cancel, cfg.HandlerWatchDelay)
+	}
 	var resp any
 	var herr error
 	if hdr.JSON {
@@ -230,7 +341,7 @@ func serveOne(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *Mux, se
 		herr = callUnary(hctx, logger, hdr.Method, u, req, resp)
 	}
 	werr := writeResponse(conn, cfg, hdr.Seq, herr, resp)
-	if w.stop() || werr != nil {
+	if (w != nil && w.stop()) || werr != nil {
 		if werr != nil {
 			logger.Debug("writing response failed", "method", hdr.Method, "error", werr)
 		}
@@ -277,7 +388,7 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 // response write aborted.
 type callerWatch struct {
 	conn     net.Conn
-	br       *bufio.Reader
+	rd       *reqReader
 	cancel   context.CancelFunc
 	timer    *time.Timer
 	done     chan struct{}
@@ -288,8 +399,8 @@ type callerWatch struct {
 // watchCaller starts watching conn after delay (Config.HandlerWatchDelay):
 // most handlers finish sooner, and skipping the watch saves a goroutine
 // and two deadline changes per call.
-func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc, delay time.Duration) *callerWatch {
-	w := &callerWatch{conn: conn, br: br, cancel: cancel, done: make(chan struct{})}
+func watchCaller(conn net.Conn, rd *reqReader, cancel context.CancelFunc, delay time.Duration) *callerWatch {
+	w := &callerWatch{conn: conn, rd: rd, cancel: cancel, done: make(chan struct{})}
 	w.timer = time.AfterFunc(delay, w.watch)
 	return w
 }
@@ -299,7 +410,7 @@ func watchCaller(conn net.Conn, br *bufio.Reader, cancel context.CancelFunc, del
 func (w *callerWatch) watch() {
 	defer close(w.done)
 	// Peek consumes nothing: bytes of a next request stay buffered.
-	if _, err := w.br.Peek(1); err == nil || w.stopping.Load() {
+	if err := w.rd.peek(); err == nil || w.stopping.Load() {
 		return
 	}
 	w.gone.Store(true)

@@ -22,6 +22,9 @@ func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodNodeGet, s.nodeGet)
 	rpc.HandleUnary(s.mux, structs.MethodStatusPeers, s.statusPeers)
 	rpc.HandleUnary(s.mux, structs.MethodNodeGetClientAllocs, s.nodeGetClientAllocs)
+	// Every node keeps this blocking query in flight: no watch goroutine
+	// per node for it; the node gives it up by closing its session.
+	s.mux.EndWithSession(structs.MethodNodeGetClientAllocs)
 	rpc.HandleUnary(s.mux, structs.MethodNodeUpdateAlloc, s.nodeUpdateAlloc)
 	rpc.HandleUnary(s.mux, MethodOperatorRaftConfiguration, s.operatorRaftConfiguration)
 

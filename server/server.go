@@ -309,7 +309,8 @@ func (s *Server) nodeExpired(nodeID string) {
 }
 
 // bindSession binds the session a request arrived on to nodeID and, when
-// the binding is new, drops it as soon as the session closes.
+// the binding is new, drops it as soon as the session closes (a callback,
+// rpc.Session.AfterClose: no goroutine per bound session).
 //
 // order ranks this binding against the node's bindings on other servers
 // (routing.go, the newest wins): the leader's bindOrder for the
@@ -328,19 +329,32 @@ func (s *Server) bindSession(ctx context.Context, nodeID string, order uint64) e
 		return err
 	}
 	s.logger.Debug("node session bound", "node_id", nodeID, "remote", sess.RemoteAddr())
+	// No goroutine per session waits for its end: callbacks run once the
+	// session closes, or the server shuts down (whose wait they hold).
+	var once sync.Once
+	var stopClose, stopShutdown func() bool
+	var mu sync.Mutex // stopClose and stopShutdown are set after registering
+	drop := func() {
+		once.Do(func() {
+			defer s.wg.Done()
+			mu.Lock()
+			stopClose()
+			stopShutdown()
+			mu.Unlock()
+			if sess.IsClosed() {
+				s.logger.Debug("node session closed", "node_id", nodeID)
+			}
+			s.sessions.unbind(sess)
+			if s.sessions.get(nodeID) == nil {
+				s.DropData(nodeID) // the node is gone from here
+			}
+		})
+	}
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-sess.CloseChan():
-			s.logger.Debug("node session closed", "node_id", nodeID)
-		case <-s.ctx.Done():
-		}
-		s.sessions.unbind(sess)
-		if s.sessions.get(nodeID) == nil {
-			s.DropData(nodeID) // the node is gone from here
-		}
-	}()
+	mu.Lock()
+	stopClose = sess.AfterClose(drop)
+	stopShutdown = context.AfterFunc(s.ctx, drop)
+	mu.Unlock()
 	return nil
 }
 
