@@ -21,6 +21,12 @@ import (
 // for the node's allocations (a blocking query, no polling storm), reports
 // their status in batches, samples their stats, and persists them so an
 // agent restart finds its allocation dirs.
+//
+// Only the watch has a goroutine (run's own). Status reports and stats
+// samples run from timers, in a goroutine that exists while one runs: a
+// node with nothing to report and no task has no goroutine parked and no
+// ticker waking it (at 10,000 nodes in one fleet process, two tickers per
+// node would be 55,000 wake-ups a second for nothing).
 type allocManager struct {
 	c        *Client
 	stateDir string
@@ -28,8 +34,29 @@ type allocManager struct {
 	mu      sync.Mutex
 	runners map[string]*allocRunner
 	dirty   map[string]bool
-	dirtyCh chan struct{}
+
+	// Status reports: one flush at a time (flushing), started at once by
+	// markDirty, or later by retryTmr (not connected, or a failed send).
+	flushing bool
+	retryTmr *time.Timer
+
+	// statsTmr samples the tasks' stats every StatsInterval while the
+	// node has allocations.
+	statsTmr *time.Timer
+
+	// running is set (under mu) while run runs: reports and samples
+	// start only then. bg counts those in flight, which run waits for
+	// once it clears running.
+	running bool
+	bg      sync.WaitGroup
 }
+
+// How soon a status report is retried: while the node has no session, and
+// after a send failed.
+const (
+	allocUpdateWaitConn = 200 * time.Millisecond
+	allocUpdateRetry    = time.Second
+)
 
 func newAllocManager(c *Client) *allocManager {
 	return &allocManager{
@@ -37,7 +64,6 @@ func newAllocManager(c *Client) *allocManager {
 		stateDir: filepath.Join(c.cfg.StateDir, "allocs"),
 		runners:  map[string]*allocRunner{},
 		dirty:    map[string]bool{},
-		dirtyCh:  make(chan struct{}, 1),
 	}
 }
 
@@ -57,14 +83,25 @@ func (m *allocManager) all() []*allocRunner {
 	return out
 }
 
+// markDirty queues the allocation's status for the servers: a flush
+// starts now unless one runs or waits for its retry already (it will
+// report this one too).
 func (m *allocManager) markDirty(id string) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.dirty[id] = true
-	m.mu.Unlock()
-	select {
-	case m.dirtyCh <- struct{}{}:
-	default:
+	m.kickLocked()
+}
+
+// kickLocked starts a flush unless one runs or waits for its retry (it
+// will report what is queued), or nothing is; m.mu is held.
+func (m *allocManager) kickLocked() {
+	if !m.running || m.flushing || m.retryTmr != nil || len(m.dirty) == 0 {
+		return
 	}
+	m.flushing = true
+	m.bg.Add(1)
+	go m.flush()
 }
 
 // persistedAlloc is what the state dir keeps per allocation.
@@ -143,15 +180,27 @@ func killLeftoverGroup(pid int) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
-// run owns the watch, update and stats loops until ctx is done, then stops
-// every allocation.
+// run runs the watch until ctx is done, then stops status reports and
+// stats samples, and every allocation.
 func (m *allocManager) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); m.watch(ctx) }()
-	go func() { defer wg.Done(); m.updater(ctx) }()
-	go func() { defer wg.Done(); m.statsLoop(ctx) }()
-	wg.Wait()
+	m.mu.Lock()
+	m.running = true
+	m.kickLocked() // what restore queued
+	m.armStatsLocked()
+	m.mu.Unlock()
+	m.watch(ctx)
+	m.mu.Lock()
+	m.running = false
+	if m.retryTmr != nil {
+		m.retryTmr.Stop()
+		m.retryTmr = nil
+	}
+	if m.statsTmr != nil {
+		m.statsTmr.Stop()
+		m.statsTmr = nil
+	}
+	m.mu.Unlock()
+	m.bg.Wait()
 	for _, ar := range m.all() {
 		ar.stop()
 	}
@@ -220,6 +269,7 @@ func (m *allocManager) apply(allocs []*structs.Allocation) {
 		ar = newAllocRunner(m.c, a, nil)
 		m.mu.Lock()
 		m.runners[a.ID] = ar
+		m.armStatsLocked()
 		m.mu.Unlock()
 		m.c.logger.Info("starting allocation", "alloc_id", a.ID, "name", a.Name)
 		ar.persist()
@@ -227,67 +277,105 @@ func (m *allocManager) apply(allocs []*structs.Allocation) {
 	}
 }
 
-// updater sends batched status updates to the servers.
-func (m *allocManager) updater(ctx context.Context) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
+// flush sends the queued status updates, in batches, until none is left;
+// markDirty started it (m.flushing, m.bg). With no session, or after a
+// failed send, it leaves the updates queued and arms retryTmr.
+func (m *allocManager) flush() {
+	defer m.bg.Done()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.dirtyCh:
-		case <-t.C:
-		}
 		m.mu.Lock()
-		if len(m.dirty) == 0 || !m.c.Connected() {
+		if !m.running || len(m.dirty) == 0 {
+			m.flushing = false
 			m.mu.Unlock()
-			continue
+			return
 		}
-		var batch []*allocRunner
+		if !m.c.Connected() {
+			m.flushing = false
+			m.retryLocked(allocUpdateWaitConn)
+			m.mu.Unlock()
+			return
+		}
+		batch := make([]*allocRunner, 0, len(m.dirty))
 		for id := range m.dirty {
 			if ar := m.runners[id]; ar != nil {
 				batch = append(batch, ar)
 			}
 		}
-		m.dirty = map[string]bool{}
+		clear(m.dirty)
 		m.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
 		req := &structs.AllocUpdateRequest{NodeID: m.c.id.NodeID, SecretID: m.c.id.SecretID}
 		for _, ar := range batch {
 			req.Allocs = append(req.Allocs, ar.report())
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(m.c.ctx, 10*time.Second)
 		err := m.c.ServerRPC(cctx, structs.MethodNodeUpdateAlloc, req, &structs.GenericResponse{})
 		cancel()
 		if err != nil {
 			m.c.logger.Debug("allocation update failed; will retry", "error", err)
+			m.mu.Lock()
 			for _, ar := range batch {
-				m.markDirty(ar.id)
+				m.dirty[ar.id] = true
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+			m.flushing = false
+			m.retryLocked(allocUpdateRetry)
+			m.mu.Unlock()
+			return
 		}
 	}
 }
 
-// statsLoop samples every running task's usage on the stats interval.
-func (m *allocManager) statsLoop(ctx context.Context) {
-	t := time.NewTicker(m.c.cfg.StatsInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+// retryLocked arms the retry of a flush after d; m.mu is held and no
+// flush runs.
+func (m *allocManager) retryLocked(d time.Duration) {
+	if !m.running || m.retryTmr != nil {
+		return
+	}
+	m.retryTmr = time.AfterFunc(d, func() {
+		m.mu.Lock()
+		m.retryTmr = nil
+		if !m.running || m.flushing || len(m.dirty) == 0 {
+			m.mu.Unlock()
 			return
-		case <-t.C:
 		}
-		for _, ar := range m.all() {
-			for _, tr := range ar.tasks {
-				tr.sampleStats()
-			}
+		m.flushing = true
+		m.bg.Add(1)
+		m.mu.Unlock()
+		m.flush()
+	})
+}
+
+// armStatsLocked arms the next stats sample if the node has allocations
+// and none is armed; m.mu is held.
+func (m *allocManager) armStatsLocked() {
+	if !m.running || m.statsTmr != nil || len(m.runners) == 0 {
+		return
+	}
+	m.statsTmr = time.AfterFunc(m.c.cfg.StatsInterval, m.sampleStats)
+}
+
+// sampleStats samples every running task's usage, then arms the next
+// sample.
+func (m *allocManager) sampleStats() {
+	m.mu.Lock()
+	if !m.running {
+		m.mu.Unlock()
+		return
+	}
+	m.bg.Add(1)
+	m.mu.Unlock()
+	defer m.bg.Done()
+	for _, ar := range m.all() {
+		for _, tr := range ar.tasks {
+			tr.sampleStats()
 		}
 	}
+	m.mu.Lock()
+	m.statsTmr = nil
+	m.armStatsLocked()
+	m.mu.Unlock()
 }
 
 // errNotEligibleForGC is the answer to a GC of an allocation still running.

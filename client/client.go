@@ -92,12 +92,16 @@ func New(cfg *Config) (*Client, error) {
 		stats.SetCPUTotalCompute(cfg.CPUTotalCompute)
 	}
 
+	dataDialer := cfg.DataDialer
+	if dataDialer == nil {
+		dataDialer = rpc.NewDataDialer(rpcCfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:        cfg,
 		logger:     logger,
 		rpcCfg:     rpcCfg,
-		dataDialer: rpc.NewDataDialer(rpcCfg),
+		dataDialer: dataDialer,
 		id:         id,
 		started:    time.Now().UTC(),
 		meta:       meta,
@@ -157,6 +161,15 @@ func (c *Client) Registered() <-chan struct{} { return c.conn.registered }
 // ServerAddr returns the address of the server the node is registered
 // with now, or "" between sessions.
 func (c *Client) ServerAddr() string { return c.conn.serverAddr() }
+
+// LocalAddr returns the local address of the node's registered session
+// now, or "" between sessions.
+func (c *Client) LocalAddr() string {
+	if sess := c.conn.current(); sess != nil {
+		return sess.LocalAddr().String()
+	}
+	return ""
+}
 
 // KnownServers returns the server addresses the node fails over to: its
 // configured ones, then those the servers told it about.

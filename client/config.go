@@ -84,6 +84,12 @@ type Config struct {
 	// itself every StatsInterval.
 	HostStats *HostStatsCollector
 
+	// DataDialer, when set, dials the node's data connections (bulk
+	// reads), shared by every node of one process: an address whose dial
+	// failed is then skipped by all of them. nil means the node's own,
+	// on RPC.
+	DataDialer *rpc.DataDialer
+
 	// Fingerprint, when set, is what the node registers as its
 	// attributes and resources, shared by every node of one process; it
 	// must not be modified. nil means the node fingerprints the host.

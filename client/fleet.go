@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/yamux"
 	"golang.org/x/time/rate"
 
 	"tether/rpc"
@@ -165,9 +167,10 @@ type Fleet struct {
 	dataDir string
 	tmpDir  bool // dataDir is ours to remove
 
-	stats   *HostStatsCollector
-	fp      *Fingerprint
-	drivers map[string]bool
+	stats      *HostStatsCollector
+	fp         *Fingerprint
+	dataDialer *rpc.DataDialer
+	drivers    map[string]bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -235,7 +238,23 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 	if rpcCfg.Logger == nil {
 		rpcCfg.Logger = logger.Named("rpc")
 	}
+	if rpcCfg.Yamux == nil {
+		// The servers ping every session (yamux keepalive); a node's own
+		// pings add a goroutine and a timer per node and tell it nothing
+		// its heartbeats do not: a dead server fails the next heartbeat,
+		// and a killed one resets the connection at once.
+		yc := yamux.DefaultConfig()
+		yc.EnableKeepAlive = false
+		rpcCfg.Yamux = yc
+	}
+	if rpcCfg.Yamux.Logger == nil && rpcCfg.Yamux.LogOutput == nil {
+		// One yamux logger for the fleet, not one made per dial.
+		yc := rpcCfg.Yamux.Clone()
+		yc.Logger = rpcCfg.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+		rpcCfg.Yamux = yc
+	}
 	f.rpcCfg = rpcCfg
+	f.dataDialer = rpc.NewDataDialer(rpcCfg)
 
 	fp, err := FingerprintHost(f.dataDir, 0, cfg.Version)
 	if err != nil {
@@ -253,10 +272,19 @@ func (f *Fleet) DataDir() string { return f.dataDir }
 // NodeName returns the name of node i.
 func (f *Fleet) NodeName(i int) string { return fmt.Sprintf("%s%05d", f.cfg.NamePrefix, i) }
 
+// FleetLabels are the profiler labels of every goroutine of a fleet and
+// its nodes (goroutines inherit them from the one that starts them): a
+// goroutine profile of a process that runs a fleet tells them apart.
+var FleetLabels = pprof.Labels("tether", "fleet")
+
 // Start starts the shared host-stats collector and the nodes, at
 // cfg.StartRate; it returns at once. Started is closed once every node has
 // been started (or starting stopped on an error, see Err).
 func (f *Fleet) Start() {
+	pprof.Do(context.Background(), FleetLabels, func(context.Context) { f.start() })
+}
+
+func (f *Fleet) start() {
 	f.mu.Lock()
 	f.startAt = time.Now()
 	f.mu.Unlock()
@@ -327,7 +355,7 @@ func (f *Fleet) starter(lim *rate.Limiter) {
 func (f *Fleet) newNode(i int) (*Client, error) {
 	name := f.NodeName(i)
 	dir := filepath.Join(f.dataDir, name)
-	cfg := DefaultConfig()
+	cfg := &Config{}
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.AllocDir = filepath.Join(dir, "alloc")
 	cfg.Name = name
@@ -345,6 +373,7 @@ func (f *Fleet) newNode(i int) (*Client, error) {
 	cfg.RPC = f.rpcCfg
 	cfg.HostStats = f.stats
 	cfg.Fingerprint = f.fp
+	cfg.DataDialer = f.dataDialer
 	cfg.Logger = f.nodeLog.With("node", name)
 	// Each node starts on a different server, so that the fleet's first
 	// sessions spread evenly over the servers.

@@ -120,7 +120,7 @@ func startNode(t *testing.T, name string, opts ...agentOpt) *testAgent {
 }
 
 // waitFor polls cond until it reports true or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var lastErr error
@@ -167,14 +167,14 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) (int, s
 type testWriter struct{ *testLog }
 
 type testLog struct {
-	t    *testing.T
+	t    testing.TB
 	mu   sync.Mutex
 	done bool
 }
 
 // newTestWriter returns the writer for an agent started in t; call it
 // before registering the agent's own cleanup, so it stops after.
-func newTestWriter(t *testing.T) testWriter {
+func newTestWriter(t testing.TB) testWriter {
 	l := &testLog{t: t}
 	t.Cleanup(func() {
 		l.mu.Lock()

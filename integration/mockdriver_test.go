@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +134,33 @@ func TestMockDriver_FSLikeRawExec(t *testing.T) {
 				t.Fatalf("cat mock.stdout.2 = %d bytes; want %d", len(got), len(want)-2<<20)
 			}
 
+			// stat: the same size and kind.
+			var ms, rs struct {
+				Name  string
+				Size  int64
+				IsDir bool
+			}
+			if err := json.Unmarshal([]byte(get("stat", "path=alloc/logs/mock.stdout.1")), &ms); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(get("stat", "path=alloc/logs/raw.stdout.1")), &rs); err != nil {
+				t.Fatal(err)
+			}
+			if ms.Name != "mock.stdout.1" || ms.Size != 1<<20 || ms.IsDir || ms.Size != rs.Size || ms.IsDir != rs.IsDir {
+				t.Fatalf("stat: mock %+v, raw %+v", ms, rs)
+			}
+
+			// readat, small and bulk, inside one rotated file.
+			for _, q := range []struct {
+				off, limit int
+			}{{7, 100}, {1000, 64 << 10}, {0, 1 << 20}} {
+				query := "offset=" + strconv.Itoa(q.off) + "&limit=" + strconv.Itoa(q.limit)
+				m, r := get("readat", "path=alloc/logs/mock.stdout.1&"+query), get("readat", "path=alloc/logs/raw.stdout.1&"+query)
+				if m != r || m != want[1<<20+q.off:1<<20+q.off+q.limit] {
+					t.Fatalf("readat %s: mock %d bytes, raw %d bytes; want %d", query, len(m), len(r), q.limit)
+				}
+			}
+
 			// logs, plain: the whole stream across the rotated files.
 			for _, q := range []struct{ query, want string }{
 				{"type=stdout&plain=true", want},
@@ -186,6 +218,84 @@ func TestMockDriver_FSLikeRawExec(t *testing.T) {
 		return u != nil && u.Timestamp != 0 && u.ResourceUsage.MemoryStats.RSS == 0 &&
 			len(u.ResourceUsage.MemoryStats.Measured) == 0 && len(u.ResourceUsage.CpuStats.Measured) == 0, nil
 	})
+}
+
+// TestMockDriver_FollowRotationLikeRawExec follows, through the server,
+// the stdout of a mock_driver task and of a raw_exec task that both write
+// 3,000,000 bytes in 60 pieces over about a second and a half, rotating
+// 1 MiB files while they are followed: both follows read every byte, in
+// order, across the rotations.
+func TestMockDriver_FollowRotationLikeRawExec(t *testing.T) {
+	srv := startServer(t, "server1")
+	startNode(t, "node1", withServers(srv.RPCAddr()), withMockDriver())
+	api := srv.API(t)
+
+	const pieces, pieceLen = 60, 50000
+	mock := mockTask("mock", map[string]any{
+		"run_for": "1h", "stdout_string": strings.Repeat(logPattern, pieceLen/len(logPattern)),
+		"stdout_repeat": pieces - 1, "stdout_repeat_duration": "25ms",
+	})
+	raw := shellTask("raw", `i=0; while [ $i -lt 60 ]; do yes "0123456789abcdefghi" | head -c 50000; sleep 0.025; i=$((i+1)); done; while :; do sleep 1; done`)
+	for _, task := range []*nomad.Task{mock, raw} {
+		task.LogConfig = &nomad.LogConfig{MaxFiles: ptr(5), MaxFileSizeMB: ptr(1)}
+	}
+	job := &nomad.Job{ID: ptr("mockfollow"), Type: ptr("service"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{mock, raw}}}}
+	if _, _, err := api.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	allocID := waitAllocsStatus(t, api, "mockfollow", 1, "running")[0].ID
+	// The allocation runs once one task does; the logs of a task that has
+	// not started are a 404, as in Nomad.
+	waitFor(t, 20*time.Second, "both tasks running", func() (bool, error) {
+		a, _, err := api.Allocations().Info(allocID, nil)
+		if err != nil {
+			return false, err
+		}
+		for _, task := range []string{"mock", "raw"} {
+			if ts := a.TaskStates[task]; ts == nil || ts.State != "running" {
+				return false, fmt.Errorf("task %s: %+v", task, ts)
+			}
+		}
+		return true, nil
+	})
+	want := strings.Repeat(logPattern, pieces*pieceLen/len(logPattern))
+
+	results := make(chan error, 2)
+	for _, task := range []string{"mock", "raw"} {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			url := srv.URL() + "/v1/client/fs/logs/" + allocID + "?task=" + task + "&type=stdout&follow=true&plain=true"
+			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				results <- fmt.Errorf("%s: %w", task, err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b, _ := io.ReadAll(resp.Body)
+				results <- fmt.Errorf("%s: status %d: %s", task, resp.StatusCode, b)
+				return
+			}
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(resp.Body, got); err != nil {
+				results <- fmt.Errorf("%s: read: %w", task, err)
+				return
+			}
+			if string(got) != want {
+				results <- fmt.Errorf("%s: followed bytes differ from what the task wrote", task)
+				return
+			}
+			results <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestMockDriver_TaskStates runs mock_driver batch tasks and checks their

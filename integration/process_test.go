@@ -39,7 +39,7 @@ func runMain(m *testing.M) int {
 }
 
 // freePorts returns n distinct free loopback ports.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -66,7 +66,7 @@ type proc struct {
 
 // startProc runs `tether agent -config file` in its own process group and
 // kills the group when the test ends.
-func startProc(t *testing.T, configFile string) *proc {
+func startProc(t testing.TB, configFile string) *proc {
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
@@ -128,7 +128,7 @@ func (p *proc) kill() {
 	}
 }
 
-func writeFile(t *testing.T, dir, name, body string) string {
+func writeFile(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
