@@ -316,13 +316,18 @@ type fleetResult struct {
 	notes                  []string
 }
 
-type durStats struct{ p50, p99, max time.Duration }
+// durStats are percentiles of n durations; of, when set, is how many
+// there should have been (the rest never happened: never answered).
+type durStats struct {
+	p50, p99, max time.Duration
+	n, of         int
+}
 
 func durStatsOf(ds []time.Duration) durStats {
 	if len(ds) == 0 {
 		return durStats{}
 	}
-	return durStats{p50: pct(ds, 50), p99: pct(ds, 99), max: slices.Max(ds)}
+	return durStats{p50: pct(ds, 50), p99: pct(ds, 99), max: slices.Max(ds), n: len(ds)}
 }
 
 func (d durStats) String() string {
@@ -332,7 +337,11 @@ func (d durStats) String() string {
 		}
 		return x.Round(10 * time.Microsecond).String()
 	}
-	return fmt.Sprintf("%s / %s / %s", r(d.p50), r(d.p99), r(d.max))
+	out := fmt.Sprintf("%s / %s / %s", r(d.p50), r(d.p99), r(d.max))
+	if d.of > d.n {
+		out += fmt.Sprintf(" of the %d of %d that answered", d.n, d.of)
+	}
+	return out
 }
 
 func (r *fleetResult) note(format string, a ...any) {
@@ -1144,6 +1153,7 @@ func (b *fleetBench) killAndRestart(res *fleetResult) {
 			ds = append(ds, d)
 		}
 		res.failover[si] = durStatsOf(ds)
+		res.failover[si].of = len(orphans)
 	}
 	all := b.sweep(time.Now(), time.Minute, survivors, b.nodeIDs)
 	for si := range survivors {
