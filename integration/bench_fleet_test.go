@@ -406,6 +406,9 @@ func runFleetBench(ctx context.Context, t *testing.T, n int) *fleetResult {
 	b.steady(res)
 	res.load = b.runLoad(*benchFleetRate, *benchFleetLoad, b.holders(), nil)
 	t.Logf("load: %+v", res.load.summary())
+	if f := failures(res.load.calls, func(loadCall) bool { return true }); f != "" {
+		t.Logf("load: failed calls: %s", f)
+	}
 	b.follows(res)
 	b.killAndRestart(res)
 	return res
@@ -830,6 +833,8 @@ type loadCall struct {
 	at           time.Duration // since the load began
 	lat          time.Duration
 	ok           bool
+	code         int    // HTTP status, 0 for a transport error
+	errText      string // the start of a failed call's body or error
 }
 
 type loadResult struct {
@@ -902,8 +907,15 @@ loop:
 				}
 				t0 := time.Now()
 				c.at = t0.Sub(start)
-				code, _, _ := b.call("GET", b.servers[c.server].url+"/v1/client/"+ep+"?node_id="+b.nodeIDs[c.node], nil, true)
-				c.lat, c.ok = time.Since(t0), code == 200
+				code, body, err := b.call("GET", b.servers[c.server].url+"/v1/client/"+ep+"?node_id="+b.nodeIDs[c.node], nil, true)
+				c.lat, c.ok, c.code = time.Since(t0), code == 200, code
+				if !c.ok {
+					c.errText = string(body)
+					if err != nil {
+						c.errText = err.Error()
+					}
+					c.errText = failureKind(c.errText)
+				}
 				mu.Lock()
 				res.calls = append(res.calls, c)
 				mu.Unlock()
@@ -935,6 +947,38 @@ loop:
 	}
 	res.stats, res.meta, res.hop0, res.hop1 = durStatsOf(stats), durStatsOf(meta), durStatsOf(hop0), durStatsOf(hop1)
 	return res
+}
+
+// failureKind shortens a failed call's text to what tells failures
+// apart: up to the first colon or digit run that names a node or port.
+func failureKind(s string) string {
+	if i := strings.IndexAny(s, ":\n"); i > 0 {
+		s = s[:i]
+	}
+	if len(s) > 60 {
+		s = s[:60]
+	}
+	return s
+}
+
+// failures counts the failed calls by status and kind, most first.
+func failures(calls []loadCall, keep func(loadCall) bool) string {
+	counts := map[string]int{}
+	for _, c := range calls {
+		if !c.ok && keep(c) {
+			counts[fmt.Sprintf("%d %s", c.code, c.errText)]++
+		}
+	}
+	kinds := make([]string, 0, len(counts))
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Slice(kinds, func(i, j int) bool { return counts[kinds[i]] > counts[kinds[j]] })
+	var parts []string
+	for _, k := range kinds {
+		parts = append(parts, fmt.Sprintf("%d× %q", counts[k], k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // follows runs a mock_driver job with one allocation on each of F nodes,
@@ -1195,6 +1239,9 @@ func (b *fleetBench) killAndRestart(res *fleetResult) {
 			}
 		}
 	}
+	if f := failures(load.calls, func(c loadCall) bool { return c.at >= killOff && c.server != victim }); f != "" {
+		t.Logf("kill: failed calls through the survivors: %s", f)
+	}
 	// Peaks per second on the survivors, from the kill to the storm's end.
 	kOff, eOff := killedAt.Sub(start), stormEnd.Sub(start)+time.Second
 	var raftSum float64
@@ -1252,6 +1299,9 @@ func (b *fleetBench) killAndRestart(res *fleetResult) {
 	<-watchDone
 	res.settleCalls = len(settleLoad.calls)
 	res.settleErrors = settleLoad.statsErrs + settleLoad.metaErrs
+	if f := failures(settleLoad.calls, func(loadCall) bool { return true }); f != "" {
+		t.Logf("restart: failed calls while settling: %s", f)
+	}
 	h := b.holders()
 	res.after = [3]int{}
 	for _, s := range h {
@@ -1308,6 +1358,9 @@ func fleetTable(rs []*fleetResult) string {
 		return fmt.Sprintf("%d at %d/s, %d, %d", len(r.load.calls), r.load.rate, r.load.statsErrs+r.load.metaErrs, r.load.skipped)
 	})
 	row("log follows: heap+stacks per follow, KiB (RSS)", "", func(r *fleetResult) string {
+		if r.follows == 0 {
+			return "not measured"
+		}
 		return fmt.Sprintf("%.1f (%.1f), %d follows", r.followKiB, r.followRS, r.follows)
 	})
 	row("log follows: goroutines per follow", "", func(r *fleetResult) string { return fmt.Sprintf("%.1f", r.followGoroutines) })
@@ -1352,7 +1405,7 @@ func fleetTable(rs []*fleetResult) string {
 	})
 	for _, r := range rs {
 		for _, n := range r.notes {
-			fmt.Fprintf(&w, "\n%d nodes: %s", r.n, n)
+			fmt.Fprintf(&w, "\n%d nodes: %s\n", r.n, n)
 		}
 	}
 	return w.String()
