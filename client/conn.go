@@ -313,6 +313,10 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 	delete(m.lastErrs, addr)
 	m.mu.Unlock()
 	m.newPass()
+	select {
+	case <-m.moveCh: // asked by a session that is gone: not this one's
+	default:
+	}
 	bo.Reset()
 	m.regOnce.Do(func() { close(m.registered) })
 	c.logger.Info("registered with server", "server", addr, "node_id", c.id.NodeID)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tether/agent"
 	"tether/client"
 	"tether/server"
 )
@@ -150,7 +151,11 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		counts := sessionCounts(c)
 		return evenWithin(counts, n, 0.2), fmt.Errorf("sessions per server %v", counts)
 	})
-	t.Logf("spread on connect: %v", sessionCounts(c))
+	movedAtConnect := uint64(0)
+	for _, s := range c.running() {
+		movedAtConnect += s.Server().Stats()["rebalance_moves"]
+	}
+	t.Logf("spread on connect: %v after %d rebalancing moves", sessionCounts(c), movedAtConnect)
 
 	// The server holding the most nodes goes away while calls run
 	// through the others.
@@ -203,13 +208,8 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 	// Back again: the fleet moves a fair share to it, with no failed call.
 	c.restart(victim)
 	c.waitStable(3)
-	// A restarted server answers "Unknown node" until its state has
-	// caught up from raft (a load balancer's health check would wait as
-	// well); rebalancing is about sessions, so load starts after that.
-	waitFor(t, 30*time.Second, "the restarted server's state knows every node", func() (bool, error) {
-		list, err := listNodes(c.servers[victim].URL())
-		return err == nil && len(list) == n, fmt.Errorf("%d nodes listed (%v)", len(list), err)
-	})
+	// Calls go through the restarted server at once: a node its state
+	// does not know yet is found on the peer holding its session.
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	l = &herdLoad{failures: map[string][]string{}}
@@ -218,14 +218,20 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		counts := sessionCounts(c)
 		return evenWithin(counts, n, 0.2), fmt.Errorf("sessions per server %v", counts)
 	})
-	// Let the moves in flight finish under load, then look at the calls.
-	waitFor(t, 30*time.Second, "released sessions drained", func() (bool, error) {
-		for _, cl := range nodes {
-			if !cl.Connected() {
-				return false, fmt.Errorf("node %s not connected", cl.NodeID())
-			}
+	// Let every move asked finish (the old session released and drained)
+	// under load, with a few hundred calls at least, then look at them.
+	waitFor(t, 30*time.Second, "every move done under load", func() (bool, error) {
+		var asked, released, timeouts uint64
+		for _, s := range c.running() {
+			st := s.Server().Stats()
+			asked += st["rebalance_moves"]
+			released += st["sessions_released"]
+			timeouts += st["session_drain_timeouts"]
 		}
-		return true, nil
+		if timeouts > 0 {
+			t.Fatalf("%d released sessions closed still busy", timeouts)
+		}
+		return released >= asked && l.calls.Load() >= 300, fmt.Errorf("%d of %d moves done, %d calls", released, asked, l.calls.Load())
 	})
 	cancel()
 	wg.Wait()
@@ -240,4 +246,42 @@ func TestHerd_SpreadFailoverRebalance(t *testing.T) {
 		t.Fatal("no calls ran while the fleet rebalanced")
 	}
 	t.Logf("rebalanced to %v; %d moves asked; %d calls meanwhile, none failed", sessionCounts(c), moved, l.calls.Load())
+}
+
+// TestHerd_NodesHonourAdmission: against a server that admits 5 node
+// sessions a second after a burst of 2, 20 real nodes starting at once
+// are told to come back later, come back at their slots, and all
+// register; none is refused for reconnecting too often.
+func TestHerd_NodesHonourAdmission(t *testing.T) {
+	cfg := baseConfig(t, "srv")
+	cfg.LogLevel = "INFO"
+	cfg.Server.Enabled = true
+	cfg.Server.BootstrapExpect = 1
+	cfg.ServerTuning = func(sc *server.Config) {
+		fastServer(sc)
+		sc.AdmissionRate, sc.AdmissionBurst = 5, 2
+	}
+	s := startAgent(t, cfg)
+	c := &cluster{t: t, servers: []*testAgent{s}, cfgs: []*agent.Config{cfg}}
+	c.waitStable(1)
+	start := time.Now()
+	nodes := herdNodes(t, c, 20)
+	took := time.Since(start)
+	st := s.Server().Stats()
+	if st["sessions"] != 20 || st["admission_refused_rate"] == 0 || st["admission_slots_used"] == 0 {
+		t.Fatalf("stats %v; want 20 sessions, refusals and slots used", st)
+	}
+	if st["admission_refused_node"] != 0 {
+		t.Fatalf("%d refusals for reconnecting too often; the nodes came back early", st["admission_refused_node"])
+	}
+	// 18 nodes past the burst at 5/s take 3.6 s at least.
+	if took < 3*time.Second {
+		t.Fatalf("20 nodes registered in %v; the rate was not applied", took)
+	}
+	for _, n := range nodes {
+		if err := statsThrough(s, n.NodeID()); err != nil {
+			t.Fatalf("node %s: %v", n.NodeID(), err)
+		}
+	}
+	t.Logf("20 nodes registered in %v at 5/s: %v", took.Round(time.Millisecond), st)
 }

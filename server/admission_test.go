@@ -219,8 +219,8 @@ func TestServer_TightLoopNodeDoesNotStarveOthers(t *testing.T) {
 	}
 	// Burst, then one per interval, counted over the whole run.
 	allowed := int64(cfg.NodeAdmissionBurst) + int64(time.Since(start)/cfg.NodeAdmissionInterval) + 1
-	if got := hammerOK.Load(); got > allowed || got == 0 {
-		t.Fatalf("the looping node registered %d times in %v (%d tries); want 1..%d", got, elapsed, hammerTries.Load(), allowed)
+	if got := hammerOK.Load(); got > allowed {
+		t.Fatalf("the looping node registered %d times in %v (%d tries); want at most %d", got, elapsed, hammerTries.Load(), allowed)
 	}
 	st := s.Stats()
 	if hammerTries.Load() <= hammerOK.Load() || st["admission_refused_node"]+st["admission_refused_rate"] == 0 {

@@ -404,3 +404,28 @@ func TestRoute_Where(t *testing.T) {
 		})
 	}
 }
+
+// TestRoute_UnknownHereButHeldByPeer: a node this server's state does not
+// know yet (its registration not applied here) is routed when a peer
+// holds its session; an ID nobody holds is still "Unknown node".
+func TestRoute_UnknownHereButHeldByPeer(t *testing.T) {
+	s := newACLServer(t)
+	ctx := context.Background()
+	boot, _ := s.BootstrapACL(ctx, "")
+	args := &structs.NodeSpecificRequest{QueryOptions: structs.QueryOptions{AuthToken: boot.SecretID}}
+	peers := &fakePeers{holder: map[string]string{}, down: map[string]bool{}}
+	s.routes.ask = peers.ask
+	held, nobody := structs.GenerateUUID(), structs.GenerateUUID()
+	peers.set(held, "10.0.0.2:4647")
+
+	if _, err := s.Route(ctx, Target{NodeID: held}, structs.MethodClientStats, args); err != nil {
+		t.Fatalf("Route to a node a peer holds = %v; want a route", err)
+	}
+	_, err := s.Route(ctx, Target{NodeID: nobody}, structs.MethodClientStats, args)
+	if !errors.Is(err, structs.ErrUnknownNode(nobody)) {
+		t.Fatalf("Route to an ID nobody holds = %v; want Unknown node", err)
+	}
+	if q := peers.queries.Load(); q != 2 {
+		t.Fatalf("%d peer queries; want one per unknown ID", q)
+	}
+}
