@@ -63,6 +63,7 @@ type frameCoalescer struct {
 	cond    sync.Cond // signals every change of queue, writing, err, closed
 	queue   []byte    // small frames waiting for the flusher
 	spare   []byte    // the flusher's previous buffer, for reuse
+	holder  *[]byte   // a queuePool holder, to give a buffer back in
 	writing bool      // a write (flusher or bulk) is in progress
 	started bool      // the flusher goroutine runs
 	err     error     // first write error; sticky
@@ -119,9 +120,7 @@ func (c *frameCoalescer) enqueue(hdr, p []byte) (int, error) {
 		return 0, err
 	}
 	if c.queue == nil {
-		if b, ok := queuePool.Get().([]byte); ok {
-			c.queue = b
-		}
+		c.takeQueueLocked()
 	}
 	c.queue = append(append(c.queue, hdr...), p...)
 	if !c.started {
@@ -179,23 +178,42 @@ func (c *frameCoalescer) flusher() {
 	}
 }
 
-// queuePool holds the queue buffers of coalescers whose flusher is not
-// running.
-var queuePool sync.Pool
+// queuePool holds queue buffers of coalescers whose flusher is not
+// running, in holders (*[]byte) that circulate with them, so that neither
+// taking nor giving back a buffer allocates.
+var queuePool = sync.Pool{New: func() any { return new([]byte) }}
 
-// releaseLocked gives the queue buffers to queuePool, when nothing is
-// queued.
+// takeQueueLocked gives an empty queue a pooled buffer.
+func (c *frameCoalescer) takeQueueLocked() {
+	h := queuePool.Get().(*[]byte)
+	c.queue = (*h)[:0]
+	*h = nil
+	if c.holder == nil {
+		c.holder = h
+	}
+}
+
+// releaseLocked gives one queue buffer back to queuePool when nothing is
+// queued, and drops the other.
 func (c *frameCoalescer) releaseLocked() {
-	if len(c.queue) == 0 {
-		if c.queue != nil && cap(c.queue) <= c.keep {
-			queuePool.Put(c.queue[:0])
-		}
-		c.queue = nil
+	if len(c.queue) > 0 {
+		return
 	}
-	if c.spare != nil {
-		queuePool.Put(c.spare[:0]) // at most keep
-		c.spare = nil
+	b := c.spare
+	if b == nil {
+		b = c.queue
 	}
+	c.queue, c.spare = nil, nil
+	if b == nil || cap(b) > c.keep {
+		return
+	}
+	h := c.holder
+	if h == nil {
+		h = new([]byte)
+	}
+	c.holder = nil
+	*h = b[:0]
+	queuePool.Put(h)
 }
 
 // closeOnError closes the connection after a failed write, so the

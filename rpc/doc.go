@@ -40,9 +40,9 @@
 //	err := sess.Call(ctx, "ClientStats.Stats", &StatsRequest{}, &resp)
 //
 // Unary calls reuse streams: a stream whose call ended cleanly stays on
-// its session's idle list (at most 64) and carries the session's next
-// call, so a call costs one write each way rather than a stream open and
-// close. Streaming calls have a stream each.
+// its session's idle list (at most 64, for at most 30 s unused) and
+// carries the session's next call, so a call costs one write each way
+// rather than a stream open and close. Streaming calls have a stream each.
 //
 // A caller that passes a *JSON as the reply gets the method's reply in its
 // JSON form: the callee runs the same handler and encodes the reply with

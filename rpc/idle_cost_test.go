@@ -269,6 +269,9 @@ func measureIdleSessions(b *testing.B, kind, mode string, n int, profDir string)
 		}
 		wg.Wait()
 		waitFor(b, time.Minute, "blocking calls", func() bool { return blocked.Load() == int64(n) })
+		// Idle means idle: streams kept for reuse give back their
+		// buffers after idleShrinkAfter.
+		time.Sleep(idleShrinkAfter + 200*time.Millisecond)
 	}
 	g1 := settleGoroutines()
 	inuse1, live1, stack1 := heapAndStacks()

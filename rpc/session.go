@@ -55,11 +55,19 @@ type Session struct {
 	keepAlive *time.Timer
 }
 
-// idleStream is a unary stream kept for reuse and when it was kept.
+// idleStream is a unary stream kept for reuse, when it was kept, and
+// whether it gave back its receive buffer since.
 type idleStream struct {
-	ys    *yamux.Stream
-	since time.Time
+	ys     *yamux.Stream
+	since  time.Time
+	shrunk bool
 }
+
+// idleShrinkAfter is how long a stream stays idle before it gives back
+// yamux's receive buffer (grown to about twice the largest message the
+// stream received): a stream in steady use keeps it, rather than
+// allocating it again for every reply.
+const idleShrinkAfter = time.Second
 
 // takeIdle returns an idle unary stream, or nil.
 func (s *Session) takeIdle() *yamux.Stream {
@@ -77,18 +85,15 @@ func (s *Session) takeIdle() *yamux.Stream {
 
 // putIdle keeps a stream whose call ended cleanly, or closes it when the
 // pool is full or the session is gone. Unary streams never have a
-// deadline: a call that was aborted by one is not kept. A kept stream
-// gives back its receive buffer (yamux keeps it otherwise, grown to the
-// largest message the stream received).
+// deadline: a call that was aborted by one is not kept.
 func (s *Session) putIdle(ys *yamux.Stream) {
-	ys.Shrink()
 	s.idleMu.Lock()
 	if len(s.idle) < s.cfg.MaxIdleStreams && !s.ys.IsClosed() {
 		s.idle = append(s.idle, idleStream{ys: ys, since: time.Now()})
 		if s.reapTimer == nil {
-			s.reapTimer = time.AfterFunc(s.cfg.IdleStreamTimeout, s.reapIdle)
+			s.reapTimer = time.AfterFunc(s.firstReap(), s.reapIdle)
 		} else if len(s.idle) == 1 {
-			s.reapTimer.Reset(s.cfg.IdleStreamTimeout)
+			s.reapTimer.Reset(s.firstReap())
 		}
 		s.idleMu.Unlock()
 		return
@@ -97,24 +102,48 @@ func (s *Session) putIdle(ys *yamux.Stream) {
 	ys.Close()
 }
 
+// firstReap is when the reaper first looks at a newly kept stream.
+func (s *Session) firstReap() time.Duration {
+	return min(idleShrinkAfter, s.cfg.IdleStreamTimeout)
+}
+
 // reapIdle closes the idle streams unused for IdleStreamTimeout (the
-// oldest are first) and re-arms for the next one due.
+// oldest are first), makes those idle for idleShrinkAfter give back their
+// receive buffers, and re-arms for the next one due.
 func (s *Session) reapIdle() {
 	now := time.Now()
+	ttl := s.cfg.IdleStreamTimeout
 	s.idleMu.Lock()
 	n := 0
-	for n < len(s.idle) && now.Sub(s.idle[n].since) >= s.cfg.IdleStreamTimeout {
+	for n < len(s.idle) && now.Sub(s.idle[n].since) >= ttl {
 		n++
 	}
-	stale := make([]*yamux.Stream, n)
+	var stale []*yamux.Stream
 	for i := range n {
-		stale[i] = s.idle[i].ys
+		stale = append(stale, s.idle[i].ys)
 	}
 	rest := copy(s.idle, s.idle[n:])
 	clear(s.idle[rest:])
 	s.idle = s.idle[:rest]
-	if rest > 0 {
-		s.reapTimer.Reset(s.cfg.IdleStreamTimeout - now.Sub(s.idle[0].since))
+	next := time.Duration(0)
+	for i := range s.idle {
+		is := &s.idle[i]
+		age := now.Sub(is.since)
+		due := ttl - age
+		if !is.shrunk {
+			if age >= idleShrinkAfter {
+				is.ys.Shrink()
+				is.shrunk = true
+			} else {
+				due = idleShrinkAfter - age
+			}
+		}
+		if next == 0 || due < next {
+			next = due
+		}
+	}
+	if next > 0 {
+		s.reapTimer.Reset(next)
 	}
 	if cap(s.idle) > 2*rest && cap(s.idle) > 4 {
 		s.idle = append([]idleStream(nil), s.idle...)

@@ -150,9 +150,9 @@ func serveUnary(ctx context.Context, conn net.Conn, mux *Mux, sess *Session, cfg
 	defer rd.close()
 	for first := true; ; first = false {
 		if !first && rd.br == nil && !rd.fb.pending {
-			// Between requests the connection may idle; session keepalive
-			// (or TCP keepalive) is what notices a dead peer.
-			conn.SetReadDeadline(time.Time{})
+			// Between requests the connection may idle (its read
+			// deadline is clear since the request's body was read);
+			// session keepalive (or TCP keepalive) notices a dead peer.
 			if _, err := io.ReadFull(conn, rd.fb.b[:]); err != nil {
 				return
 			}
@@ -219,6 +219,27 @@ func (r *reqReader) peek() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// recvShrinkMin is the request size from which a stream serving unary
+// calls gives back yamux's receive buffer once the request is read: yamux
+// keeps it, grown to about twice the largest message the stream
+// received, for the stream's life, and a caller keeps its streams idle
+// for reuse. Below it the buffer is kept: reallocating it for every small
+// request costs more than the few kilobytes it holds. (The caller's end
+// of an idle stream gives its buffer back after idleShrinkAfter.)
+const recvShrinkMin = 2 << 10
+
+// shrinkAfterLarge gives back conn's receive buffer when conn is a yamux
+// stream that just delivered a message of size bytes, at least
+// recvShrinkMin, and br holds nothing more of it.
+func shrinkAfterLarge(conn net.Conn, size int, br *bufio.Reader) {
+	if size < recvShrinkMin || br.Buffered() > 0 {
+		return
+	}
+	if ys, ok := conn.(*yamux.Stream); ok {
+		ys.Shrink()
+	}
 }
 
 // firstByte reads a byte read ahead, then from r.
@@ -296,11 +317,7 @@ func serveRequest(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, s
 		logger.Debug("bad request frame", "method", hdr.Method, "kind", kind)
 		return false
 	}
-	if ys, ok := conn.(*yamux.Stream); ok && br.Buffered() == 0 {
-		// The request is read: give back the stream's receive buffer,
-		// grown to the largest message it received.
-		ys.Shrink()
-	}
+	shrinkAfterLarge(conn, len(body), br)
 	rd.release()
 	if idle > 0 {
 		return serveBulk(ctx, conn, rd, mux, sess, cfg, logger, &hdr, body)
