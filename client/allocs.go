@@ -26,7 +26,7 @@ import (
 // samples run from timers, in a goroutine that exists while one runs: a
 // node with nothing to report and no task has no goroutine parked and no
 // ticker waking it (at 10,000 nodes in one fleet process, two tickers per
-// node would be 55,000 wake-ups a second for nothing).
+// node would be 60,000 wake-ups a second for nothing).
 type allocManager struct {
 	c        *Client
 	stateDir string

@@ -105,7 +105,7 @@ const (
 	// fleetStartWorkers create nodes in parallel: creating one writes
 	// and syncs its identity files, which the start rate should not wait
 	// on one at a time.
-	fleetStartWorkers = 8
+	fleetStartWorkers = 32
 
 	// fleetStopWorkers stop nodes in parallel on Shutdown.
 	fleetStopWorkers = 64
@@ -242,14 +242,12 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 		// The servers ping every session (yamux keepalive); a node's own
 		// pings add a goroutine and a timer per node and tell it nothing
 		// its heartbeats do not: a dead server fails the next heartbeat,
-		// and a killed one resets the connection at once.
+		// and a killed one resets the connection at once. One yamux
+		// logger serves the fleet (yamux's default writes to stderr past
+		// the log level, and rpc would make one per dial).
 		yc := yamux.DefaultConfig()
 		yc.EnableKeepAlive = false
-		rpcCfg.Yamux = yc
-	}
-	if rpcCfg.Yamux.Logger == nil && rpcCfg.Yamux.LogOutput == nil {
-		// One yamux logger for the fleet, not one made per dial.
-		yc := rpcCfg.Yamux.Clone()
+		yc.LogOutput = nil
 		yc.Logger = rpcCfg.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 		rpcCfg.Yamux = yc
 	}
@@ -446,8 +444,22 @@ func (f *Fleet) Status() FleetStatus {
 	return st
 }
 
-// WaitRegistered waits until every node has registered, polling Status
-// every interval (100ms when zero), or until ctx ends.
+// RegisteredCount returns how many nodes have registered at least once:
+// the cheap part of Status, for polling.
+func (f *Fleet) RegisteredCount() int {
+	n := 0
+	for _, c := range f.Nodes() {
+		select {
+		case <-c.Registered():
+			n++
+		default:
+		}
+	}
+	return n
+}
+
+// WaitRegistered waits until every node has registered, polling every
+// interval (100ms when zero), or until ctx ends.
 func (f *Fleet) WaitRegistered(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		interval = 100 * time.Millisecond
@@ -458,13 +470,13 @@ func (f *Fleet) WaitRegistered(ctx context.Context, interval time.Duration) erro
 		if err := f.Err(); err != nil {
 			return err
 		}
-		st := f.Status()
-		if st.Registered == st.Nodes {
+		n := f.RegisteredCount()
+		if n == f.cfg.Nodes {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d nodes registered: %w", st.Registered, st.Nodes, ctx.Err())
+			return fmt.Errorf("%d of %d nodes registered: %w", n, f.cfg.Nodes, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -515,6 +527,13 @@ func (f *Fleet) Shutdown() error {
 		f.cancel()
 		nodes := append([]*Client(nil), f.nodes...)
 		f.mu.Unlock()
+		// Every node is told to stop first, so that they wind down
+		// together; then their goroutines are waited for.
+		for _, c := range nodes {
+			if c != nil {
+				c.cancel()
+			}
+		}
 		work := make(chan *Client)
 		var wg sync.WaitGroup
 		for range min(fleetStopWorkers, len(nodes)) {

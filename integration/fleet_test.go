@@ -135,11 +135,12 @@ func fleetGoroutines() int {
 // portPair is the local and remote port of a TCP connection.
 type portPair struct{ local, remote int }
 
-// socketsOf counts this process's open TCP sockets whose local and
-// remote ports are one of conns.
-func socketsOf(t testing.TB, conns map[portPair]bool) int {
+// fleetSockets returns the socket inodes of this process's open TCP
+// connections whose local and remote ports are one of conns, each with
+// its /proc/net/tcp line.
+func fleetSockets(t testing.TB, conns map[portPair]bool) map[string]string {
 	t.Helper()
-	inodes := map[string]bool{}
+	lines := map[string]string{}
 	for _, file := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -155,19 +156,30 @@ func socketsOf(t testing.TB, conns map[portPair]bool) int {
 			l, err1 := strconv.ParseInt(lp, 16, 32)
 			r, err2 := strconv.ParseInt(rp, 16, 32)
 			if err1 == nil && err2 == nil && conns[portPair{int(l), int(r)}] {
-				inodes[fields[9]] = true
+				lines[fields[9]] = strings.TrimSpace(line)
 			}
 		}
 	}
-	ents, _ := os.ReadDir("/proc/self/fd")
-	n := 0
-	for _, e := range ents {
-		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		if ino, ok := strings.CutPrefix(l, "socket:["); ok && inodes[strings.TrimSuffix(ino, "]")] {
-			n++
+	open := map[string]string{}
+	for ino := range openSocketInodes() {
+		if line, ok := lines[ino]; ok {
+			open[ino] = line
 		}
 	}
-	return n
+	return open
+}
+
+// openSocketInodes returns the inodes of this process's open sockets.
+func openSocketInodes() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if ino, ok := strings.CutPrefix(l, "socket:["); ok {
+			out[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	return out
 }
 
 // TestFleet_InProcess runs 300 simulated nodes against three in-process
@@ -256,10 +268,14 @@ func TestFleet_InProcess(t *testing.T) {
 		}
 		return true, nil
 	})
-	st = f.Status()
-	if st.Connected != nodes || st.PerServer[addrs[victim]] != 0 {
-		t.Fatalf("after the stop: %d connected, per server %v", st.Connected, st.PerServer)
-	}
+	// A node that reached a survivor while no leader was elected answers
+	// already (its session is bound) and counts as connected once its
+	// registration is accepted.
+	waitFor(t, 20*time.Second, "every node registered with a survivor", func() (bool, error) {
+		st := f.Status()
+		return st.Connected == nodes && st.PerServer[addrs[victim]] == 0,
+			fmt.Errorf("%d connected, per server %v", st.Connected, st.PerServer)
+	})
 
 	// The fleet's own sockets: the ports of its sessions now.
 	conns := map[portPair]bool{}
@@ -268,8 +284,9 @@ func TestFleet_InProcess(t *testing.T) {
 			conns[portPair{portOf(t, l), portOf(t, r)}] = true
 		}
 	}
-	if open := socketsOf(t, conns); open != nodes {
-		t.Fatalf("%d sockets on the local ports of %d sessions; want one each", open, nodes)
+	sockets := fleetSockets(t, conns)
+	if len(sockets) != nodes {
+		t.Fatalf("%d sockets on the ports of %d sessions; want one each", len(sockets), nodes)
 	}
 	g := fleetGoroutines()
 	t.Logf("%d goroutines carry the fleet's labels: %.1f per node", g, float64(g)/nodes)
@@ -282,8 +299,14 @@ func TestFleet_InProcess(t *testing.T) {
 	// Servers keep sessions to each other and redial the stopped one, so
 	// process totals say nothing about the fleet: count what is its own.
 	waitFor(t, 10*time.Second, "no goroutine or socket of the fleet left", func() (bool, error) {
-		g, s := fleetGoroutines(), socketsOf(t, conns)
-		return g == 0 && s == 0, fmt.Errorf("%d goroutines with the fleet's labels, %d of its sockets open", g, s)
+		g := fleetGoroutines()
+		var left []string
+		for ino := range openSocketInodes() {
+			if line, ok := sockets[ino]; ok {
+				left = append(left, line)
+			}
+		}
+		return g == 0 && len(left) == 0, fmt.Errorf("%d goroutines with the fleet's labels, %d of its sockets open %v", g, len(left), left)
 	})
 }
 

@@ -187,6 +187,7 @@ type fleetRunner interface {
 	Start()
 	Shutdown() error
 	Status() client.FleetStatus
+	RegisteredCount() int
 	Started() <-chan struct{}
 	Err() error
 	CountReady(ctx context.Context) (int, error)
@@ -285,14 +286,11 @@ func watchFleet(fl fleetRunner, cfg *client.FleetConfig, every time.Duration, st
 		case <-tick:
 			fmt.Fprintln(stdout, progressLine(fl.Status()))
 		case <-poll.C:
-			if allRegistered {
-				continue
-			}
-			st := fl.Status()
-			if st.Registered < st.Nodes {
+			if allRegistered || fl.RegisteredCount() < cfg.Nodes {
 				continue
 			}
 			allRegistered = true
+			st := fl.Status()
 			fmt.Fprintf(stdout, "fleet: all %d nodes registered in %s\n", st.Nodes, st.Elapsed.Round(time.Millisecond))
 			fmt.Fprintln(stdout, progressLine(st))
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

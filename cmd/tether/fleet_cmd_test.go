@@ -155,6 +155,7 @@ func (f *fakeFleet) Status() client.FleetStatus {
 	return client.FleetStatus{Nodes: 2, Started: 2, Registered: 2, Connected: 2,
 		PerServer: map[string]int{"b:1": 1, "a:1": 1}, Elapsed: 1500 * time.Millisecond}
 }
+func (f *fakeFleet) RegisteredCount() int                        { return 2 }
 func (f *fakeFleet) Started() <-chan struct{}                    { return f.started }
 func (f *fakeFleet) Err() error                                  { return nil }
 func (f *fakeFleet) CountReady(ctx context.Context) (int, error) { return f.ready, nil }
