@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run bench bench-peer lint clean
+.PHONY: all build test run bench bench-peer bench-fleet lint clean
 
 all: build
 
@@ -41,6 +41,16 @@ bench: build
 # workload. ARGS passes harness flags, e.g. ARGS="-scenarios small -reps 1".
 bench-peer:
 	scripts/clientapi-bench.sh $(ARGS)
+
+# bench-fleet prints the fleet-scale table (README "Fleet scale"): three
+# server processes with ACLs and mutual TLS, a tether fleet of simulated
+# nodes, at each size of FLEET_NODES. Not part of make test. A quick run:
+#   make bench-fleet FLEET_NODES=1000 FLEET_ARGS="-bench-fleet-settle=30s"
+FLEET_NODES ?= 1000,5000,10000
+FLEET_ARGS  ?=
+bench-fleet:
+	$(GO) test -run '^TestBenchFleet$$' -count=1 -v -timeout 120m ./integration/ \
+		-args -bench-fleet -bench-fleet-nodes=$(FLEET_NODES) $(FLEET_ARGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

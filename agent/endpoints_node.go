@@ -2,6 +2,8 @@ package agent
 
 import (
 	"net/http"
+	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 
@@ -103,6 +105,67 @@ func (a *Agent) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	if a.server != nil {
 		stats["nomad"] = map[string]string{"server": "true", "leader": strconv.FormatBool(a.server.IsLeader()),
 			"leader_addr": a.server.Leader(), "known_servers": strconv.Itoa(len(a.server.Peers()))}
+		stats["raft"] = a.server.RaftStats()
+		tether := map[string]string{}
+		for k, v := range a.server.Stats() {
+			tether[k] = strconv.FormatUint(v, 10)
+		}
+		stats["tether"] = tether
 	}
+	stats["runtime"] = runtimeStats()
 	return map[string]any{"config": config, "member": member, "stats": stats}, nil
+}
+
+// runtimeMetrics are the runtime/metrics samples runtimeStats reads
+// (no stop-the-world, unlike runtime.ReadMemStats).
+var runtimeMetrics = []string{
+	"/gc/heap/live:bytes",                // live heap after the last GC
+	"/memory/classes/heap/objects:bytes", // heap objects, live and not yet swept
+	"/memory/classes/heap/stacks:bytes",  // goroutine stacks
+	"/memory/classes/total:bytes",        // all the runtime has mapped
+	"/sched/goroutines:goroutines",       // goroutines now
+}
+
+// runtimeStats is the "runtime" block of /v1/agent/self: Nomad's keys
+// (arch, cpu_count, goroutines, kernel.name, max_procs, version) and the
+// process's memory figures in bytes.
+func runtimeStats() map[string]string {
+	samples := make([]metrics.Sample, len(runtimeMetrics))
+	for i, name := range runtimeMetrics {
+		samples[i].Name = name
+	}
+	metrics.Read(samples)
+	u := func(i int) string {
+		if samples[i].Value.Kind() != metrics.KindUint64 {
+			return "0"
+		}
+		return strconv.FormatUint(samples[i].Value.Uint64(), 10)
+	}
+	return map[string]string{
+		"arch":               runtime.GOARCH,
+		"cpu_count":          strconv.Itoa(runtime.NumCPU()),
+		"goroutines":         u(4),
+		"kernel.name":        runtime.GOOS,
+		"max_procs":          strconv.Itoa(runtime.GOMAXPROCS(0)),
+		"version":            runtime.Version(),
+		"heap_live_bytes":    u(0),
+		"heap_objects_bytes": u(1),
+		"stack_bytes":        u(2),
+		"total_bytes":        u(3),
+	}
+}
+
+// agentSessions serves /v1/agent/sessions on a server: the IDs of the
+// nodes whose session is on this server (Tether's own; Nomad has none).
+func (a *Agent) agentSessions(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	if _, err := a.authorize(r, (*acl.ACL).AllowAgentRead); err != nil {
+		return nil, err
+	}
+	if a.server == nil {
+		return nil, structs.NewError(http.StatusBadRequest, "not a server")
+	}
+	return map[string]any{"NodeIDs": a.server.SessionNodeIDs()}, nil
 }

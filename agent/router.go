@@ -39,6 +39,7 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/nodes", a.wrap(a.nodesList))
 	r.handle("/v1/node/{id}", a.wrap(a.nodeInfo))
 	r.handle("/v1/agent/self", a.wrap(a.agentSelf))
+	r.handle("/v1/agent/sessions", a.wrap(a.agentSessions))
 	r.handle("/v1/status/leader", a.wrap(a.statusLeader))
 	r.handle("/v1/status/peers", a.wrap(a.statusPeers))
 	r.handle("/v1/agent/members", a.wrap(a.agentMembers))

@@ -104,6 +104,7 @@ func leaderOnly[Req, Resp any](s *Server, fn func(context.Context, *Req, *Resp) 
 // the (possibly stale) local state is bound at once, its secret checked
 // against that state, so it is routable even while no leader is elected.
 func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
+	s.nodeRegistrations.Add(1)
 	n := req.Node
 	if n == nil {
 		return structs.BadRequest("missing node")
@@ -166,6 +167,7 @@ func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequ
 // binding without a raft entry (bindOrderUnchanged), so a reconnect storm
 // after a server failure costs the leader no writes.
 func (s *Server) registerNodeLeader(ctx context.Context, req *structs.NodeRegisterRequest, resp *nodeRegisterLeaderResponse) error {
+	s.leaderRegistrations.Add(1)
 	n := req.Node
 	if n == nil || !structs.IsUUID(n.ID) || n.SecretID == "" {
 		return structs.BadRequest("invalid node registration")
@@ -283,6 +285,7 @@ func nodeSchedulingEqual(a, b *structs.Node) bool {
 // nodeHeartbeat keeps a node alive. The session is bound here; the TTL is
 // kept (and the status written) by the leader.
 func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
+	s.nodeHeartbeats.Add(1)
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
 	}
@@ -310,6 +313,7 @@ func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRe
 
 // heartbeatNodeLeader is the leader's half of a heartbeat.
 func (s *Server) heartbeatNodeLeader(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
+	s.leaderHeartbeats.Add(1)
 	n, err := s.store.Node(req.NodeID)
 	if err != nil {
 		return err

@@ -138,10 +138,18 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 }
 
 // Stats returns the server's counters for odd branches of forwarding and
-// routing, its node sessions ("sessions") and its admission counters
-// (admission.go), for /v1/agent/self, tests and benchmarks.
+// routing, of the node plane (sessions, registrations, heartbeats) and of
+// admission (admission.go), for /v1/agent/self, tests and benchmarks.
+// Counters are totals since start; "sessions" is the number of nodes with
+// a session here now.
 func (s *Server) Stats() map[string]uint64 {
 	return map[string]uint64{
+		"sessions":                uint64(s.sessions.count()),
+		"sessions_bound":          s.sessions.bindings.Load(),
+		"node_registrations":      s.nodeRegistrations.Load(),
+		"node_heartbeats":         s.nodeHeartbeats.Load(),
+		"leader_registrations":    s.leaderRegistrations.Load(),
+		"leader_heartbeats":       s.leaderHeartbeats.Load(),
 		"leader_forward_retries":  s.forwardRetries.Load(),
 		"stale_routes":            s.staleRoutes.Load(),
 		"peer_queries":            s.peerQueries.Load(),
@@ -160,7 +168,6 @@ func (s *Server) Stats() map[string]uint64 {
 		"heartbeat_timers":        uint64(s.hb.armed()),
 		"data_connections":        s.rpcSrv.DataConns(),
 		"data_calls":              s.dataCalls.Load(),
-		"sessions":                uint64(s.sessions.count()),
 		"admission_admitted":      s.adm.admitted.Load(),
 		"admission_refused_node":  s.adm.refusedNode.Load(),
 		"admission_refused_rate":  s.adm.refusedServer.Load(),

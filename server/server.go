@@ -101,6 +101,12 @@ type Server struct {
 	sessionsReleased       atomic.Uint64 // sessions nodes released after moving
 	drainTimeouts          atomic.Uint64 // released sessions closed still busy
 	movingOut              atomic.Int64  // nodes asked to move and still here (rebalance.go)
+
+	// Counters of the node plane (Stats; the fleet benchmark reads them).
+	nodeRegistrations   atomic.Uint64 // registrations nodes sent to this server
+	nodeHeartbeats      atomic.Uint64 // heartbeats nodes sent to this server
+	leaderRegistrations atomic.Uint64 // registrations handled here as the leader
+	leaderHeartbeats    atomic.Uint64 // heartbeats handled here as the leader
 }
 
 // New returns a Server: it opens the raft stores in cfg.DataDir (or
@@ -282,6 +288,15 @@ func (s *Server) Region() string { return s.cfg.Region }
 
 // ConnectedNodes returns how many nodes hold a live session on this server.
 func (s *Server) ConnectedNodes() int { return s.sessions.count() }
+
+// SessionNodeIDs returns the IDs of the nodes with a session on this
+// server, in no order.
+func (s *Server) SessionNodeIDs() []string { return s.sessions.nodeIDs() }
+
+// RaftStats returns raft's own figures (state, term, last_log_index,
+// commit_index, applied_index, ...), as Nomad shows them under "raft" in
+// /v1/agent/self.
+func (s *Server) RaftStats() map[string]string { return s.raft.Stats() }
 
 // nodeExpired marks a node down when its heartbeat TTL runs out. Only the
 // leader keeps timers; one that fires as leadership is lost does nothing.

@@ -26,6 +26,7 @@ type sessionRegistry struct {
 
 	// Counters for odd branches.
 	rebinds      atomic.Uint64 // a node's binding moved to a newer session
+	bindings     atomic.Uint64 // bindings created (a node's new session here)
 	staleDropped atomic.Uint64 // bindings dropped because their session closed
 }
 
@@ -85,6 +86,7 @@ func (r *sessionRegistry) bind(nodeID string, sess *rpc.Session, idx uint64) (bo
 	if !had {
 		r.n.Add(1)
 	}
+	r.bindings.Add(1)
 	sh.byNode[nodeID] = binding{sess: sess, idx: idx}
 	return true, nil
 }
@@ -153,3 +155,17 @@ func (r *sessionRegistry) nodes() []string {
 
 // count returns how many nodes have a live session here.
 func (r *sessionRegistry) count() int { return int(r.n.Load()) }
+
+// nodeIDs returns the nodes bound here, one shard lock at a time.
+func (r *sessionRegistry) nodeIDs() []string {
+	ids := make([]string, 0, r.count())
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for id := range sh.byNode {
+			ids = append(ids, id)
+		}
+		sh.mu.Unlock()
+	}
+	return ids
+}
