@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -178,6 +179,16 @@ type Config struct {
 	// the calls since need are let go. Default 30s.
 	IdleStreamTimeout time.Duration
 
+	// MaxConcurrentHandshakes bounds the TLS handshakes a Server runs at
+	// once; more connections wait for a slot within HandshakeTimeout.
+	// When a server dies, a third of a fleet dials the survivors within
+	// seconds; thousands of handshakes at once would queue the calls of
+	// the sessions already there behind them (a peer's route query, a
+	// node's answer) for seconds. Bounded, the handshakes take their turn
+	// and the rest of the server keeps its latency. Default 4 per
+	// GOMAXPROCS, at least 8; -1 means unlimited.
+	MaxConcurrentHandshakes int
+
 	// Set by normalize: the yamux config handed to yamux (Yamux with its
 	// keepalive off) and the keepalive interval the session runs itself
 	// (0: none). See keepalive.go.
@@ -281,6 +292,8 @@ func (c *Config) Verify() error {
 		return errors.New("data serve idle must not be negative")
 	case c.IdleStreamTimeout < 0:
 		return errors.New("idle stream timeout must not be negative")
+	case c.MaxConcurrentHandshakes < -1:
+		return errors.New("max concurrent handshakes must be positive, 0 (default) or -1 (unlimited)")
 	case c.MaxPooledDataPerNode < 0:
 		return errors.New("max pooled data per node must not be negative")
 	case c.MaxPooledData < -1:
@@ -337,6 +350,9 @@ func (c *Config) normalize() (*Config, error) {
 	orDefault(&n.DataPoolIdle, defaultDataPoolIdle)
 	orDefault(&n.DataServeIdle, defaultDataServeIdle)
 	orDefault(&n.IdleStreamTimeout, defaultIdleStreamTTL)
+	if n.MaxConcurrentHandshakes == 0 {
+		n.MaxConcurrentHandshakes = max(8, 4*runtime.GOMAXPROCS(0))
+	}
 	if n.MaxPooledDataPerNode == 0 {
 		n.MaxPooledDataPerNode = defaultMaxPooledPerNode
 	}

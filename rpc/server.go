@@ -37,6 +37,10 @@ type Server struct {
 	data     dataWaiters     // tokens of expected data connections
 	pool     dataPool        // data connections that carry data calls
 	serveCtx context.Context // Serve's context: idle data connections end with it
+
+	// handshakes holds a slot per TLS handshake running
+	// (Config.MaxConcurrentHandshakes); nil means unlimited.
+	handshakes chan struct{}
 }
 
 // NewServer returns a Server that serves mux. A nil cfg means
@@ -57,6 +61,9 @@ func NewServer(cfg *Config, mux *Mux) *Server {
 		perIP:  make(map[string]int),
 	}
 	s.pool.idle = n.DataPoolIdle
+	if n.MaxConcurrentHandshakes > 0 {
+		s.handshakes = make(chan struct{}, n.MaxConcurrentHandshakes)
+	}
 	return s
 }
 
@@ -257,6 +264,14 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 	tconn := tls.Server(NewRecordBatcher(conn), s.cfg.TLSConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
+	if s.handshakes != nil {
+		select {
+		case s.handshakes <- struct{}{}:
+			defer func() { <-s.handshakes }()
+		case <-hctx.Done():
+			return nil, fmt.Errorf("waiting for a TLS handshake slot: %w", hctx.Err())
+		}
+	}
 	if err := handshakeApart(hctx, tconn); err != nil {
 		return nil, err
 	}

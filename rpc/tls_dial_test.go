@@ -320,3 +320,58 @@ func TestSession_TLSConnectionState(t *testing.T) {
 		}
 	})
 }
+
+// TestServer_HandshakesBounded: with every TLS handshake slot taken, a
+// new connection waits for one within HandshakeTimeout and is then
+// refused; once a slot is free, the same dial succeeds.
+func TestServer_HandshakesBounded(t *testing.T) {
+	ca := newTestCA(t)
+	cfg := testConfig(t)
+	cfg.HandshakeTimeout = 300 * time.Millisecond
+	cfg.MaxConcurrentHandshakes = 1
+	cfg.TLSConfig = &tls.Config{
+		Certificates: []tls.Certificate{ca.leaf(t)},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.pool,
+	}
+	mux := NewMux()
+	registerTestMethods(mux, "server", newHooks())
+	srv := NewServer(cfg, mux)
+	if cap(srv.handshakes) != 1 {
+		t.Fatalf("%d handshake slots; want 1", cap(srv.handshakes))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		recvWithin(t, done, 10*time.Second, "Serve to return")
+	}()
+
+	leaf := ca.leaf(t)
+	ccfg := testConfig(t)
+	ccfg.TLSConfig = &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{leaf}}
+
+	srv.handshakes <- struct{}{} // the one slot is taken
+	if s, err := Dial(context.Background(), ln.Addr().String(), ccfg); err == nil {
+		s.Close()
+		t.Fatal("a handshake ran with every slot taken")
+	}
+	<-srv.handshakes
+	s, err := Dial(context.Background(), ln.Addr().String(), ccfg)
+	if err != nil {
+		t.Fatalf("Dial with a free slot: %v", err)
+	}
+	defer s.Close()
+	var out echoReply
+	if err := s.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "hi"}, &out); err != nil {
+		t.Fatalf("call on the session: %v", err)
+	}
+	if len(srv.handshakes) != 0 {
+		t.Fatalf("%d handshake slots still held after the handshake", len(srv.handshakes))
+	}
+}

@@ -154,7 +154,7 @@ func (c *routeCache) locate(ctx context.Context, nodeID string, fresh bool, skip
 		switch {
 		case err == nil:
 			c.put(nodeID, addr, c.ttl)
-		case errors.Is(err, structs.ErrNoPathToNode):
+		case errors.Is(err, structs.ErrNoPathToNode) && !isUnansweredMiss(err):
 			c.put(nodeID, "", c.noPathTTL)
 		}
 		return addr, err

@@ -40,6 +40,7 @@ type fakePeers struct {
 	mu      sync.Mutex
 	holder  map[string]string
 	down    map[string]bool // peers that cannot be reached
+	slow    map[string]bool // nodes whose lookup a peer does not answer in time
 	queries atomic.Int64
 }
 
@@ -47,6 +48,9 @@ func (p *fakePeers) ask(nodeID, skip string) (string, error) {
 	p.queries.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.slow[nodeID] {
+		return "", errUnansweredMiss
+	}
 	h := p.holder[nodeID]
 	if h == "" || h == skip || p.down[h] {
 		return "", structs.ErrNoPathToNode
@@ -90,6 +94,8 @@ func TestRouteCache_Locate(t *testing.T) {
 		{name: "skip: the cached holder is skipped", before: func() { peers.set("n2", "s1:4647") }, node: "n2", skip: "s3:4647", want: "s1:4647", queries: 6},
 		{name: "skip: nobody else", node: "n3", skip: "s1:4647", want: "", queries: 7},
 		{name: "no path: fresh asks again", node: "n3", fresh: true, want: "", queries: 8},
+		{name: "unanswered: a peer too slow to answer", before: func() { peers.slow = map[string]bool{"n4": true} }, node: "n4", want: "", queries: 9},
+		{name: "unanswered: not cached, asked again", node: "n4", want: "", queries: 10},
 	} {
 		if step.before != nil {
 			step.before()

@@ -86,10 +86,30 @@ func (s *Server) forwardNodeStreamEndpoint(ctx context.Context, in *rpc.Stream) 
 	return BridgeFrames(ctx, out, in)
 }
 
+// errUnansweredMiss is askPeers' "no path" when some peer did not answer
+// in time: the caller gets ErrNoPathToNode, but the route cache does not
+// remember it (during a reconnect storm a slow peer would otherwise turn
+// one late answer into NoPathCacheTTL of failed calls to a node it holds).
+var errUnansweredMiss = &unansweredMiss{}
+
+type unansweredMiss struct{}
+
+func (*unansweredMiss) Error() string { return structs.ErrNoPathToNode.Error() }
+func (*unansweredMiss) Unwrap() error { return structs.ErrNoPathToNode }
+
+// isUnansweredMiss reports whether err is errUnansweredMiss (errors.Is
+// would also match a plain ErrNoPathToNode: structs errors match by
+// status and text).
+func isUnansweredMiss(err error) bool {
+	var m *unansweredMiss
+	return errors.As(err, &m)
+}
+
 // askPeers asks every alive peer but skip, in parallel and within
 // PeerQueryTimeout, whether it holds nodeID's session: the holder with
 // the newest binding wins. It answers ErrNoPathToNode when none does
-// (routeCache.locate caches either answer).
+// (routeCache.locate caches either answer), errUnansweredMiss when
+// some peer did not answer in time (not cached).
 func (s *Server) askPeers(nodeID, skip string) (string, error) {
 	var peers []string
 	for _, p := range s.peerAddrs() {
@@ -118,11 +138,15 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 	}
 	best, bestIdx := "", uint64(0)
 	var errs []error
+	unanswered := false
 	for range peers {
 		a := <-answers
 		switch {
 		case a.err != nil:
 			errs = append(errs, fmt.Errorf("%s: %w", a.addr, a.err))
+			// A peer that is up but too slow to answer may hold the
+			// session (a refused dial says the peer is down).
+			unanswered = unanswered || errors.Is(a.err, context.DeadlineExceeded) || errors.Is(a.err, rpc.ErrTimeout)
 		case a.resp.Connected && (best == "" || a.resp.Index > bestIdx):
 			best, bestIdx = a.addr, a.resp.Index
 		}
@@ -131,6 +155,9 @@ func (s *Server) askPeers(nodeID, skip string) (string, error) {
 		s.peerQueryMisses.Add(1)
 		if len(errs) > 0 {
 			s.logger.Debug("peer query for node session had failures", "node_id", nodeID, "errors", errors.Join(errs...))
+		}
+		if unanswered {
+			return "", errUnansweredMiss
 		}
 		return "", structs.ErrNoPathToNode
 	}
