@@ -77,3 +77,35 @@ func TestScheduleFailureIsRetried(t *testing.T) {
 		}
 	}
 }
+
+// TestGlobMatch: datacenter wildcards, '*' any run, all else literal.
+func TestGlobMatch(t *testing.T) {
+	cases := []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"dc1", "dc1", true},
+		{"dc1", "dc10", false},
+		{"*", "", true},
+		{"*", "anything", true},
+		{"dc*", "dc1", true},
+		{"dc*", "xdc1", false},
+		{"*-east", "us-east", true},
+		{"*-east", "us-east-1", false},
+		{"us-*-1", "us-east-1", true},
+		{"us-*-1", "us-1", false},
+		{"a*b*c", "abc", true},
+		{"a*b*c", "axxbyyc", true},
+		{"a*b*c", "acb", false},
+		{"ab*ba", "aba", false},
+		{"d.c", "dxc", false},
+		{"d.c", "d.c", true},
+		{"[dc]", "[dc]", true},
+		{"**", "x", true},
+	}
+	for _, tc := range cases {
+		if got := globMatch(tc.pattern, tc.s); got != tc.want {
+			t.Errorf("globMatch(%q, %q) = %v; want %v", tc.pattern, tc.s, got, tc.want)
+		}
+	}
+}
