@@ -137,13 +137,7 @@ func TestFleet_StartShutdown(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("temporary data dir after Shutdown: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for labelledGoroutines() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines of the fleet left", labelledGoroutines())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "no goroutine of the fleet left", func() bool { return labelledGoroutines() == 0 })
 }
 
 // TestFleet_DataDirKept keeps a given data dir, and nodes keep their

@@ -439,22 +439,8 @@ func (b *fleetBench) startServers() {
 			url:  fmt.Sprintf("https://127.0.0.1:%d", hp),
 			rpc:  fmt.Sprintf("127.0.0.1:%d", rp),
 		}
-		s.cfg = writeFile(t, dir, "server.hcl", fmt.Sprintf(`
-name         = "srv%d"
-data_dir     = %q
-bind_addr    = "127.0.0.1"
-log_level    = "WARN"
+		s.cfg = writeFile(t, dir, "server.hcl", agentHCL(s.name, dir, "WARN", hp, rp, sp, fmt.Sprintf(`
 enable_debug = true
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
 server {
   enabled          = true
   bootstrap_expect = 3
@@ -474,7 +460,7 @@ tls {
   verify_server_hostname = true
   verify_https_client    = true
 }
-`, i, dir, hp, rp, sp, strings.Join(joins, ", "), pki.caFile, f.cert, f.key))
+`, strings.Join(joins, ", "), pki.caFile, f.cert, f.key)))
 		b.servers = append(b.servers, s)
 	}
 	for _, s := range b.servers {

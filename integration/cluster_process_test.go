@@ -33,21 +33,7 @@ func startProcCluster(t *testing.T) *procCluster {
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
 		http, rpc, serf := ports[i*3], ports[i*3+1], ports[i*3+2]
-		c.serverCfgs = append(c.serverCfgs, writeFile(t, dir, "server.hcl", fmt.Sprintf(`
-name       = "srv%d"
-data_dir   = %q
-bind_addr  = "127.0.0.1"
-log_level  = "INFO"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
+		c.serverCfgs = append(c.serverCfgs, writeFile(t, dir, "server.hcl", agentHCL(fmt.Sprintf("srv%d", i), dir, "INFO", http, rpc, serf, fmt.Sprintf(`
 server {
   enabled          = true
   bootstrap_expect = 3
@@ -55,7 +41,7 @@ server {
     retry_join = [%s]
   }
 }
-`, i, dir, http, rpc, serf, strings.Join(joins, ", "))))
+`, strings.Join(joins, ", ")))))
 		c.serverURLs = append(c.serverURLs, fmt.Sprintf("http://127.0.0.1:%d", http))
 		c.serverRPCs = append(c.serverRPCs, fmt.Sprintf("127.0.0.1:%d", rpc))
 	}

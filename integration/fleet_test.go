@@ -344,27 +344,12 @@ func startServerProc(t testing.TB, extra string) (rpcAddr, httpURL string, p *pr
 	t.Helper()
 	ports := freePorts(t, 3)
 	dir := t.TempDir()
-	cfgFile := writeFile(t, dir, "server.hcl", fmt.Sprintf(`
-name       = "srv1"
-data_dir   = %q
-bind_addr  = "127.0.0.1"
-log_level  = "WARN"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
+	cfgFile := writeFile(t, dir, "server.hcl", agentHCL("srv1", dir, "WARN", ports[0], ports[1], ports[2], `
 server {
   enabled          = true
   bootstrap_expect = 1
 }
-%s
-`, dir, ports[0], ports[1], ports[2], extra))
+`+extra+"\n"))
 	p = startProc(t, cfgFile)
 	httpURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	waitFor(t, 20*time.Second, "server up", func() (bool, error) {

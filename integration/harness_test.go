@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -216,4 +217,26 @@ func tryGet(url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
+}
+
+// agentHCL is the head every test agent's config file shares (name, data
+// dir, loopback binds and advertise, log level, the three ports) followed
+// by rest (server, client, acl, tls blocks and the like).
+func agentHCL(name, dataDir, logLevel string, http, rpc, serf int, rest string) string {
+	return fmt.Sprintf(`
+name       = %q
+data_dir   = %q
+bind_addr  = "127.0.0.1"
+log_level  = %q
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+`, name, dataDir, logLevel, http, rpc, serf) + rest
 }

@@ -136,9 +136,6 @@ func runHerdLoad(ctx context.Context, wg *sync.WaitGroup, l *herdLoad, through [
 // was not on it; it comes back: the sessions rebalance to within ±20 %
 // of even, with no failed call meanwhile.
 func TestHerd_SpreadFailoverRebalance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("50 nodes and three servers")
-	}
 	const n = 50
 	c := startCluster(t, 3, func(sc *server.Config) {
 		sc.RebalanceInterval = 500 * time.Millisecond

@@ -144,21 +144,7 @@ func writeFile(t testing.TB, dir, name, body string) string {
 func TestProcess_KillAndRestartNode(t *testing.T) {
 	ports := freePorts(t, 6)
 	sdir, cdir := t.TempDir(), t.TempDir()
-	serverCfg := writeFile(t, sdir, "server.hcl", fmt.Sprintf(`
-name       = "srv1"
-data_dir   = %q
-bind_addr  = "127.0.0.1"
-log_level  = "DEBUG"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
+	serverCfg := writeFile(t, sdir, "server.hcl", agentHCL("srv1", sdir, "DEBUG", ports[0], ports[1], ports[2], `
 server {
   enabled          = true
   bootstrap_expect = 1
@@ -166,7 +152,7 @@ server {
 telemetry {
   collection_interval = "1s"
 }
-`, sdir, ports[0], ports[1], ports[2]))
+`))
 	clientCfg := writeFile(t, cdir, "client.hcl", fmt.Sprintf(`
 name      = "node1"
 data_dir  = %q

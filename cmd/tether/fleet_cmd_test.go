@@ -186,7 +186,7 @@ func TestRunFleet_Signal(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no ready line; stdout %q stderr %q", stdout.String(), stderr.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-time.After(10 * time.Millisecond) // polling interval; the condition decides
 	}
 	c <- syscall.SIGINT
 	select {
