@@ -287,15 +287,17 @@ func TestFleet_InProcess(t *testing.T) {
 		counts := sessionCounts(c)
 		return evenWithin(counts, nodes, 0.2), fmt.Errorf("sessions per server %v", counts)
 	})
-	waitFor(t, 30*time.Second, "every move done", func() (bool, error) {
-		var asked, released uint64
-		for _, s := range c.running() {
-			st := s.Server().Stats()
-			asked += st["rebalance_moves"]
-			released += st["sessions_released"]
+	// No node between two servers: a moving node is bound on both until it
+	// releases the old session. (A node asked to move may also stay, when
+	// its target does not take it in time: asked moves need not all end
+	// in a release.)
+	waitFor(t, 30*time.Second, "no node between two servers", func() (bool, error) {
+		total := 0
+		for _, k := range sessionCounts(c) {
+			total += k
 		}
 		st := f.Status()
-		return released >= asked && st.Connected == nodes, fmt.Errorf("%d of %d moves done, %d connected", released, asked, st.Connected)
+		return total == nodes && st.Connected == nodes, fmt.Errorf("%d sessions bound for %d nodes, %d connected", total, nodes, st.Connected)
 	})
 	t.Logf("after the restart: sessions per server %v", sessionCounts(c))
 	err = forEachLimited(len(ids)*len(apis), 16, func(k int) error {
