@@ -30,7 +30,7 @@ func (a *Agent) nodesList(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	req := &structs.NodeListRequest{Prefix: q.Get("prefix"), Resources: resources, QueryOptions: queryOptionsOf(r, q), BlockingOptions: opts}
-	ctx, cancel := a.queryContext(r)
+	ctx, cancel := a.queryContext(r, opts)
 	defer cancel()
 	resp, err := a.backend.listNodes(ctx, req)
 	if err != nil {
@@ -54,7 +54,7 @@ func (a *Agent) nodeInfo(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	req := &structs.NodeGetRequest{NodeID: mux.Vars(r)["id"], QueryOptions: queryOptionsOf(r, q), BlockingOptions: opts}
-	ctx, cancel := a.queryContext(r)
+	ctx, cancel := a.queryContext(r, opts)
 	defer cancel()
 	resp, err := a.backend.getNode(ctx, req)
 	if err != nil {

@@ -211,9 +211,13 @@ func blockingOptions(q url.Values) (structs.BlockingOptions, error) {
 	return opts, nil
 }
 
-// queryContext is the context a blocking read waits under: the request's,
-// ended too when the agent shuts down. The caller calls the CancelFunc.
-func (a *Agent) queryContext(r *http.Request) (context.Context, context.CancelFunc) {
+// queryContext is the context a read waits under: the request's, and for
+// a blocking query ended too when the agent shuts down. The caller calls
+// the CancelFunc.
+func (a *Agent) queryContext(r *http.Request, opts structs.BlockingOptions) (context.Context, context.CancelFunc) {
+	if opts.MinQueryIndex == 0 {
+		return r.Context(), func() {}
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(a.queries.done(), cancel)
 	return ctx, func() { stop(); cancel() }
@@ -227,7 +231,7 @@ func (a *Agent) query(w http.ResponseWriter, r *http.Request, s *server.Server, 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := a.queryContext(r)
+	ctx, cancel := a.queryContext(r, opts)
 	defer cancel()
 	idx, err := s.State().Blocking(ctx, opts, fn)
 	if err != nil {

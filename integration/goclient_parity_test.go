@@ -1,12 +1,18 @@
 package integration
 
 import (
+	"fmt"
 	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"tether/agent"
 )
 
 // The official Go client is the judge: every endpoint Tether serves,
@@ -422,5 +428,79 @@ func TestGoClientParity_Endpoints(t *testing.T) {
 	}
 	if err := api.Nodes().GC(nodeID, nil); err != nil {
 		t.Fatalf("Nodes().GC: %v", err)
+	}
+}
+
+// TestGoClientParity_TestutilConfig: the official client's test server
+// (api/internal/testutil/server.go) runs `agent -config <file> [-dev]`
+// with a JSON file of these keys; Tether accepts each file as written, and
+// the agent it configures answers the test server's readiness polls
+// (/v1/status/leader, then /v1/nodes for a ready node in dev mode).
+func TestGoClientParity_TestutilConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		dev  bool
+		json string
+	}{
+		{"default server", false, `{"name":"node-%d","data_dir":%q,"disable_update_check":true,"log_level":"ERROR",` +
+			`"ports":{"http":%d,"rpc":%d,"serf":%d},"server":{"enabled":true,"bootstrap_expect":1},` +
+			`"client":{"enabled":false},"vault":{"enabled":false},"acl":{"enabled":false}}`},
+		{"dev with every key", true, `{"name":"node-%d","data_dir":%q,"region":"global","disable_update_check":true,` +
+			`"log_level":"ERROR","consul":{"address":"127.0.0.1:8500","auth":"","token":""},` +
+			`"advertise":{"http":"127.0.0.1","rpc":"127.0.0.1","serf":"127.0.0.1"},` +
+			`"ports":{"http":%d,"rpc":%d,"serf":%d},"server":{"enabled":true,"bootstrap_expect":1,"raft_protocol":3},` +
+			`"client":{"enabled":true,"options":{"test.tighten_network_timeouts":"true","driver.raw_exec.enable":"1"}},` +
+			`"vault":{"enabled":false},"acl":{"enabled":true},"telemetry":{"prometheus_metrics":true}}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "nomad.json")
+			body := fmt.Sprintf(tc.json, 24646, filepath.Join(dir, "data"), 24646, 24647, 24648)
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := agent.DefaultConfig()
+			if tc.dev {
+				cfg = agent.DevConfig()
+			}
+			fc, warnings, err := agent.LoadConfig(path)
+			if err != nil {
+				t.Fatalf("LoadConfig refused the test server's file: %v", err)
+			}
+			t.Logf("ignored, with a warning: %q", warnings)
+			cfg = cfg.Merge(fc)
+			if cfg.Name != "node-24646" || cfg.Ports.HTTP != 24646 || cfg.Ports.RPC != 24647 || cfg.Ports.Serf != 24648 ||
+				!cfg.Server.Enabled || cfg.Server.BootstrapExpect != 1 || cfg.Client.Enabled != tc.dev ||
+				cfg.ACL.Enabled != tc.dev || cfg.LogLevel != "ERROR" || cfg.DataDir != filepath.Join(dir, "data") {
+				t.Fatalf("the file was not applied: %+v", cfg)
+			}
+			if err := cfg.NormalizeAddrs(); err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			// Free ports instead of the file's, so parallel runs do not
+			// collide; everything else as the file says.
+			cfg.BindAddr = "127.0.0.1"
+			cfg.Ports.HTTP, cfg.Ports.RPC, cfg.Ports.Serf = 0, 0, 0
+			cfg.Advertise.HTTP, cfg.Advertise.RPC, cfg.Advertise.Serf = "127.0.0.1", "127.0.0.1", "127.0.0.1"
+			cfg.ServerTuning = fastServer
+			a := startAgent(t, cfg)
+			waitFor(t, 15*time.Second, "a leader", func() (bool, error) {
+				code, body, err := tryGet(a.URL() + "/v1/status/leader")
+				return code == http.StatusOK && body != `""`, err
+			})
+			if !tc.dev {
+				return
+			}
+			api := a.API(t)
+			api.SetSecretID(bootstrap(t, a))
+			waitFor(t, 15*time.Second, "a ready node", func() (bool, error) {
+				l, _, err := api.Nodes().List(nil)
+				return err == nil && len(l) == 1 && l[0].Status == "ready", err
+			})
+		})
 	}
 }
