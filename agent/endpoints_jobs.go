@@ -250,7 +250,7 @@ func (a *Agent) allocationInfo(w http.ResponseWriter, r *http.Request) (any, err
 	if _, err := a.authorize(r, allowNs(al.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
 		return nil, err
 	}
-	return al, nil
+	return withAllocated(al), nil
 }
 
 // allocationStop serves POST/PUT /v1/allocation/:id/stop.
@@ -292,13 +292,13 @@ func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	var allocs []*structs.Allocation
+	var allocs []allocationJSON
 	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
 		all, idx, err := s.State().NodeAllocs(ws, id)
-		allocs = make([]*structs.Allocation, 0, len(all))
+		allocs = make([]allocationJSON, 0, len(all))
 		for _, al := range all {
 			if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
-				allocs = append(allocs, al)
+				allocs = append(allocs, withAllocated(al))
 			}
 		}
 		return idx, err
@@ -306,6 +306,18 @@ func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	return allocs, nil
+}
+
+// allocationJSON is a full allocation as an HTTP caller reads it: with
+// AllocatedResources, which Nomad's carries and `nomad alloc status`
+// prints, derived from the task resources rather than stored.
+type allocationJSON struct {
+	*structs.Allocation
+	AllocatedResources *structs.AllocatedResources
+}
+
+func withAllocated(al *structs.Allocation) allocationJSON {
+	return allocationJSON{Allocation: al, AllocatedResources: al.Allocated()}
 }
 
 // namespaceOf returns ?namespace, "default" when absent.

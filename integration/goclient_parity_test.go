@@ -204,6 +204,9 @@ func TestGoClientParity_Endpoints(t *testing.T) {
 			if err != nil || a.Job == nil || a.Job.Version == nil || a.NodeID != nodeID {
 				t.Fatalf("%+v, %v", a, err)
 			}
+			if ar := a.AllocatedResources; ar == nil || ar.Tasks["t"] == nil || ar.Tasks["t"].Cpu.CpuShares != 100 {
+				t.Fatalf("AllocatedResources = %+v; want task t's", ar)
+			}
 			if qm.LastIndex != a.ModifyIndex {
 				t.Errorf("LastIndex %d; want the allocation's ModifyIndex %d", qm.LastIndex, a.ModifyIndex)
 			}
@@ -303,7 +306,7 @@ func TestGoClientParity_Endpoints(t *testing.T) {
 		}},
 		{"Nodes().Allocations", func(t *testing.T) *nomad.QueryMeta {
 			l, qm, err := api.Nodes().Allocations(nodeID, nil)
-			if err != nil || len(l) != 1 || l[0].Job == nil {
+			if err != nil || len(l) != 1 || l[0].Job == nil || l[0].AllocatedResources == nil {
 				t.Fatalf("%+v, %v", l, err)
 			}
 			if qm.LastIndex != l[0].ModifyIndex {
@@ -322,6 +325,45 @@ func TestGoClientParity_Endpoints(t *testing.T) {
 			m, err := api.Nodes().Meta().Read(nodeID, nil)
 			if err != nil || m.Meta == nil {
 				t.Fatalf("%+v, %v", m, err)
+			}
+			return nil
+		}},
+		{"Nodes().Meta().Apply", func(t *testing.T) *nomad.QueryMeta {
+			m, err := api.Nodes().Meta().Apply(&nomad.NodeMetaApplyRequest{NodeID: nodeID, Meta: map[string]*string{"parity": sp("yes")}}, nil)
+			if err != nil || m.Meta["parity"] != "yes" || m.Dynamic["parity"] == nil {
+				t.Fatalf("%+v, %v", m, err)
+			}
+			return nil
+		}},
+		{"Jobs().LatestDeployment", func(t *testing.T) *nomad.QueryMeta {
+			d, qm, err := api.Jobs().LatestDeployment("parity", nil)
+			if err != nil || d != nil || qm.LastIndex != 0 {
+				t.Fatalf("%+v, %+v, %v; want none at the index of a table never written", d, qm, err)
+			}
+			return nil
+		}},
+		{"AllocFS().Stat", func(t *testing.T) *nomad.QueryMeta {
+			fi, _, err := api.AllocFS().Stat(alloc, "alloc/logs/t.stdout.0", nil)
+			if err != nil || fi.IsDir || fi.Size == 0 || fi.Name != "t.stdout.0" {
+				t.Fatalf("%+v, %v", fi, err)
+			}
+			return nil
+		}},
+		{"AllocFS().Logs", func(t *testing.T) *nomad.QueryMeta {
+			cancel := make(chan struct{})
+			defer close(cancel)
+			frames, errs := api.AllocFS().Logs(alloc, false, "t", "stdout", "start", 0, cancel, nil)
+			var got []byte
+			for f := range frames {
+				got = append(got, f.Data...)
+			}
+			select {
+			case err := <-errs:
+				t.Fatal(err)
+			default:
+			}
+			if !strings.HasPrefix(string(got), "hello\n") {
+				t.Fatalf("logs %q", got)
 			}
 			return nil
 		}},
