@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -239,4 +240,66 @@ func TestBlockingQuery_EndsOnShutdown(t *testing.T) {
 		t.Fatal("shutdown waited out its deadline: the blocking query held it")
 	}
 	<-done
+}
+
+// TestBlockingQuery_Followers: a follower answers reads with the same
+// per-table index as the leader, a known leader and its last contact, and
+// its blocking queries wake on writes made through the leader; once the
+// cluster has no leader, reads say so.
+func TestBlockingQuery_Followers(t *testing.T) {
+	c := startCluster(t, 3)
+	lead := c.leaderIndex()
+	leader := c.servers[lead].API(t)
+	var followers []*testAgent
+	for i, s := range c.servers {
+		if i != lead {
+			followers = append(followers, s)
+		}
+	}
+	if _, _, err := leader.Jobs().Register(unplaceableJob("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, lqm, err := leader.Jobs().List(nil)
+	if err != nil || lqm.LastIndex == 0 || !lqm.KnownLeader || lqm.LastContact != 0 {
+		t.Fatalf("leader: %+v, %v", lqm, err)
+	}
+	for _, f := range followers {
+		api := f.API(t)
+		waitFor(t, 10*time.Second, f.cfg.Name+" at the leader's jobs index", func() (bool, error) {
+			_, qm, err := api.Jobs().List(nil)
+			return err == nil && qm.LastIndex == lqm.LastIndex && qm.KnownLeader, err
+		})
+	}
+
+	api := followers[0].API(t)
+	done := make(chan error, 1)
+	go func() {
+		l, qm, err := api.Jobs().List(&nomad.QueryOptions{WaitIndex: lqm.LastIndex, WaitTime: time.Minute})
+		if err == nil && (qm.LastIndex <= lqm.LastIndex || len(l) != 2) {
+			err = fmt.Errorf("woke at %d with %d jobs", qm.LastIndex, len(l))
+		}
+		done <- err
+	}()
+	if _, _, err := leader.Jobs().Register(unplaceableJob("b"), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower's blocking query did not wake on the leader's write")
+	}
+
+	for i := range c.servers {
+		if c.servers[i] != followers[1] {
+			c.stop(i)
+		}
+	}
+	last := followers[1].API(t)
+	waitFor(t, 10*time.Second, "no known leader on the last server", func() (bool, error) {
+		_, qm, err := last.Jobs().List(nil)
+		return err == nil && !qm.KnownLeader, err
+	})
 }
