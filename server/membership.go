@@ -313,14 +313,30 @@ func (s *Server) memberNamesByID() map[string]string {
 }
 
 // requirePeer refuses server-to-server methods on sessions bound to a
-// node: a node never forwards, applies raft entries or relays for a peer.
-// (Authenticating peers needs mutual TLS with server certificates; an
+// node (a node never forwards, applies raft entries or relays for a
+// peer) and, under mutual TLS with verify_server_hostname, on sessions
+// whose certificate is not a server's of this region: a node's
+// certificate, good for a session, must not let a process that holds one
+// apply raft entries or relay calls before it ever registers. (Without
+// TLS a peer cannot be told from a node that has not registered; an
 // address check would only break multi-homed servers.)
 func (s *Server) requirePeer(ctx context.Context) error {
 	sess := rpc.SessionFromContext(ctx)
-	if sess != nil && s.sessions.nodeOf(sess) != "" {
+	if sess == nil {
+		return nil
+	}
+	if s.sessions.nodeOf(sess) != "" {
 		s.peerRefused.Add(1)
 		return structs.ErrPermissionDenied
+	}
+	if s.verifyPeer != nil {
+		if cs, ok := sess.ConnectionState(); ok {
+			if err := s.verifyPeer(cs); err != nil {
+				s.peerRefused.Add(1)
+				s.logger.Debug("peer method refused", "remote", sess.RemoteAddr(), "error", err)
+				return structs.ErrPermissionDenied
+			}
+		}
 	}
 	return nil
 }
