@@ -33,7 +33,8 @@ type Member struct {
 	Addr string
 	Port uint16
 	// Tags carry role, region, dc, rpc_addr, port, id (raft ID), expect
-	// (bootstrap_expect), build, vsn and raft_vsn.
+	// (bootstrap_expect), bootstrap ("1" for a single-server cluster),
+	// build, vsn and raft_vsn.
 	Tags map[string]string
 	// Status is MemberAlive, MemberFailed or MemberLeft.
 	Status string
@@ -53,6 +54,12 @@ type membership struct {
 
 	mu      sync.Mutex
 	members map[string]*Member
+	// forced holds the raft IDs of members forced out (ForceLeave) and
+	// not seen alive since: the leader removes them from raft.
+	forced map[string]bool
+
+	// bcast gossips force-leave intents to the other servers.
+	bcast *memberlist.TransmitLimitedQueue
 
 	eventCh chan struct{} // membership changed; capacity 1
 }
@@ -64,7 +71,7 @@ func (s *Server) memberTags() map[string]string {
 	if build == "" {
 		build = "0.0.0"
 	}
-	return map[string]string{
+	tags := map[string]string{
 		"role":     "nomad",
 		"region":   s.cfg.Region,
 		"dc":       s.cfg.Datacenter,
@@ -76,6 +83,10 @@ func (s *Server) memberTags() map[string]string {
 		"vsn":      "1",
 		"raft_vsn": "3",
 	}
+	if s.cfg.BootstrapExpect == 1 {
+		tags["bootstrap"] = "1" // a single-server cluster, as Nomad tags it
+	}
+	return tags
 }
 
 // setupMembership starts memberlist on cfg.SerfBind.
@@ -120,8 +131,10 @@ func (s *Server) setupMembership() error {
 		s:       s,
 		logger:  logger,
 		members: make(map[string]*Member),
+		forced:  make(map[string]bool),
 		eventCh: make(chan struct{}, 1),
 	}
+	m.bcast = &memberlist.TransmitLimitedQueue{NumNodes: m.numMembers, RetransmitMult: 3}
 	name := s.cfg.Name
 	if name == "" {
 		name = s.id
@@ -164,11 +177,25 @@ func (m *membership) NodeMeta(limit int) []byte {
 	return m.tags
 }
 
-// NotifyMsg implements memberlist.Delegate; no user messages are used.
-func (m *membership) NotifyMsg([]byte) {}
+// NotifyMsg implements memberlist.Delegate: a force-leave intent gossiped
+// by another server.
+func (m *membership) NotifyMsg(b []byte) {
+	if len(b) < 2 || len(b) > maxIntentSize || b[0] != intentForceLeave {
+		return
+	}
+	var in forceLeaveIntent
+	if err := codec.NewDecoderBytes(b[1:], msgpackHandle).Decode(&in); err != nil {
+		m.logger.Warn("undecodable force-leave intent", "error", err)
+		return
+	}
+	m.forceLeave(in.Name, in.Prune)
+}
 
-// GetBroadcasts implements memberlist.Delegate; nothing is broadcast.
-func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// GetBroadcasts implements memberlist.Delegate: the queued force-leave
+// intents.
+func (m *membership) GetBroadcasts(overhead, limit int) [][]byte {
+	return m.bcast.GetBroadcasts(overhead, limit)
+}
 
 // LocalState implements memberlist.Delegate; no extra state.
 func (m *membership) LocalState(join bool) []byte { return nil }
@@ -201,6 +228,12 @@ func (m *membership) update(n *memberlist.Node, status string) {
 	}
 	m.mu.Lock()
 	old := m.members[n.Name]
+	if status == MemberAlive {
+		delete(m.forced, tags["id"])
+	}
+	if old != nil && old.Status == MemberLeft && status == MemberFailed {
+		status = MemberLeft // forced out: memberlist still reports it dead
+	}
 	if old == nil || old.Status != status {
 		m.logger.Info("member changed", "member", n.Name, "status", status, "rpc_addr", tags["rpc_addr"])
 	}

@@ -51,6 +51,7 @@ func (s *Server) registerEndpoints() {
 	s.registerStreamForwards()
 	s.registerACLEndpoints()
 	s.registerPeerACLEndpoints()
+	s.registerClusterOps()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the
