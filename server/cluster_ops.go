@@ -110,11 +110,11 @@ func (s *Server) ForceLeave(name string, prune bool) error {
 		return errNoMembership
 	}
 	m := s.members
-	var b []byte
-	b = append(b, intentForceLeave)
-	if err := codec.NewEncoderBytes(&b, msgpackHandle).Encode(&forceLeaveIntent{Name: name, Prune: prune}); err != nil {
+	var body []byte // the encoder writes from the start of its buffer
+	if err := codec.NewEncoderBytes(&body, msgpackHandle).Encode(&forceLeaveIntent{Name: name, Prune: prune}); err != nil {
 		return fmt.Errorf("encoding force-leave: %w", err)
 	}
+	b := append([]byte{intentForceLeave}, body...)
 	if len(b) > maxIntentSize {
 		return structs.BadRequest("node name too long")
 	}
