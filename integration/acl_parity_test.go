@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +99,66 @@ func TestStatusParity_NoLeader(t *testing.T) {
 	wantStatus(t, "Status().Leader() without a leader", err, 500, "No cluster leader")
 	if leader != "" {
 		t.Errorf("leader = %q; want none", leader)
+	}
+}
+
+// TestACLParity_ClusterOps holds the cluster operations and the cluster
+// reads to Nomad's ACLs, through a server and a node: members need
+// node:read, the raft configuration operator:read, peer removal
+// operator:write, join and force-leave agent:write, the node's server
+// list agent:read to read and agent:write to replace, the system GC a
+// management token; regions need nothing.
+func TestACLParity_ClusterOps(t *testing.T) {
+	srv := startACLServer(t, "server1", time.Second)
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withACL(time.Second))
+	mgmtSecret := bootstrap(t, srv)
+	mgmt := apiWithToken(t, srv, mgmtSecret)
+	secrets := map[string]string{"anonymous": "", "management": mgmtSecret}
+	for name, rules := range map[string]string{
+		"agent-read":     `agent { policy = "read" }`,
+		"agent-write":    `agent { policy = "write" }`,
+		"operator-read":  `operator { policy = "read" }`,
+		"operator-write": `operator { policy = "write" }`,
+		"node-read":      `node { policy = "read" }`,
+	} {
+		secrets[name] = makeToken(t, mgmt, name, rules)
+	}
+	closed := closedAddr(t)
+	calls := []struct {
+		name    string
+		call    func(s, n *nomad.Client) error
+		allowed []string // besides management
+	}{
+		{"Regions().List", func(s, n *nomad.Client) error { _, err := s.Regions().List(); return err },
+			[]string{"anonymous", "agent-read", "agent-write", "operator-read", "operator-write", "node-read"}},
+		{"Agent().Members", func(s, n *nomad.Client) error { _, err := s.Agent().Members(); return err }, []string{"node-read"}},
+		{"Operator().RaftGetConfiguration", func(s, n *nomad.Client) error { _, err := s.Operator().RaftGetConfiguration(nil); return err },
+			[]string{"operator-read", "operator-write"}},
+		{"Operator().RaftGetConfiguration through the node", func(s, n *nomad.Client) error {
+			_, err := n.Operator().RaftGetConfiguration(nil)
+			return err
+		}, []string{"operator-read", "operator-write"}},
+		{"Operator().RaftRemovePeerByID", func(s, n *nomad.Client) error { return s.Operator().RaftRemovePeerByID("nope", nil) },
+			[]string{"operator-write"}},
+		{"Agent().Join", func(s, n *nomad.Client) error { _, err := s.Agent().Join(closed); return err }, []string{"agent-write"}},
+		{"Agent().ForceLeave", func(s, n *nomad.Client) error { return s.Agent().ForceLeave("nobody") }, []string{"agent-write"}},
+		{"Agent().Servers on the node", func(s, n *nomad.Client) error { _, err := n.Agent().Servers(); return err },
+			[]string{"agent-read", "agent-write"}},
+		{"Agent().SetServers on the node", func(s, n *nomad.Client) error { return n.Agent().SetServers([]string{srv.RPCAddr()}) },
+			[]string{"agent-write"}},
+		{"System().GarbageCollect", func(s, n *nomad.Client) error { return s.System().GarbageCollect() }, nil},
+		{"System().GarbageCollect through the node", func(s, n *nomad.Client) error { return n.System().GarbageCollect() }, nil},
+	}
+	for _, tc := range calls {
+		for name, secret := range secrets {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				err := tc.call(apiWithToken(t, srv, secret), apiWithToken(t, node, secret))
+				denied := err != nil && strings.Contains(err.Error(), "403")
+				want := name == "management" || contains(tc.allowed, name)
+				if denied == want {
+					t.Errorf("err = %v; want allowed %v", err, want)
+				}
+			})
+		}
 	}
 }

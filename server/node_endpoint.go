@@ -385,6 +385,13 @@ func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, res
 }
 
 func (s *Server) operatorRaftConfiguration(ctx context.Context, req *structs.QueryOptions, resp *RaftConfigurationResponse) error {
+	aclObj, err := s.ResolveToken(req.AuthToken)
+	if err != nil {
+		return err
+	}
+	if !aclObj.AllowOperatorRead() {
+		return structs.ErrPermissionDenied
+	}
 	c, err := s.RaftConfiguration()
 	if err != nil {
 		return err
