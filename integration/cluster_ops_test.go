@@ -119,7 +119,8 @@ func closedAddr(t *testing.T) string {
 // TestClusterOps_Membership drives join, members, force-leave and raft
 // peer removal on a 3-server cluster through the official client: the
 // members carry Nomad's address, port and tags (so `nomad server members`
-// shows the leader), a failed server forced to leave is marked left on
+// shows the leader), a node given another server moves to it, a failed
+// server forced to leave is marked left on
 // every server and leaves raft, and a stopped server is removed from raft
 // by ID.
 func TestClusterOps_Membership(t *testing.T) {
@@ -152,6 +153,16 @@ func TestClusterOps_Membership(t *testing.T) {
 	if len(mem.Members) != 3 || leaders != 1 {
 		t.Fatalf("%d members, %d of them the leader %s; want 3 and 1", len(mem.Members), leaders, leader)
 	}
+
+	// A node told to use another server moves there, registering first.
+	node := startNode(t, "node1", withServers(c.servers[0].RPCAddr()))
+	target := c.servers[2].RPCAddr()
+	if err := node.API(t).Agent().SetServers([]string{target}); err != nil {
+		t.Fatalf("SetServers: %v", err)
+	}
+	waitFor(t, 20*time.Second, "the node on its new server", func() (bool, error) {
+		return node.Client().ServerAddr() == target, fmt.Errorf("on %q", node.Client().ServerAddr())
+	})
 
 	// Join: bad input is a 400 naming the parameter; an address nobody
 	// answers is named in the answer; a member is joined again.
