@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"tether/server"
 	"tether/structs"
@@ -15,6 +17,9 @@ import (
 // membership, so a node-only agent answers them 501 as Nomad's client
 // agents do; regions, GC and peer removal it relays to its server with
 // the caller's token; the server list is the node's own.
+
+// defaultRPCPort is the port of a server address given without one.
+const defaultRPCPort = "4647"
 
 // maxAddressParams bounds the ?address= values of one join or set-servers.
 const maxAddressParams = 64
@@ -130,7 +135,7 @@ func (a *Agent) agentForceLeave(w http.ResponseWriter, r *http.Request) (any, er
 
 // agentServers serves GET and PUT/POST /v1/agent/servers on an agent that
 // runs a node: the RPC addresses the node uses (agent:read), or a new
-// list of them (agent:write).
+// list of them (agent:write; an address without a port gets 4647).
 func (a *Agent) agentServers(w http.ResponseWriter, r *http.Request) (any, error) {
 	switch {
 	case r.Method == http.MethodGet:
@@ -155,6 +160,12 @@ func (a *Agent) agentServers(w http.ResponseWriter, r *http.Request) (any, error
 		addrs, err := addressParams(r, "missing server address")
 		if err != nil {
 			return nil, err
+		}
+		for i, addr := range addrs {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				// No port: Nomad's default RPC port.
+				addrs[i] = net.JoinHostPort(strings.Trim(addr, "[]"), defaultRPCPort)
+			}
 		}
 		a.client.SetServers(addrs)
 		return nil, nil

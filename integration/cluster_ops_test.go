@@ -51,6 +51,21 @@ func TestClusterOps_NodeAndGC(t *testing.T) {
 	if !node.Client().Connected() || node.Client().ServerAddr() != srv.RPCAddr() {
 		t.Fatalf("node left its server (now %q)", node.Client().ServerAddr())
 	}
+	// Without a port, Nomad's RPC port; the node's current server is
+	// not on that list and nothing answers there, so it stays where it is.
+	if err := napi.Agent().SetServers([]string{"127.0.0.2", "[::1]"}); err != nil {
+		t.Fatalf("SetServers without ports: %v", err)
+	}
+	servers, err = napi.Agent().Servers()
+	if err != nil || len(servers) < 2 || servers[0] != "127.0.0.2:4647" || servers[1] != "[::1]:4647" {
+		t.Fatalf("Servers() = %v, %v; want [127.0.0.2:4647 [::1]:4647 ...]", servers, err)
+	}
+	if err := napi.Agent().SetServers([]string{srv.RPCAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	if !node.Client().Connected() {
+		t.Fatal("node lost its session")
+	}
 
 	bad := []struct {
 		name string
