@@ -22,7 +22,10 @@ import (
 const defaultRPCPort = "4647"
 
 // maxAddressParams bounds the ?address= values of one join or set-servers.
-const maxAddressParams = 64
+// memberlist joins one address after the other, each within its TCP
+// timeout (10 s), and cannot be cancelled: 16 bounds a join to what a
+// client waits for anyway, and no cluster has more servers to name.
+const maxAddressParams = 16
 
 // errNotServer and errNotClient are Nomad's answers for an endpoint of the
 // role this agent does not run (the same 501 for both).
