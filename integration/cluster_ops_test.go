@@ -76,6 +76,13 @@ func TestClusterOps_NodeAndGC(t *testing.T) {
 		{"set servers, none", func() error { return napi.Agent().SetServers(nil) }, 400, "missing server address"},
 		{"set servers, bad port", func() error { return napi.Agent().SetServers([]string{"127.0.0.1:99999"}) }, 400, `invalid address parameter "127.0.0.1:99999"`},
 		{"set servers, garbage", func() error { return napi.Agent().SetServers([]string{"[::1"}) }, 400, "invalid address parameter"},
+		{"set servers, too many", func() error {
+			many := make([]string, 17)
+			for i := range many {
+				many[i] = fmt.Sprintf("10.0.0.%d:4647", i+1)
+			}
+			return napi.Agent().SetServers(many)
+		}, 400, "too many address parameters"},
 		{"servers on a server-only agent", func() error { _, err := sapi.Agent().Servers(); return err }, 501, "Invalid method"},
 		{"force-leave on a node-only agent", func() error { return napi.Agent().ForceLeave("x") }, 501, "Invalid method"},
 		{"raft peer, neither id nor address", func() error { return sapi.Operator().RaftRemovePeerByID("", nil) }, 400, "Must specify either ?id"},
