@@ -274,3 +274,35 @@ func waitMember(t *testing.T, c *cluster, name, status string) {
 		return true, nil
 	})
 }
+
+// TestClusterOps_DevAgentMembers: a dev agent runs no serf port, yet its
+// one member carries the address and tags `nomad server members` needs to
+// show it as the leader, and its node answers the server list.
+func TestClusterOps_DevAgentMembers(t *testing.T) {
+	cfg := baseConfig(t, "dev")
+	cfg.DevMode = true
+	cfg.Server.Enabled = true
+	cfg.Client.Enabled = true
+	a := startAgent(t, cfg)
+	select {
+	case <-a.Client().Registered():
+	case <-time.After(15 * time.Second):
+		t.Fatal("dev node did not register")
+	}
+	api := a.API(t)
+	leader, err := api.Status().Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := api.Agent().Members()
+	if err != nil || len(mem.Members) != 1 {
+		t.Fatalf("Members() = %+v, %v; want one", mem, err)
+	}
+	m := mem.Members[0]
+	if m.Addr != "127.0.0.1" || net.JoinHostPort(m.Addr, m.Tags["port"]) != leader || m.Tags["bootstrap"] != "1" || m.Tags["region"] != "global" {
+		t.Fatalf("member = %+v; want address 127.0.0.1, the leader's port %s, bootstrap 1, region global", m, leader)
+	}
+	if servers, err := api.Agent().Servers(); err != nil || !slices.Equal(servers, []string{leader}) {
+		t.Fatalf("Servers() = %v, %v; want [%s]", servers, err, leader)
+	}
+}

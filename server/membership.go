@@ -33,8 +33,8 @@ type Member struct {
 	Addr string
 	Port uint16
 	// Tags carry role, region, dc, rpc_addr, port, id (raft ID), expect
-	// (bootstrap_expect), bootstrap ("1" for a single-server cluster),
-	// build, vsn and raft_vsn.
+	// (bootstrap_expect, when set), bootstrap ("1" on a server that
+	// bootstraps itself), build, vsn and raft_vsn.
 	Tags map[string]string
 	// Status is MemberAlive, MemberFailed or MemberLeft.
 	Status string
@@ -78,13 +78,15 @@ func (s *Server) memberTags() map[string]string {
 		"rpc_addr": s.cfg.RPCAdvertise,
 		"port":     port,
 		"id":       s.id,
-		"expect":   strconv.Itoa(s.cfg.BootstrapExpect),
 		"build":    build,
 		"vsn":      "1",
 		"raft_vsn": "3",
 	}
-	if s.cfg.BootstrapExpect == 1 {
-		tags["bootstrap"] = "1" // a single-server cluster, as Nomad tags it
+	if s.cfg.BootstrapExpect != 0 {
+		tags["expect"] = strconv.Itoa(s.cfg.BootstrapExpect)
+	}
+	if s.cfg.BootstrapExpect <= 1 {
+		tags["bootstrap"] = "1" // it bootstraps itself, as Nomad tags it
 	}
 	return tags
 }
@@ -274,10 +276,15 @@ func (s *Server) Members() []Member {
 		if name == "" {
 			name = s.id
 		}
+		// No serf port: the address is the RPC host (what `nomad server
+		// members` joins with the "port" tag to find the leader), the
+		// port 0.
 		host, port := s.serfAddr, 0
 		if h, p, err := net.SplitHostPort(s.serfAddr); err == nil {
 			host = h
 			port, _ = strconv.Atoi(p)
+		} else if h, _, err := net.SplitHostPort(s.cfg.RPCAdvertise); err == nil {
+			host = h
 		}
 		return []Member{{Name: name + "." + s.cfg.Region, Addr: host, Port: uint16(port), Tags: s.memberTags(), Status: MemberAlive}}
 	}
