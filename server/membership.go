@@ -85,8 +85,8 @@ func (s *Server) memberTags() map[string]string {
 	if s.cfg.BootstrapExpect != 0 {
 		tags["expect"] = strconv.Itoa(s.cfg.BootstrapExpect)
 	}
-	if s.cfg.BootstrapExpect <= 1 {
-		tags["bootstrap"] = "1" // it bootstraps itself, as Nomad tags it
+	if s.cfg.BootstrapExpect == 1 || s.cfg.InMemory {
+		tags["bootstrap"] = "1" // it bootstraps itself (raft.go), as Nomad tags it
 	}
 	return tags
 }
