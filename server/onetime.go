@@ -143,19 +143,6 @@ func (s *StateStore) OneTimeToken(secret string) (*structs.OneTimeToken, error) 
 	return raw.(*structs.OneTimeToken).Copy(), nil
 }
 
-// oneTimeTokenCount returns how many one-time tokens are stored.
-func (s *StateStore) oneTimeTokenCount() int {
-	it, err := s.db.Txn(false).Get(tableOneTimeTokens, "id")
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		n++
-	}
-	return n
-}
-
 // UpsertOneTimeToken makes a one-time token for the caller's own token.
 // The anonymous caller has none to stand for: 403.
 func (s *Server) UpsertOneTimeToken(ctx context.Context, secret string) (*structs.OneTimeToken, uint64, error) {

@@ -195,3 +195,16 @@ func TestOneTimeToken_Replicated(t *testing.T) {
 		}
 	}
 }
+
+// oneTimeTokenCount returns how many one-time tokens are stored.
+func (s *StateStore) oneTimeTokenCount() int {
+	it, err := s.db.Txn(false).Get(tableOneTimeTokens, "id")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		n++
+	}
+	return n
+}
