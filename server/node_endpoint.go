@@ -53,6 +53,7 @@ func (s *Server) registerEndpoints() {
 	s.registerStreamForwards()
 	s.registerACLEndpoints()
 	s.registerPeerACLEndpoints()
+	s.registerClusterOps()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the
@@ -397,6 +398,13 @@ func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, res
 }
 
 func (s *Server) operatorRaftConfiguration(ctx context.Context, req *structs.QueryOptions, resp *RaftConfigurationResponse) error {
+	aclObj, err := s.ResolveToken(req.AuthToken)
+	if err != nil {
+		return err
+	}
+	if !aclObj.AllowOperatorRead() {
+		return structs.ErrPermissionDenied
+	}
 	c, err := s.RaftConfiguration()
 	if err != nil {
 		return err
