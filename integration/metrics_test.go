@@ -347,3 +347,22 @@ func TestMetrics_BadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestMetrics_NoTokenNeeded: with ACLs on, /v1/metrics still answers
+// without a token, as Nomad's does (scrapers and load balancers call it).
+func TestMetrics_NoTokenNeeded(t *testing.T) {
+	cfg := baseConfig(t, "server1")
+	cfg.Server.Enabled, cfg.Server.BootstrapExpect = true, 1
+	cfg.ACL.Enabled = true
+	withTelemetry(true)(cfg)
+	srv := startAgent(t, cfg)
+	for _, q := range []string{"", "?format=prometheus"} {
+		if code, body, _ := do(t, "GET", srv.URL()+"/v1/metrics"+q, nil); code != http.StatusOK {
+			t.Errorf("GET /v1/metrics%s without a token = %d %q; want 200", q, code, body)
+		}
+	}
+	// An ACL-guarded endpoint of the same agent refuses the same caller.
+	if code, _, _ := do(t, "GET", srv.URL()+"/v1/agent/self", nil); code != http.StatusForbidden {
+		t.Errorf("GET /v1/agent/self without a token = %d; want 403", code)
+	}
+}
