@@ -208,3 +208,16 @@ type collectorFunc func(chan<- prometheus.Metric)
 
 func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
 func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
+
+// BenchmarkCallMetrics_Record is what telemetry adds to a call's path,
+// from every core at once (RunParallel) on one series, the worst case.
+func BenchmarkCallMetrics_Record(b *testing.B) {
+	cm := &callMetrics{on: true}
+	start := time.Now()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			cm.record("ClientStats.Stats", hopsNode, start, nil)
+		}
+	})
+}
