@@ -84,7 +84,7 @@ func newTelemetry(cfg TelemetryConfig, name string, logger hclog.Logger) (*telem
 		interval = defaultInmemInterval
 	}
 	if retain <= 0 {
-		retain = max(defaultInmemRetention, interval)
+		retain = min(max(defaultInmemRetention, interval), interval*maxInmemIntervals)
 	}
 	t.inmem = metrics.NewInmemSink(interval, retain)
 
@@ -268,14 +268,12 @@ func (t *telemetry) tetherStats() []tetherStat {
 
 // tetherGauges are the keys of Stats maps that are levels, not totals.
 var tetherGauges = map[string]bool{
-	"sessions":              true,
-	"heartbeat_timers":      true,
-	"data_connections":      true,
-	"admission_nodes":       true,
-	"streams_open":          true,
-	"moving_out":            true,
-	"session_connected":     true,
-	"data_connections_idle": true,
+	"sessions":          true,
+	"heartbeat_timers":  true,
+	"data_connections":  true,
+	"admission_nodes":   true,
+	"streams_open":      true,
+	"session_connected": true,
 }
 
 // nomadAliases are Tether's levels that Nomad publishes under its own

@@ -74,6 +74,14 @@ type TelemetryConfig struct {
 	DisableDispatchedJobSummaryMetrics bool
 }
 
+// Bounds of the intervals: a collection costs a stop-the-world read of
+// the runtime's memory statistics, and the in-memory sink keeps
+// retention/interval intervals.
+const (
+	minTelemetryInterval = 10 * time.Millisecond
+	maxInmemIntervals    = 1000
+)
+
 // maxPrefixFilters bounds telemetry.prefix_filter; each entry costs a
 // radix tree insert and a lookup per metric name.
 const maxPrefixFilters = 256
@@ -184,9 +192,15 @@ func (t *TelemetryConfig) validate() []error {
 		{"telemetry.in_memory_collection_interval", t.InMemoryInterval},
 		{"telemetry.in_memory_retention_period", t.InMemoryRetention},
 	} {
-		if d.v < 0 {
+		switch {
+		case d.v < 0:
 			add("%s %s must not be negative", d.name, d.v)
+		case d.v > 0 && d.v < minTelemetryInterval && d.name != "telemetry.in_memory_retention_period":
+			add("%s %s is too short: at least %s", d.name, d.v, minTelemetryInterval)
 		}
+	}
+	if iv, rt := t.InMemoryInterval, t.InMemoryRetention; iv > 0 && rt > 0 && rt/iv > maxInmemIntervals {
+		add("telemetry.in_memory_retention_period %s keeps more than %d intervals of %s", rt, maxInmemIntervals, iv)
 	}
 	if t.InMemoryInterval > 0 && t.InMemoryRetention > 0 && t.InMemoryRetention < t.InMemoryInterval {
 		add("telemetry.in_memory_retention_period %s must not be shorter than telemetry.in_memory_collection_interval %s",
