@@ -83,33 +83,90 @@ func TestTelemetry_PrefixFilter(t *testing.T) {
 	}
 }
 
-// TestTelemetry_Statsd: with statsd_address set, the collection goes to
-// a statsd listener too (the sink flushes every 100ms).
-func TestTelemetry_Statsd(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// TestTelemetry_ExternalSinks: with statsd_address, datadog_address or
+// statsite_address set, the collection reaches such a listener too (the
+// sinks flush on their own timers).
+func TestTelemetry_ExternalSinks(t *testing.T) {
+	cases := []struct {
+		name, network string
+		set           func(*TelemetryConfig, string)
+		want          string
+	}{
+		{"statsd", "udp", func(c *TelemetryConfig, a string) { c.StatsdAddress = a }, "nomad.runtime.num_goroutines:"},
+		{"datadog", "udp", func(c *TelemetryConfig, a string) { c.DatadogAddress = a; c.DatadogTags = []string{"env:test"} },
+			"nomad.runtime.num_goroutines:"},
+		{"statsite", "tcp", func(c *TelemetryConfig, a string) { c.StatsiteAddress = a }, "nomad.runtime.num_goroutines:"},
 	}
-	defer pc.Close()
-	tm, err := newTelemetry(TelemetryConfig{StatsdAddress: pc.LocalAddr().String(), DisableHostname: true},
-		"agent1", hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tm.stop()
-	tm.collect()
-	buf := make([]byte, 64<<10)
-	var got strings.Builder
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(got.String(), "nomad.runtime.num_goroutines:") {
-		if err := pc.SetReadDeadline(deadline); err != nil {
-			t.Fatal(err)
-		}
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("no runtime gauge from the statsd sink (got %q): %v", got.String(), err)
-		}
-		got.Write(buf[:n])
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var addr string
+			var read func(deadline time.Time) ([]byte, error)
+			buf := make([]byte, 64<<10)
+			if tc.network == "udp" {
+				pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pc.Close()
+				addr = pc.LocalAddr().String()
+				read = func(deadline time.Time) ([]byte, error) {
+					pc.SetReadDeadline(deadline)
+					n, _, err := pc.ReadFrom(buf)
+					return buf[:n], err
+				}
+			} else {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				addr = ln.Addr().String()
+				conns := make(chan net.Conn, 1)
+				go func() {
+					if c, err := ln.Accept(); err == nil {
+						conns <- c
+					}
+				}()
+				var conn net.Conn
+				read = func(deadline time.Time) ([]byte, error) {
+					if conn == nil {
+						select {
+						case conn = <-conns:
+						case <-time.After(time.Until(deadline)):
+							return nil, errors.New("no connection")
+						}
+					}
+					conn.SetReadDeadline(deadline)
+					n, err := conn.Read(buf)
+					return buf[:n], err
+				}
+				t.Cleanup(func() {
+					if conn != nil {
+						conn.Close()
+					}
+				})
+			}
+			cfg := TelemetryConfig{DisableHostname: true}
+			tc.set(&cfg, addr)
+			tm, err := newTelemetry(cfg, "agent1", hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tm.stop()
+			tm.collect()
+			var got strings.Builder
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(got.String(), tc.want) {
+				b, err := read(deadline)
+				if err != nil {
+					t.Fatalf("no runtime gauge from the %s sink (got %q): %v", tc.name, got.String(), err)
+				}
+				got.Write(b)
+			}
+			if tc.name == "datadog" && !strings.Contains(got.String(), "env:test") {
+				t.Errorf("datadog metrics lack the configured tag: %q", got.String())
+			}
+		})
 	}
 }
 
