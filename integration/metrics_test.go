@@ -321,6 +321,11 @@ func TestMetrics_JSONThroughGoClient(t *testing.T) {
 	if fams["nomad_nomad_heartbeat_active"].GetMetric()[0].GetGauge().GetValue() != 1 {
 		t.Errorf("nomad_nomad_heartbeat_active: %v; want 1 (one node)", fams["nomad_nomad_heartbeat_active"])
 	}
+	for _, name := range []string{"nomad_nomad_client_register"} { // update_status: the first heartbeat is seconds away
+		if fams[name].GetType() != dto.MetricType_SUMMARY {
+			t.Errorf("%s: %v; want a summary (the node registered)", name, fams[name])
+		}
+	}
 	if fams["nomad_raft_apply"] == nil {
 		t.Errorf("nomad_raft_apply missing (the node's registration is a raft write)")
 	}

@@ -11,6 +11,13 @@ import (
 // milliseconds), as Nomad names it.
 var keyRaftApply = []string{"raft", "apply"}
 
+// Nomad's timers of a node's registration and heartbeat on the server
+// that took them (nomad.nomad.client.register, .update_status; ms).
+var (
+	keyClientRegister     = []string{"nomad", "client", "register"}
+	keyClientUpdateStatus = []string{"nomad", "client", "update_status"}
+)
+
 // serverMetrics is where the server sends what it measures: the agent's
 // go-metrics instance, or nothing.
 type serverMetrics struct {
