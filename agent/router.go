@@ -44,6 +44,7 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/status/peers", a.wrap(a.statusPeers))
 	r.handle("/v1/agent/members", a.wrap(a.agentMembers))
 	r.handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
+	r.handle("/v1/metrics", a.wrap(a.agentMetrics))
 
 	// Cluster operations (endpoints_cluster.go).
 	r.handle("/v1/regions", a.wrap(a.regionsList))

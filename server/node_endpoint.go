@@ -108,6 +108,7 @@ func leaderOnly[Req, Resp any](s *Server, fn func(context.Context, *Req, *Resp) 
 // against that state, so it is routable even while no leader is elected.
 func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
 	s.nodeRegistrations.Add(1)
+	defer s.metrics.measureSince(keyClientRegister, time.Now())
 	n := req.Node
 	if n == nil {
 		return structs.BadRequest("missing node")
@@ -290,6 +291,7 @@ func nodeSchedulingEqual(a, b *structs.Node) bool {
 // kept (and the status written) by the leader.
 func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
 	s.nodeHeartbeats.Add(1)
+	defer s.metrics.measureSince(keyClientUpdateStatus, time.Now())
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
 	}

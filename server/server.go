@@ -90,6 +90,8 @@ type Server struct {
 	// (alloc_notify.go).
 	allocNotify *allocNotifier
 
+	metrics serverMetrics // the agent's go-metrics instance (metrics.go)
+
 	// Counters for odd branches.
 	forwardRetries         atomic.Uint64 // leader writes retried (no leader, leader unreachable)
 	staleRoutes            atomic.Uint64 // forwarded node calls that hit a stale route
