@@ -24,6 +24,7 @@ import (
 type Agent struct {
 	cfg    *Config
 	logger hclog.Logger
+	il     hclog.InterceptLogger // logger, where monitors register their sinks
 
 	server  *server.Server
 	client  *client.Client
@@ -52,7 +53,8 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Agent{cfg: cfg, logger: logger}, nil
+	il := interceptLogger(logger)
+	return &Agent{cfg: cfg, logger: il, il: il}, nil
 }
 
 // Start binds the listeners and starts the server, the node agent and the
@@ -139,6 +141,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if a.server, err = server.New(scfg); err != nil {
 			return err
 		}
+		a.registerAgentStreams(a.server.Mux(), true)
 		a.server.Start(a.rpcLn)
 	}
 
@@ -185,6 +188,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if a.client, err = client.New(ccfg); err != nil {
 			return err
 		}
+		a.registerAgentStreams(a.client.Mux(), false)
 		a.client.Start()
 	}
 
