@@ -44,6 +44,9 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/status/peers", a.wrap(a.statusPeers))
 	r.handle("/v1/agent/members", a.wrap(a.agentMembers))
 	r.handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
+	r.handle("/v1/agent/health", a.wrap(a.agentHealth))
+	r.handle("/v1/agent/monitor", a.wrap(a.agentMonitor))
+	r.handle("/v1/agent/pprof/{profile}", a.wrap(a.agentPprof))
 
 	// ACL administration (served by servers).
 	a.registerACLRoutes(r)
