@@ -54,24 +54,30 @@ func watchMonitor(t *testing.T, frames <-chan *nomad.StreamFrame, errc <-chan er
 func TestMonitor_NodeThroughServer(t *testing.T) {
 	srv := startServer(t, "server1")
 	node := startNode(t, "node1", withServers(srv.RPCAddr()))
-	api := srv.API(t)
+	other := startNode(t, "node2", withServers(srv.RPCAddr()))
+	nodeID := node.Client().NodeID()
 
 	cases := []struct {
 		name   string
+		via    *testAgent // whose HTTP API is asked
 		params map[string]string
-		target *testAgent
+		target *testAgent // whose log is wanted
 		want   string
 	}{
-		{"node via server", map[string]string{"log_level": "debug", "node_id": node.Client().NodeID()}, node, "[DEBUG]"},
-		{"server itself", map[string]string{"log_level": "debug"}, srv, "[DEBUG]"},
-		{"server by name", map[string]string{"log_level": "debug", "server_id": srv.Server().MemberName()}, srv, "[DEBUG]"},
-		{"node json", map[string]string{"log_level": "trace", "log_json": "true", "node_id": node.Client().NodeID()}, node, `"@level":"debug"`},
+		{"node via server", srv, map[string]string{"log_level": "debug", "node_id": nodeID}, node, "[DEBUG]"},
+		{"server itself", srv, map[string]string{"log_level": "debug"}, srv, "[DEBUG]"},
+		{"server by name", srv, map[string]string{"log_level": "debug", "server_id": srv.Server().MemberName()}, srv, "[DEBUG]"},
+		{"node json", srv, map[string]string{"log_level": "trace", "log_json": "true", "node_id": nodeID}, node, `"@level":"debug"`},
+		// From a node-only agent, relayed by its server.
+		{"other node via a node", other, map[string]string{"log_level": "debug", "node_id": nodeID}, node, "[DEBUG]"},
+		{"leader via a node", other, map[string]string{"log_level": "debug", "server_id": "leader"}, srv, "[DEBUG]"},
+		{"a node itself", other, map[string]string{"log_level": "debug"}, other, "[DEBUG]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			stop := make(chan struct{})
 			defer close(stop)
-			frames, errc := api.Agent().Monitor(stop, &nomad.QueryOptions{Params: tc.params})
+			frames, errc := tc.via.API(t).Agent().Monitor(stop, &nomad.QueryOptions{Params: tc.params})
 			marker := structs.GenerateUUID()
 			got := watchMonitor(t, frames, errc, tc.target, marker)
 			if !strings.Contains(got, tc.want) {
