@@ -115,3 +115,24 @@ func TestHealth_NodeCutOff(t *testing.T) {
 		return code == 500 && !got["client"].Ok && got["client"].Message != "", nil
 	})
 }
+
+// TestHealth_ServerWhosePeersAreGone: of two servers, the one left after
+// the other stops has no quorum and no leader: 500 until the peer returns.
+func TestHealth_ServerWhosePeersAreGone(t *testing.T) {
+	c := startCluster(t, 2)
+	left := c.servers[1]
+	if code, got := healthOf(t, left, "?type=server"); code != 200 || !got["server"].Ok {
+		t.Fatalf("healthy cluster: got %d %+v; want 200 ok", code, got)
+	}
+	c.stop(0)
+	waitFor(t, 15*time.Second, "health 500 without a leader", func() (bool, error) {
+		code, got := healthOf(t, left, "")
+		return code == 500 && got["server"].Message == "No cluster leader", nil
+	})
+	c.restart(0)
+	c.waitStable(2)
+	waitFor(t, 15*time.Second, "health 200 with a leader again", func() (bool, error) {
+		code, _ := healthOf(t, left, "")
+		return code == 200, nil
+	})
+}
