@@ -179,3 +179,38 @@ func TestInterceptLogger_WrapsPlainLogger(t *testing.T) {
 		t.Fatalf("wrapped logger's level %v; want the base's (info)", il.GetLevel())
 	}
 }
+
+// BenchmarkLogLine measures one info line on the agent's logger with no
+// monitor, with a monitor at debug that keeps up, and with one that never
+// reads (its lines are dropped).
+func BenchmarkLogLine(b *testing.B) {
+	for _, mode := range []string{"no monitor", "monitor reading", "monitor stalled"} {
+		b.Run(mode, func(b *testing.B) {
+			il := hclog.NewInterceptLogger(&hclog.LoggerOptions{Level: hclog.Info, Output: discard{}})
+			comp := il.Named("client")
+			if mode != "no monitor" {
+				m := newLogMonitor(il, hclog.Debug, false)
+				defer m.Stop()
+				if mode == "monitor reading" {
+					done := make(chan struct{})
+					defer close(done)
+					go func() {
+						for {
+							select {
+							case <-m.lines:
+							case <-done:
+								return
+							}
+						}
+					}()
+				}
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					comp.Info("request served", "method", "GET", "path", "/v1/client/stats", "code", 200)
+				}
+			})
+		})
+	}
+}
