@@ -25,6 +25,7 @@ import (
 type Agent struct {
 	cfg    *Config
 	logger hclog.Logger
+	il     hclog.InterceptLogger // logger, where monitors register their sinks
 
 	server  *server.Server
 	client  *client.Client
@@ -58,7 +59,8 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Agent{cfg: cfg, logger: logger}, nil
+	il := interceptLogger(logger)
+	return &Agent{cfg: cfg, logger: il, il: il}, nil
 }
 
 // Start binds the listeners and starts the server, the node agent and the
@@ -154,6 +156,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if a.telemetry != nil {
 			a.server.SetMetrics(a.telemetry.m)
 		}
+		a.registerAgentStreams(a.server.Mux(), true)
 		a.server.Start(a.rpcLn)
 	}
 
@@ -203,6 +206,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if a.client, err = client.New(ccfg); err != nil {
 			return err
 		}
+		a.registerAgentStreams(a.client.Mux(), false)
 		a.client.Start()
 	}
 

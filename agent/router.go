@@ -53,6 +53,9 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/agent/servers", a.wrap(a.agentServers))
 	r.handle("/v1/system/gc", a.wrap(a.systemGC))
 	r.handle("/v1/operator/raft/peer", a.wrap(a.operatorRaftPeer))
+	r.handle("/v1/agent/health", a.wrap(a.agentHealth))
+	r.handle("/v1/agent/monitor", a.wrap(a.agentMonitor))
+	r.handle("/v1/agent/pprof/{profile}", a.wrap(a.agentPprof))
 
 	// ACL administration (served by servers).
 	a.registerACLRoutes(r)

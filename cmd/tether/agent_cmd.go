@@ -234,9 +234,11 @@ func splitList(s string) []string {
 	return out
 }
 
-// newLogger builds the agent's logger from the configuration.
+// newLogger builds the agent's logger from the configuration: an
+// intercepting logger, so that monitors (GET /v1/agent/monitor) get its
+// lines at their own level.
 func newLogger(cfg *agent.Config, w io.Writer) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
+	return hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:       "tether",
 		Level:      hclog.LevelFromString(cfg.LogLevel),
 		JSONFormat: cfg.LogJSON,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -408,5 +409,29 @@ func TestRunAgent_JSONLogs(t *testing.T) {
 	wait(t, code, "exit")
 	if !strings.Contains(stderr.String(), `"@message":"Tether agent started"`) {
 		t.Errorf("logs = %q; want JSON lines", stderr.String())
+	}
+}
+
+// TestNewLogger_FormatAndIntercept: log_json switches the agent's own
+// output to JSON lines, and the logger is an InterceptLogger, so that
+// monitors can attach to it.
+func TestNewLogger_FormatAndIntercept(t *testing.T) {
+	for _, jsonOut := range []bool{false, true} {
+		var out bytes.Buffer
+		cfg := agent.DefaultConfig()
+		cfg.LogJSON = jsonOut
+		logger := newLogger(cfg, &out)
+		if _, ok := logger.(hclog.InterceptLogger); !ok {
+			t.Fatalf("log_json=%v: logger %T is not an InterceptLogger", jsonOut, logger)
+		}
+		logger.Named("server").Info("hello", "k", "v")
+		var v map[string]any
+		err := json.Unmarshal(out.Bytes(), &v)
+		if jsonOut && (err != nil || v["@message"] != "hello" || v["@module"] != "tether.server") {
+			t.Fatalf("log_json=true: %q (%v); want one JSON line", out.String(), err)
+		}
+		if !jsonOut && (err == nil || !strings.Contains(out.String(), "[INFO]  tether.server: hello: k=v")) {
+			t.Fatalf("log_json=false: %q; want a text line", out.String())
+		}
 	}
 }

@@ -7,9 +7,11 @@ import (
 // methodRule is what a client method requires: a node policy, or any one
 // of a list of capabilities in the allocation's namespace.
 type methodRule struct {
-	nodeWrite bool
-	nodeRead  bool
-	nsAnyOf   []string
+	nodeWrite  bool
+	nodeRead   bool
+	agentWrite bool
+	agentRead  bool
+	nsAnyOf    []string
 }
 
 // clientMethods is the seed's "ACL Required" column, by RPC method. Both
@@ -26,6 +28,8 @@ var clientMethods = map[string]methodRule{
 	structs.MethodFsReadAt:         {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodFsStream:         {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodFsLogs:           {nsAnyOf: []string{NamespaceCapabilityReadLogs, NamespaceCapabilityReadFS}},
+	structs.MethodAgentMonitor:     {agentRead: true},
+	structs.MethodAgentProfile:     {agentWrite: true},
 }
 
 // IsAllocMethod reports whether method is checked against an allocation's
@@ -51,6 +55,10 @@ func (a *ACL) AllowClientMethod(method, namespace string) bool {
 		return a.AllowNodeWrite()
 	case r.nodeRead:
 		return a.AllowNodeRead()
+	case r.agentWrite:
+		return a.AllowAgentWrite()
+	case r.agentRead:
+		return a.AllowAgentRead()
 	default:
 		return a.AllowNamespaceAny(namespace, r.nsAnyOf...)
 	}
