@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -318,5 +319,51 @@ func TestNodeForward_NoServers(t *testing.T) {
 	}
 	if _, err := node.API(t).Status().Leader(); err == nil || !strings.Contains(err.Error(), "no servers") {
 		t.Errorf("Status().Leader() with no servers: %v; want no servers", err)
+	}
+}
+
+// BenchmarkNodeForward measures a server endpoint asked of the server
+// and, beside it in the same run, of a node-only agent that forwards it
+// (HTTP.Forward over the node's session): GET /v1/nodes with one node,
+// and GET /v1/job/:id.
+func BenchmarkNodeForward(b *testing.B) {
+	srv := startServer(b, "server1")
+	node := startNode(b, "node1", withServers(srv.RPCAddr()), withMockDriver())
+	job := &nomad.Job{ID: ptr("bench"), Type: ptr("service"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{mockTask("t", nil)}}}}
+	c, err := nomad.NewClient(&nomad.Config{Address: srv.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := c.Jobs().Register(job, nil); err != nil {
+		b.Fatal(err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	for _, path := range []string{"/v1/nodes", "/v1/job/bench"} {
+		for _, target := range []struct {
+			name string
+			a    *testAgent
+		}{{"server", srv}, {"via-node", node}} {
+			b.Run(strings.TrimPrefix(path, "/v1/")+"/"+target.name, func(b *testing.B) {
+				url := target.a.URL() + path
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						resp, err := hc.Get(url)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							b.Errorf("GET %s: %d", url, resp.StatusCode)
+							return
+						}
+					}
+				})
+			})
+		}
 	}
 }
