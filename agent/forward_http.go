@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -14,9 +16,9 @@ import (
 // A node-only agent answers the whole HTTP API, as Nomad's client agents
 // do: what it serves itself (its client endpoints, its /v1/agent/...
 // endpoints, its metrics) it serves, and every other request goes to its
-// server over the node's own session as one HTTP.Forward stream
-// (structs.MethodHTTPForward), which the server replays against its own
-// HTTP API (server/http_forward.go). One code path for every server
+// server over the node's own session as one HTTP.Forward call
+// (structs.MethodHTTPForward; HTTP.ForwardStream for long answers), which
+// the server replays against its own HTTP API (server/http_forward.go). One code path for every server
 // endpoint: jobs, nodes, allocations, evaluations, ACL, status, operator,
 // regions, system, members, whatever a server serves. The server checks
 // the caller's token, carried in the forwarded headers; blocking queries
@@ -131,17 +133,64 @@ func forwardRequestOf(w http.ResponseWriter, r *http.Request) (*structs.HTTPForw
 }
 
 // forwardHTTP answers r with its server's answer, over the node's
-// session. Errors before the server's answer are written as the API's
-// errors (with their status: a typed error of the server keeps its code
-// and text); an error in the middle of the body aborts the response, so a
-// cut answer never looks whole.
+// session: HTTP.Forward, one unary call answering the whole response,
+// and, for a GET or HEAD whose answer does not fit one reply (a long
+// list, a stream), HTTP.ForwardStream. Errors before the server's answer
+// are written as the API's errors (with their status: a typed error of
+// the server keeps its code and text).
 func (a *Agent) forwardHTTP(logger hclog.Logger, w http.ResponseWriter, r *http.Request) {
 	req, err := forwardRequestOf(w, r)
 	if err != nil {
 		writeError(logger, w, r, err)
 		return
 	}
-	st, err := a.client.ForwardHTTP(r.Context(), req)
+	ctx, cancel := forwardContext(r)
+	resp, err := a.client.ForwardHTTP(ctx, req)
+	cancel()
+	switch {
+	case err == nil:
+		h := w.Header()
+		for k, v := range forwardHeader(resp.Header) {
+			h[k] = v
+		}
+		w.WriteHeader(resp.Code)
+		_, _ = w.Write(resp.Body)
+	case errors.Is(err, structs.ErrForwardTooLarge) && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		a.forwardHTTPStream(logger, w, r, req)
+	default:
+		writeError(logger, w, r, err)
+	}
+}
+
+// Blocking queries: Nomad's default and longest wait, and the most a
+// server adds to it (wait/16).
+const (
+	defaultQueryWait = 5 * time.Minute
+	maxQueryWait     = 10 * time.Minute
+)
+
+// forwardContext is the context of r's HTTP.Forward call. A blocking query
+// (?index=) may take its whole wait on the server, longer than the RPC
+// layer's default call timeout: its call gets until the wait, plus the
+// server's jitter and half a minute, to answer. Other calls keep the
+// default timeout. Either ends when the caller goes away.
+func forwardContext(r *http.Request) (context.Context, context.CancelFunc) {
+	q := r.URL.Query()
+	if q.Get("index") == "" {
+		return r.Context(), func() {}
+	}
+	wait := defaultQueryWait
+	if d, err := time.ParseDuration(q.Get("wait")); err == nil && d > 0 {
+		wait = min(d, maxQueryWait)
+	}
+	return context.WithTimeout(r.Context(), wait+wait/16+30*time.Second)
+}
+
+// forwardHTTPStream answers r with its server's answer streamed back
+// (HTTP.ForwardStream). An error in the middle of the body aborts the
+// response, so a cut answer never looks whole.
+func (a *Agent) forwardHTTPStream(logger hclog.Logger, w http.ResponseWriter, r *http.Request, req *structs.HTTPForwardRequest) {
+	st, err := a.client.ForwardHTTPStream(r.Context(), req)
 	if err != nil {
 		writeError(logger, w, r, err)
 		return

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // TestServedByNode: which paths a node-only agent answers itself and which
@@ -72,5 +74,36 @@ func TestForwardHeader(t *testing.T) {
 	}
 	if forwardHeader(nil) == nil {
 		t.Error("forwardHeader(nil) is nil")
+	}
+}
+
+// TestForwardContext: a blocking query's call lasts its wait (Nomad's
+// default 5 minutes, at most 10) plus the server's jitter and half a
+// minute; other calls keep the RPC layer's default timeout.
+func TestForwardContext(t *testing.T) {
+	cases := []struct {
+		query string
+		want  time.Duration // 0: no deadline of its own
+	}{
+		{"", 0},
+		{"wait=1m", 0},
+		{"index=5&wait=1m", time.Minute + time.Minute/16 + 30*time.Second},
+		{"index=5&wait=60000ms", time.Minute + time.Minute/16 + 30*time.Second},
+		{"index=5", 5*time.Minute + 5*time.Minute/16 + 30*time.Second},
+		{"index=5&wait=bogus", 5*time.Minute + 5*time.Minute/16 + 30*time.Second},
+		{"index=5&wait=1h", 10*time.Minute + 10*time.Minute/16 + 30*time.Second},
+	}
+	for _, tc := range cases {
+		r := httptest.NewRequest("GET", "/v1/jobs?"+tc.query, nil)
+		before := time.Now()
+		ctx, cancel := forwardContext(r)
+		dl, ok := ctx.Deadline()
+		cancel()
+		switch {
+		case tc.want == 0 && ok:
+			t.Errorf("%q: deadline in %v; want none", tc.query, time.Until(dl))
+		case tc.want != 0 && (!ok || dl.Before(before.Add(tc.want)) || dl.After(time.Now().Add(tc.want))):
+			t.Errorf("%q: deadline %v (ok %v); want %v from now", tc.query, dl.Sub(before), ok, tc.want)
+		}
 	}
 }

@@ -293,6 +293,47 @@ func (b *blockingTable) lastWait() string {
 	return b.wait
 }
 
+// TestNodeForward_LargeAnswer: an answer longer than one RPC reply comes
+// whole to a GET through a node (streamed), and a write whose answer would
+// not fit is refused, not repeated.
+func TestNodeForward_LargeAnswer(t *testing.T) {
+	srv := startServer(t, "server1")
+	node := startNode(t, "node1", withServers(srv.RPCAddr()))
+	large := strings.Repeat("0123456789abcdef", (3<<20)/16) // 3 MiB, past one reply
+	var mu sync.Mutex
+	puts := 0
+	srv.Server().SetHTTPAPI(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			puts++
+			mu.Unlock()
+		}
+		w.Header().Set("X-Nomad-Index", "9")
+		_, _ = io.WriteString(w, large)
+	}))
+	code, body, hdr := do(t, "GET", node.URL()+"/v1/test/large", nil)
+	if code != http.StatusOK || body != large || hdr.Get("X-Nomad-Index") != "9" {
+		t.Fatalf("GET = %d, %d bytes, index %q; want 200, %d bytes, index 9", code, len(body), hdr.Get("X-Nomad-Index"), len(large))
+	}
+	code, body, _ = do(t, "PUT", node.URL()+"/v1/test/large", strings.NewReader("{}"))
+	if code != http.StatusInternalServerError || body != structs.ErrForwardTooLarge.Message {
+		t.Fatalf("PUT = %d %q; want 500 %q", code, truncateString(body, 100), structs.ErrForwardTooLarge.Message)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if puts != 1 {
+		t.Fatalf("the write ran %d times on the server; want once", puts)
+	}
+}
+
+// truncateString shortens s for a failure message.
+func truncateString(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
 // TestNodeForward_NoServers: a node cut off from its servers answers their
 // endpoints at once with Nomad's 500 "no servers", and still answers its
 // own.

@@ -19,24 +19,52 @@ type httpAPI struct{ h http.Handler }
 // for nodes. Until it is set, HTTP.Forward answers 503.
 func (s *Server) SetHTTPAPI(h http.Handler) { s.httpAPI.Store(&httpAPI{h: h}) }
 
-// registerHTTPForward registers HTTP.Forward (structs.MethodHTTPForward).
+// registerHTTPForward registers HTTP.Forward and HTTP.ForwardStream
+// (structs.MethodHTTPForward, structs.MethodHTTPForwardStream).
 func (s *Server) registerHTTPForward() {
-	s.mux.HandleStream(structs.MethodHTTPForward, s.httpForwardEndpoint)
+	rpc.HandleUnary(s.mux, structs.MethodHTTPForward, s.httpForwardEndpoint)
+	s.mux.HandleStream(structs.MethodHTTPForwardStream, s.httpForwardStreamEndpoint)
 }
 
 // httpForwardEndpoint serves HTTP.Forward: it replays the request against
-// the HTTP API and streams the answer back, status and headers first.
-//
-// The replayed request carries only what the caller sent: its headers
-// (the token among them) and body. Its context is cancelled with the
-// stream but carries none of the stream's values, so no handler can take
-// the session it arrived on, or the node bound to it, for the caller: the
-// node's identity grants nothing.
-func (s *Server) httpForwardEndpoint(ctx context.Context, st *rpc.Stream) error {
+// the HTTP API and answers the whole response in the reply, or
+// ErrForwardTooLarge for an answer that does not fit one.
+func (s *Server) httpForwardEndpoint(ctx context.Context, req *structs.HTTPForwardRequest, resp *structs.HTTPForwardResponse) error {
+	w := &forwardWriter{header: make(http.Header), inline: true}
+	if err := s.replayHTTP(ctx, req, w); err != nil {
+		return err
+	}
+	if w.tooLarge {
+		return structs.ErrForwardTooLarge
+	}
+	*resp = structs.HTTPForwardResponse{Code: w.status(), Header: w.header, Body: w.buf}
+	return nil
+}
+
+// httpForwardStreamEndpoint serves HTTP.ForwardStream: it replays the
+// request against the HTTP API and streams the answer back, status and
+// headers first.
+func (s *Server) httpForwardStreamEndpoint(ctx context.Context, st *rpc.Stream) error {
 	var req structs.HTTPForwardRequest
 	if err := st.Recv(&req); err != nil {
 		return err
 	}
+	w := &forwardWriter{st: st, header: make(http.Header)}
+	if err := s.replayHTTP(ctx, &req, w); err != nil {
+		return err
+	}
+	w.done = true
+	return w.flush()
+}
+
+// replayHTTP runs req against the HTTP API, answering into w.
+//
+// The replayed request carries only what the caller sent: its headers
+// (the token among them) and body. Its context is cancelled with ctx (the
+// call's) but carries none of its values, so no handler can take the
+// session it arrived on, or the node bound to it, for the caller: the
+// node's identity grants nothing.
+func (s *Server) replayHTTP(ctx context.Context, req *structs.HTTPForwardRequest, w http.ResponseWriter) error {
 	api := s.httpAPI.Load()
 	if api == nil {
 		return structs.NewError(http.StatusServiceUnavailable, "HTTP API not ready")
@@ -49,17 +77,15 @@ func (s *Server) httpForwardEndpoint(ctx context.Context, st *rpc.Stream) error 
 		rctx, cancelDL = context.WithDeadline(rctx, dl)
 		defer cancelDL()
 	}
-	hr, err := forwardedRequest(rctx, &req)
+	hr, err := forwardedRequest(rctx, req)
 	if err != nil {
 		return err
 	}
 	if sess := rpc.SessionFromContext(ctx); sess != nil {
 		hr.RemoteAddr = sess.RemoteAddr().String()
 	}
-	w := &forwardWriter{st: st, header: make(http.Header)}
 	api.h.ServeHTTP(w, hr)
-	w.done = true
-	return w.flush()
+	return nil
 }
 
 // forwardMethods are the HTTP methods a forwarded request may use.
@@ -123,19 +149,34 @@ func truncate(s string, n int) string {
 // response header, large lists in messages of this size.
 const forwardChunk = 32 << 10
 
-// forwardWriter is the http.ResponseWriter of a replayed request: it
-// sends the status and headers as an HTTPForwardResponse when the
-// handler first writes or flushes (or returns), then the body as raw
-// messages. It implements http.Flusher, so a handler that streams is
+// forwardWriter is the http.ResponseWriter of a replayed request.
+//
+// Inline (HTTP.Forward), it keeps the whole body for the reply, up to
+// MaxHTTPForwardInline; a longer body, or a Flush (the handler streams),
+// makes it refuse every later write and report tooLarge.
+//
+// On a stream (HTTP.ForwardStream), it sends the status and headers as
+// an HTTPForwardResponse when the handler first flushes or fills a chunk
+// (or returns), then the body as raw messages; a handler that flushes is
 // streamed.
 type forwardWriter struct {
-	st     *rpc.Stream
-	header http.Header
-	code   int
-	sent   bool // the response header went out
-	done   bool // the handler returned: what is buffered is the rest
-	buf    []byte
-	err    error // the first send error; every later write fails with it
+	st       *rpc.Stream // nil inline
+	inline   bool
+	tooLarge bool // inline: the answer does not fit a reply
+	header   http.Header
+	code     int
+	sent     bool // the response header went out
+	done     bool // the handler returned: what is buffered is the rest
+	buf      []byte
+	err      error // the first send error; every later write fails with it
+}
+
+// status is the answer's status code (200 if the handler set none).
+func (w *forwardWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
 }
 
 // Header returns the response headers, sent with the first write.
@@ -158,6 +199,14 @@ func (w *forwardWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.inline {
+		if w.tooLarge || len(w.buf)+len(p) > structs.MaxHTTPForwardInline {
+			w.tooLarge = true
+			return 0, structs.ErrForwardTooLarge
+		}
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
 	n := 0
 	for len(p) > 0 {
 		if w.err != nil {
@@ -175,17 +224,22 @@ func (w *forwardWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Flush sends the response header, if not yet sent, and the buffered body.
-func (w *forwardWriter) Flush() { _ = w.flush() }
+// Flush sends the response header, if not yet sent, and the buffered
+// body; inline, it marks the answer as one for a stream.
+func (w *forwardWriter) Flush() {
+	if w.inline {
+		w.tooLarge = true
+		return
+	}
+	_ = w.flush()
+}
 
 func (w *forwardWriter) flush() error {
 	if w.err != nil {
 		return w.err
 	}
 	if !w.sent {
-		if w.code == 0 {
-			w.code = http.StatusOK
-		}
+		w.code = w.status()
 		hdr := w.header.Clone()
 		if hdr == nil {
 			hdr = make(http.Header)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,10 +16,18 @@ import (
 	"tether/structs"
 )
 
-// forwardLocal runs HTTP.Forward on s in process and returns the answer:
-// the response header and the body, or the stream's error.
-func forwardLocal(ctx context.Context, s *Server, req *structs.HTTPForwardRequest) (*structs.HTTPForwardResponse, []byte, error) {
-	st, err := s.mux.OpenLocal(ctx, structs.MethodHTTPForward, req)
+// forwardLocal runs HTTP.Forward, or HTTP.ForwardStream, on s in process
+// and returns the answer: the response header and the body, or the
+// call's error.
+func forwardLocal(ctx context.Context, s *Server, stream bool, req *structs.HTTPForwardRequest) (*structs.HTTPForwardResponse, []byte, error) {
+	if !stream {
+		var resp structs.HTTPForwardResponse
+		if err := s.mux.CallLocal(ctx, structs.MethodHTTPForward, req, &resp); err != nil {
+			return nil, nil, err
+		}
+		return &resp, resp.Body, nil
+	}
+	st, err := s.mux.OpenLocal(ctx, structs.MethodHTTPForwardStream, req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -59,6 +68,7 @@ func TestHTTPForward(t *testing.T) {
 // handler and what comes back.
 func testHTTPForwardReplay(t *testing.T, s *Server) {
 	large := bytes.Repeat([]byte("0123456789abcdef"), 10<<10) // 160 KiB: several messages
+	huge := bytes.Repeat([]byte("x"), structs.MaxHTTPForwardInline+1)
 	s.SetHTTPAPI(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/job/a/b":
@@ -77,28 +87,50 @@ func testHTTPForwardReplay(t *testing.T, s *Server) {
 			_, _ = w.Write([]byte("ok"))
 		case "/v1/large":
 			_, _ = w.Write(large)
+		case "/v1/huge":
+			_, _ = w.Write(huge)
+		case "/v1/flushed":
+			_, _ = w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+			_, _ = w.Write([]byte("s"))
 		case "/v1/empty":
 			w.WriteHeader(http.StatusNoContent)
 		}
 	}))
 	ctx := context.WithValue(context.Background(), ctxKey{}, "node identity")
 
+	asSent := structs.HTTPForwardRequest{Method: "PUT", Path: "/v1/job/a%2Fb", RawQuery: "namespace=x+y",
+		Header: http.Header{"X-Nomad-Token": {"tok"}}, Body: []byte(`{"a":1}`)}
 	cases := []struct {
 		name     string
+		stream   bool
 		req      structs.HTTPForwardRequest
+		wantErr  error
 		wantCode int
 		wantBody []byte
 		wantLen  string
 		wantHdr  string // X-Nomad-Index
 	}{
-		{"request as sent", structs.HTTPForwardRequest{Method: "PUT", Path: "/v1/job/a%2Fb", RawQuery: "namespace=x+y",
-			Header: http.Header{"X-Nomad-Token": {"tok"}}, Body: []byte(`{"a":1}`)}, 201, []byte("ok"), "2", "42"},
-		{"large answer", structs.HTTPForwardRequest{Method: "GET", Path: "/v1/large"}, 200, large, "", ""},
-		{"no content", structs.HTTPForwardRequest{Method: "GET", Path: "/v1/empty"}, 204, nil, "", ""},
+		{"request as sent", false, asSent, nil, 201, []byte("ok"), "", "42"},
+		{"request as sent, stream", true, asSent, nil, 201, []byte("ok"), "2", "42"},
+		{"large answer", false, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/large"}, nil, 200, large, "", ""},
+		{"large answer, stream", true, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/large"}, nil, 200, large, "", ""},
+		{"answer over one reply", false, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/huge"}, structs.ErrForwardTooLarge, 0, nil, "", ""},
+		{"answer over one reply, stream", true, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/huge"}, nil, 200, huge, "", ""},
+		{"flushed answer", false, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/flushed"}, structs.ErrForwardTooLarge, 0, nil, "", ""},
+		{"flushed answer, stream", true, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/flushed"}, nil, 200, []byte("parts"), "", ""},
+		{"no content", false, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/empty"}, nil, 204, nil, "", ""},
+		{"no content, stream", true, structs.HTTPForwardRequest{Method: "GET", Path: "/v1/empty"}, nil, 204, nil, "", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body, err := forwardLocal(ctx, s, &tc.req)
+			resp, body, err := forwardLocal(ctx, s, tc.stream, &tc.req)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("got %v; want %v", err, tc.wantErr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,10 +167,12 @@ func testHTTPForwardBadRequest(t *testing.T, s *Server) {
 		{"body", structs.HTTPForwardRequest{Method: "PUT", Path: "/v1/jobs", Body: make([]byte, structs.MaxHTTPForwardBody+1)}, 413, "Request body too large"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := forwardLocal(context.Background(), s, &tc.req)
-			wantCode(t, tc.name, err, tc.code, tc.text)
-		})
+		for _, stream := range []bool{false, true} {
+			t.Run(tc.name+"/stream="+strconv.FormatBool(stream), func(t *testing.T) {
+				_, _, err := forwardLocal(context.Background(), s, stream, &tc.req)
+				wantCode(t, tc.name, err, tc.code, tc.text)
+			})
+		}
 	}
 	if ran.Load() {
 		t.Fatal("a refused request reached the handler")
@@ -148,28 +182,44 @@ func testHTTPForwardBadRequest(t *testing.T, s *Server) {
 // testHTTPForwardNotReady: before the agent sets its API the method
 // answers 503.
 func testHTTPForwardNotReady(t *testing.T, s *Server) {
-	_, _, err := forwardLocal(context.Background(), s, &structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs"})
-	wantCode(t, "not ready", err, 503, "HTTP API not ready")
+	for _, stream := range []bool{false, true} {
+		_, _, err := forwardLocal(context.Background(), s, stream, &structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs"})
+		wantCode(t, "not ready", err, 503, "HTTP API not ready")
+	}
 }
 
 // testHTTPForwardCallerGone: the handler's context ends when the caller
 // closes the stream.
 func testHTTPForwardCallerGone(t *testing.T, s *Server) {
-	started, ended := make(chan struct{}), make(chan struct{})
+	started, ended := make(chan struct{}, 1), make(chan struct{}, 1)
 	s.SetHTTPAPI(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(started)
+		started <- struct{}{}
 		<-r.Context().Done()
-		close(ended)
+		ended <- struct{}{}
 	}))
-	st, err := s.mux.OpenLocal(context.Background(), structs.MethodHTTPForward, &structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs"})
+	req := &structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs"}
+	wantEnded := func() {
+		t.Helper()
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("handler still running after its caller left")
+		}
+	}
+
+	st, err := s.mux.OpenLocal(context.Background(), structs.MethodHTTPForwardStream, req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-started
 	st.Close()
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("handler still running after its caller left")
-	}
+	wantEnded()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.mux.CallLocal(ctx, structs.MethodHTTPForward, req, &structs.HTTPForwardResponse{}) }()
+	<-started
+	cancel()
+	wantEnded()
+	<-done
 }

@@ -2,20 +2,28 @@ package structs
 
 import "net/http"
 
-// MethodHTTPForward is the streaming server method that answers an HTTP
-// API request a node-only agent received and does not serve itself (jobs,
+// MethodHTTPForward is the unary server method that answers an HTTP API
+// request a node-only agent received and does not serve itself (jobs,
 // nodes, allocations, evaluations, ACL, status, operator, ...). The server
 // replays the request against its own HTTP API, so every endpoint a server
 // serves is served the same way, with the same checks, through any node:
 // the server evaluates the caller's token, carried in the request's
 // headers, and nothing of the node's own identity.
 //
-// The caller opens the stream with an HTTPForwardRequest. The server
-// answers one HTTPForwardResponse (status code and headers), then the
-// body as raw messages, then ends the stream. An error before the
-// response (a malformed request, a server shutting down) comes as the
-// stream's error, with its status code.
+// The reply, an HTTPForwardResponse, carries the whole answer: status,
+// headers and body. An answer larger than MaxHTTPForwardInline, or one
+// its handler flushes (a stream), is refused with ErrForwardTooLarge
+// instead; the node then asks again with MethodHTTPForwardStream, if the
+// request may be repeated (GET, HEAD).
 const MethodHTTPForward = "HTTP.Forward"
+
+// MethodHTTPForwardStream is MethodHTTPForward as a streaming method, for
+// answers of any size and for streams. The caller opens the stream with an
+// HTTPForwardRequest; the server answers one HTTPForwardResponse (status
+// code and headers, no body), then the body as raw messages, then ends
+// the stream. An error before the response (a malformed request, a server
+// shutting down) comes as the stream's error, with its status code.
+const MethodHTTPForwardStream = "HTTP.ForwardStream"
 
 // Limits of a forwarded HTTP request, checked on both sides.
 const (
@@ -30,6 +38,10 @@ const (
 	// MaxHTTPForwardBody bounds a forwarded request's body: the HTTP
 	// API's own limit on every body.
 	MaxHTTPForwardBody = 1 << 20
+
+	// MaxHTTPForwardInline bounds the body of MethodHTTPForward's reply,
+	// well inside the RPC layer's default message limit (4 MiB).
+	MaxHTTPForwardInline = 2 << 20
 )
 
 // HTTPForwardRequest is an HTTP API request replayed on a server.
@@ -51,8 +63,9 @@ type HTTPForwardRequest struct {
 	Body []byte
 }
 
-// HTTPForwardResponse is the status and headers of a replayed request's
-// answer; the body follows as raw messages.
+// HTTPForwardResponse is a replayed request's answer: its status,
+// headers and (from MethodHTTPForward) body. From MethodHTTPForwardStream
+// Body is empty and the body follows as raw messages.
 type HTTPForwardResponse struct {
 	// Code is the HTTP status code.
 	Code int
@@ -60,7 +73,14 @@ type HTTPForwardResponse struct {
 	// Header holds the headers the server's handler set (X-Nomad-Index,
 	// X-Nomad-KnownLeader, X-Nomad-LastContact, Content-Type, ...).
 	Header http.Header
+
+	// Body is the whole body, from MethodHTTPForward.
+	Body []byte
 }
+
+// ErrForwardTooLarge is MethodHTTPForward's refusal of an answer that does
+// not fit one reply (MaxHTTPForwardInline) or that its handler streams.
+var ErrForwardTooLarge = &Error{Code: http.StatusInternalServerError, Message: "forwarded answer too large for one reply; use a stream"}
 
 // ErrNoServers is a node-only agent's answer to a request for its servers
 // while it has no connection to any, as Nomad's client agents answer.
