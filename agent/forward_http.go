@@ -18,9 +18,10 @@ import (
 // endpoints, its metrics) it serves, and every other request goes to its
 // server over the node's own session as one HTTP.Forward call
 // (structs.MethodHTTPForward; HTTP.ForwardStream for long answers), which
-// the server replays against its own HTTP API (server/http_forward.go). One code path for every server
-// endpoint: jobs, nodes, allocations, evaluations, ACL, status, operator,
-// regions, system, members, whatever a server serves. The server checks
+// the server replays against its own HTTP API (server/http_forward.go).
+// One code path for every server endpoint: jobs, nodes, allocations,
+// evaluations, ACL, status, operator, regions, system, members, whatever
+// a server serves. The server checks
 // the caller's token, carried in the forwarded headers; blocking queries
 // block on the server (index and wait travel in the query); the status,
 // headers (X-Nomad-Index, X-Nomad-KnownLeader, ...) and body come back as
