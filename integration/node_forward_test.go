@@ -75,6 +75,15 @@ func TestNodeForward_GoClient(t *testing.T) {
 		return err == nil && len(allocs) == 1 && allocs[0].JobID == "fwd" && allocs[0].NodeID == nodeID, err
 	})
 
+	members, err := mgmt.Agent().Members()
+	if err != nil || len(members.Members) != 1 || members.ServerName == "" {
+		t.Fatalf("Agent().Members() = %+v, %v; want the one server", members, err)
+	}
+	raft, err := mgmt.Operator().RaftGetConfiguration(nil)
+	if err != nil || len(raft.Servers) != 1 || !raft.Servers[0].Leader {
+		t.Fatalf("Operator().RaftGetConfiguration() = %+v, %v; want one leader", raft, err)
+	}
+
 	// Refusals keep the server's status and text.
 	nodeRead := apiWithToken(t, node, makeToken(t, apiWithToken(t, srv, secret), "node-read", `node { policy = "read" }`))
 	if _, _, err := nodeRead.Jobs().List(nil); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "Permission denied") {
