@@ -39,6 +39,7 @@ type Agent struct {
 	rpcAdvertise  string
 
 	streams streamLimiter
+	queries queryStop // ends blocking queries on shutdown
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -218,6 +219,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 func (a *Agent) Shutdown(ctx context.Context) error {
 	var err error
 	a.stopOnce.Do(func() {
+		a.queries.stop()
 		if a.httpSrv != nil {
 			if e := a.httpSrv.Shutdown(ctx); e != nil {
 				a.httpSrv.Close()

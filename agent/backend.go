@@ -35,7 +35,7 @@ func (b *backend) listNodes(ctx context.Context, req *structs.NodeListRequest) (
 }
 
 // getNode returns a node (nil when unknown).
-func (b *backend) getNode(ctx context.Context, req *structs.NodeSpecificRequest) (*structs.SingleNodeResponse, error) {
+func (b *backend) getNode(ctx context.Context, req *structs.NodeGetRequest) (*structs.SingleNodeResponse, error) {
 	var resp structs.SingleNodeResponse
 	err := b.serverCall(ctx, structs.MethodNodeGet, req, &resp)
 	return &resp, err

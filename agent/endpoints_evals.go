@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/gorilla/mux"
+	"github.com/hashicorp/go-memdb"
 
 	"tether/server"
 	"tether/structs"
@@ -34,13 +35,23 @@ func (a *Agent) evalFor(r *http.Request) (*server.Server, *structs.Evaluation, e
 	return s, e, nil
 }
 
-// evaluationInfo serves /v1/evaluation/:id.
+// evaluationInfo serves /v1/evaluation/:id, a blocking query on the
+// evaluation once the caller is found to read it.
 func (a *Agent) evaluationInfo(w http.ResponseWriter, r *http.Request) (any, error) {
-	_, e, err := a.evalFor(r)
+	s, e, err := a.evalFor(r)
 	if err != nil {
 		return nil, err
 	}
-	setIndex(w, e.ModifyIndex)
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableEvals)
+		cur, err := s.State().Eval(e.ID)
+		if cur != nil {
+			e, idx = cur, cur.ModifyIndex
+		}
+		return idx, err
+	}); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -51,17 +62,20 @@ func (a *Agent) evaluationAllocations(w http.ResponseWriter, r *http.Request) (a
 	if err != nil {
 		return nil, err
 	}
-	allocs, err := s.State().AllocsByJob(e.Namespace, e.JobID)
-	if err != nil {
+	var out []*structs.AllocListStub
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableAllocs)
+		allocs, err := s.State().AllocsByJob(e.Namespace, e.JobID)
+		out = []*structs.AllocListStub{}
+		for _, al := range allocs {
+			if al.EvalID == e.ID {
+				out = append(out, al.Stub())
+			}
+		}
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
-	out := []*structs.AllocListStub{}
-	for _, al := range allocs {
-		if al.EvalID == e.ID {
-			out = append(out, al.Stub())
-		}
-	}
-	setIndex(w, e.ModifyIndex)
 	return out, nil
 }
 
@@ -71,15 +85,19 @@ func (a *Agent) jobEvaluations(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	ns := namespaceOf(r)
-	evals, err := s.State().EvalsByJob(ns, mux.Vars(r)["id"])
-	if err != nil {
+	ns, id := namespaceOf(r), mux.Vars(r)["id"]
+	var evals []*structs.Evaluation
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableEvals)
+		var err error
+		evals, err = s.State().EvalsByJob(ns, id)
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
 	if evals == nil {
 		evals = []*structs.Evaluation{}
 	}
-	setIndex(w, s.State().LatestIndex())
 	return evals, nil
 }
 
@@ -90,13 +108,17 @@ func (a *Agent) evaluationsList(w http.ResponseWriter, r *http.Request) (any, er
 		return nil, err
 	}
 	ns := namespaceOf(r)
-	evals, err := s.State().Evals(ns)
-	if err != nil {
+	var evals []*structs.Evaluation
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableEvals)
+		var err error
+		evals, err = s.State().Evals(ns)
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
 	if evals == nil {
 		evals = []*structs.Evaluation{}
 	}
-	setIndex(w, s.State().LatestIndex())
 	return evals, nil
 }

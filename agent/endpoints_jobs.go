@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/gorilla/mux"
+	"github.com/hashicorp/go-memdb"
 
 	"tether/server"
 	"tether/structs"
@@ -47,17 +48,33 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
-		jobs, err := s.State().Jobs(ns, r.URL.Query().Get("prefix"))
-		if err != nil {
+		// The index is the jobs table's, or a listed job's summary's when
+		// that is newer; the read wakes on what moves either.
+		st, prefix := s.State(), r.URL.Query().Get("prefix")
+		var out []*structs.JobListStub
+		if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+			st.TableIndex(ws, server.TableAllocs, server.TableEvals) // summaries move with these
+			idx := st.TableIndex(ws, server.TableJobs)
+			jobs, err := st.Jobs(ns, prefix)
+			if err != nil {
+				return 0, err
+			}
+			out = make([]*structs.JobListStub, 0, len(jobs))
+			for _, j := range jobs {
+				if !aclObj.AllowNamespaceOperation(j.Namespace, acl.NamespaceCapabilityListJobs) {
+					continue
+				}
+				stub := j.Stub()
+				if stub.JobSummary, err = st.JobSummary(j); err != nil {
+					return 0, err
+				}
+				idx = max(idx, stub.JobSummary.ModifyIndex)
+				out = append(out, stub)
+			}
+			return idx, nil
+		}); err != nil {
 			return nil, err
 		}
-		out := make([]*structs.JobListStub, 0, len(jobs))
-		for _, j := range jobs {
-			if aclObj.AllowNamespaceOperation(j.Namespace, acl.NamespaceCapabilityListJobs) {
-				out = append(out, j.Stub())
-			}
-		}
-		setIndex(w, s.State().LatestIndex())
 		return out, nil
 	case http.MethodPut, http.MethodPost:
 		body, err := readBody(r)
@@ -100,14 +117,20 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 		if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilityReadJob)); err != nil {
 			return nil, err
 		}
-		job, err := s.State().Job(ns, id)
-		if err != nil {
+		var job *structs.Job
+		if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+			idx := s.State().TableIndex(ws, server.TableJobs)
+			var err error
+			if job, err = s.State().Job(ns, id); job != nil {
+				idx = job.ModifyIndex
+			}
+			return idx, err
+		}); err != nil {
 			return nil, err
 		}
 		if job == nil {
 			return nil, structs.NotFound("job not found")
 		}
-		setIndex(w, job.ModifyIndex)
 		return job, nil
 	case http.MethodDelete:
 		if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilitySubmitJob)); err != nil {
@@ -131,15 +154,19 @@ func (a *Agent) jobAllocations(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	allocs, err := s.State().AllocsByJob(namespaceOf(r), mux.Vars(r)["id"])
-	if err != nil {
+	ns, id := namespaceOf(r), mux.Vars(r)["id"]
+	var out []*structs.AllocListStub
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableAllocs)
+		allocs, err := s.State().AllocsByJob(ns, id)
+		out = make([]*structs.AllocListStub, 0, len(allocs))
+		for _, al := range allocs {
+			out = append(out, al.Stub())
+		}
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
-	out := make([]*structs.AllocListStub, 0, len(allocs))
-	for _, al := range allocs {
-		out = append(out, al.Stub())
-	}
-	setIndex(w, s.State().LatestIndex())
 	return out, nil
 }
 
@@ -153,18 +180,34 @@ func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	allocs, err := s.State().Allocs(namespaceOf(r), r.URL.Query().Get("prefix"))
+	q := r.URL.Query()
+	resources, err := boolParam(q, "resources")
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
-	out := make([]*structs.AllocListStub, 0, len(allocs))
-	for _, al := range allocs {
-		if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
-			out = append(out, al.Stub())
+	ns, prefix, st := namespaceOf(r), q.Get("prefix"), s.State()
+	var out []*structs.AllocListStub
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := st.TableIndex(ws, server.TableAllocs)
+		allocs, err := st.Allocs(ns, prefix)
+		if err != nil {
+			return 0, err
 		}
+		sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateIndex > allocs[j].CreateIndex })
+		out = make([]*structs.AllocListStub, 0, len(allocs))
+		for _, al := range allocs {
+			if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
+				stub := al.Stub()
+				if resources {
+					stub.AllocatedResources = al.Allocated()
+				}
+				out = append(out, stub)
+			}
+		}
+		return idx, nil
+	}); err != nil {
+		return nil, err
 	}
-	setIndex(w, s.State().LatestIndex())
 	return out, nil
 }
 
@@ -181,8 +224,24 @@ func (a *Agent) allocationInfo(w http.ResponseWriter, r *http.Request) (any, err
 	if err := structs.ValidateUUID("alloc", id); err != nil {
 		return nil, err
 	}
-	al, err := s.State().Alloc(id)
-	if err != nil {
+	// A caller who may not read the allocation is refused before it can
+	// block on it.
+	if al, err := s.State().Alloc(id); err != nil {
+		return nil, err
+	} else if al != nil {
+		if _, err := a.authorize(r, allowNs(al.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
+			return nil, err
+		}
+	}
+	var al *structs.Allocation
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.State().TableIndex(ws, server.TableAllocs)
+		var err error
+		if al, err = s.State().Alloc(id); al != nil {
+			idx = al.ModifyIndex
+		}
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
 	if al == nil {
@@ -191,8 +250,7 @@ func (a *Agent) allocationInfo(w http.ResponseWriter, r *http.Request) (any, err
 	if _, err := a.authorize(r, allowNs(al.Namespace, acl.NamespaceCapabilityReadJob)); err != nil {
 		return nil, err
 	}
-	setIndex(w, al.ModifyIndex)
-	return al, nil
+	return withAllocated(al), nil
 }
 
 // allocationStop serves POST/PUT /v1/allocation/:id/stop.
@@ -234,18 +292,32 @@ func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	all, idx, err := s.State().AllocsByNode(id)
-	if err != nil {
+	var allocs []allocationJSON
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		all, idx, err := s.State().NodeAllocs(ws, id)
+		allocs = make([]allocationJSON, 0, len(all))
+		for _, al := range all {
+			if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
+				allocs = append(allocs, withAllocated(al))
+			}
+		}
+		return idx, err
+	}); err != nil {
 		return nil, err
 	}
-	allocs := make([]*structs.Allocation, 0, len(all))
-	for _, al := range all {
-		if aclObj.AllowNamespaceOperation(al.Namespace, acl.NamespaceCapabilityReadJob) {
-			allocs = append(allocs, al)
-		}
-	}
-	setIndex(w, idx)
 	return allocs, nil
+}
+
+// allocationJSON is a full allocation as an HTTP caller reads it: with
+// AllocatedResources, which Nomad's carries and `nomad alloc status`
+// prints, derived from the task resources rather than stored.
+type allocationJSON struct {
+	*structs.Allocation
+	AllocatedResources *structs.AllocatedResources
+}
+
+func withAllocated(al *structs.Allocation) allocationJSON {
+	return allocationJSON{Allocation: al, AllocatedResources: al.Allocated()}
 }
 
 // namespaceOf returns ?namespace, "default" when absent.
@@ -263,50 +335,26 @@ func (a *Agent) jobSummary(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	ns := namespaceOf(r)
-	id := mux.Vars(r)["id"]
-	job, err := s.State().Job(ns, id)
-	if err != nil {
+	ns, id, st := namespaceOf(r), mux.Vars(r)["id"], s.State()
+	var sum *structs.JobSummary
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		st.TableIndex(ws, server.TableAllocs, server.TableEvals) // what the summary counts
+		idx := st.TableIndex(ws, server.TableJobs)
+		sum = nil
+		job, err := st.Job(ns, id)
+		if err != nil || job == nil {
+			return idx, err
+		}
+		if sum, err = st.JobSummary(job); err != nil {
+			return 0, err
+		}
+		return sum.ModifyIndex, nil
+	}); err != nil {
 		return nil, err
 	}
-	if job == nil {
+	if sum == nil {
 		return nil, structs.NotFound("job not found")
 	}
-	allocs, err := s.State().AllocsByJob(ns, id)
-	if err != nil {
-		return nil, err
-	}
-	sum := &structs.JobSummary{JobID: id, Namespace: ns, Summary: map[string]structs.TaskGroupSummary{},
-		Children: &structs.JobChildrenSummary{}, CreateIndex: job.CreateIndex, ModifyIndex: job.ModifyIndex}
-	for _, tg := range job.TaskGroups {
-		sum.Summary[tg.Name] = structs.TaskGroupSummary{}
-	}
-	for _, al := range allocs {
-		g := sum.Summary[al.TaskGroup]
-		switch al.ClientStatus {
-		case structs.AllocClientStatusPending:
-			g.Starting++
-		case structs.AllocClientStatusRunning:
-			g.Running++
-		case structs.AllocClientStatusComplete:
-			g.Complete++
-		case structs.AllocClientStatusFailed:
-			g.Failed++
-		case structs.AllocClientStatusLost:
-			g.Lost++
-		default:
-			g.Unknown++
-		}
-		sum.Summary[al.TaskGroup] = g
-	}
-	if evals, _ := s.State().EvalsByJob(ns, id); len(evals) > 0 {
-		for tg, n := range evals[0].QueuedAllocations {
-			g := sum.Summary[tg]
-			g.Queued = n
-			sum.Summary[tg] = g
-		}
-	}
-	setIndex(w, s.State().LatestIndex())
 	return sum, nil
 }
 
@@ -325,6 +373,10 @@ func (a *Agent) jobDeployment(w http.ResponseWriter, r *http.Request) (any, erro
 		}
 		return nil, err
 	}
-	setIndex(w, s.State().LatestIndex())
+	// Tether writes no deployments: the index of their table is 0 and a
+	// blocking read waits out its time.
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) { return 0, nil }); err != nil {
+		return nil, err
+	}
 	return rawJSON("null"), nil
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/metrics"
 	"strconv"
@@ -13,39 +14,71 @@ import (
 	"tether/structs/acl"
 )
 
-// nodesList serves /v1/nodes?prefix=.
+// nodesList serves /v1/nodes?prefix=&resources=, a blocking query on the
+// nodes table.
 func (a *Agent) nodesList(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
 	}
-	req := &structs.NodeListRequest{Prefix: r.URL.Query().Get("prefix"), QueryOptions: queryOptions(r)}
-	resp, err := a.backend.listNodes(r.Context(), req)
+	q := r.URL.Query()
+	opts, err := blockingOptions(q)
 	if err != nil {
 		return nil, err
 	}
-	setIndex(w, resp.Index)
+	resources, err := boolParam(q, "resources")
+	if err != nil {
+		return nil, err
+	}
+	req := &structs.NodeListRequest{Prefix: q.Get("prefix"), Resources: resources, QueryOptions: queryOptionsOf(r, q), BlockingOptions: opts}
+	ctx, cancel := a.queryContext(r, opts)
+	defer cancel()
+	resp, err := a.backend.listNodes(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	a.setMeta(w, resp.Index)
 	if resp.Nodes == nil {
 		resp.Nodes = []*structs.NodeListStub{}
 	}
 	return resp.Nodes, nil
 }
 
-// nodeInfo serves /v1/node/:id.
+// nodeInfo serves /v1/node/:id, a blocking query on the node.
 func (a *Agent) nodeInfo(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
 	}
-	id := mux.Vars(r)["id"]
-	req := &structs.NodeSpecificRequest{NodeID: id, QueryOptions: queryOptions(r)}
-	resp, err := a.backend.getNode(r.Context(), req)
+	q := r.URL.Query()
+	opts, err := blockingOptions(q)
+	if err != nil {
+		return nil, err
+	}
+	req := &structs.NodeGetRequest{NodeID: mux.Vars(r)["id"], QueryOptions: queryOptionsOf(r, q), BlockingOptions: opts}
+	ctx, cancel := a.queryContext(r, opts)
+	defer cancel()
+	resp, err := a.backend.getNode(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	if resp.Node == nil {
 		return nil, structs.NotFound("node not found")
 	}
-	setIndex(w, resp.Index)
+	a.setMeta(w, resp.Index)
 	return resp.Node.Sanitize(), nil
+}
+
+// boolParam reads a boolean query parameter, false when absent; anything
+// strconv.ParseBool does not take is a 400 naming it.
+func boolParam(q url.Values, name string) (bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, structs.BadRequest("Failed to parse value of %q (%v) as a bool: %v", name, v, err)
+	}
+	return b, nil
 }
 
 // statusLeader serves /v1/status/leader: the leader's RPC address.

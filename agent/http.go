@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,9 +10,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"tether/server"
 	"tether/structs"
 )
 
@@ -158,6 +162,98 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, structs.ErrEmptyBody
 	}
 	return b, nil
+}
+
+// queryStop ends the blocking queries in flight when the agent shuts
+// down (http.Server.Shutdown waits for requests; a blocking query would
+// hold it for minutes). Its zero value is ready.
+type queryStop struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (q *queryStop) init() {
+	q.once.Do(func() { q.ctx, q.cancel = context.WithCancel(context.Background()) })
+}
+
+// done is a context ended by stop.
+func (q *queryStop) done() context.Context {
+	q.init()
+	return q.ctx
+}
+
+// stop ends every blocking query, now and later.
+func (q *queryStop) stop() {
+	q.init()
+	q.cancel()
+}
+
+// blockingOptions reads ?index= and ?wait= as Nomad does: wait is a Go
+// duration ("300000ms", the Go client's form, or "5m"); a bad value of
+// either is a 400 with Nomad's text.
+func blockingOptions(q url.Values) (structs.BlockingOptions, error) {
+	var opts structs.BlockingOptions
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return opts, structs.BadRequest("Invalid wait time")
+		}
+		opts.MaxQueryTime = d
+	}
+	if v := q.Get("index"); v != "" {
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return opts, structs.BadRequest("Invalid index")
+		}
+		opts.MinQueryIndex = idx
+	}
+	return opts, nil
+}
+
+// queryContext is the context a read waits under: the request's, and for
+// a blocking query ended too when the agent shuts down. The caller calls
+// the CancelFunc.
+func (a *Agent) queryContext(r *http.Request, opts structs.BlockingOptions) (context.Context, context.CancelFunc) {
+	if opts.MinQueryIndex == 0 {
+		return r.Context(), func() {}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(a.queries.done(), cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// query serves a read of the server's state as Nomad serves one: run
+// once, or as a blocking query when ?index= is set (bounded by ?wait=),
+// then the query meta headers with the index fn returned last.
+func (a *Agent) query(w http.ResponseWriter, r *http.Request, s *server.Server, fn server.QueryFunc) error {
+	opts, err := blockingOptions(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.queryContext(r, opts)
+	defer cancel()
+	idx, err := s.State().Blocking(ctx, opts, fn)
+	if err != nil {
+		return err
+	}
+	a.setMeta(w, idx)
+	return nil
+}
+
+// setMeta sets Nomad's query meta headers: the index of the read, whether
+// the server knows a leader, and the milliseconds since it last heard from
+// it (0 on the leader).
+func (a *Agent) setMeta(w http.ResponseWriter, index uint64) {
+	if a.server == nil {
+		setIndex(w, index)
+		return
+	}
+	known, last := a.server.QueryMeta()
+	h := w.Header()
+	h.Set("X-Nomad-Index", strconv.FormatUint(index, 10))
+	h.Set("X-Nomad-KnownLeader", strconv.FormatBool(known))
+	h.Set("X-Nomad-LastContact", strconv.FormatInt(last.Milliseconds(), 10))
 }
 
 // setIndex sets Nomad's query meta headers for a read served by a server.

@@ -205,11 +205,7 @@ func (c *Client) Node() *structs.Node {
 		r := *c.fp.Resources
 		res = &r
 	}
-	var nres *structs.NodeResources
-	if c.fp.NodeResources != nil {
-		r := *c.fp.NodeResources
-		nres = &r
-	}
+	nres := c.fp.NodeResources.Copy()
 	return &structs.Node{
 		ID:                    c.id.NodeID,
 		SecretID:              c.id.SecretID,
@@ -221,6 +217,7 @@ func (c *Client) Node() *structs.Node {
 		Resources:             res,
 		Reserved:              &structs.Resources{},
 		NodeResources:         nres,
+		ReservedResources:     &structs.NodeReservedResources{},
 		Meta:                  c.meta.merged(),
 		NodeClass:             c.cfg.NodeClass,
 		NodePool:              c.cfg.NodePool,

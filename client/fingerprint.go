@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -110,6 +111,15 @@ func FingerprintHost(allocDir string, cpuTotalCompute int, version string) (*Fin
 	if cores > math.MaxUint16 {
 		cores = math.MaxUint16
 	}
+	reservable := make([]uint16, cores)
+	for i := range reservable {
+		reservable[i] = uint16(i)
+	}
+	var networks []*structs.NetworkResource
+	if n := hostNetwork(); n != nil {
+		networks = []*structs.NetworkResource{n}
+		attrs["unique.network.ip-address"] = n.IP
+	}
 	fp := &Fingerprint{
 		Attributes: attrs,
 		Resources: &structs.Resources{
@@ -119,14 +129,78 @@ func FingerprintHost(allocDir string, cpuTotalCompute int, version string) (*Fin
 		},
 		NodeResources: &structs.NodeResources{
 			Cpu: structs.NodeCpuResources{
-				CpuShares:     int64(totalCompute),
-				TotalCpuCores: uint16(cores),
+				CpuShares:          int64(totalCompute),
+				TotalCpuCores:      uint16(cores),
+				ReservableCpuCores: reservable,
 			},
-			Memory: structs.NodeMemoryResources{MemoryMB: int64(memBytes / bytesPerMB)},
-			Disk:   structs.NodeDiskResources{DiskMB: int64(diskFree / bytesPerMB)},
+			Memory:         structs.NodeMemoryResources{MemoryMB: int64(memBytes / bytesPerMB)},
+			Disk:           structs.NodeDiskResources{DiskMB: int64(diskFree / bytesPerMB)},
+			Networks:       networks,
+			MinDynamicPort: structs.DefaultMinDynamicPort,
+			MaxDynamicPort: structs.DefaultMaxDynamicPort,
 		},
 	}
 	return fp, errors.Join(errs...)
+}
+
+// defaultNetworkSpeed is the speed, in Mbit/s, of an interface whose
+// speed the host does not say (Nomad's default too).
+const defaultNetworkSpeed = 1000
+
+// hostNetwork is the node's host network: the interface the default route
+// leaves by (found by connecting a UDP socket, which sends nothing), else
+// the loopback interface, as a Nomad dev agent has it; nil if neither has
+// an IPv4 address.
+func hostNetwork() *structs.NetworkResource {
+	var want net.IP
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil {
+		if ua, ok := c.LocalAddr().(*net.UDPAddr); ok {
+			want = ua.IP
+		}
+		c.Close()
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var loopback *structs.NetworkResource
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil {
+				continue
+			}
+			n := &structs.NetworkResource{Mode: "host", Device: ifc.Name, CIDR: ipn.IP.String() + "/32",
+				IP: ipn.IP.String(), MBits: linkSpeed(ifc.Name)}
+			if want != nil && ipn.IP.Equal(want) {
+				return n
+			}
+			if ifc.Flags&net.FlagLoopback != 0 && loopback == nil {
+				loopback = n
+			}
+		}
+	}
+	return loopback
+}
+
+// linkSpeed is the interface's speed in Mbit/s from sysfs on Linux, else
+// defaultNetworkSpeed.
+func linkSpeed(dev string) int {
+	if runtime.GOOS == "linux" && !strings.ContainsAny(dev, "/.") {
+		if b, err := os.ReadFile("/sys/class/net/" + dev + "/speed"); err == nil {
+			if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v > 0 {
+				return v
+			}
+		}
+	}
+	return defaultNetworkSpeed
 }
 
 // existingDir returns the absolute, symlink-resolved path of dir, or of its

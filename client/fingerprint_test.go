@@ -64,6 +64,18 @@ func TestFingerprintHost(t *testing.T) {
 		nr.Memory.MemoryMB != int64(r.MemoryMB) || nr.Disk.DiskMB != int64(r.DiskMB) {
 		t.Errorf("NodeResources %+v disagrees with Resources %+v", *nr, *r)
 	}
+	// The rest of Nomad's block: every core reservable, the host network,
+	// the dynamic port range.
+	if len(nr.Cpu.ReservableCpuCores) != int(nr.Cpu.TotalCpuCores) {
+		t.Errorf("ReservableCpuCores %v for %d cores", nr.Cpu.ReservableCpuCores, nr.Cpu.TotalCpuCores)
+	}
+	if nr.MinDynamicPort != 20000 || nr.MaxDynamicPort != 32000 {
+		t.Errorf("dynamic ports %d-%d, want 20000-32000", nr.MinDynamicPort, nr.MaxDynamicPort)
+	}
+	if len(nr.Networks) != 1 || nr.Networks[0].Mode != "host" || nr.Networks[0].IP == "" ||
+		nr.Networks[0].Device == "" || nr.Networks[0].MBits <= 0 || a["unique.network.ip-address"] != nr.Networks[0].IP {
+		t.Errorf("Networks = %+v, want the host interface", nr.Networks)
+	}
 	memBytes, _ := strconv.ParseUint(a["memory.totalbytes"], 10, 64)
 	if uint64(r.MemoryMB) != memBytes/bytesPerMB {
 		t.Errorf("MemoryMB = %d, want %d", r.MemoryMB, memBytes/bytesPerMB)

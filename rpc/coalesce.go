@@ -294,8 +294,14 @@ func (c *frameCoalescer) writeFrame(hdr, p []byte) (int, error) {
 }
 
 // write writes p to the connection, as one socket write where a
-// RecordBatcher allows it.
-func (c *frameCoalescer) write(p []byte) (int, error) { return WriteData(c.w, p) }
+// RecordBatcher allows it; on TLS a write of at most smallMessage is cut
+// into small records (frame_size.go).
+func (c *frameCoalescer) write(p []byte) (int, error) {
+	if c.batch != nil && len(p) > smallRecord && len(p) <= smallMessage {
+		return writeRecords(c.w, c.batch, p)
+	}
+	return WriteData(c.w, p)
+}
 
 // Close closes the connection and stops the flusher; frames still queued
 // are dropped (yamux closes a session only when it is done with it).

@@ -176,7 +176,10 @@ type Config struct {
 	// (MaxIdleStreams) unused before it closes it. A stream kept idle
 	// costs the peer a parked goroutine serving it and both ends a yamux
 	// stream: after a burst of concurrent calls, the streams beyond what
-	// the calls since need are let go. Default 30s.
+	// the calls since need are let go. It is short because a call on a
+	// new stream costs microseconds while a kept one costs the peer a
+	// goroutine's stack: a node called every few seconds by its servers,
+	// or calling them, keeps none between calls. Default 5s.
 	IdleStreamTimeout time.Duration
 
 	// MaxConcurrentHandshakes bounds the TLS handshakes a Server runs at
@@ -212,7 +215,7 @@ const (
 	defaultCoalesceKeep     = 64 << 10
 	defaultDataPoolIdle     = 20 * time.Second
 	defaultDataServeIdle    = 30 * time.Second
-	defaultIdleStreamTTL    = 30 * time.Second
+	defaultIdleStreamTTL    = 5 * time.Second
 	defaultAcceptBacklog    = 64
 
 	defaultDataRedialDelay  = time.Minute

@@ -114,6 +114,7 @@ func TestConfig_Defaults(t *testing.T) {
 			{"CoalesceKeep", c.CoalesceKeep, 64 << 10},
 			{"DataPoolIdle", c.DataPoolIdle, 20 * time.Second},
 			{"DataServeIdle", c.DataServeIdle, 30 * time.Second},
+			{"IdleStreamTimeout", c.IdleStreamTimeout, 5 * time.Second},
 		}
 		for _, tc := range checks {
 			if tc.got != tc.want {

@@ -132,7 +132,7 @@ func (s *Stream) writeLocked(frame []byte) error {
 	if err := s.sendState(); err != nil {
 		return err
 	}
-	if _, err := s.conn.Write(frame); err != nil {
+	if _, err := writeMessage(s.conn, frame); err != nil {
 		err = s.sendError(err)
 		s.closeWith(err)
 		return err
@@ -447,7 +447,7 @@ func (s *Stream) finish(herr error) {
 		e := getEncoder()
 		e.reset()
 		if err := e.appendFrame(kindEnd, &tr, s.cfg.MaxMessageSize); err == nil {
-			if _, err := s.conn.Write(e.bytes()); err != nil {
+			if _, err := writeMessage(s.conn, e.bytes()); err != nil {
 				s.closeWith(s.sendError(err))
 			}
 		}

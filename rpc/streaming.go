@@ -35,7 +35,7 @@ func streamHandshake(ctx context.Context, conn net.Conn, sess *Session, cfg *Con
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(pastTime) })
 	br := bufio.NewReaderSize(conn, readBufferSize)
 	var ack streamAck
-	_, err := conn.Write(e.bytes())
+	_, err := writeMessage(conn, e.bytes())
 	if err == nil {
 		err = readDataFrame(br, cfg.MaxMessageSize, &ack)
 	}
@@ -69,7 +69,7 @@ func serveStreaming(ctx context.Context, conn net.Conn, br *bufio.Reader, mux *M
 	e.reset()
 	err := e.appendFrame(kindData, &ack, cfg.MaxMessageSize)
 	if err == nil {
-		_, err = conn.Write(e.bytes())
+		_, err = writeMessage(conn, e.bytes())
 	}
 	putEncoder(e)
 	if err != nil || h == nil {

@@ -61,7 +61,7 @@ func unaryCall(ctx context.Context, dl time.Time, conn net.Conn, sess *Session, 
 	if err := appendRequest(e, cfg, method, seq, dl, args, wantsJSON(reply)); err != nil {
 		return err
 	}
-	if _, err := conn.Write(e.bytes()); err != nil {
+	if _, err := writeMessage(conn, e.bytes()); err != nil {
 		return callError(ctx, dl, sess, method, err)
 	}
 	br := getReader(conn)
@@ -394,7 +394,7 @@ func writeResponse(conn net.Conn, cfg *Config, seq uint64, herr error, reply any
 	if err := e.appendFrame(kindData, &rh, cfg.MaxMessageSize); err != nil {
 		return err
 	}
-	_, err := conn.Write(e.bytes())
+	_, err := writeMessage(conn, e.bytes())
 	return err
 }
 

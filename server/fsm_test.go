@@ -20,7 +20,7 @@ import (
 
 // applyCmd encodes a command and applies it through the FSM at index idx,
 // as raft would.
-func applyCmd(t *testing.T, f *fsm, idx uint64, typ msgType, c any) fsmResponse {
+func applyCmd(t testing.TB, f *fsm, idx uint64, typ msgType, c any) fsmResponse {
 	t.Helper()
 	buf, err := encodeCommand(typ, c)
 	if err != nil {

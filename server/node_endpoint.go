@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
+
 	"tether/rpc"
 	"tether/structs"
 )
@@ -237,7 +239,8 @@ func nodeUnchanged(old, c *structs.Node) bool {
 	if !maps.Equal(old.Attributes, c.Attributes) || !maps.Equal(old.Meta, c.Meta) || !maps.Equal(old.Links, c.Links) {
 		return false
 	}
-	if !ptrEqual(old.Resources, c.Resources) || !ptrEqual(old.Reserved, c.Reserved) || !ptrEqual(old.NodeResources, c.NodeResources) {
+	if !ptrEqual(old.Resources, c.Resources) || !ptrEqual(old.Reserved, c.Reserved) || !old.NodeResources.Equal(c.NodeResources) ||
+		!ptrEqual(old.ReservedResources, c.ReservedResources) {
 		return false
 	}
 	if !maps.EqualFunc(old.Drivers, c.Drivers, driverEqual) {
@@ -348,33 +351,43 @@ func (s *Server) nodeList(ctx context.Context, req *structs.NodeListRequest, res
 	if err := s.requireNodeRead(req.AuthToken); err != nil {
 		return err
 	}
-	nodes, err := s.store.Nodes(req.Prefix)
-	if err != nil {
-		return err
-	}
-	resp.Nodes = make([]*structs.NodeListStub, 0, len(nodes))
-	for _, n := range nodes {
-		resp.Nodes = append(resp.Nodes, n.Stub())
-		if n.ModifyIndex > resp.Index {
-			resp.Index = n.ModifyIndex
+	var err error
+	resp.Index, err = s.store.Blocking(ctx, req.BlockingOptions, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.store.TableIndex(ws, tableNodes)
+		nodes, err := s.store.Nodes(req.Prefix)
+		if err != nil {
+			return 0, err
 		}
-	}
-	return nil
+		resp.Nodes = make([]*structs.NodeListStub, 0, len(nodes))
+		for _, n := range nodes {
+			resp.Nodes = append(resp.Nodes, n.Stub(req.Resources))
+		}
+		return idx, nil
+	})
+	return err
 }
 
-func (s *Server) nodeGet(ctx context.Context, req *structs.NodeSpecificRequest, resp *structs.SingleNodeResponse) error {
+// nodeGet reads one node: its ModifyIndex is the read's index, the nodes
+// table's when the node is unknown.
+func (s *Server) nodeGet(ctx context.Context, req *structs.NodeGetRequest, resp *structs.SingleNodeResponse) error {
 	if err := s.requireNodeRead(req.AuthToken); err != nil {
 		return err
 	}
-	n, err := s.store.Node(req.NodeID)
-	if err != nil {
-		return err
-	}
-	if n != nil {
-		resp.Node = n.Sanitize()
-		resp.Index = n.ModifyIndex
-	}
-	return nil
+	var err error
+	resp.Index, err = s.store.Blocking(ctx, req.BlockingOptions, func(ws memdb.WatchSet) (uint64, error) {
+		idx := s.store.TableIndex(ws, tableNodes)
+		n, err := s.store.Node(req.NodeID)
+		if err != nil {
+			return 0, err
+		}
+		resp.Node = nil
+		if n != nil {
+			n.SecretID = "" // n is the store's copy
+			resp.Node, idx = n, n.ModifyIndex
+		}
+		return idx, nil
+	})
+	return err
 }
 
 func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, resp *structs.StatusResponse) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -27,13 +28,26 @@ type placementFailure struct {
 // feasible nodes. It returns the groups it could not fully place. Callers
 // hold s.schedMu.
 func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFailure, error) {
+	updates, failures, err := s.plan(job)
+	if err != nil || len(updates) == 0 {
+		return failures, err
+	}
+	if _, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates}); err != nil {
+		return nil, err
+	}
+	return failures, nil
+}
+
+// plan works out, from the state store, what reconcile writes for job:
+// the allocations to stop or update and the new ones, placed.
+func (s *Server) plan(job *structs.Job) ([]*structs.Allocation, []placementFailure, error) {
 	existing, err := s.store.AllocsByJob(job.Namespace, job.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nodes, err := s.store.Nodes("")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := time.Now().UnixNano()
 	var updates []*structs.Allocation
@@ -77,11 +91,7 @@ func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFa
 		}
 	}
 	if job.Stop {
-		if len(updates) == 0 {
-			return nil, nil
-		}
-		_, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates})
-		return nil, err
+		return updates, nil, nil
 	}
 	for _, tg := range job.TaskGroups {
 		keep := live[tg.Name][:0:0]
@@ -113,9 +123,20 @@ func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFa
 		if len(want) == 0 {
 			continue
 		}
-		groupAllocs := append([]*structs.Allocation(nil), keep...)
+		p := newPlacer(job, tg, nodes, load)
+		for _, a := range keep {
+			p.groupHosts[a.NodeID] = true
+		}
+		for _, as := range live {
+			for _, a := range as {
+				p.jobHosts[a.NodeID] = true
+			}
+		}
+		for _, a := range placed {
+			p.jobHosts[a.NodeID] = true
+		}
 		for n, idx := range want {
-			node, reason := s.selectNode(job, tg, nodes, load, groupAllocs, existingLive(live, placed))
+			node, reason := p.pick()
 			if node == nil {
 				failures = append(failures, placementFailure{Group: tg.Name, Missing: len(want) - n, Reason: reason})
 				break
@@ -125,27 +146,10 @@ func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFa
 				a.EvalID = s.evalID
 			}
 			placed = append(placed, a)
-			groupAllocs = append(groupAllocs, a)
-			load[node.ID] += float64(a.Resources.CPU)
+			p.placed(node, float64(a.Resources.CPU))
 		}
 	}
-	updates = append(updates, placed...)
-	if len(updates) > 0 {
-		if _, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates}); err != nil {
-			return nil, err
-		}
-	}
-	return failures, nil
-}
-
-// existingLive flattens the live allocations of every group plus those
-// placed in this pass, for job-level distinct_hosts.
-func existingLive(live map[string][]*structs.Allocation, placed []*structs.Allocation) []*structs.Allocation {
-	var out []*structs.Allocation
-	for _, as := range live {
-		out = append(out, as...)
-	}
-	return append(out, placed...)
+	return append(updates, placed...), failures, nil
 }
 
 // nodeLoads returns each node's allocated CPU (MHz) over running allocs.
@@ -161,43 +165,152 @@ func (s *Server) nodeLoads() map[string]float64 {
 	return load
 }
 
-// selectNode picks the feasible node with the lowest allocated share of its
-// CPU, breaking ties at random. It returns the reason when none fits.
-func (s *Server) selectNode(job *structs.Job, tg *structs.TaskGroup, nodes []*structs.Node, load map[string]float64,
-	groupAllocs, jobAllocs []*structs.Allocation) (*structs.Node, string) {
-	var best *structs.Node
-	bestScore := 0.0
-	filtered := map[string]int{}
+// distinctHostsReason is why a node that already runs an allocation of the
+// job (or group) is left out under distinct_hosts.
+const distinctHostsReason = "distinct_hosts: node already runs an allocation of this job"
+
+// placer places the allocations of one task group. What does not change
+// between placements (status, eligibility, datacenter, drivers and
+// constraints of every node) is checked once per group, and the feasible
+// nodes are kept in a heap by allocated share of CPU, so a placement is a
+// pop and a push; distinct_hosts is a set lookup. Placing A allocations
+// on N nodes costs N checks and A·log N, where it cost A×N checks, each
+// scanning the job's allocations under distinct_hosts (1,000 allocations
+// on 10,000 nodes: 19 s, 61 s with distinct_hosts; see BenchmarkPlan).
+type placer struct {
+	heap     candHeap
+	load     map[string]float64
+	excluded map[string]int // nodes left out for good, by reason
+	empty    bool           // no node is registered
+	taken    int            // candidates dropped under distinct_hosts
+
+	// distinctGroup and distinctJob say whether distinct_hosts applies
+	// within the group or across the job; groupHosts and jobHosts are
+	// the nodes that already run one of the group's or job's
+	// allocations.
+	distinctGroup, distinctJob bool
+	groupHosts, jobHosts       map[string]bool
+
+	last *cand // the candidate pick returned, until placed
+}
+
+// cand is a feasible node: its allocated share of CPU orders the heap,
+// then the allocations this pass put on it (allocations that ask for no
+// CPU still spread), then tie, drawn once, at random.
+type cand struct {
+	node     *structs.Node
+	capacity float64 // CPU, MHz
+	score    float64
+	placed   int
+	tie      float64
+}
+
+type candHeap []*cand
+
+func (h candHeap) Len() int { return len(h) }
+func (h candHeap) Less(i, j int) bool {
+	if h[i].score != h[j].score {
+		return h[i].score < h[j].score
+	}
+	if h[i].placed != h[j].placed {
+		return h[i].placed < h[j].placed
+	}
+	return h[i].tie < h[j].tie
+}
+func (h candHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *candHeap) Push(x any)   { *h = append(*h, x.(*cand)) }
+func (h *candHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return c
+}
+
+func newPlacer(job *structs.Job, tg *structs.TaskGroup, nodes []*structs.Node, load map[string]float64) *placer {
+	p := &placer{
+		load: load, excluded: map[string]int{}, empty: len(nodes) == 0,
+		groupHosts: map[string]bool{}, jobHosts: map[string]bool{},
+	}
+	var constraints []*structs.Constraint
+	for _, c := range job.Constraints {
+		if c.Operand == structs.ConstraintDistinctHosts {
+			p.distinctJob = p.distinctJob || c.RTarget != "false"
+			continue
+		}
+		constraints = append(constraints, c)
+	}
+	groupLevel := append([]*structs.Constraint(nil), tg.Constraints...)
+	for _, t := range tg.Tasks {
+		groupLevel = append(groupLevel, t.Constraints...)
+	}
+	for _, c := range groupLevel {
+		if c.Operand == structs.ConstraintDistinctHosts {
+			p.distinctGroup = p.distinctGroup || c.RTarget != "false"
+			continue
+		}
+		constraints = append(constraints, c)
+	}
 	for _, n := range nodes {
-		if reason := s.feasible(job, tg, n, groupAllocs, jobAllocs); reason != "" {
-			filtered[reason]++
+		if reason := feasible(job, tg, constraints, n); reason != "" {
+			p.excluded[reason]++
 			continue
 		}
 		capacity := 1000.0
 		if n.Resources != nil && n.Resources.CPU > 0 {
 			capacity = float64(n.Resources.CPU)
 		}
-		score := load[n.ID]/capacity + rand.Float64()*1e-6
-		if best == nil || score < bestScore {
-			best, bestScore = n, score
+		p.heap = append(p.heap, &cand{node: n, capacity: capacity, score: load[n.ID] / capacity, tie: rand.Float64()})
+	}
+	heap.Init(&p.heap)
+	return p
+}
+
+// pick returns the candidate with the lowest allocated share of its CPU,
+// ties broken at random, or why no node fits. The caller calls placed
+// with what it put on the node.
+func (p *placer) pick() (*structs.Node, string) {
+	for p.heap.Len() > 0 {
+		c := p.heap[0]
+		if (p.distinctGroup && p.groupHosts[c.node.ID]) || (p.distinctJob && p.jobHosts[c.node.ID]) {
+			heap.Pop(&p.heap)
+			p.taken++
+			continue
 		}
+		p.last = c
+		return c.node, ""
 	}
-	if best != nil {
-		return best, ""
-	}
-	if len(nodes) == 0 {
+	if p.empty {
 		return nil, "no nodes are registered"
 	}
 	var parts []string
-	for r, c := range filtered {
+	for r, c := range p.excluded {
 		parts = append(parts, fmt.Sprintf("%d node(s) excluded: %s", c, r))
+	}
+	if p.taken > 0 {
+		parts = append(parts, fmt.Sprintf("%d node(s) excluded: %s", p.taken, distinctHostsReason))
 	}
 	sort.Strings(parts)
 	return nil, strings.Join(parts, "; ")
 }
 
-// feasible returns "" when the group may run on n, else why not.
-func (s *Server) feasible(job *structs.Job, tg *structs.TaskGroup, n *structs.Node, groupAllocs, jobAllocs []*structs.Allocation) string {
+// placed records an allocation of cpu MHz placed on n, the node pick
+// returned last.
+func (p *placer) placed(n *structs.Node, cpu float64) {
+	p.load[n.ID] += cpu
+	p.groupHosts[n.ID] = true
+	p.jobHosts[n.ID] = true
+	if c := p.last; c != nil && c.node == n && p.heap.Len() > 0 && p.heap[0] == c {
+		c.score = p.load[n.ID] / c.capacity
+		c.placed++
+		heap.Fix(&p.heap, 0)
+	}
+	p.last = nil
+}
+
+// feasible returns "" when the group may run on n under constraints (the
+// job's, group's and tasks', less distinct_hosts), else why not.
+func feasible(job *structs.Job, tg *structs.TaskGroup, constraints []*structs.Constraint, n *structs.Node) string {
 	if n.Status != structs.NodeStatusReady {
 		return "node is " + n.Status
 	}
@@ -212,30 +325,7 @@ func (s *Server) feasible(job *structs.Job, tg *structs.TaskGroup, n *structs.No
 			return fmt.Sprintf("missing driver %q", t.Driver)
 		}
 	}
-	var constraints []*structs.Constraint
-	constraints = append(constraints, job.Constraints...)
-	constraints = append(constraints, tg.Constraints...)
-	for _, t := range tg.Tasks {
-		constraints = append(constraints, t.Constraints...)
-	}
 	for _, c := range constraints {
-		if c.Operand == structs.ConstraintDistinctHosts {
-			if c.RTarget == "false" {
-				continue
-			}
-			pool := groupAllocs
-			for _, jc := range job.Constraints {
-				if jc == c {
-					pool = jobAllocs
-				}
-			}
-			for _, a := range pool {
-				if a.NodeID == n.ID {
-					return "distinct_hosts: node already runs an allocation of this job"
-				}
-			}
-			continue
-		}
 		if !constraintMet(c, n) {
 			return fmt.Sprintf("constraint %s %s %s not met", c.LTarget, c.Operand, c.RTarget)
 		}

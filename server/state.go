@@ -484,3 +484,71 @@ func (s *StateStore) NodeExists(id string) bool {
 	raw, err := s.db.Txn(false).First(tableNodes, "id", id)
 	return err == nil && raw != nil
 }
+
+// NodeAllocs reads a node's allocations for a caller (not the node's own
+// pull): their highest ModifyIndex, node status reports included, or the
+// allocations table's index when the node has none. ws, if set, watches
+// the node's entries only.
+func (s *StateStore) NodeAllocs(ws memdb.WatchSet, nodeID string) ([]*structs.Allocation, uint64, error) {
+	tableIdx := s.TableIndex(nil, tableAllocs)
+	allocs, _, err := s.allocsByNode(ws, nodeID)
+	if err != nil {
+		return nil, 0, err
+	}
+	var idx uint64
+	for _, a := range allocs {
+		idx = max(idx, a.ModifyIndex)
+	}
+	if len(allocs) == 0 {
+		idx = tableIdx
+	}
+	return allocs, idx, nil
+}
+
+// JobSummary counts the job's allocations by client status, per group,
+// with the queued counts of its latest evaluation. Its ModifyIndex is the
+// index of the last change to what it counts (the job, its allocations,
+// its evaluations); a blocking read of it watches those three tables.
+func (s *StateStore) JobSummary(job *structs.Job) (*structs.JobSummary, error) {
+	allocs, err := s.AllocsByJob(job.Namespace, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	evals, err := s.EvalsByJob(job.Namespace, job.ID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &structs.JobSummary{JobID: job.ID, Namespace: job.Namespace, Summary: make(map[string]structs.TaskGroupSummary, len(job.TaskGroups)),
+		Children: &structs.JobChildrenSummary{}, CreateIndex: job.CreateIndex, ModifyIndex: job.ModifyIndex}
+	for _, tg := range job.TaskGroups {
+		sum.Summary[tg.Name] = structs.TaskGroupSummary{}
+	}
+	for _, al := range allocs {
+		sum.ModifyIndex = max(sum.ModifyIndex, al.ModifyIndex)
+		g := sum.Summary[al.TaskGroup]
+		switch al.ClientStatus {
+		case structs.AllocClientStatusPending:
+			g.Starting++
+		case structs.AllocClientStatusRunning:
+			g.Running++
+		case structs.AllocClientStatusComplete:
+			g.Complete++
+		case structs.AllocClientStatusFailed:
+			g.Failed++
+		case structs.AllocClientStatusLost:
+			g.Lost++
+		default:
+			g.Unknown++
+		}
+		sum.Summary[al.TaskGroup] = g
+	}
+	if len(evals) > 0 {
+		sum.ModifyIndex = max(sum.ModifyIndex, evals[0].ModifyIndex)
+		for tg, n := range evals[0].QueuedAllocations {
+			g := sum.Summary[tg]
+			g.Queued = n
+			sum.Summary[tg] = g
+		}
+	}
+	return sum, nil
+}

@@ -106,6 +106,58 @@ func (a *Allocation) ClientTerminal() bool {
 	return false
 }
 
+// Allocated returns the resources the allocation holds in Nomad's
+// AllocatedResources shape: per task its CPU and memory, shared its disk.
+func (a *Allocation) Allocated() *AllocatedResources {
+	out := &AllocatedResources{Tasks: make(map[string]*AllocatedTaskResources, len(a.TaskResources))}
+	for name, r := range a.TaskResources {
+		if r == nil {
+			continue
+		}
+		out.Tasks[name] = &AllocatedTaskResources{
+			Cpu:    AllocatedCpuResources{CpuShares: int64(r.CPU)},
+			Memory: AllocatedMemoryResources{MemoryMB: int64(r.MemoryMB)},
+		}
+	}
+	if a.Resources != nil {
+		out.Shared.DiskMB = int64(a.Resources.DiskMB)
+	}
+	return out
+}
+
+// AllocatedResources is what an allocation holds on its node.
+type AllocatedResources struct {
+	Tasks  map[string]*AllocatedTaskResources
+	Shared AllocatedSharedResources
+}
+
+// AllocatedTaskResources is what one task holds.
+type AllocatedTaskResources struct {
+	Cpu      AllocatedCpuResources
+	Memory   AllocatedMemoryResources
+	Networks []*NetworkResource
+	Devices  []any
+}
+
+// AllocatedSharedResources is what the allocation's tasks share.
+type AllocatedSharedResources struct {
+	DiskMB   int64
+	Networks []*NetworkResource
+	Ports    []any
+}
+
+// AllocatedCpuResources is a task's CPU in MHz.
+type AllocatedCpuResources struct {
+	CpuShares     int64
+	ReservedCores []uint16
+}
+
+// AllocatedMemoryResources is a task's memory in MB.
+type AllocatedMemoryResources struct {
+	MemoryMB    int64
+	MemoryMaxMB int64
+}
+
 // Stub returns the allocation's list entry.
 func (a *Allocation) Stub() *AllocListStub {
 	s := &AllocListStub{
@@ -141,6 +193,7 @@ type AllocListStub struct {
 	ClientDescription  string
 	TaskStates         map[string]*TaskState
 	FollowupEvalID     string
+	AllocatedResources *AllocatedResources `json:",omitempty"`
 	CreateIndex        uint64
 	ModifyIndex        uint64
 	CreateTime         int64

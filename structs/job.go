@@ -80,9 +80,12 @@ type JobListStub struct {
 	StatusDescription string
 	Version           uint64
 	SubmitTime        int64
-	CreateIndex       uint64
-	ModifyIndex       uint64
-	JobModifyIndex    uint64
+	// JobSummary is the job's allocation counts (the nomad CLI reads it
+	// from the stub); the list endpoint fills it.
+	JobSummary     *JobSummary
+	CreateIndex    uint64
+	ModifyIndex    uint64
+	JobModifyIndex uint64
 }
 
 // Constraint restricts placement: LTarget Operand RTarget.

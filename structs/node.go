@@ -1,6 +1,10 @@
 package structs
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"time"
+)
 
 // Node statuses.
 const (
@@ -29,6 +33,7 @@ type Node struct {
 	Resources             *Resources
 	Reserved              *Resources
 	NodeResources         *NodeResources
+	ReservedResources     *NodeReservedResources
 	Links                 map[string]string
 	Meta                  map[string]string
 	NodeClass             string
@@ -57,17 +62,134 @@ type Resources struct {
 	DiskMB   int
 }
 
+// The range the node hands dynamic ports out of, Nomad's defaults.
+const (
+	DefaultMinDynamicPort = 20000
+	DefaultMaxDynamicPort = 32000
+)
+
 // NodeResources is the node's total resources in the newer shape.
 type NodeResources struct {
-	Cpu    NodeCpuResources
-	Memory NodeMemoryResources
-	Disk   NodeDiskResources
+	Cpu      NodeCpuResources
+	Memory   NodeMemoryResources
+	Disk     NodeDiskResources
+	Networks []*NetworkResource
+	// Devices is nil: Tether runs no device plugins (Nomad's null too).
+	Devices        []*NodeDeviceResource
+	MinDynamicPort int
+	MaxDynamicPort int
 }
 
-// NodeCpuResources is the node's CPU.
+// NodeCpuResources is the node's CPU. ReservableCpuCores are the IDs of
+// the cores tasks may reserve.
 type NodeCpuResources struct {
-	CpuShares     int64
-	TotalCpuCores uint16
+	CpuShares          int64
+	TotalCpuCores      uint16
+	ReservableCpuCores []uint16
+}
+
+// NetworkResource is a network the node offers: its host interface.
+type NetworkResource struct {
+	Mode          string
+	Device        string
+	CIDR          string
+	IP            string
+	Hostname      string
+	MBits         int
+	ReservedPorts []Port
+	DynamicPorts  []Port
+}
+
+// Port is a port of a network resource.
+type Port struct {
+	Label       string
+	Value       int
+	To          int
+	HostNetwork string
+}
+
+// NodeDeviceResource is a group of devices of one vendor, type and name.
+type NodeDeviceResource struct {
+	Vendor     string
+	Type       string
+	Name       string
+	Attributes map[string]string
+}
+
+// NodeReservedResources is what the node keeps back from tasks.
+type NodeReservedResources struct {
+	Cpu      NodeReservedCpuResources
+	Memory   NodeReservedMemoryResources
+	Disk     NodeReservedDiskResources
+	Networks NodeReservedNetworkResources
+}
+
+// NodeReservedCpuResources is the CPU kept back, in MHz.
+type NodeReservedCpuResources struct {
+	CpuShares uint64
+}
+
+// NodeReservedMemoryResources is the memory kept back, in MB.
+type NodeReservedMemoryResources struct {
+	MemoryMB uint64
+}
+
+// NodeReservedDiskResources is the disk kept back, in MB.
+type NodeReservedDiskResources struct {
+	DiskMB uint64
+}
+
+// NodeReservedNetworkResources names the host ports kept back ("22,80-90").
+type NodeReservedNetworkResources struct {
+	ReservedHostPorts string
+}
+
+// Copy returns a deep copy; nil returns nil.
+func (r *NodeResources) Copy() *NodeResources {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	c.Cpu.ReservableCpuCores = slices.Clone(r.Cpu.ReservableCpuCores)
+	c.Networks = make([]*NetworkResource, 0, len(r.Networks))
+	for _, n := range r.Networks {
+		nc := *n
+		nc.ReservedPorts = slices.Clone(n.ReservedPorts)
+		nc.DynamicPorts = slices.Clone(n.DynamicPorts)
+		c.Networks = append(c.Networks, &nc)
+	}
+	if r.Networks == nil {
+		c.Networks = nil
+	}
+	if r.Devices != nil {
+		c.Devices = make([]*NodeDeviceResource, 0, len(r.Devices))
+		for _, d := range r.Devices {
+			dc := *d
+			dc.Attributes = copyStringMap(d.Attributes)
+			c.Devices = append(c.Devices, &dc)
+		}
+	}
+	return &c
+}
+
+// Equal reports whether r and o describe the same resources, nil equal
+// only to nil.
+func (r *NodeResources) Equal(o *NodeResources) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	return r.Cpu.CpuShares == o.Cpu.CpuShares && r.Cpu.TotalCpuCores == o.Cpu.TotalCpuCores &&
+		slices.Equal(r.Cpu.ReservableCpuCores, o.Cpu.ReservableCpuCores) &&
+		r.Memory == o.Memory && r.Disk == o.Disk &&
+		r.MinDynamicPort == o.MinDynamicPort && r.MaxDynamicPort == o.MaxDynamicPort &&
+		slices.EqualFunc(r.Networks, o.Networks, func(a, b *NetworkResource) bool {
+			return a.Mode == b.Mode && a.Device == b.Device && a.CIDR == b.CIDR && a.IP == b.IP &&
+				a.Hostname == b.Hostname && a.MBits == b.MBits &&
+				slices.Equal(a.ReservedPorts, b.ReservedPorts) && slices.Equal(a.DynamicPorts, b.DynamicPorts)
+		}) &&
+		slices.EqualFunc(r.Devices, o.Devices, func(a, b *NodeDeviceResource) bool {
+			return a.Vendor == b.Vendor && a.Type == b.Type && a.Name == b.Name && maps.Equal(a.Attributes, b.Attributes)
+		})
 }
 
 // NodeMemoryResources is the node's memory in MB.
@@ -116,9 +238,10 @@ func (n *Node) Copy() *Node {
 		r := *n.Reserved
 		c.Reserved = &r
 	}
-	if n.NodeResources != nil {
-		r := *n.NodeResources
-		c.NodeResources = &r
+	c.NodeResources = n.NodeResources.Copy()
+	if n.ReservedResources != nil {
+		r := *n.ReservedResources
+		c.ReservedResources = &r
 	}
 	if n.Drivers != nil {
 		c.Drivers = make(map[string]*DriverInfo, len(n.Drivers))
@@ -141,9 +264,10 @@ func (n *Node) Sanitize() *Node {
 	return c
 }
 
-// Stub returns the node's list entry.
-func (n *Node) Stub() *NodeListStub {
-	return &NodeListStub{
+// Stub returns the node's list entry; with resources (?resources=true)
+// it carries the node's NodeResources and ReservedResources too.
+func (n *Node) Stub(resources bool) *NodeListStub {
+	s := &NodeListStub{
 		Address:               addrHost(n.HTTPAddr),
 		ID:                    n.ID,
 		Datacenter:            n.Datacenter,
@@ -159,6 +283,14 @@ func (n *Node) Stub() *NodeListStub {
 		CreateIndex:           n.CreateIndex,
 		ModifyIndex:           n.ModifyIndex,
 	}
+	if resources {
+		s.NodeResources = n.NodeResources.Copy()
+		if n.ReservedResources != nil {
+			r := *n.ReservedResources
+			s.ReservedResources = &r
+		}
+	}
+	return s
 }
 
 // NodeListStub is a node's entry in /v1/nodes.
@@ -175,6 +307,8 @@ type NodeListStub struct {
 	Status                string
 	StatusDescription     string
 	Drivers               map[string]*DriverInfo
+	NodeResources         *NodeResources         `json:",omitempty"`
+	ReservedResources     *NodeReservedResources `json:",omitempty"`
 	CreateIndex           uint64
 	ModifyIndex           uint64
 }

@@ -72,10 +72,28 @@ type GenericResponse struct {
 	Index uint64
 }
 
-// NodeListRequest lists nodes whose ID starts with Prefix.
+// BlockingOptions make a read a blocking query: it answers once the index
+// of what it reads passes MinQueryIndex, or after MaxQueryTime (capped,
+// with jitter, by the server). A zero MinQueryIndex answers at once.
+type BlockingOptions struct {
+	MinQueryIndex uint64
+	MaxQueryTime  time.Duration
+}
+
+// NodeListRequest lists nodes whose ID starts with Prefix; Resources adds
+// each node's resources to its stub (?resources=true).
 type NodeListRequest struct {
-	Prefix string
+	Prefix    string
+	Resources bool
 	QueryOptions
+	BlockingOptions
+}
+
+// NodeGetRequest reads one node, as a blocking query if asked.
+type NodeGetRequest struct {
+	NodeID string
+	QueryOptions
+	BlockingOptions
 }
 
 // NodeListResponse is the answer to Node.List.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -60,9 +61,18 @@ type fleetFlags struct {
 	progress   time.Duration
 	logLevel   string
 	nodeLevel  string
+	gcPercent  int
 
 	set map[string]bool
 }
+
+// defaultFleetGCPercent is the fleet's GC target. A fleet's heap is
+// thousands of idle sessions that live as long as the process, and little
+// garbage: at the runtime's 100 the heap may reach twice the sessions'
+// size before a collection (3,000 mTLS nodes: 87 KiB RSS per node at 100,
+// 67 KiB at 25, for 13% of a core in collections during the cold start).
+// Only the fleet command sets it; agents keep the runtime's default.
+const defaultFleetGCPercent = 25
 
 func newFleetFlagSet(f *fleetFlags) *flag.FlagSet {
 	d := client.DefaultFleetConfig()
@@ -86,6 +96,7 @@ func newFleetFlagSet(f *fleetFlags) *flag.FlagSet {
 	fs.DurationVar(&f.progress, "progress", 5*time.Second, "How often a progress line is printed; 0 prints none.")
 	fs.StringVar(&f.logLevel, "log-level", "INFO", "Log level of the fleet's own logs: TRACE, DEBUG, INFO, WARN or ERROR.")
 	fs.StringVar(&f.nodeLevel, "node-log-level", "ERROR", "Log level of the nodes' logs (each line names its node).")
+	fs.IntVar(&f.gcPercent, "gc-percent", defaultFleetGCPercent, "The fleet process's GC target (as GOGC): its heap is mostly live sessions,\nso the runtime's 100 would double its memory. A GOGC in the environment wins\nunless this flag is given; -1 turns the collector off.")
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	return fs
@@ -220,6 +231,9 @@ func runFleet(args []string, stdout, stderr io.Writer) int {
 		Level:  hclog.LevelFromString(f.nodeLevel),
 		Output: stderr,
 	})
+	if _, env := os.LookupEnv("GOGC"); !env || f.set["gc-percent"] {
+		defer debug.SetGCPercent(debug.SetGCPercent(f.gcPercent))
+	}
 	fl, err := newFleet(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tether fleet: %v\n", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,5 +209,27 @@ func TestRunFleet_Signal(t *testing.T) {
 	defer fake.mu.Unlock()
 	if !fake.shutdown {
 		t.Fatal("fleet not shut down")
+	}
+}
+
+func TestFleetFlags_GCPercent(t *testing.T) {
+	cases := []struct {
+		args    []string
+		want    int
+		wantSet bool
+	}{
+		{nil, defaultFleetGCPercent, false},
+		{[]string{"-gc-percent", "50"}, 50, true},
+		{[]string{"-gc-percent", "-1"}, -1, true},
+	}
+	for _, tc := range cases {
+		args := append([]string{"-servers", "a:1", "-nodes", "1"}, tc.args...)
+		f, code, ok := parseFleetFlags(args, io.Discard, io.Discard)
+		if !ok {
+			t.Fatalf("%v: exit %d", tc.args, code)
+		}
+		if f.gcPercent != tc.want || f.set["gc-percent"] != tc.wantSet {
+			t.Errorf("%v: gcPercent %d (given %v); want %d (%v)", tc.args, f.gcPercent, f.set["gc-percent"], tc.want, tc.wantSet)
+		}
 	}
 }
