@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"tether/server"
 	"tether/structs"
 )
 
@@ -163,26 +164,20 @@ func (a *Agent) forwardHTTP(logger hclog.Logger, w http.ResponseWriter, r *http.
 	}
 }
 
-// Blocking queries: Nomad's default and longest wait, and the most a
-// server adds to it (wait/16).
-const (
-	defaultQueryWait = 5 * time.Minute
-	maxQueryWait     = 10 * time.Minute
-)
-
 // forwardContext is the context of r's HTTP.Forward call. A blocking query
-// (?index=) may take its whole wait on the server, longer than the RPC
-// layer's default call timeout: its call gets until the wait, plus the
-// server's jitter and half a minute, to answer. Other calls keep the
+// (?index=) may take its whole wait on the server (server.queryWait: the
+// wait asked, server.DefaultQueryTime by default, at most
+// server.MaxQueryTime, plus up to a 16th), longer than the RPC layer's
+// default call timeout: its call gets that, and half a minute, to answer. Other calls keep the
 // default timeout. Either ends when the caller goes away.
 func forwardContext(r *http.Request) (context.Context, context.CancelFunc) {
 	q := r.URL.Query()
 	if q.Get("index") == "" {
 		return r.Context(), func() {}
 	}
-	wait := defaultQueryWait
+	wait := server.DefaultQueryTime
 	if d, err := time.ParseDuration(q.Get("wait")); err == nil && d > 0 {
-		wait = min(d, maxQueryWait)
+		wait = min(d, server.MaxQueryTime)
 	}
 	return context.WithTimeout(r.Context(), wait+wait/16+30*time.Second)
 }

@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"tether/server"
 )
 
 // TestServedByNode: which paths a node-only agent answers itself and which
@@ -77,8 +79,8 @@ func TestForwardHeader(t *testing.T) {
 	}
 }
 
-// TestForwardContext: a blocking query's call lasts its wait (Nomad's
-// default 5 minutes, at most 10) plus the server's jitter and half a
+// TestForwardContext: a blocking query's call lasts its wait (the server's
+// default, at most its longest) plus the server's jitter and half a
 // minute; other calls keep the RPC layer's default timeout.
 func TestForwardContext(t *testing.T) {
 	cases := []struct {
@@ -89,9 +91,9 @@ func TestForwardContext(t *testing.T) {
 		{"wait=1m", 0},
 		{"index=5&wait=1m", time.Minute + time.Minute/16 + 30*time.Second},
 		{"index=5&wait=60000ms", time.Minute + time.Minute/16 + 30*time.Second},
-		{"index=5", 5*time.Minute + 5*time.Minute/16 + 30*time.Second},
-		{"index=5&wait=bogus", 5*time.Minute + 5*time.Minute/16 + 30*time.Second},
-		{"index=5&wait=1h", 10*time.Minute + 10*time.Minute/16 + 30*time.Second},
+		{"index=5", server.DefaultQueryTime + server.DefaultQueryTime/16 + 30*time.Second},
+		{"index=5&wait=bogus", server.DefaultQueryTime + server.DefaultQueryTime/16 + 30*time.Second},
+		{"index=5&wait=1h", server.MaxQueryTime + server.MaxQueryTime/16 + 30*time.Second},
 	}
 	for _, tc := range cases {
 		r := httptest.NewRequest("GET", "/v1/jobs?"+tc.query, nil)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -165,6 +166,61 @@ func TestNodeForward_SameAnswers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNodeForward_BlockingJobs: the servers' own blocking query on the
+// jobs table, asked of a node, wakes on a job registered at the server.
+func TestNodeForward_BlockingJobs(t *testing.T) {
+	srv := startServer(t, "server1")
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withMockDriver())
+	newJob := func(id string) *nomad.Job {
+		return &nomad.Job{ID: ptr(id), Type: ptr("batch"), Datacenters: []string{"dc1"},
+			TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{mockTask("t", map[string]any{"run_for": "1ms"})}}}}
+	}
+	if _, _, err := srv.API(t).Jobs().Register(newJob("first"), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, meta, err := node.API(t).Jobs().List(nil)
+	if err != nil || meta.LastIndex == 0 {
+		t.Fatalf("jobs index %+v, %v; want one past the first job", meta, err)
+	}
+	// Each read blocks until the jobs table moves past the index it
+	// names (the first job's own updates may come first), so every answer
+	// has a higher index, until one holds the job registered meanwhile.
+	api := node.API(t)
+	done := make(chan error, 1)
+	go func() {
+		idx := meta.LastIndex
+		for {
+			jobs, m, err := api.Jobs().List(&nomad.QueryOptions{WaitIndex: idx, WaitTime: time.Minute})
+			switch {
+			case err != nil:
+				done <- err
+				return
+			case m.LastIndex <= idx || !m.KnownLeader:
+				done <- fmt.Errorf("blocking read at index %d answered %+v without a change", idx, m)
+				return
+			}
+			for _, j := range jobs {
+				if j.ID == "woken" {
+					done <- nil
+					return
+				}
+			}
+			idx = m.LastIndex
+		}
+	}()
+	if _, _, err := srv.API(t).Jobs().Register(newJob("woken"), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the blocking query through the node did not wake on the write")
 	}
 }
 
