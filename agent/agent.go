@@ -235,6 +235,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		ConnContext:       rpc.BatcherContext,
 		ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	if a.server != nil {
+		a.server.SetHTTPAPI(serverPathsOnly(a.httpSrv.Handler)) // what nodes forward (forward_http.go)
+	}
 	httpLn := a.httpListener()
 	a.wg.Add(1)
 	go func() {

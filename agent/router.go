@@ -68,7 +68,7 @@ func (a *Agent) router() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusNotFound)
 	})
-	return r
+	return a.forwardingToServers(r) // a node-only agent forwards the servers' endpoints (forward_http.go)
 }
 
 // routes is the API's router: gorilla/mux, and in front of it a map of

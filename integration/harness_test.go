@@ -95,7 +95,7 @@ func startAgent(t testing.TB, cfg *agent.Config) *testAgent {
 }
 
 // startServer starts a server-only agent.
-func startServer(t *testing.T, name string) *testAgent {
+func startServer(t testing.TB, name string) *testAgent {
 	t.Helper()
 	cfg := baseConfig(t, name)
 	cfg.Server.Enabled = true
@@ -104,7 +104,7 @@ func startServer(t *testing.T, name string) *testAgent {
 }
 
 // startNode starts a node-only agent and waits until it registered.
-func startNode(t *testing.T, name string, opts ...agentOpt) *testAgent {
+func startNode(t testing.TB, name string, opts ...agentOpt) *testAgent {
 	t.Helper()
 	cfg := baseConfig(t, name)
 	cfg.Client.Enabled = true

@@ -61,6 +61,8 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	httpAPI atomic.Pointer[httpAPI] // HTTP.Forward's handler (http_forward.go)
+
 	mu       sync.Mutex
 	ln       net.Listener
 	started  bool
@@ -185,6 +187,7 @@ func New(cfg *Config) (_ *Server, err error) {
 	s.pool = rpc.NewPool(peerCfg)
 	s.hb = newHeartbeats(cfg, s.nodeExpired)
 	s.registerEndpoints()
+	s.registerHTTPForward()
 	if err := s.setupRaft(); err != nil {
 		return nil, err
 	}
