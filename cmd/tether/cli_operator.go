@@ -30,10 +30,10 @@ Usage: tether operator api [options] <path>
   Sends a request to the HTTP API with the address, token and TLS of the
   other commands and prints the response body. When stdin is not a
   terminal its content is the request body, and the method defaults to
-  PUT instead of GET.
+  POST instead of GET, as curl does.
 
 Options:
-  -X <method>    The HTTP method (default GET, or PUT with a body).
+  -X <method>    The HTTP method (default GET, or POST with a body).
   -H <header>    A header "Name: value"; may be repeated.
   -filter <expr> A filter expression for list endpoints.
 `,
@@ -96,7 +96,7 @@ func runOperatorAPI(m *meta, args []string) int {
 	if method == "" {
 		method = http.MethodGet
 		if len(body) > 0 {
-			method = http.MethodPut
+			method = http.MethodPost
 		}
 	}
 	cfg := m.config()
