@@ -126,6 +126,26 @@ const cliJobJSON = `{"Job": {"ID": "web", "Name": "web", "Type": "service", "Dat
    "Config": {"run_for": "1h", "stdout_string": "hello\n"},
    "Resources": {"CPU": 100, "MemoryMB": 64}}]}]}}`
 
+const cliJobHCL = `
+job "hweb" {
+  datacenters = ["dc1"]
+  type        = "batch"
+  group "g" {
+    task "t" {
+      driver = "mock_driver"
+      config {
+        run_for       = "1h"
+        stdout_string = "on ${node.unique.name}\n"
+      }
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+    }
+  }
+}
+`
+
 // TestCLI_Commands drives every read and job command of the built binary
 // against a server and two mock_driver nodes: table columns, -json, -t,
 // prefix resolution and the errors of bad input.
@@ -311,6 +331,33 @@ func TestCLI_Commands(t *testing.T) {
 	cli("job", "stop", "-purge", "web").ok(t)
 	if r := cli("job", "status", "web"); r.code != 1 {
 		t.Fatalf("job status after purge: exit %d", r.code)
+	}
+
+	// HCL: parsed by the server, through the Go client and "job run".
+	dir := t.TempDir()
+	hclFile := writeFile(t, dir, "hweb.hcl", cliJobHCL)
+	parsed, err := srv.API(t).Jobs().ParseHCL(cliJobHCL, true)
+	if err != nil {
+		t.Fatalf("ParseHCL: %v", err)
+	}
+	if *parsed.ID != "hweb" || *parsed.TaskGroups[0].Tasks[0].Resources.MemoryMB != 64 || parsed.Type == nil {
+		t.Fatalf("ParseHCL: %+v", parsed)
+	}
+	mustContain(t, cli("job", "run", hclFile).ok(t).stdout, `finished with status "complete"`)
+	waitAllocsStatus(t, srv.API(t), "hweb", 1, "running")
+	if got := kvValue(cli("job", "status", "hweb").ok(t).stdout, "Type"); got != "batch" {
+		t.Fatalf("hweb type %q", got)
+	}
+	cli("job", "stop", "-purge", "hweb").ok(t)
+	badFiles := []struct{ name, body, want string }{
+		{"bad.hcl", "job \"x\" {\n  group \"g\" {\n    bogus = 1\n  }\n}\n", `bad.hcl:3,5-10: Unsupported argument`},
+		{"bad.json", `{"Job": {"ID": 5}}`, "bad.json: line 1, column 17"},
+	}
+	for _, bf := range badFiles {
+		r := cli("job", "run", writeFile(t, dir, bf.name, bf.body))
+		if r.code != 1 || !strings.Contains(r.stderr, bf.want) {
+			t.Fatalf("job run %s: exit %d\n%s", bf.name, r.code, r.stderr)
+		}
 	}
 
 	// Completion: the scripts load in bash; IDs come from the API.

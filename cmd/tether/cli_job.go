@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -378,6 +379,13 @@ func (m *meta) parseJobFile(c *nomad.Client, path string, body []byte) (*nomad.J
 	}
 	job, err := c.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: string(body), Canonicalize: false})
 	if err != nil {
+		// The server names the text it parsed "input.hcl": name the file.
+		var ue nomad.UnexpectedResponseError
+		if errors.As(err, &ue) && ue.StatusCode() == 400 && ue.HasBody() {
+			msg := strings.ReplaceAll(strings.TrimSpace(ue.Body()), "input.hcl:", path+":")
+			m.ui.Error("Error parsing job file " + path + ":\n" + msg)
+			return nil, false
+		}
 		m.apiError("parsing job file "+path, err)
 		return nil, false
 	}
