@@ -46,6 +46,9 @@ Options:
 			run:   runAllocStop,
 		},
 	}
+	for k, v := range allocStreamCommands(m) {
+		cmds[k] = v
+	}
 	return cmds
 }
 
