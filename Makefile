@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run bench bench-peer bench-fleet lint clean
+.PHONY: all build test run bench bench-peer bench-fleet bench-metrics lint clean
 
 all: build
 
@@ -35,6 +35,12 @@ bench: build
 	@if [ -d ../shared/bench/clientapi-bench ]; then \
 		scripts/clientapi-bench.sh -scenarios all -reps 1 -big-n 2 -readat-n 200 -n 1000; \
 	else echo "../shared/bench not found: skipping clientapi-bench"; fi
+
+# bench-metrics prints what telemetry costs a forwarded GET /v1/client/stats:
+# one in-process cluster with telemetry off and one with everything on, called
+# in turn in one run; on/off is the throughput ratio (target >= 0.98).
+bench-metrics:
+	$(GO) test -run '^$$' -bench '^BenchmarkMetrics_ForwardedStats$$' -benchtime 20000x -count 3 ./integration/
 
 # bench-peer drives ../shared/bench/clientapi-bench (the harness that
 # measured Nomad v1.6.5) against a Tether server and node with the peer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -38,8 +39,12 @@ type Agent struct {
 	httpAdvertise string
 	rpcAdvertise  string
 
-	streams streamLimiter
-	queries queryStop // ends blocking queries on shutdown
+	streams  streamLimiter
+	streamed byteCounters // bytes of file and log streams by kind (telemetry.go)
+	queries  queryStop    // ends blocking queries on shutdown
+
+	telemetry   *telemetry   // nil with DisableTelemetry
+	promHandler http.Handler // nil unless telemetry.prometheus_metrics
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -81,6 +86,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 	if err := a.startTLS(); err != nil {
 		return err
+	}
+	if !cfg.DisableTelemetry {
+		if a.telemetry, err = newTelemetry(cfg.Telemetry, cfg.Name, a.logger.Named("telemetry")); err != nil {
+			return err
+		}
+		a.promHandler = newPromHandler(a.telemetry)
 	}
 
 	// The HTTP listener first: its address is the node's HTTPAddr.
@@ -140,6 +151,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if a.server, err = server.New(scfg); err != nil {
 			return err
 		}
+		if a.telemetry != nil {
+			a.server.SetMetrics(a.telemetry.m)
+		}
 		a.server.Start(a.rpcLn)
 	}
 
@@ -173,6 +187,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			client.DriverMock:    cfg.MockDriverEnabled(),
 		}
 		ccfg.Version = NomadVersion
+		if cfg.Telemetry.CollectionInterval > 0 {
+			ccfg.StatsInterval = cfg.Telemetry.CollectionInterval
+		}
 		ccfg.Logger = a.logger.Named("client")
 		if cfg.DevMode {
 			ccfg.MetaSyncDelay = 500 * time.Millisecond
@@ -190,6 +207,22 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 
 	a.backend = &backend{server: a.server, client: a.client}
+	if t := a.telemetry; t != nil {
+		a.backend.calls = &t.calls
+		t.client = a.client
+		if srv := a.server; srv != nil {
+			t.serverSt = func() map[string]uint64 {
+				st := srv.Stats()
+				maps.Copy(st, srv.RPCStats())
+				return st
+			}
+		}
+		t.agentStats = a.stats
+		t.streamed = &a.streamed
+		if err := t.start(); err != nil {
+			return err
+		}
+	}
 	a.httpSrv = &http.Server{
 		Handler:           a.router(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -225,6 +258,9 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 			a.httpLn.Close()
 		}
 		a.wg.Wait()
+		if a.telemetry != nil {
+			a.telemetry.stop()
+		}
 		if a.client != nil {
 			a.client.Shutdown()
 		}

@@ -16,6 +16,7 @@ import (
 type backend struct {
 	server *server.Server // nil on a node-only agent
 	client *client.Client // nil on a server-only agent
+	calls  *callMetrics   // nil with telemetry off
 }
 
 // serverCall runs a server method: in process on a server, over the

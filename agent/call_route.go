@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net"
+	"time"
 
 	"tether/rpc"
 	"tether/server"
@@ -81,8 +82,29 @@ func checkAllocID(allocID string) error {
 	return structs.ValidateUUID("alloc", allocID)
 }
 
-// call makes a unary client call and fills reply.
+// call makes a unary client call and fills reply, and counts it in the
+// agent's metrics (method, outcome, hops).
 func (rt *callRoute) call(ctx context.Context, method string, args, reply any) error {
+	start := time.Now()
+	err := rt.callOnce(ctx, method, args, reply)
+	rt.b.calls.record(method, rt.hops(), start, err)
+	return err
+}
+
+// hops is the call's "hops" label (agent/telemetry_calls.go): a
+// node-only agent's relay takes at least two.
+func (rt *callRoute) hops() int {
+	switch {
+	case rt.local:
+		return hopsLocal
+	case rt.srv != nil:
+		return rt.srv.Hops()
+	default:
+		return hopsPeer
+	}
+}
+
+func (rt *callRoute) callOnce(ctx context.Context, method string, args, reply any) error {
 	switch {
 	case rt.local:
 		return rt.b.client.Mux().CallLocal(ctx, method, args, reply)

@@ -93,6 +93,9 @@ type Config struct {
 	// Limits holds the connection limits (limits).
 	Limits LimitsConfig
 
+	// Telemetry holds the metrics settings (telemetry), agent/telemetry.go.
+	Telemetry TelemetryConfig
+
 	// Plugins holds the task driver plugin blocks (plugin "NAME" { ... }),
 	// keyed by plugin name. A nil map means no plugin block.
 	Plugins map[string]*PluginConfig
@@ -105,6 +108,11 @@ type Config struct {
 	// Files lists the configuration files that were loaded, in the order
 	// they were merged.
 	Files []string
+
+	// DisableTelemetry turns the agent's metrics off: /v1/metrics answers
+	// an empty summary, and nothing is collected. Nomad has no such key;
+	// it is never read from files (benchmarks compare with and without).
+	DisableTelemetry bool
 
 	// ServerTuning, when set, adjusts the server's configuration just
 	// before the server is created (raft timeouts, heartbeat TTLs). It is
@@ -327,6 +335,9 @@ func DefaultConfig() *Config {
 		Client: ClientConfig{
 			GCInterval: time.Minute,
 		},
+		Telemetry: TelemetryConfig{
+			CollectionInterval: time.Second,
+		},
 		ACL: ACLConfig{
 			TokenTTL:  30 * time.Second,
 			PolicyTTL: 30 * time.Second,
@@ -367,6 +378,7 @@ func (c *Config) Copy() *Config {
 	r.Client.Servers = slices.Clone(c.Client.Servers)
 	r.Client.Meta = maps.Clone(c.Client.Meta)
 	r.Files = slices.Clone(c.Files)
+	r.Telemetry = c.Telemetry.copy()
 	if c.Plugins != nil {
 		r.Plugins = make(map[string]*PluginConfig, len(c.Plugins))
 		for name, p := range c.Plugins {
@@ -459,6 +471,8 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeNumber(&r.Server.NumSchedulers, o.Server.NumSchedulers)
 
 	mergeNumber(&r.Limits.RPCMaxConnsPerClient, o.Limits.RPCMaxConnsPerClient)
+
+	r.Telemetry.merge(&o.Telemetry)
 
 	mergeBool(&r.Client.Enabled, o.Client.Enabled)
 	mergeSlice(&r.Client.Servers, o.Client.Servers)
@@ -620,6 +634,8 @@ func (c *Config) Validate() error {
 	if c.ACL.PolicyTTL < 0 {
 		add("acl.policy_ttl %s must not be negative", c.ACL.PolicyTTL)
 	}
+
+	errs = append(errs, c.Telemetry.validate()...)
 
 	if (c.TLS.HTTP || c.TLS.RPC) && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		add("tls.cert_file and tls.key_file are required when tls.http or tls.rpc is true")

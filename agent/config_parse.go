@@ -91,7 +91,7 @@ var (
 		"disable_anonymous_signature",
 		"http_api_response_headers", "log_file", "log_rotate_bytes",
 		"log_rotate_duration", "log_rotate_max_files", "log_include_location",
-		"plugin_dir", "telemetry", "consul", "vault", "ui", "audit",
+		"plugin_dir", "consul", "vault", "ui", "audit",
 		"autopilot", "sentinel", "reporting", "keyring",
 	)
 	ignoredServer = keySet(
@@ -224,6 +224,7 @@ func (p *parser) parseRoot(items []*ast.ObjectItem, c *Config) error {
 			"acl":                 p.blockField(p.aclBlock(&c.ACL)),
 			"tls":                 p.blockField(p.tlsBlock(&c.TLS)),
 			"limits":              p.blockField(p.limitsBlock(&c.Limits)),
+			"telemetry":           p.blockField(p.telemetryBlock(&c.Telemetry)),
 			"plugin": func(it *ast.ObjectItem, path string) error {
 				return p.parsePlugins(it, path, c)
 			},

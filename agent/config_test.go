@@ -73,6 +73,13 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 			VerifyServerHostname: true,
 			TLSMinVersion:        "tls12",
 		},
+		Telemetry: TelemetryConfig{
+			CollectionInterval:       time.Second,
+			DisableHostname:          true,
+			PrometheusMetrics:        true,
+			PublishAllocationMetrics: true,
+			PublishNodeMetrics:       true,
+		},
 		Files: []string{path},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -92,7 +99,6 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 		{"server.server_join.retry_interval", 40},
 		{"server.default_scheduler_config", 43},
 		{"acl.role_ttl", 55},
-		{"telemetry", 71},
 		{"consul", 79},
 		{"ui", 84},
 	}
@@ -146,6 +152,7 @@ func TestLoadConfig_ClientHCL(t *testing.T) {
 			CPUTotalCompute:  8000,
 			GCInterval:       5 * time.Minute,
 		},
+		Telemetry: TelemetryConfig{PublishNodeMetrics: true},
 		Plugins: map[string]*PluginConfig{
 			"raw_exec": {Name: "raw_exec", Config: map[string]any{"enabled": true}},
 			"docker": {Name: "docker", Config: map[string]any{
@@ -171,7 +178,6 @@ func TestLoadConfig_ClientHCL(t *testing.T) {
 		`"client.options" (` + path + `:25)`,
 		`"client.reserved" (` + path + `:29)`,
 		`"client.host_volume" (` + path + `:34)`,
-		`"telemetry" (` + path + `:55)`,
 		`"consul" (` + path + `:59)`,
 		`"vault" (` + path + `:63)`,
 	}
@@ -208,6 +214,7 @@ func TestLoadConfig_JSON(t *testing.T) {
 			Enabled: true,
 			Meta:    map[string]string{"connect.log_level": "info", "zone": "z1"},
 		},
+		Telemetry: TelemetryConfig{PrometheusMetrics: true},
 		Plugins: map[string]*PluginConfig{
 			"raw_exec": {Name: "raw_exec", Config: map[string]any{"enabled": true}},
 		},
@@ -216,8 +223,8 @@ func TestLoadConfig_JSON(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("LoadConfig(%q) =\n%+v\nwant\n%+v", path, got, want)
 	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], `"telemetry" (`+path+":") {
-		t.Errorf("warnings = %q; want one for telemetry", warnings)
+	if len(warnings) != 0 {
+		t.Errorf("warnings = %q; want none", warnings)
 	}
 }
 

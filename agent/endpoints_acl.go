@@ -22,6 +22,8 @@ func (a *Agent) registerACLRoutes(r *routes) {
 	r.handle("/v1/acl/tokens", a.wrap(a.aclTokens))
 	r.handle("/v1/acl/token", a.wrap(a.aclTokenCreate))
 	r.handle("/v1/acl/token/self", a.wrap(a.aclTokenSelf))
+	r.handle("/v1/acl/token/onetime", a.wrap(a.aclOneTimeToken))
+	r.handle("/v1/acl/token/onetime/exchange", a.wrap(a.aclOneTimeExchange))
 	r.handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
 }
 
@@ -293,4 +295,48 @@ func (a *Agent) aclToken(w http.ResponseWriter, r *http.Request) (any, error) {
 	default:
 		return nil, structs.ErrInvalidMethod
 	}
+}
+
+// aclOneTimeToken serves PUT/POST /v1/acl/token/onetime: a one-time
+// secret standing for the caller's own token.
+func (a *Agent) aclOneTimeToken(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isWrite(r) {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	ott, idx, err := s.UpsertOneTimeToken(r.Context(), requestToken(r))
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, idx)
+	return &structs.OneTimeTokenUpsertResponse{OneTimeToken: ott}, nil
+}
+
+// aclOneTimeExchange serves PUT/POST /v1/acl/token/onetime/exchange: the
+// token a one-time secret stands for, once.
+func (a *Agent) aclOneTimeExchange(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isWrite(r) {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var req structs.OneTimeTokenExchangeRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, structs.BadRequest("failed to decode request body: %v", err)
+	}
+	tok, idx, err := s.ExchangeOneTimeToken(r.Context(), req.OneTimeSecretID)
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, idx)
+	return &structs.OneTimeTokenExchangeResponse{Token: tok}, nil
 }

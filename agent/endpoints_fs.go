@@ -360,12 +360,14 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				if plain {
 					if d := f.data(); len(d) > 0 {
 						_, err = w.Write(d)
+						a.streamed.frames.Add(uint64(len(d)))
 					}
 				} else if f.raw.Raw() {
 					err = errors.New("raw message on a framed stream")
 				} else {
 					out = structs.AppendFrameJSON(out[:0], &f.StreamFrame)
 					_, err = w.Write(out)
+					a.streamed.frames.Add(uint64(len(out)))
 				}
 				if err == nil && len(frames) == 0 {
 					err = rc.Flush()
@@ -455,6 +457,7 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 		}
 		m.Release()
 		sent += int64(n)
+		a.streamed.raw.Add(uint64(n))
 		if werr != nil {
 			return nil // the caller went away; the deferred Close stops the node
 		}
@@ -507,6 +510,7 @@ func (a *Agent) readAtLocal(w http.ResponseWriter, r *http.Request, req *structs
 			n, err = rpc.CopyData(w, src, batchedWriter(w, r))
 		}
 	}
+	a.streamed.local.Add(uint64(max(n, 0)))
 	if err != nil || n < hdr.Length {
 		if r.Context().Err() == nil {
 			a.logger.Named("http").Debug("read ended with error", "path", r.URL.Path, "error", err)
@@ -569,6 +573,7 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, he
 		}
 		n += m
 	}
+	a.streamed.data.Add(uint64(n))
 	if err == nil && n < length {
 		err = io.ErrUnexpectedEOF
 	}
@@ -597,7 +602,9 @@ func (a *Agent) copyData(w http.ResponseWriter, r *http.Request, dc net.Conn, he
 func (a *Agent) copyDataStream(w http.ResponseWriter, r *http.Request, st *rpc.Stream, dc net.Conn) {
 	stop := context.AfterFunc(r.Context(), func() { dc.Close() })
 	defer stop()
-	if _, err := rpc.CopyData(w, dc, batchedWriter(w, r)); err != nil {
+	n, err := rpc.CopyData(w, dc, batchedWriter(w, r))
+	a.streamed.data.Add(uint64(max(n, 0)))
+	if err != nil {
 		return // the caller went away (or the node did); closing dc stops the node
 	}
 	if err := st.Recv(nil); !errors.Is(err, io.EOF) && r.Context().Err() == nil {

@@ -81,11 +81,17 @@ func boolParam(q url.Values, name string) (bool, error) {
 	return b, nil
 }
 
-// statusLeader serves /v1/status/leader: the leader's RPC address.
+// statusLeader serves /v1/status/leader: the leader's RPC address, or,
+// while no leader is known, Nomad's 500 "No cluster leader" (the official
+// client's Status().Leader() then returns an error, and its test server
+// waits for a 200).
 func (a *Agent) statusLeader(w http.ResponseWriter, r *http.Request) (any, error) {
 	st, err := a.backend.status(r.Context())
 	if err != nil {
 		return nil, err
+	}
+	if st.Leader == "" {
+		return nil, structs.NewError(http.StatusInternalServerError, "No cluster leader")
 	}
 	return st.Leader, nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"tether/server"
 	"tether/structs"
+	"tether/structs/acl"
 )
 
 // agentMember is one entry of /v1/agent/members, in Nomad's shape
@@ -31,12 +32,15 @@ type serverMembers struct {
 	Members      []*agentMember
 }
 
-// agentMembers serves /v1/agent/members: the servers this server's
-// membership knows, alive, failed or left. A node-only agent has no
-// membership and answers 501, as Nomad does.
+// agentMembers serves /v1/agent/members (node:read, as Nomad): the
+// servers this server's membership knows, alive, failed or left. A
+// node-only agent has no membership and answers 501, as Nomad does.
 func (a *Agent) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
+	}
+	if _, err := a.authorize(r, (*acl.ACL).AllowNodeRead); err != nil {
+		return nil, err
 	}
 	if a.server == nil {
 		return nil, structs.NewError(http.StatusNotImplemented, "Invalid method")
@@ -57,12 +61,16 @@ func (a *Agent) agentMembers(w http.ResponseWriter, r *http.Request) (any, error
 	return out, nil
 }
 
-// operatorRaftConfiguration serves /v1/operator/raft/configuration: the
-// raft servers with their IDs, addresses, leader and voter flags. A
-// node-only agent asks its server.
+// operatorRaftConfiguration serves /v1/operator/raft/configuration
+// (operator:read, as Nomad): the raft servers with their IDs, addresses,
+// leader and voter flags. A node-only agent asks its server, which checks
+// the token again.
 func (a *Agent) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
+	}
+	if _, err := a.authorize(r, (*acl.ACL).AllowOperatorRead); err != nil {
+		return nil, err
 	}
 	if a.server != nil {
 		return a.server.RaftConfiguration()

@@ -45,6 +45,15 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/status/peers", a.wrap(a.statusPeers))
 	r.handle("/v1/agent/members", a.wrap(a.agentMembers))
 	r.handle("/v1/operator/raft/configuration", a.wrap(a.operatorRaftConfiguration))
+	r.handle("/v1/metrics", a.wrap(a.agentMetrics))
+
+	// Cluster operations (endpoints_cluster.go).
+	r.handle("/v1/regions", a.wrap(a.regionsList))
+	r.handle("/v1/agent/join", a.wrap(a.agentJoin))
+	r.handle("/v1/agent/force-leave", a.wrap(a.agentForceLeave))
+	r.handle("/v1/agent/servers", a.wrap(a.agentServers))
+	r.handle("/v1/system/gc", a.wrap(a.systemGC))
+	r.handle("/v1/operator/raft/peer", a.wrap(a.operatorRaftPeer))
 
 	// ACL administration (served by servers).
 	a.registerACLRoutes(r)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"tether/structs"
@@ -62,6 +63,15 @@ type AllocFS struct {
 	allocDir string
 	root     *os.Root
 	rootInfo os.FileInfo // identity of the alloc dir, to notice it being removed
+
+	// refused, when set, counts paths refused as escapes or malformed.
+	refused *atomic.Uint64
+}
+
+func (f *AllocFS) countRefused() {
+	if f.refused != nil {
+		f.refused.Add(1)
+	}
 }
 
 // OpenAllocFS opens the allocation directory allocDir of allocation allocID.
@@ -94,6 +104,7 @@ func (f *AllocFS) Close() error { return f.root.Close() }
 func (f *AllocFS) List(p string) ([]*structs.AllocFileInfo, error) {
 	rel, err := fsCleanRel(p)
 	if err != nil {
+		f.countRefused()
 		return nil, err
 	}
 	canon, err := f.resolve(rel)
@@ -139,6 +150,7 @@ func (f *AllocFS) Stat(p string) (*structs.AllocFileInfo, error) {
 	}
 	rel, err := fsCleanRel(p)
 	if err != nil {
+		f.countRefused()
 		return nil, err
 	}
 	canon, err := f.resolve(rel)
@@ -321,6 +333,7 @@ func (f *AllocFS) openRead(p string) (*openedFile, error) {
 	}
 	rel, err := fsCleanRel(p)
 	if err != nil {
+		f.countRefused()
 		return nil, err
 	}
 	return f.openReadRel(rel)
@@ -527,6 +540,7 @@ func (f *AllocFS) pathErr(rel string, err error) error {
 	case errors.As(err, &se):
 		return se
 	case errors.Is(err, errEscape), isRootEscape(err):
+		f.countRefused()
 		return structs.BadRequest("%s", errEscape.Error())
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
 		if f.removed() {

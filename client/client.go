@@ -39,6 +39,12 @@ type Client struct {
 
 	// acl caches tokens and policies resolved through the servers.
 	acl aclCache
+
+	// counters count the node's odd paths (client/metrics.go).
+	counters nodeCounters
+
+	netOnce sync.Once
+	nets    []netIface // interfaces for nomad.client.unallocated.network
 }
 
 // wireCPUTicks points task stats at the host's CPU total once per process.

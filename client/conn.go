@@ -543,3 +543,30 @@ func (m *connManager) heartbeat(ctx context.Context, sess *rpc.Session) (time.Du
 	m.c.allocs.announce(resp.AllocIndex) // the backstop for a lost push
 	return resp.HeartbeatTTL, nil
 }
+
+// SetServers replaces the servers the node fails over to (PUT
+// /v1/agent/servers). When the node's current server is not among them,
+// it moves to one of them as it would when a server asks it to (it
+// registers there first and stays put if none takes it). Servers the
+// cluster reports later are added again, as after any registration.
+func (c *Client) SetServers(addrs []string) {
+	m := c.conn
+	m.mu.Lock()
+	m.servers = append(m.servers[:0:0], addrs...)
+	m.pos = len(m.order) // the next dial starts a pass over the new list
+	cur := m.cur
+	m.mu.Unlock()
+	c.logger.Info("server list replaced", "servers", addrs)
+	if cur == nil || len(addrs) == 0 {
+		return
+	}
+	for _, a := range addrs {
+		if a == cur.addr {
+			return
+		}
+	}
+	select {
+	case m.moveCh <- addrs[rand.N(len(addrs))]:
+	default: // a move is under way already
+	}
+}

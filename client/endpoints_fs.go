@@ -40,6 +40,7 @@ func (c *Client) allocFS(allocID string) (*AllocFS, *allocRunner, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	fs.refused = &c.counters.pathsRefused
 	return fs, ar, nil
 }
 

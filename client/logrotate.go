@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // logFilePerm is the mode of task log files.
@@ -33,6 +34,9 @@ type RotatingWriter struct {
 	oldest int      // lowest index that may still exist on disk
 	size   int64    // bytes in the current file
 	closed bool
+
+	// rotations, when set, counts the rotations (the node's metrics).
+	rotations *atomic.Uint64
 }
 
 // NewRotatingWriter opens the rotating log <dir>/<base>.N. base is usually
@@ -163,6 +167,9 @@ func (w *RotatingWriter) rotateLocked() error {
 	}
 	if err := w.purge(next); err != nil {
 		return err
+	}
+	if w.rotations != nil {
+		w.rotations.Add(1)
 	}
 	return w.openIndex(next, false)
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tether/structs"
@@ -34,6 +35,10 @@ type taskRunner struct {
 	stdout   *RotatingWriter
 	stderr   *RotatingWriter
 	restarts []time.Time // restart times inside the policy interval
+
+	// starts counts the times the task entered running (metrics:
+	// nomad.client.allocs.running).
+	starts atomic.Uint64
 }
 
 func newTaskRunner(ar *allocRunner, task *structs.Task, state *structs.TaskState) *taskRunner {
@@ -111,6 +116,7 @@ func (tr *taskRunner) run(ctx context.Context) {
 			}
 			s.FinishedAt = time.Time{}
 		})
+		tr.starts.Add(1)
 		tr.ar.persist()
 
 		var res *ExitResult
@@ -281,6 +287,7 @@ func (tr *taskRunner) openLogs() (stdout, stderr io.Writer, err error) {
 		o.Close()
 		return nil, nil, fmt.Errorf("opening stderr log: %w", err)
 	}
+	o.rotations, e.rotations = &tr.ar.c.counters.logRotations, &tr.ar.c.counters.logRotations
 	tr.mu.Lock()
 	tr.stdout, tr.stderr = o, e
 	tr.mu.Unlock()

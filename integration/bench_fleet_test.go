@@ -1033,6 +1033,8 @@ func (b *fleetBench) follows(res *fleetResult) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	var wg sync.WaitGroup
 	var gotData, failed atomic.Int64
+	var whyMu sync.Mutex
+	why := map[string]int{} // why follows failed to open
 	for k, id := range allocs[:f] {
 		wg.Add(1)
 		go func() {
@@ -1043,9 +1045,20 @@ func (b *fleetBench) follows(res *fleetResult) {
 			resp, err := hc.Do(req)
 			if err != nil || resp.StatusCode != 200 {
 				failed.Add(1)
-				if resp != nil {
+				reason := ""
+				if err != nil {
+					reason = err.Error()
+					if i := strings.LastIndex(reason, ": "); i >= 0 {
+						reason = reason[i+2:] // the cause, without the URL
+					}
+				} else {
+					body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+					reason = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
 					resp.Body.Close()
 				}
+				whyMu.Lock()
+				why[reason]++
+				whyMu.Unlock()
 				return
 			}
 			defer resp.Body.Close()
@@ -1070,7 +1083,14 @@ func (b *fleetBench) follows(res *fleetResult) {
 	after := b.sampleAll()
 	res.follows = int(gotData.Load())
 	if fl := failed.Load(); fl > 0 {
-		res.note("%d of %d follows failed to open", fl, f)
+		whyMu.Lock()
+		var parts []string
+		for r, c := range why {
+			parts = append(parts, fmt.Sprintf("%d× %q", c, r))
+		}
+		whyMu.Unlock()
+		sort.Strings(parts)
+		res.note("%d of %d follows failed to open: %s", fl, f, strings.Join(parts, ", "))
 	}
 	var dHeap, dRSS, dG float64
 	for i := range after {

@@ -50,7 +50,7 @@ func withDataDir(d string) agentOpt {
 	return func(c *agent.Config) { c.DataDir = d }
 }
 
-func baseConfig(t *testing.T, name string) *agent.Config {
+func baseConfig(t testing.TB, name string) *agent.Config {
 	cfg := agent.DefaultConfig()
 	cfg.Name = name
 	cfg.BindAddr = "127.0.0.1"
@@ -72,7 +72,7 @@ func fastServer(c *server.Config) {
 }
 
 // startAgent starts an agent and stops it when the test ends.
-func startAgent(t *testing.T, cfg *agent.Config) *testAgent {
+func startAgent(t testing.TB, cfg *agent.Config) *testAgent {
 	t.Helper()
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name:   cfg.Name,

@@ -27,6 +27,8 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"tether/agent"
+	"tether/rpc"
+	"tether/structs"
 )
 
 // testPKI is a CA generated for one test and the certificate files it
@@ -964,4 +966,62 @@ func TestBenchTLS(t *testing.T) {
 			cpu(p.srvCPU, s.srvCPU), cpu(p.nodeCPU, s.nodeCPU), ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1])
 	}
 	t.Log(out.String())
+}
+
+// TestTLS_PeerMethodsNeedServerCert: under mutual TLS with
+// verify_server_hostname, a session made with a node's certificate that
+// has not registered cannot call server-to-server methods (apply raft
+// entries, relay to nodes); one made with a server's certificate can.
+func TestTLS_PeerMethodsNeedServerCert(t *testing.T) {
+	pki := newTestPKI(t)
+	serverFiles, _ := pki.issue("server", agent.RoleServer)
+	nodeFiles, _ := pki.issue("client", agent.RoleClient)
+	scfg := baseConfig(t, "server1")
+	scfg.Server.Enabled = true
+	scfg.Server.BootstrapExpect = 1
+	scfg.TLS = pki.tlsBlock(serverFiles)
+	srv := startAgent(t, scfg)
+	waitFor(t, 20*time.Second, "a leader", func() (bool, error) { return srv.Server().Leader() != "", nil })
+
+	type raftApplyArgs struct{ Data []byte }
+	type hasNodeArgs struct{ NodeID string }
+	for _, tc := range []struct {
+		name   string
+		files  pkiFiles
+		denied bool
+	}{
+		{"node certificate", nodeFiles, true},
+		{"server certificate", serverFiles, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc2, err := agent.NodeRPCTLS(agent.TLSConfig{CAFile: pki.caFile, CertFile: tc.files.cert, KeyFile: tc.files.key, VerifyServerHostname: true}, "global")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := rpc.DefaultConfig()
+			cfg.TLSConfig = tc2
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			sess, err := rpc.Dial(ctx, srv.RPCAddr(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sess.Close()
+			calls := []struct {
+				method string
+				args   any
+			}{
+				{"Raft.Apply", &raftApplyArgs{Data: []byte{0xff}}},
+				{"Routing.HasNode", &hasNodeArgs{NodeID: structs.GenerateUUID()}},
+			}
+			for _, c := range calls {
+				var reply map[string]any
+				err := sess.Call(ctx, c.method, c.args, &reply)
+				denied := err != nil && strings.Contains(err.Error(), "Permission denied")
+				if denied != tc.denied {
+					t.Errorf("%s: err %v; want denied %v", c.method, err, tc.denied)
+				}
+			}
+		})
+	}
 }

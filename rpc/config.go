@@ -29,6 +29,11 @@ type Config struct {
 	// with ErrMessageTooLarge. Default 4 MiB, at most 1 GiB.
 	MaxMessageSize int
 
+	// Counters, when set, counts a server's refused connections,
+	// handshakes and oversized frames (rpc/metrics.go). A Server given
+	// none makes its own; sessions and calls use their config's.
+	Counters *Counters
+
 	// CallTimeout is the deadline applied to a unary call whose context has
 	// none. Streams have no default deadline: they live until closed or
 	// until their context ends. Default 30s.

@@ -61,6 +61,9 @@ func NewServer(cfg *Config, mux *Mux) *Server {
 		perIP:  make(map[string]int),
 	}
 	s.pool.idle = n.DataPoolIdle
+	if n.Counters == nil {
+		n.Counters = new(Counters)
+	}
 	if n.MaxConcurrentHandshakes > 0 {
 		s.handshakes = make(chan struct{}, n.MaxConcurrentHandshakes)
 	}
@@ -116,6 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		backoff = 0
 		ip := remoteIP(conn)
 		if !s.acquireIP(ip) {
+			s.cfg.Counters.connOverLimit()
 			s.logger.Warn("rejecting client for exceeding maximum RPC connections",
 				"remote", conn.RemoteAddr().String(), "limit", s.cfg.MaxConnsPerIP)
 			conn.Close()
@@ -201,12 +205,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (
 		conn.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		var b [1]byte
 		if _, err := io.ReadFull(conn, b[:]); err != nil {
+			s.cfg.Counters.handshakeRefused()
 			logger.Debug("connection sent no protocol byte", "error", err)
 			return
 		}
 		if b[0] == ByteTLS {
 			tconn, err := s.serverTLS(ctx, conn, isTLS)
 			if err != nil {
+				s.cfg.Counters.handshakeRefused()
 				logger.Warn("refusing TLS connection", "error", err)
 				lingerClose(raw, s.cfg.HandshakeTimeout)
 				return
@@ -215,6 +221,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (
 			continue
 		}
 		if s.cfg.TLSConfig != nil && !isTLS && !s.cfg.TLSUpgradeMode {
+			s.cfg.Counters.handshakeRefused()
 			logger.Warn("refusing non-TLS connection: TLS is required", "byte", fmt.Sprintf("0x%02x", b[0]))
 			return
 		}
@@ -232,10 +239,12 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (
 			}
 		case ByteRaft:
 			if s.cfg.RaftHandler == nil {
+				s.cfg.Counters.handshakeRefused()
 				logger.Warn("refusing raft connection: no raft handler")
 				return
 			}
 			if err := s.verifyRaftPeer(conn); err != nil {
+				s.cfg.Counters.handshakeRefused()
 				logger.Warn("refusing raft connection", "error", err)
 				return
 			}
@@ -246,6 +255,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, release func()) (
 			handedOff = true
 			s.cfg.RaftHandler(conn)
 		default:
+			s.cfg.Counters.handshakeRefused()
 			logger.Warn("unrecognized RPC byte", "error", ErrUnknownProtocol, "byte", fmt.Sprintf("0x%02x", b[0]))
 		}
 		return

@@ -398,6 +398,7 @@ func (s *Stream) pumpError(err error) error {
 	var fe *frameError
 	if s.role == roleHandler {
 		if errors.As(err, &fe) {
+			s.cfg.Counters.frameOverLimit()
 			// Throw the oversized frame away so that the caller's Send
 			// completes and it can read the handler's answer.
 			discardFrame(s.br, fe, s.setReadDeadline, s.cfg.HandshakeTimeout)

@@ -305,6 +305,7 @@ func serveRequest(ctx context.Context, conn net.Conn, rd *reqReader, mux *Mux, s
 	if err != nil {
 		var fe *frameError
 		if errors.As(err, &fe) {
+			cfg.Counters.frameOverLimit()
 			discardFrame(br, fe, func(t time.Time) { conn.SetReadDeadline(t) }, cfg.HandshakeTimeout)
 			writeResponse(conn, cfg, hdr.Seq, tooLargeError(fe.size, fe.limit), nil)
 			return false

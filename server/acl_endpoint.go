@@ -23,6 +23,10 @@ const (
 // errACLDisabled answers the ACL endpoints while ACLs are off.
 var errACLDisabled = structs.BadRequest("ACL support disabled")
 
+// errInvalidACLToken answers a BootstrapSecret that is not a UUID, in
+// Nomad's words.
+var errInvalidACLToken = structs.BadRequest("invalid acl token")
+
 // anonymousToken is what a request without a token resolves to.
 func anonymousToken() *structs.ACLToken {
 	return &structs.ACLToken{
@@ -87,6 +91,7 @@ func (s *Server) ACLEnabled() bool { return s.cfg.ACLEnabled }
 func (s *Server) registerACLEndpoints() {
 	rpc.HandleUnary(s.mux, structs.MethodACLResolveToken, s.aclResolveTokenRPC)
 	rpc.HandleUnary(s.mux, structs.MethodACLGetPolicies, s.aclGetPoliciesRPC)
+	rpc.HandleUnary(s.mux, methodLeaderOneTimeExchange, leaderOnly(s, s.exchangeOneTimeToken))
 }
 
 func (s *Server) aclResolveTokenRPC(ctx context.Context, req *structs.ResolveACLTokenRequest, resp *structs.ResolveACLTokenResponse) error {
@@ -230,7 +235,7 @@ func (s *Server) BootstrapACL(ctx context.Context, secret string) (*structs.ACLT
 	if secret == "" {
 		secret = structs.GenerateUUID()
 	} else if !structs.IsUUID(secret) {
-		return nil, structs.BadRequest("BootstrapSecret must be a valid UUID")
+		return nil, errInvalidACLToken
 	}
 	if idx := s.store.ACLBootstrapIndex(); idx != 0 {
 		return nil, errACLBootstrapDone(idx)
@@ -369,14 +374,12 @@ func (s *Server) validateToken(t, existing *structs.ACLToken) error {
 		if seen[name] {
 			return structs.BadRequest("policy %s listed twice", name)
 		}
+		// A policy need not exist yet (Nomad v1.6.5): a token may be made
+		// before its policy, and grants nothing of it until it exists.
+		if !structs.ValidACLPolicyName(name) {
+			return structs.BadRequest("invalid policy name '%s'", name)
+		}
 		seen[name] = true
-		p, err := s.store.ACLPolicyByName(name)
-		if err != nil {
-			return err
-		}
-		if p == nil {
-			return structs.BadRequest("cannot find policy %s", name)
-		}
 	}
 	if existing != nil && existing.Global != t.Global {
 		return structs.BadRequest("cannot toggle global mode")

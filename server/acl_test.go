@@ -259,10 +259,10 @@ func TestServer_ACLAdmin(t *testing.T) {
 			_, err := s.DeleteACLPolicy(ctx, "", "ro")
 			return err
 		}, 403, "Permission denied"},
-		{"unknown policy in token", func() error {
-			_, err := s.CreateACLToken(ctx, mgmt, &structs.ACLToken{Type: "client", Policies: []string{"ro", "nope"}})
+		{"bad policy name in token", func() error {
+			_, err := s.CreateACLToken(ctx, mgmt, &structs.ACLToken{Type: "client", Policies: []string{"ro", "no pe"}})
 			return err
-		}, 400, "cannot find policy nope"},
+		}, 400, "invalid policy name 'no pe'"},
 		{"client token without policies", func() error {
 			_, err := s.CreateACLToken(ctx, mgmt, &structs.ACLToken{Type: "client"})
 			return err

@@ -38,6 +38,12 @@ const (
 	msgDeleteACLPolicies msgType = 22
 	msgUpsertACLTokens   msgType = 23
 	msgDeleteACLTokens   msgType = 24
+
+	// One-time tokens (onetime.go), written with msgIgnoreUnknown: nothing
+	// an older server reads depends on their table.
+	msgUpsertOneTimeToken   msgType = 25
+	msgExchangeOneTimeToken msgType = 26
+	msgExpireOneTimeTokens  msgType = 27
 )
 
 // msgIgnoreUnknown, set in a command's type, tells a server that does not

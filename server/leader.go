@@ -174,6 +174,8 @@ func (s *Server) reconcileVoters() {
 		switch {
 		case addrTaken && replacedBy != string(srv.ID) && (!isMember || m.Status != MemberAlive):
 			s.logger.Info("removing replaced server", "id", srv.ID, "addr", srv.Address, "replaced_by", replacedBy)
+		case s.forcedOut(string(srv.ID)) && (!isMember || m.Status != MemberAlive):
+			s.logger.Info("removing server forced to leave", "id", srv.ID, "addr", srv.Address)
 		case isMember && m.Status != MemberAlive && time.Since(m.since) > s.cfg.DeadServerCleanup && voters > s.cfg.BootstrapExpect:
 			s.logger.Info("removing dead server", "member", m.Name, "id", srv.ID, "failed_for", time.Since(m.since).Round(time.Second))
 		default:

@@ -33,7 +33,8 @@ type Member struct {
 	Addr string
 	Port uint16
 	// Tags carry role, region, dc, rpc_addr, port, id (raft ID), expect
-	// (bootstrap_expect), build, vsn and raft_vsn.
+	// (bootstrap_expect, when set), bootstrap ("1" on a server that
+	// bootstraps itself), build, vsn and raft_vsn.
 	Tags map[string]string
 	// Status is MemberAlive, MemberFailed or MemberLeft.
 	Status string
@@ -53,6 +54,12 @@ type membership struct {
 
 	mu      sync.Mutex
 	members map[string]*Member
+	// forced holds the raft IDs of members forced out (ForceLeave) and
+	// not seen alive since: the leader removes them from raft.
+	forced map[string]bool
+
+	// bcast gossips force-leave intents to the other servers.
+	bcast *memberlist.TransmitLimitedQueue
 
 	eventCh chan struct{} // membership changed; capacity 1
 }
@@ -64,18 +71,24 @@ func (s *Server) memberTags() map[string]string {
 	if build == "" {
 		build = "0.0.0"
 	}
-	return map[string]string{
+	tags := map[string]string{
 		"role":     "nomad",
 		"region":   s.cfg.Region,
 		"dc":       s.cfg.Datacenter,
 		"rpc_addr": s.cfg.RPCAdvertise,
 		"port":     port,
 		"id":       s.id,
-		"expect":   strconv.Itoa(s.cfg.BootstrapExpect),
 		"build":    build,
 		"vsn":      "1",
 		"raft_vsn": "3",
 	}
+	if s.cfg.BootstrapExpect != 0 {
+		tags["expect"] = strconv.Itoa(s.cfg.BootstrapExpect)
+	}
+	if s.cfg.BootstrapExpect == 1 || s.cfg.InMemory {
+		tags["bootstrap"] = "1" // it bootstraps itself (raft.go), as Nomad tags it
+	}
+	return tags
 }
 
 // setupMembership starts memberlist on cfg.SerfBind.
@@ -120,8 +133,10 @@ func (s *Server) setupMembership() error {
 		s:       s,
 		logger:  logger,
 		members: make(map[string]*Member),
+		forced:  make(map[string]bool),
 		eventCh: make(chan struct{}, 1),
 	}
+	m.bcast = &memberlist.TransmitLimitedQueue{NumNodes: m.numMembers, RetransmitMult: 3}
 	name := s.cfg.Name
 	if name == "" {
 		name = s.id
@@ -164,11 +179,25 @@ func (m *membership) NodeMeta(limit int) []byte {
 	return m.tags
 }
 
-// NotifyMsg implements memberlist.Delegate; no user messages are used.
-func (m *membership) NotifyMsg([]byte) {}
+// NotifyMsg implements memberlist.Delegate: a force-leave intent gossiped
+// by another server.
+func (m *membership) NotifyMsg(b []byte) {
+	if len(b) < 2 || len(b) > maxIntentSize || b[0] != intentForceLeave {
+		return
+	}
+	var in forceLeaveIntent
+	if err := codec.NewDecoderBytes(b[1:], msgpackHandle).Decode(&in); err != nil {
+		m.logger.Warn("undecodable force-leave intent", "error", err)
+		return
+	}
+	m.forceLeave(in.Name, in.Prune)
+}
 
-// GetBroadcasts implements memberlist.Delegate; nothing is broadcast.
-func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// GetBroadcasts implements memberlist.Delegate: the queued force-leave
+// intents.
+func (m *membership) GetBroadcasts(overhead, limit int) [][]byte {
+	return m.bcast.GetBroadcasts(overhead, limit)
+}
 
 // LocalState implements memberlist.Delegate; no extra state.
 func (m *membership) LocalState(join bool) []byte { return nil }
@@ -201,6 +230,12 @@ func (m *membership) update(n *memberlist.Node, status string) {
 	}
 	m.mu.Lock()
 	old := m.members[n.Name]
+	if status == MemberAlive {
+		delete(m.forced, tags["id"])
+	}
+	if old != nil && old.Status == MemberLeft && status == MemberFailed {
+		status = MemberLeft // forced out: memberlist still reports it dead
+	}
 	if old == nil || old.Status != status {
 		m.logger.Info("member changed", "member", n.Name, "status", status, "rpc_addr", tags["rpc_addr"])
 	}
@@ -241,10 +276,15 @@ func (s *Server) Members() []Member {
 		if name == "" {
 			name = s.id
 		}
+		// No serf port: the address is the RPC host (what `nomad server
+		// members` joins with the "port" tag to find the leader), the
+		// port 0.
 		host, port := s.serfAddr, 0
 		if h, p, err := net.SplitHostPort(s.serfAddr); err == nil {
 			host = h
 			port, _ = strconv.Atoi(p)
+		} else if h, _, err := net.SplitHostPort(s.cfg.RPCAdvertise); err == nil {
+			host = h
 		}
 		return []Member{{Name: name + "." + s.cfg.Region, Addr: host, Port: uint16(port), Tags: s.memberTags(), Status: MemberAlive}}
 	}
@@ -313,14 +353,30 @@ func (s *Server) memberNamesByID() map[string]string {
 }
 
 // requirePeer refuses server-to-server methods on sessions bound to a
-// node: a node never forwards, applies raft entries or relays for a peer.
-// (Authenticating peers needs mutual TLS with server certificates; an
+// node (a node never forwards, applies raft entries or relays for a
+// peer) and, under mutual TLS with verify_server_hostname, on sessions
+// whose certificate is not a server's of this region: a node's
+// certificate, good for a session, must not let a process that holds one
+// apply raft entries or relay calls before it ever registers. (Without
+// TLS a peer cannot be told from a node that has not registered; an
 // address check would only break multi-homed servers.)
 func (s *Server) requirePeer(ctx context.Context) error {
 	sess := rpc.SessionFromContext(ctx)
-	if sess != nil && s.sessions.nodeOf(sess) != "" {
+	if sess == nil {
+		return nil
+	}
+	if s.sessions.nodeOf(sess) != "" {
 		s.peerRefused.Add(1)
 		return structs.ErrPermissionDenied
+	}
+	if s.verifyPeer != nil {
+		if cs, ok := sess.ConnectionState(); ok {
+			if err := s.verifyPeer(cs); err != nil {
+				s.peerRefused.Add(1)
+				s.logger.Debug("peer method refused", "remote", sess.RemoteAddr(), "error", err)
+				return structs.ErrPermissionDenied
+			}
+		}
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ func (s *Server) registerEndpoints() {
 	s.registerStreamForwards()
 	s.registerACLEndpoints()
 	s.registerPeerACLEndpoints()
+	s.registerClusterOps()
 }
 
 // forwardAllocRPC registers an allocation-targeted client method that the
@@ -107,6 +108,7 @@ func leaderOnly[Req, Resp any](s *Server, fn func(context.Context, *Req, *Resp) 
 // against that state, so it is routable even while no leader is elected.
 func (s *Server) nodeRegister(ctx context.Context, req *structs.NodeRegisterRequest, resp *structs.NodeRegisterResponse) error {
 	s.nodeRegistrations.Add(1)
+	defer s.metrics.measureSince(keyClientRegister, time.Now())
 	n := req.Node
 	if n == nil {
 		return structs.BadRequest("missing node")
@@ -289,6 +291,7 @@ func nodeSchedulingEqual(a, b *structs.Node) bool {
 // kept (and the status written) by the leader.
 func (s *Server) nodeHeartbeat(ctx context.Context, req *structs.NodeHeartbeatRequest, resp *structs.NodeHeartbeatResponse) error {
 	s.nodeHeartbeats.Add(1)
+	defer s.metrics.measureSince(keyClientUpdateStatus, time.Now())
 	if err := s.authenticateNode(req.NodeID, req.SecretID); err != nil {
 		return err
 	}
@@ -397,6 +400,13 @@ func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, res
 }
 
 func (s *Server) operatorRaftConfiguration(ctx context.Context, req *structs.QueryOptions, resp *RaftConfigurationResponse) error {
+	aclObj, err := s.ResolveToken(req.AuthToken)
+	if err != nil {
+		return err
+	}
+	if !aclObj.AllowOperatorRead() {
+		return structs.ErrPermissionDenied
+	}
 	c, err := s.RaftConfiguration()
 	if err != nil {
 		return err

@@ -272,8 +272,11 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte) (uint64, error) {
 			return 0, ctx.Err()
 		}
 	}
+	start := time.Now()
 	f := s.raft.Apply(buf, timeout)
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	s.metrics.measureSince(keyRaftApply, start)
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return 0, errNotLeader
 		}

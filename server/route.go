@@ -47,8 +47,14 @@ type Route struct {
 	// calls. It is a snapshot of the state read by Route.
 	Alloc *structs.Allocation
 
-	s *Server
+	s    *Server
+	hops int // 1 on the node's session here, 2 through a peer: the last call's (metrics)
 }
+
+// Hops returns the RPC hops the route's last call took from this server:
+// 1 down the node's session here, 2 through the peer holding it, 0
+// before any call.
+func (r *Route) Hops() int { return r.hops }
 
 // Route authorises a client call and resolves its target, in Nomad's
 // order: an unknown token (403) before a malformed or unknown allocation
@@ -143,6 +149,7 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 	s := r.s
 	var zero T
 	if sess := s.sessions.get(r.NodeID); sess != nil {
+		r.hops = 1
 		v, err := local(sess)
 		if err == nil || !errors.Is(err, rpc.ErrSessionClosed) {
 			return v, err
@@ -156,6 +163,7 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 		if err != nil {
 			return zero, err
 		}
+		r.hops = 2
 		v, err := peer(addr)
 		if err == nil || !staleRoute(ctx, err) {
 			return v, err

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -26,6 +27,10 @@ type Server struct {
 	store   *StateStore
 	id      string      // raft server ID, kept in the data dir
 	peerRPC *rpc.Config // dialing peers
+
+	// verifyPeer says whether a session's TLS state is a server's of this
+	// region (rpc.Config.VerifyRaftPeer); nil admits every session.
+	verifyPeer func(tls.ConnectionState) error
 
 	sessions *sessionRegistry
 	hb       *heartbeats
@@ -84,6 +89,8 @@ type Server struct {
 	// allocNotify pushes allocation changes to the nodes bound here
 	// (alloc_notify.go).
 	allocNotify *allocNotifier
+
+	metrics serverMetrics // the agent's go-metrics instance (metrics.go)
 
 	// Counters for odd branches.
 	forwardRetries         atomic.Uint64 // leader writes retried (no leader, leader unreachable)
@@ -184,6 +191,7 @@ func New(cfg *Config) (_ *Server, err error) {
 	if s.raftLayer != nil {
 		rc.RaftHandler = s.raftLayer.handoff
 	}
+	s.verifyPeer = rc.VerifyRaftPeer // "a server of this region", for requirePeer
 	s.rpcSrv = rpc.NewServer(&rc, s.mux)
 	if cfg.SerfBind != "" && !cfg.InMemory {
 		if err := s.setupMembership(); err != nil {

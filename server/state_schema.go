@@ -60,5 +60,6 @@ func stateSchema() *memdb.DBSchema {
 	for name, t := range aclTableSchemas() {
 		schema.Tables[name] = t
 	}
+	schema.Tables[tableOneTimeTokens] = oneTimeTokenTableSchema()
 	return schema
 }

@@ -265,3 +265,44 @@ func (r *FsStreamRequest) RequestAllocID() string { return r.AllocID }
 
 // RequestAllocID returns the allocation the request names.
 func (r *FsLogsRequest) RequestAllocID() string { return r.AllocID }
+
+// OneTimeTokenTTL is how long a one-time token can be exchanged, as in
+// Nomad.
+const OneTimeTokenTTL = 10 * time.Minute
+
+// OneTimeToken is a secret that can be exchanged once, within
+// OneTimeTokenTTL, for the ACL token it was made from (the UI's sign-in
+// link). It is replicated like every ACL object.
+type OneTimeToken struct {
+	OneTimeSecretID string
+	AccessorID      string
+	ExpiresAt       time.Time
+	CreateIndex     uint64
+	ModifyIndex     uint64
+}
+
+// Copy returns a copy of t.
+func (t *OneTimeToken) Copy() *OneTimeToken {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	return &c
+}
+
+// OneTimeTokenUpsertResponse is the answer of PUT /v1/acl/token/onetime.
+type OneTimeTokenUpsertResponse struct {
+	OneTimeToken *OneTimeToken
+}
+
+// OneTimeTokenExchangeRequest is the body of PUT
+// /v1/acl/token/onetime/exchange.
+type OneTimeTokenExchangeRequest struct {
+	OneTimeSecretID string
+}
+
+// OneTimeTokenExchangeResponse is the answer of PUT
+// /v1/acl/token/onetime/exchange: the token the one-time secret stood for.
+type OneTimeTokenExchangeResponse struct {
+	Token *ACLToken
+}

@@ -280,7 +280,7 @@ func TestRunAgent_SignalsAndReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(`name = "first"` + "\ntelemetry {}\n")
+	write(`name = "first"` + "\nconsul {}\n")
 
 	fa := newFakeAgent()
 	sigs, stderr, code := startFake(t, fa, "-dev", "-config", path, "-log-level", "info")
@@ -313,7 +313,7 @@ func TestRunAgent_SignalsAndReload(t *testing.T) {
 
 	logs := stderr.String()
 	for _, want := range []string{
-		`config key "telemetry" (` + path + `:2) is not implemented`,
+		`config key "consul" (` + path + `:2) is not implemented`,
 		"Tether agent started",
 		"http=127.0.0.1:4646",
 		`roles="server+client"`,

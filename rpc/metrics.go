@@ -1,0 +1,49 @@
+package rpc
+
+import "sync/atomic"
+
+// Counters count a server's odd paths of the transport, for the agent's
+// metrics. A Server makes its own unless Config.Counters names one; every
+// method is safe on a nil *Counters (it does nothing).
+type Counters struct {
+	connsOverLimit    atomic.Uint64 // connections refused over MaxConnsPerIP
+	handshakesRefused atomic.Uint64 // connections refused before a protocol was served
+	framesOverLimit   atomic.Uint64 // frames refused over MaxMessageSize
+}
+
+func (c *Counters) connOverLimit() {
+	if c != nil {
+		c.connsOverLimit.Add(1)
+	}
+}
+
+func (c *Counters) handshakeRefused() {
+	if c != nil {
+		c.handshakesRefused.Add(1)
+	}
+}
+
+func (c *Counters) frameOverLimit() {
+	if c != nil {
+		c.framesOverLimit.Add(1)
+	}
+}
+
+// Stats returns the totals: "rpc_conns_over_limit" (connections refused
+// over the per-IP limit), "rpc_handshakes_refused" (no protocol byte in
+// time, an unknown one, TLS refused or required, a raft peer refused)
+// and "rpc_frames_over_limit" (requests and stream messages over the
+// message size limit).
+func (c *Counters) Stats() map[string]uint64 {
+	if c == nil {
+		return map[string]uint64{}
+	}
+	return map[string]uint64{
+		"rpc_conns_over_limit":   c.connsOverLimit.Load(),
+		"rpc_handshakes_refused": c.handshakesRefused.Load(),
+		"rpc_frames_over_limit":  c.framesOverLimit.Load(),
+	}
+}
+
+// Counters returns the server's transport counters.
+func (s *Server) Counters() *Counters { return s.cfg.Counters }
