@@ -360,6 +360,8 @@ func TestCLI_Commands(t *testing.T) {
 		}
 	}
 
+	cli("system", "gc").ok(t)
+
 	// Completion: the scripts load in bash; IDs come from the API.
 	for _, sh := range []string{"bash", "zsh"} {
 		script := cli("completion", sh).ok(t).stdout
@@ -469,6 +471,10 @@ func TestCLI_ACL(t *testing.T) {
 	if r := runTether(t, map[string]string{"NOMAD_ADDR": srv.URL(), "NOMAD_TOKEN": tok.SecretID}, "", "acl", "policy", "delete", "readnodes"); r.code != 1 || !strings.Contains(r.stderr, "403") {
 		t.Fatalf("denied policy delete: %d %s", r.code, r.stderr)
 	}
+	if r := runTether(t, map[string]string{"NOMAD_ADDR": srv.URL(), "NOMAD_TOKEN": tok.SecretID}, "", "system", "gc"); r.code != 1 || !strings.Contains(r.stderr, "403") {
+		t.Fatalf("system gc with a client token: %d %s", r.code, r.stderr)
+	}
+	cli("system", "gc").ok(t)
 	cli("acl", "token", "delete", tok.AccessorID).ok(t)
 	mustContain(t, cli("acl", "policy", "delete", "readnodes").ok(t).stdout, "Successfully deleted")
 	if r := cli("acl", "policy", "info", "readnodes"); r.code != 1 {

@@ -23,6 +23,17 @@ func operatorCommands(m *meta) map[string]cli.Command {
 		"operator":      &group{synopsis: "Cluster operator commands", help: "Usage: tether operator <subcommand> [options]\n\n  Subcommands: api, raft list-peers."},
 		"operator raft": &group{synopsis: "Raft operator commands", help: "Usage: tether operator raft list-peers"},
 		"server":        &group{synopsis: "Interact with servers", help: "Usage: tether server members"},
+		"system":        &group{synopsis: "Interact with the system API", help: "Usage: tether system gc"},
+		"system gc": &command{m: m, synopsis: "Run the system garbage collection process",
+			help: `
+Usage: tether system gc
+
+  Asks the servers to collect terminal jobs, evaluations and allocations,
+  and every node to collect its terminal allocations. Needs a management
+  token when ACLs are on.
+`,
+			run: runSystemGC,
+		},
 		"operator api": &command{m: m, synopsis: "Query the HTTP API",
 			help: `
 Usage: tether operator api [options] <path>
@@ -167,6 +178,27 @@ func runOperatorAPI(m *meta, args []string) int {
 	}
 	if _, err := io.Copy(m.stdout, resp.Body); err != nil && ctx.Err() == nil {
 		m.ui.Error(fmt.Sprintf("Error reading response: %v", err))
+		return 1
+	}
+	return 0
+}
+
+func runSystemGC(m *meta, args []string) int {
+	fs := m.flagSet("system gc")
+	if !m.parse(fs, args) {
+		return cli.RunResultHelp
+	}
+	if fs.NArg() != 0 {
+		m.ui.Error("This command takes no arguments")
+		return cli.RunResultHelp
+	}
+	c, err := m.client()
+	if err != nil {
+		m.ui.Error(err.Error())
+		return 1
+	}
+	if err := c.System().GarbageCollect(); err != nil {
+		m.apiError("running system garbage collection", err)
 		return 1
 	}
 	return 0
