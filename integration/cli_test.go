@@ -208,6 +208,10 @@ func TestCLI_Commands(t *testing.T) {
 		})
 	}
 
+	if rows := tableRows(cli("server", "members").ok(t).stdout, "Name"); rows[0][4] != "true" || rows[0][1] != "127.0.0.1" {
+		t.Fatalf("server members: the only server is not the leader at 127.0.0.1: %q", rows[0])
+	}
+
 	// -json decodes as the API's types.
 	var nodes []*nomad.NodeListStub
 	decodeJSON(t, cli("node", "status", "-json").ok(t).stdout, &nodes)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -266,6 +267,9 @@ func runServerMembers(m *meta, args []string) int {
 		return code
 	}
 	sort.Sort(nomad.AgentMembersNameSort(mem.Members))
+	// A member leads when its RPC address is the leader's, as the leader
+	// is known to the servers (an error leaves every Leader false).
+	leader, _ := c.Status().Leader()
 	rows := []string{"Name|Address|Port|Status|Leader|Raft Version|Build|Datacenter|Region"}
 	if verbose {
 		rows[0] += "|Tags"
@@ -276,7 +280,7 @@ func runServerMembers(m *meta, args []string) int {
 			rv = "3"
 		}
 		row := fmt.Sprintf("%s|%s|%d|%s|%v|%s|%s|%s|%s", s.Name, s.Addr, s.Port, s.Status,
-			s.Tags["leader"] == "1" || s.Tags["leader"] == "true", rv, s.Tags["build"], s.Tags["dc"], s.Tags["region"])
+			leader != "" && (leader == s.Tags["rpc_addr"] || leader == net.JoinHostPort(s.Addr, s.Tags["port"])), rv, s.Tags["build"], s.Tags["dc"], s.Tags["region"])
 		if verbose {
 			keys := make([]string, 0, len(s.Tags))
 			for k := range s.Tags {
