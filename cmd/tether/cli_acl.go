@@ -15,13 +15,13 @@ func aclCommands(m *meta) map[string]cli.Command {
 	tokenFlags := complete.Flags{"-name": complete.PredictAnything, "-type": complete.PredictSet("client", "management"),
 		"-policy": complete.PredictAnything, "-global": complete.PredictNothing, "-ttl": complete.PredictAnything}
 	return map[string]cli.Command{
-		"acl":        &group{synopsis: "Interact with ACL policies and tokens", help: "Usage: tether acl <subcommand> [options] [args]\n\n  Subcommands: bootstrap, policy, token."},
-		"acl policy": &group{synopsis: "Interact with ACL policies", help: "Usage: tether acl policy <apply|list|info|delete> [options] [args]"},
-		"acl token":  &group{synopsis: "Interact with ACL tokens", help: "Usage: tether acl token <create|list|info|self|update|delete> [options] [args]"},
-		"acl bootstrap": &command{m: m, synopsis: "Bootstrap the ACL system for initial token",
+		"acl":        &group{synopsis: "ACL commands", help: "Usage: tether acl <subcommand> [options] [args]"},
+		"acl policy": &group{synopsis: "ACL policy commands", help: "Usage: tether acl policy <apply|list|info|delete> [options] [args]"},
+		"acl token":  &group{synopsis: "ACL token commands", help: "Usage: tether acl token <create|list|info|self|update|delete> [options] [args]"},
+		"acl bootstrap": &command{m: m, synopsis: "Create the first management token",
 			help:  "Usage: tether acl bootstrap [-json] [-t TEMPLATE]\n\n  Creates the first management token and prints it.",
 			flags: jsonFlag, run: runACLBootstrap},
-		"acl policy apply": &command{m: m, synopsis: "Create or update an ACL policy",
+		"acl policy apply": &command{m: m, synopsis: "Write an ACL policy from a rules file",
 			help: `
 Usage: tether acl policy apply [-description D] <name> <file|->
 
@@ -29,13 +29,13 @@ Usage: tether acl policy apply [-description D] <name> <file|->
 `,
 			flags: complete.Flags{"-description": complete.PredictAnything}, args: complete.PredictFiles("*"),
 			run: runACLPolicyApply},
-		"acl policy list": &command{m: m, synopsis: "List ACL policies", help: "Usage: tether acl policy list [-json] [-t TEMPLATE]",
+		"acl policy list": &command{m: m, synopsis: "List the ACL policies", help: "Usage: tether acl policy list [-json] [-t TEMPLATE]",
 			flags: jsonFlag, run: runACLPolicyList},
-		"acl policy info": &command{m: m, synopsis: "Fetch info on an existing ACL policy", help: "Usage: tether acl policy info [-json] [-t TEMPLATE] <name>",
+		"acl policy info": &command{m: m, synopsis: "Show an ACL policy and its rules", help: "Usage: tether acl policy info [-json] [-t TEMPLATE] <name>",
 			flags: jsonFlag, run: runACLPolicyInfo},
-		"acl policy delete": &command{m: m, synopsis: "Delete an existing ACL policy", help: "Usage: tether acl policy delete <name>",
+		"acl policy delete": &command{m: m, synopsis: "Remove an ACL policy", help: "Usage: tether acl policy delete <name>",
 			run: runACLPolicyDelete},
-		"acl token create": &command{m: m, synopsis: "Create a new ACL token",
+		"acl token create": &command{m: m, synopsis: "Make an ACL token",
 			help: `
 Usage: tether acl token create [options]
 
@@ -48,16 +48,16 @@ Options:
   -json, -t <tmpl>   Print the API's JSON, or through a Go template.
 `,
 			flags: mergeFlags(tokenFlags, jsonFlag), run: runACLTokenCreate},
-		"acl token update": &command{m: m, synopsis: "Update an existing ACL token",
+		"acl token update": &command{m: m, synopsis: "Change an ACL token's name, type or policies",
 			help:  "Usage: tether acl token update [-name N] [-type T] [-policy P ...] [-json] <accessor>",
 			flags: mergeFlags(tokenFlags, jsonFlag), run: runACLTokenUpdate},
-		"acl token list": &command{m: m, synopsis: "List ACL tokens", help: "Usage: tether acl token list [-json] [-t TEMPLATE]",
+		"acl token list": &command{m: m, synopsis: "List the ACL tokens", help: "Usage: tether acl token list [-json] [-t TEMPLATE]",
 			flags: jsonFlag, run: runACLTokenList},
-		"acl token info": &command{m: m, synopsis: "Fetch information on an existing ACL token", help: "Usage: tether acl token info [-json] [-t TEMPLATE] <accessor>",
+		"acl token info": &command{m: m, synopsis: "Show an ACL token by accessor ID", help: "Usage: tether acl token info [-json] [-t TEMPLATE] <accessor>",
 			flags: jsonFlag, run: runACLTokenInfo},
-		"acl token self": &command{m: m, synopsis: "Lookup self ACL token", help: "Usage: tether acl token self [-json] [-t TEMPLATE]",
+		"acl token self": &command{m: m, synopsis: "Show the token the request is made with", help: "Usage: tether acl token self [-json] [-t TEMPLATE]",
 			flags: jsonFlag, run: runACLTokenSelf},
-		"acl token delete": &command{m: m, synopsis: "Delete an existing ACL token", help: "Usage: tether acl token delete <accessor>",
+		"acl token delete": &command{m: m, synopsis: "Remove an ACL token", help: "Usage: tether acl token delete <accessor>",
 			run: runACLTokenDelete},
 	}
 }

@@ -13,8 +13,8 @@ import (
 
 func allocCommands(m *meta) map[string]cli.Command {
 	cmds := map[string]cli.Command{
-		"alloc": &group{synopsis: "Interact with allocations", help: "Usage: tether alloc <subcommand> [options] [args]\n\n  Subcommands: status, stop, logs, fs."},
-		"alloc status": &command{m: m, synopsis: "Display allocation status information and metadata",
+		"alloc": &group{synopsis: "Allocation commands", help: "Usage: tether alloc <subcommand> [options] [args]"},
+		"alloc status": &command{m: m, synopsis: "Show an allocation, its tasks and their events",
 			help: `
 Usage: tether alloc status [options] <allocation>
 
@@ -32,7 +32,7 @@ Options:
 			args: predictIDs(m, "allocs"),
 			run:  runAllocStatus,
 		},
-		"alloc stop": &command{m: m, synopsis: "Stop and reschedule a running allocation",
+		"alloc stop": &command{m: m, synopsis: "Stop an allocation and let the scheduler replace it",
 			help: `
 Usage: tether alloc stop [options] <allocation>
 

@@ -16,8 +16,8 @@ import (
 
 func jobCommands(m *meta) map[string]cli.Command {
 	return map[string]cli.Command{
-		"job": &group{synopsis: "Interact with jobs", help: "Usage: tether job <subcommand> [options] [args]\n\n  Subcommands: run, status, stop, allocs."},
-		"status": &command{m: m, synopsis: "Display the status of the jobs",
+		"job": &group{synopsis: "Job commands", help: "Usage: tether job <subcommand> [options] [args]"},
+		"status": &command{m: m, synopsis: "List the jobs (or show one job)",
 			help: `
 Usage: tether status [options] [job]
 
@@ -26,7 +26,7 @@ Usage: tether status [options] [job]
 			args: predictIDs(m, "jobs"),
 			run:  runJobStatus,
 		},
-		"job run": &command{m: m, synopsis: "Run a new job or update an existing job",
+		"job run": &command{m: m, synopsis: "Register a job from a JSON or HCL file",
 			help: `
 Usage: tether job run [options] <file.json|file.hcl|->
 
@@ -41,7 +41,7 @@ Options:
 			args:  complete.PredictFiles("*"),
 			run:   runJobRun,
 		},
-		"job status": &command{m: m, synopsis: "Display the status of a job",
+		"job status": &command{m: m, synopsis: "List jobs or show one job with its allocations",
 			help: `
 Usage: tether job status [options] [job]
 
@@ -57,7 +57,7 @@ Options:
 			args:  predictIDs(m, "jobs"),
 			run:   runJobStatus,
 		},
-		"job stop": &command{m: m, synopsis: "Stop a running job",
+		"job stop": &command{m: m, synopsis: "Stop a job's allocations, or purge the job",
 			help: `
 Usage: tether job stop [options] <job>
 

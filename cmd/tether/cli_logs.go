@@ -31,7 +31,7 @@ func allocStreamCommands(m *meta) map[string]cli.Command {
 	streamFlags := complete.Flags{"-f": complete.PredictNothing, "-tail": complete.PredictNothing,
 		"-n": complete.PredictAnything, "-c": complete.PredictAnything, "-job": complete.PredictNothing}
 	return map[string]cli.Command{
-		"alloc logs": &command{m: m, synopsis: "Stream the logs of a task",
+		"alloc logs": &command{m: m, synopsis: "Print or follow a task's stdout or stderr",
 			help: `
 Usage: tether alloc logs [options] <allocation|job> [task]
 
@@ -53,7 +53,7 @@ Options:
 			args:  predictIDs(m, "allocs"),
 			run:   runAllocLogs,
 		},
-		"alloc fs": &command{m: m, synopsis: "Inspect the contents of an allocation directory",
+		"alloc fs": &command{m: m, synopsis: "List or read files of an allocation's directory",
 			help: `
 Usage: tether alloc fs [options] <allocation|job> [path]
 

@@ -13,9 +13,9 @@ import (
 
 func nodeCommands(m *meta) map[string]cli.Command {
 	return map[string]cli.Command{
-		"node":      &group{synopsis: "Interact with nodes", help: "Usage: tether node <subcommand> [options] [args]\n\n  Subcommands: status, meta read, meta apply."},
+		"node":      &group{synopsis: "Node commands", help: "Usage: tether node <subcommand> [options] [args]"},
 		"node meta": &group{synopsis: "Read and write a node's dynamic metadata", help: "Usage: tether node meta <read|apply> [options]"},
-		"node status": &command{m: m, synopsis: "Display status information about nodes",
+		"node status": &command{m: m, synopsis: "List nodes or show one node",
 			help: `
 Usage: tether node status [options] [node]
 

@@ -21,11 +21,11 @@ import (
 
 func operatorCommands(m *meta) map[string]cli.Command {
 	return map[string]cli.Command{
-		"operator":      &group{synopsis: "Cluster operator commands", help: "Usage: tether operator <subcommand> [options]\n\n  Subcommands: api, raft list-peers."},
-		"operator raft": &group{synopsis: "Raft operator commands", help: "Usage: tether operator raft list-peers"},
-		"server":        &group{synopsis: "Interact with servers", help: "Usage: tether server members"},
-		"system":        &group{synopsis: "Interact with the system API", help: "Usage: tether system gc"},
-		"system gc": &command{m: m, synopsis: "Run the system garbage collection process",
+		"operator":      &group{synopsis: "Operator commands", help: "Usage: tether operator <subcommand> [options]"},
+		"operator raft": &group{synopsis: "Raft commands", help: "Usage: tether operator raft list-peers"},
+		"server":        &group{synopsis: "Server commands", help: "Usage: tether server members"},
+		"system":        &group{synopsis: "System maintenance commands", help: "Usage: tether system gc"},
+		"system gc": &command{m: m, synopsis: "Collect terminal jobs, evaluations and allocations",
 			help: `
 Usage: tether system gc
 
@@ -35,7 +35,7 @@ Usage: tether system gc
 `,
 			run: runSystemGC,
 		},
-		"operator api": &command{m: m, synopsis: "Query the HTTP API",
+		"operator api": &command{m: m, synopsis: "Call any HTTP API path with the CLI's address, token and TLS",
 			help: `
 Usage: tether operator api [options] <path>
 
@@ -53,12 +53,12 @@ Options:
 				"-H": complete.PredictAnything, "-filter": complete.PredictAnything},
 			run: runOperatorAPI,
 		},
-		"operator raft list-peers": &command{m: m, synopsis: "Display the current Raft peer configuration",
+		"operator raft list-peers": &command{m: m, synopsis: "List the raft peers and which one leads",
 			help:  "Usage: tether operator raft list-peers [-json]",
 			flags: complete.Flags{"-json": complete.PredictNothing},
 			run:   runRaftListPeers,
 		},
-		"server members": &command{m: m, synopsis: "Display a list of the known servers and their status",
+		"server members": &command{m: m, synopsis: "List the servers in the gossip pool",
 			help: `
 Usage: tether server members [options]
 

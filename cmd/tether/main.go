@@ -35,7 +35,7 @@ Commands:
   version   Print the Tether version
 
 Operator commands (Nomad's names, flags and NOMAD_* environment):
-  status, node, alloc, job, operator, server, acl, completion
+  status, node, alloc, job, operator, server, system, acl, completion
 
 Run "tether agent -h" for the agent's flags, "tether node -h" and so on
 for the operator commands.
