@@ -22,6 +22,7 @@ func (a *Agent) router() http.Handler {
 
 	// Jobs and allocations.
 	r.handle("/v1/jobs", a.wrap(a.jobsRequest))
+	r.handle("/v1/jobs/parse", a.wrap(a.jobsParse))
 	r.handle("/v1/job/{id}", a.wrap(a.jobRequest))
 	r.handle("/v1/job/{id}/allocations", a.wrap(a.jobAllocations))
 	r.handle("/v1/job/{id}/evaluations", a.wrap(a.jobEvaluations))

@@ -34,7 +34,11 @@ Commands:
   tls       Create a CA and certificates for a test cluster
   version   Print the Tether version
 
-Run "tether agent -h" for the agent's flags.
+Operator commands (Nomad's names, flags and NOMAD_* environment):
+  status, node, alloc, job, operator, server, system, acl, completion
+
+Run "tether agent -h" for the agent's flags, "tether node -h" and so on
+for the operator commands.
 `
 
 func main() {
@@ -43,6 +47,9 @@ func main() {
 
 // run dispatches to a subcommand and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	if os.Getenv("COMP_LINE") != "" { // a shell completion request
+		return runCLI(args, os.Stdin, stdout, stderr)
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
 		return exitUsage
@@ -61,6 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usageText)
 		return exitOK
 	default:
+		if isCLICommand(args[0]) {
+			return runCLI(args, os.Stdin, stdout, stderr)
+		}
 		fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", args[0], usageText)
 		return exitUsage
 	}
