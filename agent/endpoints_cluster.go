@@ -62,18 +62,10 @@ func (a *Agent) regionsList(w http.ResponseWriter, r *http.Request) (any, error)
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
 	}
-	if a.server != nil {
-		return a.server.Regions(), nil
+	if a.server == nil {
+		return nil, errNotServer // a node-only agent forwards it (forward_http.go)
 	}
-	var resp server.RegionListResponse
-	q := queryOptions(r)
-	if err := a.client.ServerRPC(r.Context(), server.MethodRegionList, &q, &resp); err != nil {
-		return nil, err
-	}
-	if resp.Regions == nil {
-		resp.Regions = []string{}
-	}
-	return resp.Regions, nil
+	return a.server.Regions(), nil
 }
 
 // agentJoin serves PUT/POST /v1/agent/join?address=...: this server joins
@@ -183,15 +175,11 @@ func (a *Agent) systemGC(w http.ResponseWriter, r *http.Request) (any, error) {
 	if !isWrite(r) {
 		return nil, structs.ErrInvalidMethod
 	}
-	if a.server != nil {
-		if err := a.server.SystemGC(r.Context(), requestToken(r)); err != nil {
-			return nil, err
-		}
-	} else {
-		q := queryOptions(r)
-		if err := a.client.ServerRPC(r.Context(), server.MethodSystemGC, &q, &structs.GenericResponse{}); err != nil {
-			return nil, err
-		}
+	if a.server == nil {
+		return nil, errNotServer
+	}
+	if err := a.server.SystemGC(r.Context(), requestToken(r)); err != nil {
+		return nil, err
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusOK)
@@ -209,14 +197,8 @@ func (a *Agent) operatorRaftPeer(w http.ResponseWriter, r *http.Request) (any, e
 	if len(req.ID) > 256 || len(req.Address) > 256 {
 		return nil, structs.BadRequest("id or address parameter too long")
 	}
-	if a.server != nil {
-		if err := a.server.RemoveRaftPeer(r.Context(), req); err != nil {
-			return nil, err
-		}
-		return nil, nil
+	if a.server == nil {
+		return nil, errNotServer
 	}
-	if err := a.client.ServerRPC(r.Context(), server.MethodOperatorRaftRemovePeer, req, &structs.GenericResponse{}); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return nil, a.server.RemoveRaftPeer(r.Context(), req)
 }

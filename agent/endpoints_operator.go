@@ -3,7 +3,6 @@ package agent
 import (
 	"net/http"
 
-	"tether/server"
 	"tether/structs"
 	"tether/structs/acl"
 )
@@ -63,8 +62,8 @@ func (a *Agent) agentMembers(w http.ResponseWriter, r *http.Request) (any, error
 
 // operatorRaftConfiguration serves /v1/operator/raft/configuration
 // (operator:read, as Nomad): the raft servers with their IDs, addresses,
-// leader and voter flags. A node-only agent asks its server, which checks
-// the token again.
+// leader and voter flags. A node-only agent forwards it to its server
+// (forward_http.go).
 func (a *Agent) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
 	if r.Method != http.MethodGet {
 		return nil, structs.ErrInvalidMethod
@@ -72,13 +71,8 @@ func (a *Agent) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request
 	if _, err := a.authorize(r, (*acl.ACL).AllowOperatorRead); err != nil {
 		return nil, err
 	}
-	if a.server != nil {
-		return a.server.RaftConfiguration()
+	if a.server == nil {
+		return nil, errNotServer
 	}
-	var resp server.RaftConfigurationResponse
-	q := queryOptions(r)
-	if err := a.client.ServerRPC(r.Context(), server.MethodOperatorRaftConfiguration, &q, &resp); err != nil {
-		return nil, err
-	}
-	return &resp, nil
+	return a.server.RaftConfiguration()
 }

@@ -19,28 +19,13 @@ import (
 )
 
 // Cluster operations an operator runs on the servers: regions, join and
-// force-leave on membership, raft peer removal, and the system GC. Node
-// agents relay the ones Nomad's client agents relay with these methods,
-// which carry the caller's token.
+// force-leave on membership, raft peer removal, and the system GC. A node
+// agent forwards their HTTP requests to its server (HTTP.Forward).
 const (
-	// MethodRegionList returns the known regions.
-	MethodRegionList = "Region.List"
-
-	// MethodOperatorRaftRemovePeer removes a raft peer by ID or address.
-	MethodOperatorRaftRemovePeer = "Operator.RaftRemovePeer"
-
-	// MethodSystemGC runs the system garbage collection.
-	MethodSystemGC = "System.GarbageCollect"
-
 	// methodLeaderRaftRemovePeer runs a peer removal on the leader
 	// (server-to-server).
 	methodLeaderRaftRemovePeer = "Leader.RaftRemovePeer"
 )
-
-// RegionListResponse is the answer of MethodRegionList.
-type RegionListResponse struct {
-	Regions []string
-}
 
 // RaftPeerRequest names a raft peer by ID or by address, exactly one.
 type RaftPeerRequest struct {
@@ -50,16 +35,6 @@ type RaftPeerRequest struct {
 }
 
 func (s *Server) registerClusterOps() {
-	rpc.HandleUnary(s.mux, MethodRegionList, func(ctx context.Context, req *structs.QueryOptions, resp *RegionListResponse) error {
-		resp.Regions = s.Regions()
-		return nil
-	})
-	rpc.HandleUnary(s.mux, MethodOperatorRaftRemovePeer, func(ctx context.Context, req *RaftPeerRequest, resp *structs.GenericResponse) error {
-		return s.RemoveRaftPeer(ctx, req)
-	})
-	rpc.HandleUnary(s.mux, MethodSystemGC, func(ctx context.Context, req *structs.QueryOptions, resp *structs.GenericResponse) error {
-		return s.SystemGC(ctx, req.AuthToken)
-	})
 	rpc.HandleUnary(s.mux, methodLeaderRaftRemovePeer, leaderOnly(s, func(ctx context.Context, req *RaftPeerRequest, resp *structs.GenericResponse) error {
 		return s.removeRaftPeerLeader(req)
 	}))

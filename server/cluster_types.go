@@ -34,10 +34,6 @@ const (
 	// method on a node whose session the receiving server holds.
 	methodForwardNodeRPC    = "Forward.NodeRPC"
 	methodForwardNodeStream = "Forward.NodeStream"
-
-	// MethodOperatorRaftConfiguration returns the raft configuration; node
-	// agents relay /v1/operator/raft/configuration with it.
-	MethodOperatorRaftConfiguration = "Operator.RaftGetConfiguration"
 )
 
 // raftApplyRequest carries one encoded raft command to the leader.

@@ -28,7 +28,6 @@ func (s *Server) registerEndpoints() {
 	// session: no watch goroutine per call. Nodes pull with no wait.
 	s.mux.EndWithSession(structs.MethodNodeGetClientAllocs)
 	rpc.HandleUnary(s.mux, structs.MethodNodeUpdateAlloc, s.nodeUpdateAlloc)
-	rpc.HandleUnary(s.mux, MethodOperatorRaftConfiguration, s.operatorRaftConfiguration)
 
 	// Server-to-server methods.
 	rpc.HandleUnary(s.mux, methodRaftApply, s.raftApplyEndpoint)
@@ -396,21 +395,5 @@ func (s *Server) nodeGet(ctx context.Context, req *structs.NodeGetRequest, resp 
 func (s *Server) statusPeers(ctx context.Context, req *structs.QueryOptions, resp *structs.StatusResponse) error {
 	resp.Leader = s.Leader()
 	resp.Peers = s.Peers()
-	return nil
-}
-
-func (s *Server) operatorRaftConfiguration(ctx context.Context, req *structs.QueryOptions, resp *RaftConfigurationResponse) error {
-	aclObj, err := s.ResolveToken(req.AuthToken)
-	if err != nil {
-		return err
-	}
-	if !aclObj.AllowOperatorRead() {
-		return structs.ErrPermissionDenied
-	}
-	c, err := s.RaftConfiguration()
-	if err != nil {
-		return err
-	}
-	*resp = *c
 	return nil
 }

@@ -62,28 +62,6 @@ Options:
 	}
 }
 
-// aclStart parses the flags of an ACL command with nargs positional
-// arguments and returns its client.
-func aclStart(m *meta, name string, args []string, nargs int, extra func(*flagSetT)) (*nomad.Client, []string, int) {
-	fs := m.flagSet(name)
-	if extra != nil {
-		extra(fs)
-	}
-	if !m.parse(fs, args) {
-		return nil, nil, cli.RunResultHelp
-	}
-	if fs.NArg() != nargs {
-		m.ui.Error(fmt.Sprintf("This command takes %d argument(s)", nargs))
-		return nil, nil, cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return nil, nil, 1
-	}
-	return c, fs.Args(), 0
-}
-
 func outFlags(jsonOut *bool, tmpl *string) func(*flagSetT) {
 	return func(fs *flagSetT) {
 		fs.BoolVar(jsonOut, "json", false, "")
@@ -125,7 +103,7 @@ func (m *meta) printToken(t *nomad.ACLToken, jsonOut bool, tmpl string) int {
 func runACLBootstrap(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, _, code := aclStart(m, "acl bootstrap", args, 0, outFlags(&jsonOut, &tmpl))
+	c, _, code := m.start("acl bootstrap", args, nArgs(0), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -139,7 +117,7 @@ func runACLBootstrap(m *meta, args []string) int {
 
 func runACLPolicyApply(m *meta, args []string) int {
 	var desc string
-	c, rest, code := aclStart(m, "acl policy apply", args, 2, func(fs *flagSetT) { fs.StringVar(&desc, "description", "", "") })
+	c, rest, code := m.start("acl policy apply", args, nArgs(2), func(fs *flagSetT) { fs.StringVar(&desc, "description", "", "") })
 	if c == nil {
 		return code
 	}
@@ -159,7 +137,7 @@ func runACLPolicyApply(m *meta, args []string) int {
 func runACLPolicyList(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, _, code := aclStart(m, "acl policy list", args, 0, outFlags(&jsonOut, &tmpl))
+	c, _, code := m.start("acl policy list", args, nArgs(0), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -186,7 +164,7 @@ func runACLPolicyList(m *meta, args []string) int {
 func runACLPolicyInfo(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, rest, code := aclStart(m, "acl policy info", args, 1, outFlags(&jsonOut, &tmpl))
+	c, rest, code := m.start("acl policy info", args, nArgs(1), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -209,7 +187,7 @@ func runACLPolicyInfo(m *meta, args []string) int {
 }
 
 func runACLPolicyDelete(m *meta, args []string) int {
-	c, rest, code := aclStart(m, "acl policy delete", args, 1, nil)
+	c, rest, code := m.start("acl policy delete", args, nArgs(1), nil)
 	if c == nil {
 		return code
 	}
@@ -242,7 +220,7 @@ func (o *tokenOpts) register(fs *flagSetT) {
 
 func runACLTokenCreate(m *meta, args []string) int {
 	var o tokenOpts
-	c, _, code := aclStart(m, "acl token create", args, 0, o.register)
+	c, _, code := m.start("acl token create", args, nArgs(0), o.register)
 	if c == nil {
 		return code
 	}
@@ -268,7 +246,7 @@ func runACLTokenCreate(m *meta, args []string) int {
 
 func runACLTokenUpdate(m *meta, args []string) int {
 	var o tokenOpts
-	c, rest, code := aclStart(m, "acl token update", args, 1, o.register)
+	c, rest, code := m.start("acl token update", args, nArgs(1), o.register)
 	if c == nil {
 		return code
 	}
@@ -297,7 +275,7 @@ func runACLTokenUpdate(m *meta, args []string) int {
 func runACLTokenList(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, _, code := aclStart(m, "acl token list", args, 0, outFlags(&jsonOut, &tmpl))
+	c, _, code := m.start("acl token list", args, nArgs(0), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -326,7 +304,7 @@ func runACLTokenList(m *meta, args []string) int {
 func runACLTokenInfo(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, rest, code := aclStart(m, "acl token info", args, 1, outFlags(&jsonOut, &tmpl))
+	c, rest, code := m.start("acl token info", args, nArgs(1), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -341,7 +319,7 @@ func runACLTokenInfo(m *meta, args []string) int {
 func runACLTokenSelf(m *meta, args []string) int {
 	var jsonOut bool
 	var tmpl string
-	c, _, code := aclStart(m, "acl token self", args, 0, outFlags(&jsonOut, &tmpl))
+	c, _, code := m.start("acl token self", args, nArgs(0), outFlags(&jsonOut, &tmpl))
 	if c == nil {
 		return code
 	}
@@ -354,7 +332,7 @@ func runACLTokenSelf(m *meta, args []string) int {
 }
 
 func runACLTokenDelete(m *meta, args []string) int {
-	c, rest, code := aclStart(m, "acl token delete", args, 1, nil)
+	c, rest, code := m.start("acl token delete", args, nArgs(1), nil)
 	if c == nil {
 		return code
 	}

@@ -108,26 +108,18 @@ func formatAllocStubs(allocs []*nomad.AllocationListStub, verbose bool) string {
 }
 
 func runAllocStatus(m *meta, args []string) int {
-	fs := m.flagSet("alloc status")
 	var stats, verbose, jsonOut bool
 	var tmpl string
-	fs.BoolVar(&stats, "stats", false, "")
-	fs.BoolVar(&verbose, "verbose", false, "")
-	fs.BoolVar(&jsonOut, "json", false, "")
-	fs.StringVar(&tmpl, "t", "", "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
+	c, rest, code := m.start("alloc status", args, oneArg("<allocation>"), func(fs *flagSetT) {
+		fs.BoolVar(&stats, "stats", false, "")
+		fs.BoolVar(&verbose, "verbose", false, "")
+		fs.BoolVar(&jsonOut, "json", false, "")
+		fs.StringVar(&tmpl, "t", "", "")
+	})
+	if c == nil {
+		return code
 	}
-	if fs.NArg() != 1 {
-		m.ui.Error("This command takes one argument: <allocation>")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
-	}
-	a, ok := m.resolveAlloc(c, fs.Arg(0))
+	a, ok := m.resolveAlloc(c, rest[0])
 	if !ok {
 		return 1
 	}
@@ -236,22 +228,14 @@ func (m *meta) printTaskResources(a *nomad.Allocation, task string, usage *nomad
 }
 
 func runAllocStop(m *meta, args []string) int {
-	fs := m.flagSet("alloc stop")
 	var detach bool
-	fs.BoolVar(&detach, "detach", false, "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
+	c, rest, code := m.start("alloc stop", args, oneArg("<allocation>"), func(fs *flagSetT) {
+		fs.BoolVar(&detach, "detach", false, "")
+	})
+	if c == nil {
+		return code
 	}
-	if fs.NArg() != 1 {
-		m.ui.Error("This command takes one argument: <allocation>")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
-	}
-	a, ok := m.resolveAlloc(c, fs.Arg(0))
+	a, ok := m.resolveAlloc(c, rest[0])
 	if !ok {
 		return 1
 	}

@@ -123,25 +123,17 @@ func formatJobList(jobs []*nomad.JobListStub) string {
 }
 
 func runJobStatus(m *meta, args []string) int {
-	fs := m.flagSet("job status")
 	var verbose, jsonOut bool
 	var tmpl string
-	fs.BoolVar(&verbose, "verbose", false, "")
-	fs.BoolVar(&jsonOut, "json", false, "")
-	fs.StringVar(&tmpl, "t", "", "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
+	c, rest, code := m.start("job status", args, argsRule{0, 1, "This command takes at most one argument: [job]"}, func(fs *flagSetT) {
+		fs.BoolVar(&verbose, "verbose", false, "")
+		fs.BoolVar(&jsonOut, "json", false, "")
+		fs.StringVar(&tmpl, "t", "", "")
+	})
+	if c == nil {
+		return code
 	}
-	if fs.NArg() > 1 {
-		m.ui.Error("This command takes at most one argument: [job]")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
-	}
-	if fs.NArg() == 0 {
+	if len(rest) == 0 {
 		jobs, _, err := c.Jobs().List(nil)
 		if err != nil {
 			m.apiError("querying jobs", err)
@@ -157,7 +149,7 @@ func runJobStatus(m *meta, args []string) int {
 		m.ui.Output(formatJobList(jobs))
 		return 0
 	}
-	id, ok := m.resolveJob(c, fs.Arg(0))
+	id, ok := m.resolveJob(c, rest[0])
 	if !ok {
 		return 1
 	}
@@ -237,26 +229,18 @@ func int64v(p *int64) int64 {
 }
 
 func runJobAllocs(m *meta, args []string) int {
-	fs := m.flagSet("job allocs")
 	var all, verbose, jsonOut bool
 	var tmpl string
-	fs.BoolVar(&all, "all", false, "")
-	fs.BoolVar(&verbose, "verbose", false, "")
-	fs.BoolVar(&jsonOut, "json", false, "")
-	fs.StringVar(&tmpl, "t", "", "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
+	c, rest, code := m.start("job allocs", args, oneArg("<job>"), func(fs *flagSetT) {
+		fs.BoolVar(&all, "all", false, "")
+		fs.BoolVar(&verbose, "verbose", false, "")
+		fs.BoolVar(&jsonOut, "json", false, "")
+		fs.StringVar(&tmpl, "t", "", "")
+	})
+	if c == nil {
+		return code
 	}
-	if fs.NArg() != 1 {
-		m.ui.Error("This command takes one argument: <job>")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
-	}
-	id, ok := m.resolveJob(c, fs.Arg(0))
+	id, ok := m.resolveJob(c, rest[0])
 	if !ok {
 		return 1
 	}
@@ -278,23 +262,15 @@ func runJobAllocs(m *meta, args []string) int {
 }
 
 func runJobStop(m *meta, args []string) int {
-	fs := m.flagSet("job stop")
 	var purge, detach bool
-	fs.BoolVar(&purge, "purge", false, "")
-	fs.BoolVar(&detach, "detach", false, "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
+	c, rest, code := m.start("job stop", args, oneArg("<job>"), func(fs *flagSetT) {
+		fs.BoolVar(&purge, "purge", false, "")
+		fs.BoolVar(&detach, "detach", false, "")
+	})
+	if c == nil {
+		return code
 	}
-	if fs.NArg() != 1 {
-		m.ui.Error("This command takes one argument: <job>")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
-	}
-	id, ok := m.resolveJob(c, fs.Arg(0))
+	id, ok := m.resolveJob(c, rest[0])
 	if !ok {
 		return 1
 	}

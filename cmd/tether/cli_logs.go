@@ -353,6 +353,22 @@ func (s *logStream) stream(ctx context.Context, follow bool, origin string, offs
 	cancel := make(chan struct{})
 	defer close(cancel)
 	frames, errs := s.c.AllocFS().Logs(s.alloc, follow, s.task, s.typ, origin, offset, cancel, nil)
+	return eachFrame(ctx, frames, errs, func(f *nomad.StreamFrame) error {
+		if len(f.Data) == 0 {
+			return nil
+		}
+		if _, err := s.m.stdout.Write(f.Data); err != nil {
+			return fatalError{fmt.Errorf("writing output: %w", err)}
+		}
+		s.file, s.pos = f.File, f.Offset
+		return nil
+	})
+}
+
+// eachFrame hands the frames of a stream to fn until ctx ends (nil), the
+// stream fails (its error), it ends (nil, or the error that ended it) or
+// fn returns an error.
+func eachFrame(ctx context.Context, frames <-chan *nomad.StreamFrame, errs <-chan error, fn func(*nomad.StreamFrame) error) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -368,13 +384,9 @@ func (s *logStream) stream(ctx context.Context, follow bool, origin string, offs
 					return nil
 				}
 			}
-			if len(f.Data) == 0 {
-				continue
+			if err := fn(f); err != nil {
+				return err
 			}
-			if _, err := s.m.stdout.Write(f.Data); err != nil {
-				return fatalError{fmt.Errorf("writing output: %w", err)}
-			}
-			s.file, s.pos = f.File, f.Offset
 		}
 	}
 }
@@ -664,31 +676,17 @@ func (f *fileStream) stream(ctx context.Context) error {
 	cancel := make(chan struct{})
 	defer close(cancel)
 	frames, errs := f.c.AllocFS().Stream(f.alloc, f.path, "start", f.pos, cancel, nil)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			return err
-		case fr, ok := <-frames:
-			if !ok {
-				select {
-				case err := <-errs:
-					return err
-				default:
-					return nil
-				}
-			}
-			if fr.FileEvent != "" {
-				return fatalError{fmt.Errorf("%s: %s", f.path, fr.FileEvent)}
-			}
-			if len(fr.Data) == 0 {
-				continue
-			}
-			if _, err := f.m.stdout.Write(fr.Data); err != nil {
-				return fatalError{fmt.Errorf("writing output: %w", err)}
-			}
-			f.pos = fr.Offset
+	return eachFrame(ctx, frames, errs, func(fr *nomad.StreamFrame) error {
+		if fr.FileEvent != "" {
+			return fatalError{fmt.Errorf("%s: %s", f.path, fr.FileEvent)}
 		}
-	}
+		if len(fr.Data) == 0 {
+			return nil
+		}
+		if _, err := f.m.stdout.Write(fr.Data); err != nil {
+			return fatalError{fmt.Errorf("writing output: %w", err)}
+		}
+		f.pos = fr.Offset
+		return nil
+	})
 }

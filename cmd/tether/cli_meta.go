@@ -72,6 +72,50 @@ func (m *meta) parse(fs *flag.FlagSet, args []string) bool {
 	return true
 }
 
+// argsRule is how many positional arguments a command takes, and the
+// line it prints when it gets another number.
+type argsRule struct {
+	min, max int
+	usage    string
+}
+
+// noArgs is the rule of a command that takes no arguments.
+var noArgs = argsRule{0, 0, "This command takes no arguments"}
+
+// oneArg is the rule of a command that takes the one argument what.
+func oneArg(what string) argsRule {
+	return argsRule{1, 1, "This command takes one argument: " + what}
+}
+
+// nArgs is the rule of a command that takes exactly n arguments.
+func nArgs(n int) argsRule {
+	return argsRule{n, n, fmt.Sprintf("This command takes %d argument(s)", n)}
+}
+
+// start parses a command's flags (register, if not nil, adds its own),
+// checks its positional arguments against rule and makes the API client.
+// It returns the client and the arguments, or a nil client and the exit
+// code.
+func (m *meta) start(name string, args []string, rule argsRule, register func(*flagSetT)) (*nomad.Client, []string, int) {
+	fs := m.flagSet(name)
+	if register != nil {
+		register(fs)
+	}
+	if !m.parse(fs, args) {
+		return nil, nil, cli.RunResultHelp
+	}
+	if fs.NArg() < rule.min || fs.NArg() > rule.max {
+		m.ui.Error(rule.usage)
+		return nil, nil, cli.RunResultHelp
+	}
+	c, err := m.client()
+	if err != nil {
+		m.ui.Error(err.Error())
+		return nil, nil, 1
+	}
+	return c, fs.Args(), 0
+}
+
 // client returns an official API client configured as Nomad's CLI
 // configures it: api.DefaultConfig reads the NOMAD_* environment, and
 // each flag given overrides it.

@@ -407,22 +407,14 @@ func (m *meta) printNodeResources(node *nomad.Node, allocs []*nomad.Allocation, 
 }
 
 func runNodeMetaRead(m *meta, args []string) int {
-	fs := m.flagSet("node meta read")
 	var nodeID string
 	var jsonOut bool
-	fs.StringVar(&nodeID, "node-id", "", "")
-	fs.BoolVar(&jsonOut, "json", false, "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
-	}
-	if fs.NArg() != 0 {
-		m.ui.Error("This command takes no arguments")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
+	c, _, code := m.start("node meta read", args, noArgs, func(fs *flagSetT) {
+		fs.StringVar(&nodeID, "node-id", "", "")
+		fs.BoolVar(&jsonOut, "json", false, "")
+	})
+	if c == nil {
+		return code
 	}
 	if nodeID != "" {
 		n, ok := m.resolveNode(c, nodeID)

@@ -185,18 +185,9 @@ func runOperatorAPI(m *meta, args []string) int {
 }
 
 func runSystemGC(m *meta, args []string) int {
-	fs := m.flagSet("system gc")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
-	}
-	if fs.NArg() != 0 {
-		m.ui.Error("This command takes no arguments")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
+	c, _, code := m.start("system gc", args, noArgs, nil)
+	if c == nil {
+		return code
 	}
 	if err := c.System().GarbageCollect(); err != nil {
 		m.apiError("running system garbage collection", err)
@@ -206,20 +197,12 @@ func runSystemGC(m *meta, args []string) int {
 }
 
 func runRaftListPeers(m *meta, args []string) int {
-	fs := m.flagSet("operator raft list-peers")
 	var jsonOut bool
-	fs.BoolVar(&jsonOut, "json", false, "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
-	}
-	if fs.NArg() != 0 {
-		m.ui.Error("This command takes no arguments")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
+	c, _, code := m.start("operator raft list-peers", args, noArgs, func(fs *flagSetT) {
+		fs.BoolVar(&jsonOut, "json", false, "")
+	})
+	if c == nil {
+		return code
 	}
 	rc, err := c.Operator().RaftGetConfiguration(nil)
 	if err != nil {
@@ -242,21 +225,13 @@ func runRaftListPeers(m *meta, args []string) int {
 }
 
 func runServerMembers(m *meta, args []string) int {
-	fs := m.flagSet("server members")
 	var verbose, jsonOut bool
-	fs.BoolVar(&verbose, "verbose", false, "")
-	fs.BoolVar(&jsonOut, "json", false, "")
-	if !m.parse(fs, args) {
-		return cli.RunResultHelp
-	}
-	if fs.NArg() != 0 {
-		m.ui.Error("This command takes no arguments")
-		return cli.RunResultHelp
-	}
-	c, err := m.client()
-	if err != nil {
-		m.ui.Error(err.Error())
-		return 1
+	c, _, code := m.start("server members", args, noArgs, func(fs *flagSetT) {
+		fs.BoolVar(&verbose, "verbose", false, "")
+		fs.BoolVar(&jsonOut, "json", false, "")
+	})
+	if c == nil {
+		return code
 	}
 	mem, err := c.Agent().Members()
 	if err != nil {
