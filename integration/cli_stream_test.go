@@ -89,9 +89,17 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 	}
 	read(50)
 
-	// The stream's connection is the one the balancer opened last.
+	// The stream's connection is the one still carrying data: the CLI's
+	// lookups before it may have left idle keep-alive connections.
+	before := lb.servedBytes()
+	read(next + 20)
+	var backend string
+	for conn, n := range lb.servedBytes() {
+		if n > before[conn] {
+			backend = conn.RemoteAddr().String()
+		}
+	}
 	lb.mu.Lock()
-	backend := lb.conns[len(lb.conns)-1].RemoteAddr().String()
 	connsBefore := len(lb.conns)
 	lb.mu.Unlock()
 	killed := -1
@@ -101,7 +109,7 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 		}
 	}
 	if killed < 0 {
-		t.Fatalf("stream backend %s is no server", backend)
+		t.Fatalf("stream backend %q is no server", backend)
 	}
 	c.stop(killed)
 	read(next + 300)
@@ -113,7 +121,8 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
+		<-done
+		t.Fatalf("the CLI had ended before Ctrl-C (%v, exit %d): %s", err, cmd.ProcessState.ExitCode(), stderr.String())
 	}
 	select {
 	case <-done:

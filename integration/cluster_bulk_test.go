@@ -24,6 +24,32 @@ type rrProxy struct {
 	mu       sync.Mutex
 	conns    []net.Conn
 	closed   bool
+
+	// served counts the bytes each backend connection has sent towards
+	// its client, keyed by the backend conn.
+	served sync.Map // net.Conn -> *atomic.Int64
+}
+
+// servedBytes is a snapshot of served.
+func (p *rrProxy) servedBytes() map[net.Conn]int64 {
+	m := make(map[net.Conn]int64)
+	p.served.Range(func(k, v any) bool {
+		m[k.(net.Conn)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return m
+}
+
+// countingWriter counts what passes through to w.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func startRRProxy(t *testing.T, backends ...string) *rrProxy {
@@ -55,9 +81,11 @@ func (p *rrProxy) serve() {
 		if !p.track(c, b) {
 			return
 		}
+		n := new(atomic.Int64)
+		p.served.Store(b, n)
 		p.wg.Add(2)
-		go p.pipe(c, b)
-		go p.pipe(b, c)
+		go p.pipe(countingWriter{c, n}, c, b)
+		go p.pipe(b, b, c)
 	}
 }
 
@@ -75,9 +103,10 @@ func (p *rrProxy) track(c ...net.Conn) bool {
 	return true
 }
 
-func (p *rrProxy) pipe(dst, src net.Conn) {
+// pipe copies src to w, which writes to dst, and half-closes dst after.
+func (p *rrProxy) pipe(w io.Writer, dst, src net.Conn) {
 	defer p.wg.Done()
-	io.Copy(dst, src)
+	io.Copy(w, src)
 	if tc, ok := dst.(*net.TCPConn); ok {
 		tc.CloseWrite()
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -18,6 +19,8 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 	"github.com/posener/complete"
 	"github.com/schollz/progressbar/v3"
+
+	"tether/structs"
 )
 
 // bigFileBytes is the size over which "alloc fs" will not print a file
@@ -447,7 +450,10 @@ func logIndex(name, task, typ string) (int, bool) {
 }
 
 // retryable reports whether an error is the connection or a server going
-// away (worth reconnecting) rather than the API refusing the call.
+// away (worth reconnecting) rather than the API refusing the call. "No
+// path to node" is a 404 but passes: when the server that held the
+// node's session goes away, the others answer it until the node has
+// dialled one of them, which takes it a moment.
 func retryable(err error) bool {
 	var fe fatalError
 	if errors.As(err, &fe) {
@@ -456,7 +462,8 @@ func retryable(err error) bool {
 	var ue nomad.UnexpectedResponseError
 	if errors.As(err, &ue) && ue.HasStatusCode() {
 		code := ue.StatusCode()
-		return code >= 500 || code == 429
+		return code >= 500 || code == 429 ||
+			code == http.StatusNotFound && strings.TrimSpace(ue.Body()) == structs.ErrNoPathToNode.Message
 	}
 	return true
 }
