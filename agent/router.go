@@ -58,8 +58,9 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/agent/monitor", a.wrap(a.agentMonitor))
 	r.handle("/v1/agent/pprof/{profile}", a.wrap(a.agentPprof))
 
-	// ACL administration (served by servers).
+	// ACL administration and the keyring (served by servers).
 	a.registerACLRoutes(r)
+	a.registerKeyringRoutes(r)
 
 	if a.cfg.EnableDebug {
 		r.mux.PathPrefix("/debug/pprof/").Handler(http.DefaultServeMux)

@@ -167,6 +167,8 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 		{msgSetJobStatus, &jobStatusCmd{Namespace: "default", JobID: "web", Status: structs.JobStatusRunning}},
 		{msgUpdateJobStatus, &jobStatusCmd{Namespace: "default", JobID: "web", Status: structs.JobStatusPending, Description: "blocked"}},
 		{msgUpdateNodeStatus, &nodeStatusCmd{NodeID: n2.ID, Status: structs.NodeStatusDown, At: 7}},
+		{msgRotateRootKey | msgIgnoreUnknown, &rotateRootKeyCmd{Key: &structs.RootKey{KeyID: structs.GenerateUUID(), SigningKey: make([]byte, 32)}}},
+		{msgRotateRootKey | msgIgnoreUnknown, &rotateRootKeyCmd{Key: &structs.RootKey{KeyID: structs.GenerateUUID(), SigningKey: make([]byte, 32)}}},
 	}
 	for i, st := range steps {
 		if r := applyCmd(t, f, uint64(10+i), st.typ, st.cmd); r.Err != nil {
@@ -189,7 +191,8 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 	if err := g.Restore(io.NopCloser(&buf)); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if got, want := g.store.LatestIndex(), uint64(20); got != want {
+	last := uint64(10 + len(steps) - 1)
+	if got, want := g.store.LatestIndex(), last; got != want {
 		t.Fatalf("got restored index %d; want %d", got, want)
 	}
 	for table := range stateSchema().Tables {
@@ -209,8 +212,8 @@ func TestFSM_SnapshotRestore(t *testing.T) {
 		t.Fatalf("got deleted job back after restore")
 	}
 	// A restored store keeps taking log entries after the snapshot index.
-	if r := applyCmd(t, g, 21, msgUpsertJob, &upsertJobCmd{Job: testJob("later")}); r.Err != nil || r.Index != 21 {
-		t.Fatalf("got apply after restore %+v; want index 21", r)
+	if r := applyCmd(t, g, last+1, msgUpsertJob, &upsertJobCmd{Job: testJob("later")}); r.Err != nil || r.Index != last+1 {
+		t.Fatalf("got apply after restore %+v; want index %d", r, last+1)
 	}
 }
 

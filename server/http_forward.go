@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"tether/rpc"
 	"tether/structs"
@@ -97,13 +98,17 @@ var forwardMethods = map[string]bool{
 // forwardedRequest checks req against the limits of a forwarded request
 // and builds the *http.Request to replay, as net/http would have parsed
 // it from the wire.
+// jwksPath is the one forwarded path outside /v1/: the keyring's public
+// keys (keyring.go).
+const jwksPath = "/.well-known/jwks.json"
+
 func forwardedRequest(ctx context.Context, req *structs.HTTPForwardRequest) (*http.Request, error) {
 	switch {
 	case !forwardMethods[req.Method]:
 		return nil, structs.BadRequest("forwarded request: unsupported method %q", truncate(req.Method, 16))
 	case len(req.Path)+len(req.RawQuery) > structs.MaxHTTPForwardURL:
 		return nil, structs.BadRequest("forwarded request: URL longer than %d bytes", structs.MaxHTTPForwardURL)
-	case len(req.Path) < 4 || req.Path[:4] != "/v1/":
+	case !strings.HasPrefix(req.Path, "/v1/") && req.Path != jwksPath:
 		return nil, structs.BadRequest("forwarded request: path must start with /v1/")
 	case structs.HeaderSize(req.Header) > structs.MaxHTTPForwardHeader:
 		return nil, structs.BadRequest("forwarded request: headers larger than %d bytes", structs.MaxHTTPForwardHeader)

@@ -161,6 +161,7 @@ func testHTTPForwardBadRequest(t *testing.T, s *Server) {
 		{"method", structs.HTTPForwardRequest{Method: "BREW", Path: "/v1/jobs"}, 400, "unsupported method"},
 		{"path", structs.HTTPForwardRequest{Method: "GET", Path: "/debug/pprof/"}, 400, "path must start with /v1/"},
 		{"relative path", structs.HTTPForwardRequest{Method: "GET", Path: "v1/jobs"}, 400, "path must start with /v1/"},
+		{"other well-known path", structs.HTTPForwardRequest{Method: "GET", Path: "/.well-known/openid-configuration"}, 400, "path must start with /v1/"},
 		{"url", structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs", RawQuery: strings.Repeat("a", structs.MaxHTTPForwardURL)}, 400, "URL longer"},
 		{"headers", structs.HTTPForwardRequest{Method: "GET", Path: "/v1/jobs",
 			Header: http.Header{"X": {strings.Repeat("a", structs.MaxHTTPForwardHeader)}}}, 400, "headers larger"},

@@ -93,7 +93,8 @@ func (s *Server) leaderLoop(ctx context.Context) {
 
 // establishLeadership arms the heartbeat timer of every node that is not
 // down with the failover TTL, so that none is marked down before it had
-// time to find this leader, and reschedules the jobs. It runs after the
+// time to find this leader, makes the first root key of a new cluster,
+// and reschedules the jobs. It runs after the
 // barrier: the state then holds every committed write.
 func (s *Server) establishLeadership(ctx context.Context) {
 	nodes, _ := s.store.Nodes("")
@@ -105,6 +106,9 @@ func (s *Server) establishLeadership(ctx context.Context) {
 	}
 	ttl := s.hb.armAll(ids)
 	s.logger.Info("heartbeat timers armed for failover", "nodes", len(ids), "ttl", ttl)
+	if err := s.ensureRootKey(ctx); err != nil {
+		s.logger.Error("making the first root key", "error", err)
+	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
 	jobs, _ := s.store.Jobs("*", "")

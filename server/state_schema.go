@@ -61,5 +61,6 @@ func stateSchema() *memdb.DBSchema {
 		schema.Tables[name] = t
 	}
 	schema.Tables[tableOneTimeTokens] = oneTimeTokenTableSchema()
+	schema.Tables[tableRootKeys] = rootKeyTableSchema()
 	return schema
 }
