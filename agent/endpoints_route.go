@@ -36,7 +36,7 @@ func (a *Agent) clientRoute(w http.ResponseWriter, r *http.Request) (any, error)
 	}
 	if c := a.backend.client; c != nil && (req.AllocID == "" && out.NodeID == c.NodeID() || req.AllocID != "" && c.HasAlloc(req.AllocID)) {
 		// backend.route serves it in process, whatever the servers say.
-		out.ServedBy, out.NodeServer, out.NodeServerAddr, out.Hops, out.Reachable, out.NoPath = a.servedBy(), "", "", 0, true, nil
+		*out = structs.RouteExplain{NodeID: out.NodeID, AllocID: out.AllocID, ServedBy: a.servedBy(), Reachable: true, NodeStatus: out.NodeStatus}
 	}
 	return out, nil
 }

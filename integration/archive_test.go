@@ -346,3 +346,31 @@ func TestArchive_CallerLeaves(t *testing.T) {
 			c.servers[0].OpenStreams(), c.servers[1].OpenStreams())
 	})
 }
+
+// TestArchive_CLI downloads a directory with `tether alloc fs -archive`
+// in both formats, to a file and to stdout, and compares it with the
+// disk; a path that is a file fails with the server's message.
+func TestArchive_CLI(t *testing.T) {
+	f := startFSFixture(t)
+	data := filepath.Join(f.allocDir, "alloc", "data")
+	fillArchiveDir(t, data)
+	want := listDir(t, data)
+	env := map[string]string{"NOMAD_ADDR": f.srv.URL()}
+	for _, name := range []string{"out.tar.gz", "out.tar"} {
+		out := filepath.Join(t.TempDir(), name)
+		args := []string{"alloc", "fs", "-archive", "-o", out, f.allocID, "alloc/data"}
+		runTether(t, env, "", args...).ok(t, args...)
+		body, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareArchive(t, "cli "+name, readArchive(t, body, name == "out.tar.gz"), want)
+	}
+	args := []string{"alloc", "fs", "-archive", f.allocID, "/alloc/data"}
+	res := runTether(t, env, "", args...).ok(t, args...)
+	compareArchive(t, "cli stdout", readArchive(t, []byte(res.stdout), true), want)
+	res = runTether(t, env, "", "alloc", "fs", "-archive", "-o", filepath.Join(t.TempDir(), "x.tar"), f.allocID, "alloc/data/a.txt")
+	if res.code != 1 || !strings.Contains(res.stderr, "is not a directory") {
+		t.Fatalf("archive of a file: exit %d, stderr %q; want 1 naming the path", res.code, res.stderr)
+	}
+}
