@@ -374,3 +374,89 @@ func TestArchive_CLI(t *testing.T) {
 		t.Fatalf("archive of a file: exit %d, stderr %q; want 1 naming the path", res.code, res.stderr)
 	}
 }
+
+// BenchmarkArchive compares, through the server holding the node's
+// session, cat of a 256 MiB file with archives of a 256 MiB directory
+// (16 files of 16 MiB, random bytes: nothing for gzip to gain) as tar and
+// tar.gz, and of 256 MiB of log lines as tar.gz, in one run; MB/s is the
+// rate of the directory's bytes.
+func BenchmarkArchive(b *testing.B) {
+	srv := startServer(b, "server1")
+	node := startNode(b, "node1", withServers(srv.RPCAddr()), withRawExec())
+	api, err := nomad.NewClient(&nomad.Config{Address: srv.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	job := &nomad.Job{ID: ptr("arcb"), Type: ptr("service"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Tasks: []*nomad.Task{shellTask("web", "while :; do sleep 1; done")}}}}
+	if _, _, err := api.Jobs().Register(job, nil); err != nil {
+		b.Fatal(err)
+	}
+	var allocID string
+	waitFor(b, 30*time.Second, "a running allocation", func() (bool, error) {
+		list, _, err := api.Jobs().Allocations("arcb", false, nil)
+		if err != nil || len(list) == 0 || list[0].ClientStatus != "running" {
+			return false, err
+		}
+		allocID = list[0].ID
+		return true, nil
+	})
+	data := filepath.Join(node.cfg.DataDir, "alloc", allocID, "alloc", "data")
+	const total = 256 << 20
+	chunk := make([]byte, 1<<20)
+	// write makes a file of random bytes, or of log-like lines (text).
+	write := func(name string, size int, text bool) {
+		fh, err := os.Create(filepath.Join(data, name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fh.Close()
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := rand.Read(chunk); err != nil {
+				b.Fatal(err)
+			}
+			if text {
+				line := 0
+				for i := 0; i < len(chunk); {
+					i += copy(chunk[i:], fmt.Sprintf("2026-01-02T03:04:05.%06dZ INFO request served path=/v1/x/%d status=200 took=%dus\n", n+line, line%977, chunk[i]))
+					line++
+				}
+			}
+			if _, err := fh.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, d := range []string{"dir", "logs"} {
+		if err := os.MkdirAll(filepath.Join(data, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < 16; i++ {
+		write(fmt.Sprintf("dir/f%02d", i), total/16, false)
+		write(fmt.Sprintf("logs/f%02d", i), total/16, true)
+	}
+	write("big", total, false)
+	base := srv.URL() + "/v1/client/fs/"
+	for _, bc := range []struct{ name, url string }{
+		{"cat", base + "cat/" + allocID + "?path=alloc/data/big"},
+		{"archive-tar", base + "archive/" + allocID + "?path=alloc/data/dir&format=tar"},
+		{"archive-tar.gz", base + "archive/" + allocID + "?path=alloc/data/dir&format=tar.gz"},
+		{"archive-tar.gz-text", base + "archive/" + allocID + "?path=alloc/data/logs&format=tar.gz"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(total)
+			for b.Loop() {
+				resp, err := http.Get(bc.url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || n < total/100 {
+					b.Fatalf("%s: %d, %d bytes, %v", bc.name, resp.StatusCode, n, err)
+				}
+			}
+		})
+	}
+}
