@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
+	"net/http"
+	"strconv"
 	"time"
 
 	"tether/rpc"
@@ -26,12 +29,25 @@ type callRoute struct {
 	b     *backend
 	local bool
 	srv   *server.Route
+	hdr   http.Header // the response's headers, for where the call went (nil: not asked)
 }
 
 // route decides where a client call goes. t names the node (NodeID, ""
 // for this agent's own node) or the allocation (AllocID). Malformed IDs
 // are refused here (400) before anything is looked up.
 func (b *backend) route(ctx context.Context, t server.Target, method string, args any) (*callRoute, error) {
+	rt, err := b.decide(ctx, t, method, args)
+	if rt != nil {
+		rt.hdr = routeHeaderOf(ctx)
+		rt.note(nil)
+	} else {
+		noteNoPath(routeHeaderOf(ctx), err)
+	}
+	return rt, err
+}
+
+// decide is route's decision.
+func (b *backend) decide(ctx context.Context, t server.Target, method string, args any) (*callRoute, error) {
 	if t.AllocID != "" || t.NodeID == "" && isAllocTarget(method) {
 		if err := checkAllocID(t.AllocID); err != nil {
 			return nil, err
@@ -68,7 +84,7 @@ func isAllocTarget(method string) bool {
 	switch method {
 	case structs.MethodClientAllocStats, structs.MethodClientAllocGC,
 		structs.MethodFsList, structs.MethodFsStat, structs.MethodFsReadAt,
-		structs.MethodFsStream, structs.MethodFsLogs:
+		structs.MethodFsStream, structs.MethodFsLogs, structs.MethodFsArchive:
 		return true
 	}
 	return false
@@ -88,6 +104,7 @@ func (rt *callRoute) call(ctx context.Context, method string, args, reply any) e
 	start := time.Now()
 	err := rt.callOnce(ctx, method, args, reply)
 	rt.b.calls.record(method, rt.hops(), start, err)
+	rt.note(err)
 	return err
 }
 
@@ -131,6 +148,12 @@ func (rt *callRoute) callJSON(ctx context.Context, method string, args any) (raw
 
 // stream opens a streaming client call.
 func (rt *callRoute) stream(ctx context.Context, method string, args any) (*rpc.Stream, error) {
+	st, err := rt.streamOnce(ctx, method, args)
+	rt.note(err)
+	return st, err
+}
+
+func (rt *callRoute) streamOnce(ctx context.Context, method string, args any) (*rpc.Stream, error) {
 	switch {
 	case rt.local:
 		return rt.b.client.Mux().OpenLocal(ctx, method, args)
@@ -171,7 +194,9 @@ func (rt *callRoute) dataCall(ctx context.Context, method string, args, reply an
 	if rt.srv == nil {
 		return nil, nil, nil, nil
 	}
-	return rt.srv.DataCall(ctx, method, args, reply)
+	dc, head, keep, err = rt.srv.DataCall(ctx, method, args, reply)
+	rt.note(err)
+	return dc, head, keep, err
 }
 
 // routeJSON routes a unary client call and answers the HTTP API's JSON
@@ -191,4 +216,81 @@ func (b *backend) routeCall(ctx context.Context, t server.Target, method string,
 		return err
 	}
 	return rt.call(ctx, method, args, reply)
+}
+
+// Where a call went, in the headers of its answer (README, "Why a call
+// went where it did"): the handlers of client calls are registered
+// through Agent.routed, which puts the response's header map in the
+// request's context with X-Tether-Served-By set; the route then sets
+// X-Tether-Node-Server and X-Tether-Hops after each step of the call
+// (before the handler writes anything), and the reason of a "No path to
+// node" beside Nomad's body.
+
+// routeHeaderKey is the context key of the response's header map.
+type routeHeaderKey struct{}
+
+// routed wraps a client call's handler so that its answer says where the
+// call went.
+func (a *Agent) routed(h handlerFunc) handlerFunc {
+	name := a.servedBy()
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		hdr := w.Header()
+		hdr.Set(structs.HeaderServedBy, name)
+		return h(w, r.WithContext(context.WithValue(r.Context(), routeHeaderKey{}, hdr)))
+	}
+}
+
+// servedBy is the name this agent answers under: a server's member name,
+// else the node's name.
+func (a *Agent) servedBy() string {
+	if a.server != nil {
+		return a.server.MemberName()
+	}
+	return a.cfg.Name
+}
+
+// routeHeaderOf returns the header map routed put in ctx, or nil.
+func routeHeaderOf(ctx context.Context) http.Header {
+	h, _ := ctx.Value(routeHeaderKey{}).(http.Header)
+	return h
+}
+
+// note records where the route's last step went, and why it went
+// nowhere if err says so.
+func (rt *callRoute) note(err error) {
+	h := rt.hdr
+	if h == nil {
+		return
+	}
+	switch {
+	case rt.local:
+		h.Set(structs.HeaderHops, "0")
+	case rt.srv != nil:
+		if name, addr := rt.srv.NodeServer(); addr != "" {
+			h.Set(structs.HeaderNodeServer, name)
+			h.Set(structs.HeaderHops, strconv.Itoa(rt.srv.Hops()))
+		}
+	default:
+		// A node-only agent's server routes the call on; how far is its
+		// business (GET /v1/client/route tells).
+		h.Set(structs.HeaderRelay, rt.b.client.ServerAddr())
+	}
+	noteNoPath(h, err)
+}
+
+// noteNoPath puts the reason of a "No path to node" in h.
+func noteNoPath(h http.Header, err error) {
+	var np *structs.NoPathError
+	if h == nil || !errors.As(err, &np) {
+		return
+	}
+	h.Del(structs.HeaderNodeServer)
+	h.Del(structs.HeaderHops)
+	h.Set(structs.HeaderNoPathReason, np.Reason)
+	if !np.Since.IsZero() {
+		h.Set(structs.HeaderNoPathSince, np.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if np.Server != "" {
+		h.Set(structs.HeaderNoPathServer, np.Server)
+	}
 }

@@ -13,12 +13,15 @@ import (
 func (a *Agent) router() http.Handler {
 	r := &routes{mux: mux.NewRouter(), exact: make(map[string]http.Handler)}
 
-	// Client API (seed endpoints).
-	r.handle("/v1/client/stats", a.wrap(a.clientStats))
-	r.handle("/v1/client/metadata", a.wrap(a.clientMetadata))
-	r.handle("/v1/client/gc", a.wrap(a.clientGC))
-	r.handle("/v1/client/allocation/{id}/{action}", a.wrap(a.clientAllocation))
-	r.handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.clientFS))
+	// Client API (seed endpoints), each answer saying where the call went
+	// (routed, call_route.go).
+	r.handle("/v1/client/stats", a.wrap(a.routed(a.clientStats)))
+	r.handle("/v1/client/metadata", a.wrap(a.routed(a.clientMetadata)))
+	r.handle("/v1/client/gc", a.wrap(a.routed(a.clientGC)))
+	r.handle("/v1/client/allocation/{id}/{action}", a.wrap(a.routed(a.clientAllocation)))
+	r.handle("/v1/client/fs/archive/{id}", a.wrap(a.routed(a.clientFSArchive))) // before fs/{op}
+	r.handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.routed(a.clientFS)))
+	r.handle("/v1/client/route", a.wrap(a.clientRoute))
 
 	// Jobs and allocations.
 	r.handle("/v1/jobs", a.wrap(a.jobsRequest))
@@ -55,8 +58,8 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/system/gc", a.wrap(a.systemGC))
 	r.handle("/v1/operator/raft/peer", a.wrap(a.operatorRaftPeer))
 	r.handle("/v1/agent/health", a.wrap(a.agentHealth))
-	r.handle("/v1/agent/monitor", a.wrap(a.agentMonitor))
-	r.handle("/v1/agent/pprof/{profile}", a.wrap(a.agentPprof))
+	r.handle("/v1/agent/monitor", a.wrap(a.routed(a.agentMonitor)))
+	r.handle("/v1/agent/pprof/{profile}", a.wrap(a.routed(a.agentPprof)))
 
 	// ACL administration and the keyring (served by servers).
 	a.registerACLRoutes(r)

@@ -17,6 +17,7 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientGCAll, c.gcAll)
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocsChanged, c.allocsChanged)
 	c.registerFSEndpoints()
+	c.registerArchiveEndpoint()
 	c.registerJSONForms()
 }
 

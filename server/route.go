@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"tether/rpc"
 	"tether/structs"
@@ -47,14 +51,28 @@ type Route struct {
 	// calls. It is a snapshot of the state read by Route.
 	Alloc *structs.Allocation
 
-	s    *Server
-	hops int // 1 on the node's session here, 2 through a peer: the last call's (metrics)
+	s      *Server
+	hops   int    // 1 on the node's session here, 2 through a peer: the last call's (metrics, headers)
+	holder string // the peer's RPC address the last call went to, "" here
 }
 
 // Hops returns the RPC hops the route's last call took from this server:
 // 1 down the node's session here, 2 through the peer holding it, 0
 // before any call.
 func (r *Route) Hops() int { return r.hops }
+
+// NodeServer names the server that held the node's session for the
+// route's last call: this one or the peer (its member name, and its RPC
+// address); "" before any call.
+func (r *Route) NodeServer() (name, addr string) {
+	switch r.hops {
+	case 1:
+		return r.s.MemberName(), r.s.cfg.RPCAdvertise
+	case 2:
+		return r.s.notes.serverName(r.s, r.holder), r.holder
+	}
+	return "", ""
+}
 
 // Route authorises a client call and resolves its target, in Nomad's
 // order: an unknown token (403) before a malformed or unknown allocation
@@ -149,7 +167,7 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 	s := r.s
 	var zero T
 	if sess := s.sessions.get(r.NodeID); sess != nil {
-		r.hops = 1
+		r.hops, r.holder = 1, ""
 		v, err := local(sess)
 		if err == nil || !errors.Is(err, rpc.ErrSessionClosed) {
 			return v, err
@@ -161,9 +179,12 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 	for attempt := 0; attempt < 2; attempt++ {
 		addr, err := s.routes.locate(ctx, r.NodeID, attempt > 0, skip)
 		if err != nil {
+			if errors.Is(err, structs.ErrNoPathToNode) {
+				err = s.noPath(r.NodeID, skip)
+			}
 			return zero, err
 		}
-		r.hops = 2
+		r.hops, r.holder = 2, addr
 		v, err := peer(addr)
 		if err == nil || !staleRoute(ctx, err) {
 			return v, err
@@ -175,7 +196,7 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 		}
 		s.logger.Debug("stale node route", "node_id", r.NodeID, "server", addr, "error", err)
 	}
-	return zero, structs.ErrNoPathToNode
+	return zero, s.noPath(r.NodeID, skip)
 }
 
 // staleRoute reports whether a forwarded call failed because the route was
@@ -207,4 +228,171 @@ func (s *Server) openForwardedStream(ctx context.Context, addr, nodeID, method s
 		return nil, err
 	}
 	return st, nil
+}
+
+// routeNotes is what a server remembers to explain its routes: the member
+// names of peer RPC addresses (so that a forwarded call's headers name
+// the holder without reading the membership list, which takes
+// memberlist's lock, on every call) and when node sessions left this
+// server. Its zero value is ready.
+type routeNotes struct {
+	names sync.Map // RPC address → member name
+
+	once sync.Once
+	lost *lru.Cache[string, time.Time] // node ID → when its last session here closed
+}
+
+// lostNotes bounds the remembered session losses: enough for a fleet's
+// share of one server, a few MB at most.
+const lostNotes = 16384
+
+func (n *routeNotes) lostCache() *lru.Cache[string, time.Time] {
+	n.once.Do(func() {
+		c, err := lru.New[string, time.Time](lostNotes)
+		if err != nil {
+			panic(err) // only for a size <= 0
+		}
+		n.lost = c
+	})
+	return n.lost
+}
+
+// sessionLost records that nodeID has no session here any more.
+func (n *routeNotes) sessionLost(nodeID string, at time.Time) { n.lostCache().Add(nodeID, at) }
+
+// lostAt returns when nodeID's last session here closed, zero if none did
+// (that this server remembers).
+func (n *routeNotes) lostAt(nodeID string) time.Time {
+	t, _ := n.lostCache().Get(nodeID)
+	return t
+}
+
+// serverName returns the member name of the server at RPC address addr,
+// or addr when no member has it.
+func (n *routeNotes) serverName(s *Server, addr string) string {
+	if v, ok := n.names.Load(addr); ok {
+		return v.(string)
+	}
+	for _, m := range s.serverMembers(false) {
+		if m.Tags["rpc_addr"] == addr {
+			n.names.Store(addr, m.Name)
+			return m.Name
+		}
+	}
+	return addr
+}
+
+// noPath returns ErrNoPathToNode with the reason: the node is down in
+// the state, or the holder at unreachable ("" if none was) could not be
+// reached, or no alive server holds a session (since the one here went,
+// when it was here).
+func (s *Server) noPath(nodeID, unreachable string) *structs.NoPathError {
+	e := &structs.NoPathError{}
+	d := &e.NoPathDetail
+	n, _ := s.store.Node(nodeID)
+	switch {
+	case n != nil && n.Status == structs.NodeStatusDown:
+		d.Reason = structs.NoPathNodeDown
+		if n.StatusUpdatedAt > 0 {
+			d.Since = time.Unix(0, n.StatusUpdatedAt).UTC()
+		}
+	case unreachable != "":
+		d.Reason, d.Server = structs.NoPathHolderUnreachable, s.notes.serverName(s, unreachable)
+	default:
+		d.Reason, d.Since = structs.NoPathNoSession, s.notes.lostAt(nodeID)
+	}
+	return e
+}
+
+// registerRouteExplain registers Routing.Explain, which node-only agents
+// call for GET /v1/client/route.
+func (s *Server) registerRouteExplain() {
+	rpc.HandleUnary(s.mux, structs.MethodRouteExplain, func(ctx context.Context, req *structs.RouteExplainRequest, resp *structs.RouteExplain) error {
+		out, err := s.ExplainRoute(ctx, req)
+		if err == nil {
+			*resp = *out
+		}
+		return err
+	})
+}
+
+// ExplainRoute says where a client call for the node (or the
+// allocation's node) would go from this server, checking what it finds
+// (a cached holder is asked whether it still holds the session), without
+// making the call. The caller needs node:read.
+func (s *Server) ExplainRoute(ctx context.Context, req *structs.RouteExplainRequest) (*structs.RouteExplain, error) {
+	aclObj, err := s.ResolveToken(req.AuthToken)
+	if err != nil {
+		return nil, err
+	}
+	if !aclObj.AllowNodeRead() {
+		s.aclDenials.Add(1)
+		return nil, structs.ErrPermissionDenied
+	}
+	nodeID := req.NodeID
+	switch {
+	case nodeID == "" && req.AllocID == "":
+		return nil, structs.BadRequest("must provide node_id or alloc_id")
+	case nodeID != "" && req.AllocID != "":
+		return nil, structs.BadRequest("node_id and alloc_id are exclusive")
+	case req.AllocID != "":
+		a, err := s.ResolveAlloc(req.AllocID)
+		if err != nil {
+			return nil, err
+		}
+		nodeID = a.NodeID
+	default:
+		if err := structs.ValidateUUID("node", nodeID); err != nil {
+			return nil, err
+		}
+	}
+	out := &structs.RouteExplain{NodeID: nodeID, AllocID: req.AllocID, ServedBy: s.MemberName()}
+	n, err := s.store.Node(nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("node lookup failed: %w", err)
+	}
+	if n != nil {
+		out.NodeStatus = n.Status
+	}
+	if s.sessions.get(nodeID) != nil {
+		out.NodeServer, out.NodeServerAddr, out.Hops, out.Reachable = s.MemberName(), s.cfg.RPCAdvertise, 1, true
+		return out, nil
+	}
+	if n == nil && !s.unknownButHeld(ctx, nodeID, structs.ErrUnknownNode(nodeID)) {
+		return nil, structs.ErrUnknownNode(nodeID)
+	}
+	addr, unreachable := s.checkedHolder(ctx, nodeID, out)
+	if addr == "" {
+		out.NoPath = &s.noPath(nodeID, unreachable).NoPathDetail
+		return out, nil
+	}
+	out.NodeServer, out.NodeServerAddr, out.Hops, out.Reachable = s.notes.serverName(s, addr), addr, 2, true
+	return out, nil
+}
+
+// checkedHolder finds the peer holding nodeID's session as a call would
+// (the route cache first, setting out.Cached) and asks it whether it
+// still does; a stale or unreachable answer is dropped and the peers
+// asked afresh. It returns the holder's address, or "" and the
+// unreachable holder, if any.
+func (s *Server) checkedHolder(ctx context.Context, nodeID string, out *structs.RouteExplain) (addr, unreachable string) {
+	if cached, ok := s.routes.get(nodeID); ok && cached != "" {
+		out.Cached = true
+		qctx, cancel := context.WithTimeout(ctx, s.cfg.PeerQueryTimeout)
+		var resp hasNodeResponse
+		err := s.pool.Call(qctx, cached, methodHasNode, &hasNodeRequest{NodeID: nodeID}, &resp)
+		cancel()
+		if err == nil && resp.Connected {
+			return cached, ""
+		}
+		s.routes.drop(nodeID)
+		if err != nil {
+			unreachable = cached
+		}
+	}
+	addr, err := s.routes.locate(ctx, nodeID, true, unreachable)
+	if err != nil {
+		return "", unreachable
+	}
+	return addr, ""
 }

@@ -27,6 +27,7 @@ func (s *Server) registerRouting() {
 	rpc.HandleUnary(s.mux, methodSessionCount, s.sessionCountEndpoint)
 	rpc.HandleRelay[forwardRequest, rawMsg](s.mux, methodForwardNodeRPC, s.forwardNodeRPCEndpoint)
 	s.mux.HandleStream(methodForwardNodeStream, s.forwardNodeStreamEndpoint)
+	s.registerRouteExplain()
 }
 
 func (s *Server) hasNodeEndpoint(ctx context.Context, req *hasNodeRequest, resp *hasNodeResponse) error {

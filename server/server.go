@@ -38,6 +38,7 @@ type Server struct {
 	rpcSrv   *rpc.Server
 	pool     *rpc.Pool
 	routes   *routeCache
+	notes    routeNotes // names of peers, sessions lost (route.go)
 	adm      *admission
 
 	raft         *raft.Raft
@@ -370,6 +371,7 @@ func (s *Server) bindSession(ctx context.Context, nodeID string, order uint64) e
 			s.sessions.unbind(sess)
 			if s.sessions.get(nodeID) == nil {
 				s.DropData(nodeID) // the node is gone from here
+				s.notes.sessionLost(nodeID, time.Now())
 			}
 		})
 	}

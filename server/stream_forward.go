@@ -15,6 +15,7 @@ func (s *Server) registerStreamForwards() {
 	forwardAllocStream[structs.FsReadAtRequest](s, structs.MethodFsReadAt, func(r *structs.FsReadAtRequest) string { return r.AllocID })
 	forwardAllocStream[structs.FsStreamRequest](s, structs.MethodFsStream, func(r *structs.FsStreamRequest) string { return r.AllocID })
 	forwardAllocStream[structs.FsLogsRequest](s, structs.MethodFsLogs, func(r *structs.FsLogsRequest) string { return r.AllocID })
+	forwardAllocStream[structs.FsArchiveRequest](s, structs.MethodFsArchive, func(r *structs.FsArchiveRequest) string { return r.AllocID })
 	fsAllocID := func(r *structs.FsListRequest) string { return r.AllocID }
 	forwardAllocRPC[structs.FsListRequest, structs.FsListResponse](s, structs.MethodFsList, fsAllocID)
 	forwardAllocRPC[structs.FsListRequest, structs.FsStatResponse](s, structs.MethodFsStat, fsAllocID)

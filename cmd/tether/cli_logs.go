@@ -73,9 +73,11 @@ Options:
   -n <lines>    With -tail, the number of lines.
   -c <bytes>    With -tail, the number of bytes.
   -o <file>     Save the file there instead of printing it.
+  -archive      Download the directory as one tar (a .tar -o file: plain tar;
+                otherwise tar.gz), built on the node; to stdout without -o.
 `,
 			flags: mergeFlags(streamFlags, complete.Flags{"-H": complete.PredictNothing, "-stat": complete.PredictNothing,
-				"-o": complete.PredictFiles("*")}),
+				"-o": complete.PredictFiles("*"), "-archive": complete.PredictNothing}),
 			args: predictIDs(m, "allocs"),
 			run:  runAllocFS,
 		},
@@ -471,11 +473,12 @@ func retryable(err error) bool {
 func runAllocFS(m *meta, args []string) int {
 	fs := m.flagSet("alloc fs")
 	var o tailOpts
-	var machine, stat bool
+	var machine, stat, archive bool
 	var outFile string
 	o.register(fs)
 	fs.BoolVar(&machine, "H", false, "")
 	fs.BoolVar(&stat, "stat", false, "")
+	fs.BoolVar(&archive, "archive", false, "")
 	fs.StringVar(&outFile, "o", "", "")
 	if !m.parse(fs, args) {
 		return cli.RunResultHelp
@@ -501,6 +504,9 @@ func runAllocFS(m *meta, args []string) int {
 		return 1
 	}
 	alloc = viaServers(alloc)
+	if archive {
+		return m.saveArchive(c, alloc, path, outFile) // cli_archive.go
+	}
 	size := func(n int64) string {
 		if machine {
 			return strconv.FormatInt(n, 10)

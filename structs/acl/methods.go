@@ -28,6 +28,7 @@ var clientMethods = map[string]methodRule{
 	structs.MethodFsReadAt:         {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodFsStream:         {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodFsLogs:           {nsAnyOf: []string{NamespaceCapabilityReadLogs, NamespaceCapabilityReadFS}},
+	structs.MethodFsArchive:        {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodAgentMonitor:     {agentRead: true},
 	structs.MethodAgentProfile:     {agentWrite: true},
 }
