@@ -70,6 +70,9 @@ func cliCommands(m *meta) map[string]cli.CommandFactory {
 	for name, c := range aclCommands(m) {
 		add(name, c)
 	}
+	for name, c := range monitorCommands(m) {
+		add(name, c)
+	}
 	for name, c := range completionCommands(m) {
 		add(name, c)
 	}
