@@ -431,25 +431,37 @@ func binaryAt(b []byte) int {
 // "file:line,col-col: ...".
 var diagPos = regexp.MustCompile(`^[^\n]*?:(\d+),(\d+)`)
 
-// byPosition orders the parser's error lines by line and column (the
-// server reports them in no order).
+// byPosition orders the parser's errors by line and column (the server
+// reports them in no order). A line with no position stays with the
+// error before it; lines before the first error stay first.
 func byPosition(msg string) string {
-	lines := strings.Split(msg, "\n")
-	pos := func(l string) (int, int) {
-		m := diagPos.FindStringSubmatch(l)
-		if m == nil {
-			return 0, 0
-		}
-		line, _ := strconv.Atoi(m[1])
-		col, _ := strconv.Atoi(m[2])
-		return line, col
+	type entry struct {
+		line, col int
+		text      string
 	}
-	sort.SliceStable(lines, func(i, j int) bool {
-		li, ci := pos(lines[i])
-		lj, cj := pos(lines[j])
-		return li < lj || li == lj && ci < cj
+	var entries []entry
+	for _, l := range strings.Split(msg, "\n") {
+		m := diagPos.FindStringSubmatch(l)
+		if m == nil && len(entries) > 0 {
+			entries[len(entries)-1].text += "\n" + l
+			continue
+		}
+		e := entry{text: l}
+		if m != nil {
+			e.line, _ = strconv.Atoi(m[1])
+			e.col, _ = strconv.Atoi(m[2])
+		}
+		entries = append(entries, e)
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		return a.line < b.line || a.line == b.line && a.col < b.col
 	})
-	return strings.Join(lines, "\n")
+	texts := make([]string, len(entries))
+	for i, e := range entries {
+		texts[i] = e.text
+	}
+	return strings.Join(texts, "\n")
 }
 
 // maxParseErrors is how many of the parser's errors job run prints.
