@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,32 +39,8 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 	waitAllocsStatus(t, api, "count", 1, "running")
 	lb := startRRProxy(t, https...)
 
-	cmd := exec.Command(tetherBin, "alloc", "logs", "-f", "-job", "count")
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://"+lb.ln.Addr().String())
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	lines := make(chan string, 1<<16)
-	go func() {
-		defer close(done)
-		defer close(lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		_ = cmd.Wait()
-	}()
+	p := startTetherProc(t, "http://"+lb.ln.Addr().String(), "alloc", "logs", "-f", "-job", "count")
+	lines := p.lines
 
 	next := 1 // the line number expected next
 	read := func(until int) {
@@ -76,14 +50,14 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 			select {
 			case l, ok := <-lines:
 				if !ok {
-					t.Fatalf("the CLI ended at line %d: %s", next, stderr.String())
+					t.Fatalf("the CLI ended at line %d: %s", next, p.stderr.String())
 				}
 				if want := fmt.Sprintf("line %d", next); l != want {
 					t.Fatalf("got %q, want %q (a line lost or repeated)", l, want)
 				}
 				next++
 			case <-deadline:
-				t.Fatalf("line %d did not arrive: %s", next, stderr.String())
+				t.Fatalf("line %d did not arrive: %s", next, p.stderr.String())
 			}
 		}
 	}
@@ -120,17 +94,8 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 		t.Fatal("the lines after the kill came without a new connection through the balancer")
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		<-done
-		t.Fatalf("the CLI had ended before Ctrl-C (%v, exit %d): %s", err, cmd.ProcessState.ExitCode(), stderr.String())
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the CLI did not exit on SIGINT")
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit %d after SIGINT: %s", code, stderr.String())
+	if code := p.interrupt(t); code != 0 {
+		t.Fatalf("exit %d after SIGINT: %s", code, p.stderr.String())
 	}
 	for l := range lines { // what was still buffered continues the sequence
 		if want := fmt.Sprintf("line %d", next); l != want {

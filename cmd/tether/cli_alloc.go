@@ -132,7 +132,7 @@ func runAllocStatus(m *meta, args []string) int {
 	if verbose {
 		created, modified = formatUnixNano(a.CreateTime), formatUnixNano(a.ModifyTime)
 	}
-	m.ui.Output(formatKV([]string{
+	basic := []string{
 		"ID|" + a.ID,
 		"Eval ID|" + shortID(a.EvalID, verbose),
 		"Name|" + a.Name,
@@ -146,7 +146,20 @@ func runAllocStatus(m *meta, args []string) int {
 		"Desired Description|" + orNone(a.DesiredDescription),
 		"Created|" + created,
 		"Modified|" + modified,
-	}))
+	}
+	if a.DeploymentID != "" {
+		basic = append(basic, "Deployment ID|"+shortID(a.DeploymentID, verbose))
+	}
+	if verbose && a.Metrics != nil {
+		// How the scheduler placed it, when the server reports it.
+		basic = append(basic,
+			fmt.Sprintf("Evaluated Nodes|%d", a.Metrics.NodesEvaluated),
+			fmt.Sprintf("Filtered Nodes|%d", a.Metrics.NodesFiltered),
+			fmt.Sprintf("Exhausted Nodes|%d", a.Metrics.NodesExhausted),
+			"Allocation Time|"+a.Metrics.AllocationTime.String(),
+			fmt.Sprintf("Failures|%d", a.Metrics.CoalescedFailures))
+	}
+	m.ui.Output(formatKV(basic))
 
 	var usage *nomad.AllocResourceUsage
 	if stats || a.ClientStatus == "running" {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/cli"
 	nomad "github.com/hashicorp/nomad/api"
@@ -22,9 +25,15 @@ func jobCommands(m *meta) map[string]cli.Command {
 Usage: tether status [options] [job]
 
   Lists the jobs, or shows one job (as "tether job status").
+
+Options:
+  -verbose    Full IDs and absolute times.
+  -json       Print the API's JSON.
+  -t <tmpl>   Format the output with a Go template.
 `,
-			args: predictIDs(m, "jobs"),
-			run:  runJobStatus,
+			flags: jobStatusFlags,
+			args:  predictIDs(m, "jobs"),
+			run:   runJobStatus,
 		},
 		"job run": &command{m: m, synopsis: "Register a job from a JSON or HCL file",
 			help: `
@@ -53,7 +62,7 @@ Options:
   -json       Print the API's JSON.
   -t <tmpl>   Format the output with a Go template.
 `,
-			flags: complete.Flags{"-verbose": complete.PredictNothing, "-json": complete.PredictNothing, "-t": complete.PredictAnything},
+			flags: jobStatusFlags,
 			args:  predictIDs(m, "jobs"),
 			run:   runJobStatus,
 		},
@@ -88,6 +97,9 @@ Options:
 		},
 	}
 }
+
+// jobStatusFlags are the flags of "status" and "job status".
+var jobStatusFlags = complete.Flags{"-verbose": complete.PredictNothing, "-json": complete.PredictNothing, "-t": complete.PredictAnything}
 
 // resolveJob finds the job whose ID is id or, failing that, the one job
 // whose ID starts with it.
@@ -353,13 +365,24 @@ func (m *meta) parseJobFile(c *nomad.Client, path string, body []byte) (*nomad.J
 		}
 		return &job, true
 	}
+	// Text only goes to the server's HCL parser: a binary file would come
+	// back as one error per byte.
+	if len(trimmed) == 0 {
+		m.ui.Error(fmt.Sprintf("Error parsing job file %s: the file is empty", path))
+		return nil, false
+	}
+	if off := binaryAt(body); off >= 0 {
+		line, col := lineCol(body, int64(off))
+		m.ui.Error(fmt.Sprintf("Error parsing job file %s: line %d, column %d: not JSON or HCL: binary data", path, line, col))
+		return nil, false
+	}
 	job, err := c.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: string(body), Canonicalize: false})
 	if err != nil {
 		// The server names the text it parsed "input.hcl": name the file.
 		var ue nomad.UnexpectedResponseError
 		if errors.As(err, &ue) && ue.StatusCode() == 400 && ue.HasBody() {
 			msg := strings.ReplaceAll(strings.TrimSpace(ue.Body()), "input.hcl:", path+":")
-			m.ui.Error("Error parsing job file " + path + ":\n" + msg)
+			m.ui.Error("Error parsing job file " + path + ":\n" + firstLines(byPosition(msg), maxParseErrors))
 			return nil, false
 		}
 		m.apiError("parsing job file "+path, err)
@@ -380,7 +403,75 @@ func jsonErrPos(data []byte, err error) error {
 	if off < 0 || off > int64(len(data)) {
 		return err
 	}
+	line, col := lineCol(data, off)
+	return fmt.Errorf("line %d, column %d: %w", line, col, err)
+}
+
+// lineCol is the line and column (from 1, in bytes) of offset off of data.
+func lineCol(data []byte, off int64) (int, int) {
 	line := 1 + bytes.Count(data[:off], []byte("\n"))
 	col := int(off) - bytes.LastIndexByte(data[:off], '\n')
-	return fmt.Errorf("line %d, column %d: %w", line, col, err)
+	return line, col
+}
+
+// binaryAt is the offset of the first byte that is not UTF-8 text (a NUL
+// or an invalid sequence), or -1.
+func binaryAt(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == 0 || r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// diagPos is the position a parser's error line starts with:
+// "file:line,col-col: ...".
+var diagPos = regexp.MustCompile(`^[^\n]*?:(\d+),(\d+)`)
+
+// byPosition orders the parser's errors by line and column (the server
+// reports them in no order). A line with no position stays with the
+// error before it; lines before the first error stay first.
+func byPosition(msg string) string {
+	type entry struct {
+		line, col int
+		text      string
+	}
+	var entries []entry
+	for _, l := range strings.Split(msg, "\n") {
+		m := diagPos.FindStringSubmatch(l)
+		if m == nil && len(entries) > 0 {
+			entries[len(entries)-1].text += "\n" + l
+			continue
+		}
+		e := entry{text: l}
+		if m != nil {
+			e.line, _ = strconv.Atoi(m[1])
+			e.col, _ = strconv.Atoi(m[2])
+		}
+		entries = append(entries, e)
+	}
+	sort.SliceStable(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		return a.line < b.line || a.line == b.line && a.col < b.col
+	})
+	texts := make([]string, len(entries))
+	for i, e := range entries {
+		texts[i] = e.text
+	}
+	return strings.Join(texts, "\n")
+}
+
+// maxParseErrors is how many of the parser's errors job run prints.
+const maxParseErrors = 10
+
+// firstLines is the first n lines of s, and how many more there were.
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) <= n {
+		return s
+	}
+	return strings.Join(lines[:n], "\n") + fmt.Sprintf("\n... and %d more", len(lines)-n)
 }

@@ -70,6 +70,9 @@ func cliCommands(m *meta) map[string]cli.CommandFactory {
 	for name, c := range aclCommands(m) {
 		add(name, c)
 	}
+	for name, c := range monitorCommands(m) {
+		add(name, c)
+	}
 	for name, c := range completionCommands(m) {
 		add(name, c)
 	}
@@ -169,7 +172,12 @@ func runCompletion(m *meta, args []string) int {
 	case "bash":
 		m.ui.Output(fmt.Sprintf("# tether completion for bash\ncomplete -C %s tether", q))
 	case "zsh":
-		m.ui.Output(fmt.Sprintf("# tether completion for zsh\nautoload -U +X bashcompinit && bashcompinit\ncomplete -o nospace -C %s tether", q))
+		// bashcompinit's complete needs compinit's compdef: load it when
+		// the shell has not.
+		m.ui.Output(fmt.Sprintf("# tether completion for zsh\n"+
+			"(( $+functions[compdef] )) || { autoload -Uz compinit && compinit -i }\n"+
+			"autoload -U +X bashcompinit && bashcompinit\n"+
+			"complete -o nospace -C %s tether", q))
 	default:
 		m.ui.Error(fmt.Sprintf("unknown shell %q: bash or zsh", args[0]))
 		return 1

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,38 +91,41 @@ func predictIDs(m *meta, kind string) complete.Predictor {
 	})
 }
 
-// resolveNode finds the one node whose ID starts with prefix. An
-// ambiguous prefix lists the candidates.
-func (m *meta) resolveNode(c *nomad.Client, prefix string) (*nomad.Node, bool) {
+// resolveNodeID finds the ID of the one node whose ID starts with
+// prefix. An ambiguous prefix lists the candidates.
+func (m *meta) resolveNodeID(c *nomad.Client, prefix string) (string, bool) {
 	if len(prefix) < 2 {
 		m.ui.Error(errIDTooShort.Error())
-		return nil, false
+		return "", false
 	}
-	p := sanitizeUUIDPrefix(prefix)
-	nodes, _, err := c.Nodes().PrefixList(p)
+	nodes, _, err := c.Nodes().PrefixList(sanitizeUUIDPrefix(prefix))
 	if err != nil {
 		m.apiError("querying nodes", err)
-		return nil, false
+		return "", false
+	}
+	for _, n := range nodes {
+		if n.ID == prefix {
+			return n.ID, true
+		}
 	}
 	switch len(nodes) {
 	case 0:
 		m.ui.Error(fmt.Sprintf("No node(s) with prefix %q found", prefix))
-		return nil, false
+		return "", false
 	case 1:
-	default:
-		for _, n := range nodes {
-			if n.ID == prefix {
-				nodes = nodes[:0]
-				nodes = append(nodes, n)
-				break
-			}
-		}
-		if len(nodes) > 1 {
-			m.ui.Error(fmt.Sprintf("Prefix matched multiple nodes\n\n%s", formatNodeList(nodes, true)))
-			return nil, false
-		}
+		return nodes[0].ID, true
 	}
-	node, _, err := c.Nodes().Info(nodes[0].ID, nil)
+	m.ui.Error(fmt.Sprintf("Prefix matched multiple nodes\n\n%s", formatNodeList(nodes, true)))
+	return "", false
+}
+
+// resolveNode finds the one node whose ID starts with prefix and reads it.
+func (m *meta) resolveNode(c *nomad.Client, prefix string) (*nomad.Node, bool) {
+	id, ok := m.resolveNodeID(c, prefix)
+	if !ok {
+		return nil, false
+	}
+	node, _, err := c.Nodes().Info(id, nil)
 	if err != nil {
 		m.apiError("querying node info", err)
 		return nil, false
@@ -129,12 +133,20 @@ func (m *meta) resolveNode(c *nomad.Client, prefix string) (*nomad.Node, bool) {
 	return node, true
 }
 
+// formatNodeList is the table of nodes; verbose adds full IDs, the
+// nodes' addresses and versions.
 func formatNodeList(nodes []*nomad.NodeListStub, verbose bool) string {
-	rows := []string{"ID|Node Pool|DC|Name|Class|Drain|Eligibility|Status"}
+	head := "ID|Node Pool|DC|Name|Class"
+	if verbose {
+		head += "|Address|Version"
+	}
+	rows := []string{head + "|Drain|Eligibility|Status"}
 	for _, n := range nodes {
-		rows = append(rows, fmt.Sprintf("%s|%s|%s|%s|%s|%v|%s|%s",
-			shortID(n.ID, verbose), orNone(n.NodePool), n.Datacenter, n.Name, orNone(n.NodeClass),
-			n.Drain, n.SchedulingEligibility, n.Status))
+		row := fmt.Sprintf("%s|%s|%s|%s|%s", shortID(n.ID, verbose), orNone(n.NodePool), n.Datacenter, n.Name, orNone(n.NodeClass))
+		if verbose {
+			row += "|" + orNone(n.Address) + "|" + orNone(n.Version)
+		}
+		rows = append(rows, fmt.Sprintf("%s|%v|%s|%s", row, n.Drain, n.SchedulingEligibility, n.Status))
 	}
 	return formatList(rows)
 }
@@ -288,7 +300,7 @@ func (m *meta) printNode(c *nomad.Client, node *nomad.Node, stats, verbose bool)
 		m.apiError("querying node allocations", err)
 		return 1
 	}
-	m.printNodeResources(node, allocs, hostStats, stats)
+	m.printNodeResources(c, node, allocs, hostStats, stats)
 	m.ui.Output("\nAllocations")
 	ar := []string{"ID|Node ID|Task Group|Version|Desired|Status|Created|Modified"}
 	if verbose {
@@ -339,8 +351,10 @@ func formatDetails(d map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-// printNodeResources prints the allocated and used resources of a node.
-func (m *meta) printNodeResources(node *nomad.Node, allocs []*nomad.Allocation, hs *nomad.HostStats, stats bool) {
+// printNodeResources prints what the node's allocations were given, what
+// they use and what the host uses; with stats, the host's CPU, memory and
+// disk statistics.
+func (m *meta) printNodeResources(c *nomad.Client, node *nomad.Node, allocs []*nomad.Allocation, hs *nomad.HostStats, stats bool) {
 	var totalCPU, totalMem, totalDisk int64
 	if r := node.NodeResources; r != nil {
 		totalCPU = r.Cpu.CpuShares
@@ -348,29 +362,36 @@ func (m *meta) printNodeResources(node *nomad.Node, allocs []*nomad.Allocation, 
 		totalDisk = r.Disk.DiskMB
 	}
 	var cpu, mem, disk int64
+	var running []*nomad.Allocation
 	for _, a := range allocs {
 		if a.ClientTerminalStatus() || a.ServerTerminalStatus() {
 			continue
+		}
+		if a.ClientStatus == "running" {
+			running = append(running, a)
 		}
 		if ar := a.AllocatedResources; ar != nil {
 			for _, t := range ar.Tasks {
 				cpu += t.Cpu.CpuShares
 				mem += t.Memory.MemoryMB
 			}
-			if ar.Shared.DiskMB != 0 {
-				disk += ar.Shared.DiskMB
-			}
+			disk += ar.Shared.DiskMB
 		}
 	}
-	mb := func(v int64) string { return humanBytes(uint64(v) << 20) }
+	mb := func(v int64) string { return humanBytes(uint64(max(v, 0)) << 20) }
 	m.ui.Output("\nAllocated Resources\n" + formatList([]string{
 		"CPU|Memory|Disk",
 		fmt.Sprintf("%d/%d MHz|%s/%s|%s/%s", cpu, totalCPU, mb(mem), mb(totalMem), mb(disk), mb(totalDisk)),
 	}))
+	if used, ok := allocUsage(c, running); ok {
+		m.ui.Output("\nAllocation Resource Utilization\n" + formatList([]string{
+			"CPU|Memory",
+			fmt.Sprintf("%d/%d MHz|%s/%s", int64(used.cpu), totalCPU, humanBytes(used.rss), mb(totalMem)),
+		}))
+	}
 	if hs == nil {
 		return
 	}
-	usedCPU := hs.CPUTicksConsumed
 	var diskUsed, diskSize uint64
 	for _, d := range hs.DiskStats {
 		diskUsed += d.Used
@@ -382,28 +403,74 @@ func (m *meta) printNodeResources(node *nomad.Node, allocs []*nomad.Allocation, 
 	}
 	m.ui.Output("\nHost Resource Utilization\n" + formatList([]string{
 		"CPU|Memory|Disk",
-		fmt.Sprintf("%d/%d MHz|%s/%s|%s/%s", int64(usedCPU), totalCPU, humanBytes(memUsed), humanBytes(memTotal),
+		fmt.Sprintf("%d/%d MHz|%s/%s|%s/%s", int64(hs.CPUTicksConsumed), totalCPU, humanBytes(memUsed), humanBytes(memTotal),
 			humanBytes(diskUsed), humanBytes(diskSize)),
 	}))
 	if stats {
-		cr := []string{"CPU|User|System|Idle"}
-		for _, c := range hs.CPU {
-			cr = append(cr, fmt.Sprintf("%s|%.2f%%|%.2f%%|%.2f%%", c.CPU, c.User, c.System, c.Idle))
-		}
-		m.ui.Output("\nCPU Stats\n" + formatList(cr))
-		if hs.Memory != nil {
-			m.ui.Output("\nMemory Stats\n" + formatKV([]string{
-				"Total|" + humanBytes(hs.Memory.Total), "Available|" + humanBytes(hs.Memory.Available),
-				"Used|" + humanBytes(hs.Memory.Used), "Free|" + humanBytes(hs.Memory.Free),
-			}))
-		}
-		dr := []string{"Device|Mountpoint|Size|Used|Available|Used %"}
-		for _, d := range hs.DiskStats {
-			dr = append(dr, fmt.Sprintf("%s|%s|%s|%s|%s|%.2f%%", d.Device, d.Mountpoint, humanBytes(d.Size),
-				humanBytes(d.Used), humanBytes(d.Available), d.UsedPercent))
-		}
-		m.ui.Output("\nDisk Stats\n" + formatList(dr))
+		m.printHostStats(hs)
 	}
+}
+
+// usage is what allocations use: CPU in MHz and resident memory.
+type usage struct {
+	cpu float64
+	rss uint64
+}
+
+// allocUsage adds up what the running allocations use, as their nodes
+// report it; it reports false if one of them could not be asked.
+func allocUsage(c *nomad.Client, running []*nomad.Allocation) (usage, bool) {
+	var u usage
+	for _, a := range running {
+		st, err := c.Allocations().Stats(a, nil)
+		if err != nil {
+			return usage{}, false
+		}
+		if r := st.ResourceUsage; r != nil {
+			if r.CpuStats != nil {
+				u.cpu += r.CpuStats.TotalTicks
+			}
+			if r.MemoryStats != nil {
+				u.rss += r.MemoryStats.RSS
+			}
+		}
+	}
+	return u, true
+}
+
+// printHostStats prints the host's statistics as Nomad's -stats does: a
+// key = value block per CPU, one for memory and one per disk.
+func (m *meta) printHostStats(hs *nomad.HostStats) {
+	blocks := make([]string, 0, len(hs.CPU))
+	for _, c := range hs.CPU {
+		blocks = append(blocks, formatKV([]string{
+			"CPU|" + c.CPU, "User|" + percent(c.User), "System|" + percent(c.System), "Idle|" + percent(c.Idle),
+		}))
+	}
+	m.ui.Output("\nCPU Stats\n" + strings.Join(blocks, "\n\n"))
+	if hs.Memory != nil {
+		m.ui.Output("\nMemory Stats\n" + formatKV([]string{
+			"Total|" + humanBytes(hs.Memory.Total), "Available|" + humanBytes(hs.Memory.Available),
+			"Used|" + humanBytes(hs.Memory.Used), "Free|" + humanBytes(hs.Memory.Free),
+		}))
+	}
+	blocks = blocks[:0]
+	for _, d := range hs.DiskStats {
+		blocks = append(blocks, formatKV([]string{
+			"Device|" + d.Device, "MountPoint|" + d.Mountpoint, "Size|" + humanBytes(d.Size),
+			"Used|" + humanBytes(d.Used), "Available|" + humanBytes(d.Available),
+			"Used Percent|" + percent(d.UsedPercent), "Inodes Percent|" + percent(d.InodesUsedPercent),
+		}))
+	}
+	m.ui.Output("\nDisk Stats\n" + strings.Join(blocks, "\n\n"))
+}
+
+// percent is a percentage with at most two decimals and no trailing
+// zeros: "1.5%", "12%".
+func percent(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 2, 64)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s + "%"
 }
 
 func runNodeMetaRead(m *meta, args []string) int {
@@ -417,11 +484,11 @@ func runNodeMetaRead(m *meta, args []string) int {
 		return code
 	}
 	if nodeID != "" {
-		n, ok := m.resolveNode(c, nodeID)
+		id, ok := m.resolveNodeID(c, nodeID)
 		if !ok {
 			return 1
 		}
-		nodeID = n.ID
+		nodeID = id
 	}
 	meta, err := c.Nodes().Meta().Read(nodeID, nil)
 	if err != nil {
@@ -477,11 +544,11 @@ func runNodeMetaApply(m *meta, args []string) int {
 		return 1
 	}
 	if nodeID != "" {
-		n, ok := m.resolveNode(c, nodeID)
+		id, ok := m.resolveNodeID(c, nodeID)
 		if !ok {
 			return 1
 		}
-		nodeID = n.ID
+		nodeID = id
 	}
 	if _, err := c.Nodes().Meta().Apply(&nomad.NodeMetaApplyRequest{NodeID: nodeID, Meta: updates}, nil); err != nil {
 		m.apiError("applying dynamic node metadata", err)
