@@ -54,13 +54,36 @@ func (a *Agent) jobsParse(w http.ResponseWriter, r *http.Request) (any, error) {
 	return job, nil
 }
 
+// maxDiagLines bounds how many errors a parse answers with: a file that is
+// not HCL at all (a binary, say) gives one per bad byte.
+const maxDiagLines = 10
+
 // diagText is the errors of diags, one per line, each with its position
-// ("input.hcl:3,5-9: Unsupported argument; ...").
+// ("input.hcl:3,5-9: Unsupported argument; ..."), in the order of their
+// positions in the file and at most maxDiagLines of them.
 func diagText(diags hcl.Diagnostics) string {
-	var lines []string
+	var errs hcl.Diagnostics
 	for _, d := range diags {
-		if d.Severity != hcl.DiagError {
-			continue
+		if d.Severity == hcl.DiagError {
+			errs = append(errs, d)
+		}
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i].Subject, errs[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil // errors without a position go last
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		default:
+			return a.Start.Column < b.Start.Column
+		}
+	})
+	var lines []string
+	for i, d := range errs {
+		if i == maxDiagLines {
+			lines = append(lines, fmt.Sprintf("... and %d more", len(errs)-maxDiagLines))
+			break
 		}
 		lines = append(lines, d.Error())
 	}

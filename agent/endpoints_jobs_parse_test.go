@@ -106,3 +106,37 @@ job "web" {
 		})
 	}
 }
+
+// TestDiagText: parse errors come in file order, at most maxDiagLines of
+// them, however many a file that is not HCL gives.
+func TestDiagText(t *testing.T) {
+	binary := make([]byte, 200)
+	for i := range binary {
+		binary[i] = byte(i%7) + 1 // control bytes: one error each
+	}
+	cases := []struct {
+		name  string
+		src   string
+		lines int
+		first string
+	}{
+		{"binary", string(binary), maxDiagLines + 1, "input.hcl:1,1-2:"},
+		{"two errors out of order in the schema walk", "job \"x\" {\n  group \"g\" {\n    bogus = 1\n  }\n  nope = 2\n}\n", 2, "input.hcl:3,5-10:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, diags := parseJobHCL([]byte(tc.src), "input.hcl")
+			if !diags.HasErrors() {
+				t.Fatal("no errors")
+			}
+			text := diagText(diags)
+			lines := strings.Split(text, "\n")
+			if len(lines) != tc.lines || !strings.HasPrefix(lines[0], tc.first) {
+				t.Fatalf("got %d lines starting %q; want %d starting %q:\n%s", len(lines), lines[0], tc.lines, tc.first, text)
+			}
+			if tc.lines > maxDiagLines && !strings.HasPrefix(lines[maxDiagLines], "... and ") {
+				t.Fatalf("no cap line:\n%s", text)
+			}
+		})
+	}
+}

@@ -274,6 +274,7 @@ func TestCLI_Commands(t *testing.T) {
 		{"no job", []string{"job", "status", "nope"}, 1, []string{`No job(s) with prefix or id "nope" found`}},
 		{"unknown flag", []string{"node", "status", "-bogus"}, 1, []string{"flag provided but not defined: -bogus", "Usage: tether node status"}},
 		{"unknown subcommand", []string{"node", "bogus"}, 1, []string{"Usage: tether node"}},
+		{"unknown command", []string{"bogus"}, 1, []string{`unknown command "bogus"`, "Usage: tether <command>"}},
 		{"missing arg", []string{"alloc", "status"}, 1, []string{"Usage: tether alloc status"}},
 		{"both json and t", []string{"node", "status", "-json", "-t", "x"}, 1, []string{"Both -json and -t"}},
 		{"bad template", []string{"node", "status", "-t", "{{.Nope"}, 1, []string{"Error parsing template"}},

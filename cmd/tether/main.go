@@ -7,6 +7,9 @@
 //	tether fleet [flags]   run many simulated nodes (see "tether fleet -h")
 //	tether tls ...         create a CA and certificates (see "tether tls -h")
 //	tether version         print the version
+//
+// and the operator commands, with Nomad's names and flags (cli_*.go):
+// status, node, alloc, job, monitor, operator, server, system, acl.
 package main
 
 import (
@@ -17,11 +20,12 @@ import (
 	"tether/agent"
 )
 
-// Exit codes.
+// Exit codes. Usage errors exit 1 like failures, as Nomad's CLI does:
+// scripts written for it test for non-zero, and some for 1.
 const (
 	exitOK    = 0
 	exitError = 1 // the agent failed while running
-	exitUsage = 2 // bad flags, bad configuration
+	exitUsage = 1 // unknown command, bad flags, bad configuration
 )
 
 const usageText = `Usage: tether <command> [flags]
@@ -35,7 +39,8 @@ Commands:
   version   Print the Tether version
 
 Operator commands (Nomad's names, flags and NOMAD_* environment):
-  status, node, alloc, job, operator, server, system, acl, completion
+  status, node, alloc, job, monitor, operator, server, system, acl,
+  completion
 
 Run "tether agent -h" for the agent's flags, "tether node -h" and so on
 for the operator commands.
