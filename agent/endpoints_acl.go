@@ -27,6 +27,11 @@ func (a *Agent) registerACLRoutes(r *routes) {
 	r.handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
 }
 
+// listIndex is the index the ACL lists answer with: as Nomad's, never 0
+// (the Go client's own test expects 1 from a table never written), so
+// that a blocking query on the list can always be asked.
+func listIndex(idx uint64) uint64 { return max(idx, 1) }
+
 func isWrite(r *http.Request) bool { return r.Method == http.MethodPut || r.Method == http.MethodPost }
 
 // readOptionalBody reads a bounded body that may be empty.
@@ -86,7 +91,7 @@ func (a *Agent) aclPolicies(w http.ResponseWriter, r *http.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	setIndex(w, idx)
+	setIndex(w, listIndex(idx))
 	return out, nil
 }
 
@@ -152,7 +157,7 @@ func (a *Agent) aclTokens(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	setIndex(w, idx)
+	setIndex(w, listIndex(idx))
 	return out, nil
 }
 

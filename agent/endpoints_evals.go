@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -59,6 +60,20 @@ func (a *Agent) evaluationInfo(w http.ResponseWriter, r *http.Request) (any, err
 // allocations the evaluation placed.
 func (a *Agent) evaluationAllocations(w http.ResponseWriter, r *http.Request) (any, error) {
 	s, e, err := a.evalFor(r)
+	var nf *structs.Error
+	if errors.As(err, &nf) && nf.StatusCode() == http.StatusNotFound {
+		// As Nomad: an unknown evaluation placed nothing, 200 and [] at
+		// the allocations' index, for a caller who may read jobs.
+		if s, err = a.serverFor(r, acl.NamespaceCapabilityReadJob); err != nil {
+			return nil, err
+		}
+		if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+			return s.State().TableIndex(ws, server.TableAllocs), nil
+		}); err != nil {
+			return nil, err
+		}
+		return []*structs.AllocListStub{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

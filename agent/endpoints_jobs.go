@@ -314,10 +314,21 @@ func (a *Agent) nodeAllocations(w http.ResponseWriter, r *http.Request) (any, er
 type allocationJSON struct {
 	*structs.Allocation
 	AllocatedResources *structs.AllocatedResources
+	NetworkStatus      *allocNetworkStatus
+}
+
+// allocNetworkStatus is Nomad's AllocNetworkStatus. Tether's tasks share
+// their node's network (Nomad's host mode): no interface, address or DNS
+// of their own, which Nomad reports as this struct with empty fields.
+type allocNetworkStatus struct {
+	InterfaceName string
+	Address       string
+	AddressIPv6   string
+	DNS           *struct{}
 }
 
 func withAllocated(al *structs.Allocation) allocationJSON {
-	return allocationJSON{Allocation: al, AllocatedResources: al.Allocated()}
+	return allocationJSON{Allocation: al, AllocatedResources: al.Allocated(), NetworkStatus: &allocNetworkStatus{}}
 }
 
 // namespaceOf returns ?namespace, "default" when absent.

@@ -41,9 +41,13 @@ var (
 	diskKeys       = keySet("Sticky", "Migrate", "SizeMB")
 )
 
-// idPattern bounds job, group and task names: they become file names
-// (task dirs, log files) on nodes.
+// idPattern bounds group and task names: they become file names (task
+// dirs, log files) on nodes. A job ID names no file, so it takes what
+// Nomad's does (no space, no NUL: "a/b" and "字" are fine), up to
+// maxJobIDLength bytes.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
+
+const maxJobIDLength = 256
 
 // decodeJobRegister parses a job registration body ({"Job": {...}}).
 func decodeJobRegister(body []byte) (*structs.Job, error) {
@@ -110,8 +114,12 @@ func decodeJob(raw json.RawMessage) (*structs.Job, error) {
 	switch {
 	case j.ID == "":
 		return nil, structs.BadRequest("Job.ID: missing job ID")
-	case !idPattern.MatchString(j.ID):
-		return nil, structs.BadRequest("Job.ID: %q must be 1-128 letters, digits, '_', '-' or '.'", j.ID)
+	case strings.Contains(j.ID, " "):
+		return nil, structs.BadRequest("Job.ID: job ID contains a space")
+	case strings.ContainsRune(j.ID, 0):
+		return nil, structs.BadRequest("Job.ID: job ID contains a null character")
+	case len(j.ID) > maxJobIDLength:
+		return nil, structs.BadRequest("Job.ID: longer than %d bytes", maxJobIDLength)
 	}
 	if j.Name == "" {
 		j.Name = j.ID

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"io"
 	"net/http"
+	"net/url"
 	_ "net/http/pprof" // served under /debug/pprof/ with enable_debug
 	"strings"
 
@@ -11,7 +13,8 @@ import (
 // router maps the HTTP API. The same handlers serve servers and node agents;
 // the backend decides where a call is answered.
 func (a *Agent) router() http.Handler {
-	r := &routes{mux: mux.NewRouter(), exact: make(map[string]http.Handler)}
+	r := &routes{mux: mux.NewRouter().UseEncodedPath(), exact: make(map[string]http.Handler)}
+	r.mux.Use(unescapeVars)
 
 	// Client API (seed endpoints), each answer saying where the call went
 	// (routed, call_route.go).
@@ -84,6 +87,28 @@ func (a *Agent) router() http.Handler {
 type routes struct {
 	mux   *mux.Router
 	exact map[string]http.Handler
+}
+
+// unescapeVars hands handlers their path variables decoded. The router
+// matches the escaped path, as Nomad does, so that an ID holding a "/"
+// (which the Go client sends as %2F) is one variable and not two path
+// segments: /v1/job/a%2Fb is job "a/b".
+func unescapeVars(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vars := mux.Vars(r)
+		decoded := make(map[string]string, len(vars))
+		for k, v := range vars {
+			d, err := url.PathUnescape(v)
+			if err != nil {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = io.WriteString(w, "Invalid escape in path")
+				return
+			}
+			decoded[k] = d
+		}
+		next.ServeHTTP(w, mux.SetURLVars(r, decoded))
+	})
 }
 
 // handle routes path to h, on every method (handlers check theirs).

@@ -21,8 +21,10 @@ import (
 // Limits of a mock_driver task's config. The job body is bounded already;
 // these keep one task from being a busy loop or holding much memory.
 const (
-	// MockMaxOutputString is the longest stdout_string or stderr_string.
-	MockMaxOutputString = 64 << 10
+	// MockMaxOutputString is the longest stdout_string or stderr_string:
+	// as long as a job body may be (the Go client's own log test writes
+	// about 470 KB in one).
+	MockMaxOutputString = 1 << 20
 	// MockMaxRepeat is the highest stdout_repeat or stderr_repeat.
 	MockMaxRepeat = 10_000_000
 	// mockMinRepeatInterval is the shortest time between two repeated

@@ -13,6 +13,7 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 
 	"tether/agent"
+	"tether/structs"
 )
 
 // The official Go client is the judge: every endpoint Tether serves,
@@ -534,6 +535,12 @@ func TestGoClientParity_TestutilConfig(t *testing.T) {
 				code, body, err := tryGet(a.URL() + "/v1/status/leader")
 				return code == http.StatusOK && body != `""`, err
 			})
+			// Newer test servers wait for the keyring instead: a key in
+			// the JWKS.
+			waitFor(t, 15*time.Second, "a key in the JWKS", func() (bool, error) {
+				code, body, err := tryGet(a.URL() + "/.well-known/jwks.json")
+				return code == http.StatusOK && strings.Contains(body, `"kid":`), err
+			})
 			if !tc.dev {
 				return
 			}
@@ -544,5 +551,75 @@ func TestGoClientParity_TestutilConfig(t *testing.T) {
 				return err == nil && len(l) == 1 && l[0].Status == "ready", err
 			})
 		})
+	}
+}
+
+// TestGoClientParity_SuiteFindings holds what running the official
+// client's own test suite against Tether found different from Nomad, each
+// as that suite asserts it: a job ID with "/" and other characters, an
+// unknown evaluation's allocations, the ACL policy list's index, the
+// allocation's NetworkStatus, a blocked evaluation when nothing fits, and
+// a mock_driver task writing half a megabyte.
+func TestGoClientParity_SuiteFindings(t *testing.T) {
+	srv := startACLServer(t, "server1", time.Second)
+	api := apiWithToken(t, srv, bootstrap(t, srv))
+
+	pols, qm, err := api.ACLPolicies().List(nil)
+	if err != nil || len(pols) != 0 || qm.LastIndex != 1 {
+		t.Fatalf("ACLPolicies().List on no policy = %d, index %d, %v; want none at index 1", len(pols), qm.LastIndex, err)
+	}
+	allocs, qm, err := api.Evaluations().Allocations(structs.GenerateUUID(), nil)
+	if err != nil || len(allocs) != 0 || qm.LastIndex != 0 {
+		t.Fatalf("Evaluations().Allocations of an unknown eval = %d, index %d, %v; want none at index 0", len(allocs), qm.LastIndex, err)
+	}
+
+	// Nothing fits yet (no node): the registration's evaluation is
+	// complete and hands over to a blocked one.
+	id := "job-id/with\\troublesome:characters\n?&字"
+	_, _, err = api.Jobs().Info(id, nil)
+	wantStatus(t, "Jobs().Info before the job exists", err, 404, "job not found")
+	var input strings.Builder
+	for i := range 80_000 {
+		fmt.Fprintf(&input, "%d\n", i)
+	}
+	job := &nomad.Job{ID: &id, Type: ptr("batch"), Datacenters: []string{"dc1"},
+		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Count: ptr(1), Tasks: []*nomad.Task{
+			mockTask("logger", map[string]any{"stdout_string": input.String()}),
+		}}}}
+	reg, _, err := api.Jobs().Register(job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := api.Jobs().Info(id, nil); err != nil || *got.ID != id {
+		t.Fatalf("Jobs().Info(%q) = %v; want the job", id, err)
+	}
+	ev, _, err := api.Evaluations().Info(reg.EvalID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Status != "complete" || ev.BlockedEval == "" || len(ev.FailedTGAllocs) != 1 {
+		t.Fatalf("registration eval = %+v; want complete, failed to place g, with a blocked eval", ev)
+	}
+	evals, _, err := api.Evaluations().List(nil)
+	if err != nil || len(evals) != 2 || evals[0].ID != ev.BlockedEval || evals[0].Status != "blocked" ||
+		evals[0].PreviousEval != reg.EvalID || evals[1].ID != reg.EvalID {
+		t.Fatalf("Evaluations().List = %+v, %v; want the blocked eval, then the registration's", evals, err)
+	}
+
+	// A node that fits arrives: the job is placed, the blocked eval gives
+	// way, and the task's half megabyte of output is all there.
+	startNode(t, "node1", withServers(srv.RPCAddr()), withMockDriver(), withACL(time.Second))
+	stub := waitAllocsStatus(t, api, id, 1, "complete")[0]
+	waitFor(t, 10*time.Second, "the blocked eval to give way", func() (bool, error) {
+		b, _, err := api.Evaluations().Info(ev.BlockedEval, nil)
+		return err == nil && b.Status == "complete", err
+	})
+	alloc, _, err := api.Allocations().Info(stub.ID, nil)
+	if err != nil || alloc.NetworkStatus == nil {
+		t.Fatalf("Allocations().Info NetworkStatus = %v, %v; want one (empty in host mode)", alloc.NetworkStatus, err)
+	}
+	fi, _, err := api.AllocFS().Stat(alloc, "alloc/logs/logger.stdout.0", nil)
+	if err != nil || fi.Size != int64(input.Len()) {
+		t.Fatalf("stdout is %v bytes (%v); want %d", fi, err, input.Len())
 	}
 }

@@ -53,6 +53,11 @@ func (s *StateStore) UpsertEvals(evals []*structs.Evaluation) (uint64, error) {
 		for _, e := range evals {
 			c := *e
 			c.CreateIndex, c.ModifyIndex = idx, idx
+			if raw, err := txn.First(tableEvals, "id", e.ID); err != nil {
+				return err
+			} else if raw != nil {
+				c.CreateIndex = raw.(*structs.Evaluation).CreateIndex // an update
+			}
 			if err := txn.Insert(tableEvals, &c); err != nil {
 				return err
 			}
@@ -146,6 +151,60 @@ func (s *Server) recordEvalLocked(ctx context.Context, evalID, triggeredBy strin
 		}
 		e.StatusDescription = "some allocations could not be placed; they are placed when a node fits"
 	}
-	_, err := s.raftApply(ctx, msgUpsertEvals, &upsertEvalsCmd{Evals: []*structs.Evaluation{e}})
+	// The pass supersedes the job's blocked evaluation, if any: Nomad
+	// keeps at most one per job.
+	evals := []*structs.Evaluation{e}
+	prev, err := s.store.EvalsByJob(job.Namespace, job.ID)
+	if err != nil {
+		return err
+	}
+	for _, p := range prev {
+		if p.Status == structs.EvalStatusBlocked {
+			c := *p
+			c.Status, c.StatusDescription, c.ModifyTime = structs.EvalStatusCanceled, "superseded by evaluation "+evalID, now
+			evals = append(evals, &c)
+		}
+	}
+	var blocked *structs.Evaluation
+	if len(failures) > 0 {
+		// As Nomad's scheduler does, what could not be placed waits in a
+		// blocked evaluation that follows this one (written after it, so
+		// lists newest first show it first).
+		blocked = &structs.Evaluation{
+			ID: structs.GenerateUUID(), Namespace: job.Namespace, Priority: job.Priority, Type: job.Type,
+			TriggeredBy: structs.EvalTriggerQueuedAllocs, JobID: job.ID, JobModifyIndex: job.JobModifyIndex,
+			Status: structs.EvalStatusBlocked, StatusDescription: "created to place remaining allocations",
+			PreviousEval: evalID, CreateTime: now, ModifyTime: now,
+		}
+		e.BlockedEval = blocked.ID
+	}
+	if _, err := s.raftApply(ctx, msgUpsertEvals, &upsertEvalsCmd{Evals: evals}); err != nil || blocked == nil {
+		return err
+	}
+	_, err = s.raftApply(ctx, msgUpsertEvals, &upsertEvalsCmd{Evals: []*structs.Evaluation{blocked}})
+	return err
+}
+
+// completeBlockedEvalsLocked marks the job's blocked evaluation complete
+// once a pass placed everything (a node that fits came, or allocations
+// stopped): what it waited for is done. Callers hold schedMu.
+func (s *Server) completeBlockedEvalsLocked(ctx context.Context, job *structs.Job) error {
+	evals, err := s.store.EvalsByJob(job.Namespace, job.ID)
+	if err != nil {
+		return err
+	}
+	var done []*structs.Evaluation
+	now := time.Now().UnixNano()
+	for _, e := range evals {
+		if e.Status == structs.EvalStatusBlocked {
+			c := *e
+			c.Status, c.StatusDescription, c.ModifyTime = structs.EvalStatusComplete, "", now
+			done = append(done, &c)
+		}
+	}
+	if len(done) == 0 {
+		return nil
+	}
+	_, err = s.raftApply(ctx, msgUpsertEvals, &upsertEvalsCmd{Evals: done})
 	return err
 }

@@ -171,6 +171,9 @@ func (s *Server) scheduleLocked(ctx context.Context, ns, id string) error {
 	s.lastFailures = failures
 	if len(failures) == 0 {
 		delete(s.blocked, key)
+		if err := s.completeBlockedEvalsLocked(ctx, job); err != nil {
+			s.logger.Warn("completing a blocked evaluation", "job", id, "namespace", ns, "error", err)
+		}
 	} else {
 		var parts []string
 		for _, f := range failures {

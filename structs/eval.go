@@ -4,7 +4,12 @@ package structs
 const (
 	EvalStatusComplete = "complete"
 	EvalStatusBlocked  = "blocked"
+	EvalStatusCanceled = "canceled"
 )
+
+// EvalTriggerQueuedAllocs is the trigger of a blocked evaluation: the
+// allocations a pass could not place, waiting for a node that fits.
+const EvalTriggerQueuedAllocs = "queued-allocs"
 
 // Evaluation records one scheduling pass over a job, in Nomad's shape, so
 // `nomad job run` can monitor a registration.
