@@ -3,8 +3,8 @@ package agent
 import (
 	"io"
 	"net/http"
-	"net/url"
 	_ "net/http/pprof" // served under /debug/pprof/ with enable_debug
+	"net/url"
 	"strings"
 
 	"github.com/gorilla/mux"
