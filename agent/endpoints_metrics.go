@@ -45,6 +45,7 @@ func (a *Agent) agentMetrics(w http.ResponseWriter, r *http.Request) (any, error
 		return metricsSummary{Gauges: []metrics.GaugeValue{}, Points: []metrics.PointValue{},
 			Counters: []metrics.SampledValue{}, Samples: []metrics.SampledValue{}}, nil
 	}
+	a.telemetry.flushCalls()
 	out, err := a.telemetry.inmem.DisplayMetrics(w, r)
 	if err != nil {
 		return nil, err

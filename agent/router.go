@@ -15,6 +15,9 @@ import (
 func (a *Agent) router() http.Handler {
 	r := &routes{mux: mux.NewRouter().UseEncodedPath(), exact: make(map[string]http.Handler)}
 	r.mux.Use(unescapeVars)
+	if a.telemetry != nil {
+		r.metrics = &a.telemetry.http
+	}
 
 	// Client API (seed endpoints), each answer saying where the call went
 	// (routed, call_route.go).
@@ -85,8 +88,9 @@ func (a *Agent) router() http.Handler {
 // attach the route and its variables; an exact path needs neither, and
 // the hottest calls (stats, metadata) are such paths.
 type routes struct {
-	mux   *mux.Router
-	exact map[string]http.Handler
+	mux     *mux.Router
+	exact   map[string]http.Handler
+	metrics *callMetrics // counts requests by route; nil with telemetry off
 }
 
 // unescapeVars hands handlers their path variables decoded. The router
@@ -113,6 +117,7 @@ func unescapeVars(next http.Handler) http.Handler {
 
 // handle routes path to h, on every method (handlers check theirs).
 func (rt *routes) handle(path string, h http.Handler) {
+	h = rt.metrics.measured(path, h)
 	rt.mux.Handle(path, h)
 	if !strings.Contains(path, "{") {
 		if _, dup := rt.exact[path]; !dup { // the first route wins, as in gorilla/mux

@@ -51,6 +51,9 @@ type telemetry struct {
 	sinks    metrics.FanoutSink // every sink, shut down with the agent
 
 	calls               callMetrics
+	http                callMetrics // HTTP API requests (telemetry_http.go)
+	flushMu             sync.Mutex  // serialises flushCalls
+	httpCount, httpTime *prometheus.Desc
 	callCount, callTime *prometheus.Desc
 
 	// Sources read at collection and scrape time; nil when the agent has
@@ -153,6 +156,8 @@ func newTelemetry(cfg TelemetryConfig, name string, logger hclog.Logger) (*telem
 	}
 	t.calls.on = true
 	t.callCount, t.callTime = callDescs(t.host)
+	t.http = newHTTPMetrics()
+	t.httpCount, t.httpTime = httpDescs(t.host)
 	return t, nil
 }
 
@@ -227,12 +232,23 @@ func (t *telemetry) collect() {
 			t.snap.SetGaugeWithLabels(alias, float32(st.value), nil)
 		}
 	}
-	t.calls.flush(t.snap)
+	t.flushCalls()
 	if t.streamed != nil {
 		for _, k := range t.streamed.kinds() {
 			t.snap.SetGaugeWithLabels(keyBytesStreamed, float32(k.bytes), []metrics.Label{{Name: "kind", Value: k.kind}})
 		}
 	}
+}
+
+// flushCalls sends the call and request counts gathered since the last
+// flush to the interval sinks. The collection loop runs it, and so does
+// GET /v1/metrics before it reads the in-memory sink, so that a request
+// counted a moment ago is in the answer.
+func (t *telemetry) flushCalls() {
+	t.flushMu.Lock()
+	defer t.flushMu.Unlock()
+	t.calls.flush(t.snap)
+	t.http.flush(t.snap)
 }
 
 // keyBytesStreamed is nomad.tether.bytes_streamed{kind}.
@@ -295,6 +311,9 @@ func (c *tetherCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.t.allowed("nomad.tether.client_call") {
 		c.t.calls.collect(ch, c.t.callCount, c.t.callTime)
+	}
+	if c.t.allowed("nomad.tether.http_request") {
+		c.t.http.collect(ch, c.t.httpCount, c.t.httpTime)
 	}
 	if c.t.streamed != nil && c.t.allowed("nomad.tether.bytes_streamed") {
 		d := prometheus.NewDesc("nomad_tether_bytes_streamed", "Bytes of file and log reads this agent's HTTP API wrote, by kind.",

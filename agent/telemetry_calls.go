@@ -43,12 +43,17 @@ var callBucketsMs = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 5
 // time (collect), the others every collection interval (flush). A call
 // allocates nothing, and calls on many cores share no lock.
 type callMetrics struct {
-	on      bool
+	on bool
+	// countKey, timeKey and labelsOf name the series: the client call
+	// metrics (the zero value) or the HTTP request ones (httpMetrics).
+	countKey, timeKey []string
+	labelsOf          func(method string, outcome, hops int) []labelPair
+
 	methods atomic.Pointer[map[string]*methodSeries]
 	mu      sync.Mutex // serialises adding a method
 
 	// flushed holds, per series, the totals at the last flush (flush
-	// runs in the collection loop only).
+	// runs under telemetry.flushMu: the collection loop and /v1/metrics).
 	flushed map[*callSeries]callTotals
 }
 
@@ -98,7 +103,7 @@ func (cm *callMetrics) record(method string, hops int, start time.Time, err erro
 	ms := cm.method(method)
 	s := ms[o][hops].Load()
 	if s == nil {
-		s = newCallSeries(method, outcomes[o], hops)
+		s = cm.newSeries(method, o, hops)
 		if !ms[o][hops].CompareAndSwap(nil, s) {
 			s = ms[o][hops].Load()
 		}
@@ -153,10 +158,27 @@ func (cm *callMetrics) each(f func(*callSeries)) {
 	}
 }
 
-func newCallSeries(method, outcome string, hops int) *callSeries {
-	h := strconv.Itoa(hops)
-	l := []metrics.Label{{Name: "method", Value: method}, {Name: "outcome", Value: outcome}, {Name: "hops", Value: h}}
-	return &callSeries{labels: l[:len(l):len(l)], values: []string{method, outcome, h}}
+// labelPair is one label of a series.
+type labelPair struct{ name, value string }
+
+// clientCallLabels are the client call series' labels.
+func clientCallLabels(method string, outcome, hops int) []labelPair {
+	return []labelPair{{"method", method}, {"outcome", outcomes[outcome]}, {"hops", strconv.Itoa(hops)}}
+}
+
+func (cm *callMetrics) newSeries(method string, outcome, hops int) *callSeries {
+	of := cm.labelsOf
+	if of == nil {
+		of = clientCallLabels
+	}
+	pairs := of(method, outcome, hops)
+	s := &callSeries{labels: make([]metrics.Label, 0, len(pairs)), values: make([]string, 0, len(pairs))}
+	for _, p := range pairs {
+		s.labels = append(s.labels, metrics.Label{Name: p.name, Value: p.value})
+		s.values = append(s.values, p.value)
+	}
+	s.labels = s.labels[:len(s.labels):len(s.labels)]
+	return s
 }
 
 // flush sends what changed since the last flush to m's sinks: the new
@@ -169,9 +191,13 @@ func (cm *callMetrics) flush(m *metrics.Metrics) {
 		now := callTotals{s.count.Load(), s.sumNs.Load()}
 		prev := cm.flushed[s]
 		if n := now.count - prev.count; n > 0 {
-			m.IncrCounterWithLabels(keyCallCount, float32(n), s.labels)
+			countKey, timeKey := keyCallCount, keyCallTime
+			if cm.countKey != nil {
+				countKey, timeKey = cm.countKey, cm.timeKey
+			}
+			m.IncrCounterWithLabels(countKey, float32(n), s.labels)
 			mean := float64(now.sumNs-prev.sumNs) / float64(n) / float64(time.Millisecond)
-			m.AddSampleWithLabels(keyCallTime, float32(mean), s.labels)
+			m.AddSampleWithLabels(timeKey, float32(mean), s.labels)
 		}
 		cm.flushed[s] = now
 	})

@@ -371,3 +371,61 @@ func TestMetrics_NoTokenNeeded(t *testing.T) {
 		t.Errorf("GET /v1/agent/self without a token = %d; want 403", code)
 	}
 }
+
+// TestMetrics_HTTPRequests: every request the HTTP API serves is counted
+// and timed by route template, in Prometheus and, at once, in the JSON
+// summary (the official client's TestOperator_MetricsSummary asks a
+// fresh server for at least one counter and one sample).
+func TestMetrics_HTTPRequests(t *testing.T) {
+	cfg := baseConfig(t, "server1")
+	cfg.Server.Enabled, cfg.Server.BootstrapExpect = true, 1
+	cfg.Telemetry = agent.TelemetryConfig{PrometheusMetrics: true} // Nomad's default intervals
+	srv := startAgent(t, cfg)
+	api := srv.API(t)
+	waitFor(t, 10*time.Second, "a leader", func() (bool, error) {
+		_, err := api.Status().Leader()
+		return err == nil, nil
+	})
+	if _, _, err := api.Jobs().Info("a/b", nil); err == nil {
+		t.Fatal("Jobs().Info of no job: no error")
+	}
+	do(t, "BREW", srv.URL()+"/v1/status/leader", nil)
+
+	s, _, err := api.Operator().MetricsSummary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Counters) == 0 || len(s.Samples) == 0 {
+		t.Fatalf("fresh server's summary: %d counters, %d samples; want some of each", len(s.Counters), len(s.Samples))
+	}
+	var jobInfo bool
+	for _, c := range s.Counters {
+		if c.Name == "nomad.tether.http_request.count" && c.DisplayLabels["route"] == "/v1/job/{id}" && c.DisplayLabels["method"] == "GET" {
+			jobInfo = true
+		}
+	}
+	if !jobInfo {
+		t.Errorf("no http_request.count for GET /v1/job/{id} in %+v", s.Counters)
+	}
+
+	fams := scrape(t, srv)
+	f := fams["nomad_tether_http_request_count"]
+	if f == nil || f.GetType() != dto.MetricType_COUNTER {
+		t.Fatalf("nomad_tether_http_request_count: %v; want a counter", f)
+	}
+	got := map[string]float64{}
+	for _, m := range f.GetMetric() {
+		if labelNames(m) != "host,method,route" {
+			t.Errorf("labels %s; want host,method,route", labelNames(m))
+		}
+		got[labelValue(m, "method")+" "+labelValue(m, "route")] += m.GetCounter().GetValue()
+	}
+	for _, want := range []string{"GET /v1/job/{id}", "GET /v1/status/leader", "other /v1/status/leader", "GET /v1/metrics"} {
+		if got[want] < 1 {
+			t.Errorf("%s counted %v times; want at least once (all: %v)", want, got[want], got)
+		}
+	}
+	if fams["nomad_tether_http_request_time"].GetType() != dto.MetricType_HISTOGRAM {
+		t.Errorf("nomad_tether_http_request_time is not a histogram")
+	}
+}
