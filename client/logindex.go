@@ -1,0 +1,225 @@
+package client
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"time"
+)
+
+// This file keeps the capture-time index of a task's log (issue #17 part
+// 2): beside each rotated file <task>.<type>.N the log writer keeps
+// .<task>.<type>.N.times, records of 16 bytes (little-endian file offset,
+// then Unix nanoseconds) saying when the chunk written at that offset
+// arrived. It is created, truncated and removed with its log file, so it
+// survives agent restarts and never outlives the log. A line's capture time
+// is the time of the last record at or before its first byte.
+//
+// Size: every write is recorded until a file has stampsFine records; after
+// that a write is recorded only when the time since the last record is at
+// least a gap that doubles every stampsFine records (1 ms, 2 ms, 4 ms, ...),
+// and nothing is recorded past maxStamps (1 MiB). Lines of an unrecorded
+// write carry the time of an earlier one. Reaching maxStamps takes about 37
+// hours of sub-second writes into one file.
+
+const (
+	stampSize  = 16
+	stampsFine = 4096
+	maxStamps  = 16 * stampsFine
+)
+
+// stampGap is the least time between two records once a file has n.
+func stampGap(n int) time.Duration {
+	if n < stampsFine {
+		return 0
+	}
+	return time.Millisecond << min((n-stampsFine)/stampsFine, 30)
+}
+
+// stampName is the index file of log file name (a base name or a path).
+func stampName(name string) string {
+	dir, base := path.Split(name)
+	return dir + "." + base + ".times"
+}
+
+// stampWriter appends the records of one log file. It is used under the
+// RotatingWriter's lock. A failing index is dropped (f nil): the log
+// itself never fails because of it.
+type stampWriter struct {
+	f     *os.File
+	n     int   // records in the file
+	last  int64 // time of the last record (Unix ns)
+	atOff int64 // offset of the last record
+	rec   [stampSize]byte
+}
+
+// openStamps opens the index of the log file at host path logPath:
+// truncated for a new log file, or appended to (a restarted agent),
+// dropping a torn last record.
+func openStamps(logPath string, appendTo bool) *stampWriter {
+	p := stampName(logPath)
+	flags := os.O_RDWR | os.O_CREATE
+	if !appendTo {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(p, flags, logFilePerm)
+	if err != nil {
+		return &stampWriter{}
+	}
+	sw := &stampWriter{f: f, atOff: -1}
+	if appendTo {
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return &stampWriter{}
+		}
+		size := fi.Size() - fi.Size()%stampSize
+		if size != fi.Size() {
+			if err := f.Truncate(size); err != nil {
+				f.Close()
+				return &stampWriter{}
+			}
+		}
+		sw.n = int(size / stampSize)
+		if sw.n > 0 {
+			if _, err := f.ReadAt(sw.rec[:], size-stampSize); err == nil {
+				sw.atOff = int64(binary.LittleEndian.Uint64(sw.rec[:8]))
+				sw.last = int64(binary.LittleEndian.Uint64(sw.rec[8:]))
+			}
+		}
+		if _, err := f.Seek(size, io.SeekStart); err != nil {
+			f.Close()
+			return &stampWriter{}
+		}
+	}
+	return sw
+}
+
+// stamp records that the bytes written at off arrived at now.
+func (sw *stampWriter) stamp(off int64, now time.Time) {
+	if sw == nil || sw.f == nil || sw.n >= maxStamps || off <= sw.atOff {
+		return
+	}
+	t := now.UnixNano()
+	if sw.n > 0 && time.Duration(t-sw.last) < stampGap(sw.n) {
+		return
+	}
+	binary.LittleEndian.PutUint64(sw.rec[:8], uint64(off))
+	binary.LittleEndian.PutUint64(sw.rec[8:], uint64(t))
+	if _, err := sw.f.Write(sw.rec[:]); err != nil {
+		sw.close()
+		return
+	}
+	sw.n++
+	sw.last, sw.atOff = t, off
+}
+
+func (sw *stampWriter) close() {
+	if sw != nil && sw.f != nil {
+		sw.f.Close()
+		sw.f = nil
+	}
+}
+
+// removeStamps removes the index of the log file at host path logPath.
+func removeStamps(logPath string) error {
+	if err := os.Remove(stampName(logPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove log index: %w", err)
+	}
+	return nil
+}
+
+// logStamps is the index of one log file as a reader sees it, opened
+// through the alloc dir's Root. Records are read as the log grows
+// (refresh); a task can write into alloc/logs, so what is read is checked:
+// at most maxStamps records, offsets never going back (the index is cut
+// at the first that does).
+type logStamps struct {
+	f     *openedFile // nil: no index
+	offs  []int64
+	times []int64
+	read  int64 // bytes of the index consumed
+	bad   bool
+	buf   []byte
+}
+
+// openLogStamps opens the index of the log file at rel (alloc-relative);
+// a missing or unreadable index has no records.
+func (f *AllocFS) openLogStamps(rel string) *logStamps {
+	ls := &logStamps{}
+	if of, err := f.openReadRel(stampName(rel)); err == nil {
+		ls.f = of
+		ls.refresh()
+	}
+	return ls
+}
+
+// refresh reads the records appended since the last read.
+func (ls *logStamps) refresh() {
+	if ls.f == nil || ls.bad || len(ls.offs) >= maxStamps {
+		return
+	}
+	if ls.buf == nil {
+		ls.buf = make([]byte, 64*stampSize)
+	}
+	for len(ls.offs) < maxStamps {
+		n, err := ls.f.file.ReadAt(ls.buf, ls.read)
+		n -= n % stampSize
+		for i := 0; i < n; i += stampSize {
+			off := int64(binary.LittleEndian.Uint64(ls.buf[i:]))
+			t := int64(binary.LittleEndian.Uint64(ls.buf[i+8:]))
+			if off < 0 || (len(ls.offs) > 0 && off < ls.offs[len(ls.offs)-1]) {
+				ls.bad = true
+				return
+			}
+			ls.offs = append(ls.offs, off)
+			ls.times = append(ls.times, t)
+		}
+		ls.read += int64(n)
+		if err != nil || n < len(ls.buf) {
+			return
+		}
+	}
+}
+
+// at is the capture time of the byte at off: the time of the last record
+// at or before it, or 0 when there is none.
+func (ls *logStamps) at(off int64) int64 {
+	i := sort.Search(len(ls.offs), func(i int) bool { return ls.offs[i] > off })
+	if i == 0 {
+		return 0
+	}
+	return ls.times[i-1]
+}
+
+// first is the time of the first record (0 without records).
+func (ls *logStamps) first() int64 {
+	if len(ls.times) == 0 {
+		return 0
+	}
+	return ls.times[0]
+}
+
+// before is the offset of the last record earlier than t (0 if none): a
+// reader looking for lines captured at or after t starts there.
+func (ls *logStamps) before(t int64) int64 {
+	var off int64
+	for i, rt := range ls.times {
+		if rt >= t {
+			break
+		}
+		off = ls.offs[i]
+	}
+	return off
+}
+
+func (ls *logStamps) close() {
+	if ls.f != nil {
+		ls.f.file.Close()
+		ls.f = nil
+	}
+}
