@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -44,6 +45,21 @@ func stampGap(n int) time.Duration {
 func stampName(name string) string {
 	dir, base := path.Split(name)
 	return dir + "." + base + ".times"
+}
+
+// isStampFile reports whether a name in alloc/logs is an index
+// (.<task>.<type>.N.times), which listings leave out.
+func isStampFile(name string) bool {
+	rest, ok := strings.CutPrefix(name, ".")
+	if !ok {
+		return false
+	}
+	rest, ok = strings.CutSuffix(rest, ".times")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndexByte(rest, '.')
+	return i > 0 && rest[i+1:] != "" && strings.Trim(rest[i+1:], "0123456789") == ""
 }
 
 // stampWriter appends the records of one log file. It is used under the
