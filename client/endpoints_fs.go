@@ -296,6 +296,9 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	send := func(f *structs.StreamFrame) error { return s.Send(f) }
 	if req.Plain && !opts.LineMode {
 		send = func(f *structs.StreamFrame) error {
+			if f.TaskEnd != nil {
+				return s.Send(f) // the HTTP side writes it only with end_event
+			}
 			return s.SendRaw(f.Data) // nothing for an event: plain shows none
 		}
 	}
