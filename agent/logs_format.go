@@ -247,8 +247,9 @@ func (lr *logRecords) flushPart(b []byte) []byte {
 }
 
 // appendLine appends one line record: {"t","alloc","task","type","line",
-// "pos"} (a file stream gives "file" for task and type), as an NDJSON
-// line or an SSE message whose id is pos.
+// "pos"} (a file stream gives "file" for task and type; "partial":true
+// marks a line with no newline), as an NDJSON line or an SSE message whose
+// id is pos.
 func (lr *logRecords) appendLine(b []byte, l *logLine) []byte {
 	line := bytes.TrimSuffix(l.line, []byte{'\n'})
 	if lr.format == formatSSE {
@@ -269,7 +270,11 @@ func (lr *logRecords) appendLine(b []byte, l *logLine) []byte {
 	b = structs.AppendJSONString(b, line)
 	b = append(b, `,"pos":"`...)
 	b = append(b, l.pos...)
-	b = append(b, `"}`...)
+	b = append(b, '"')
+	if len(line) == len(l.line) {
+		b = append(b, `,"partial":true`...) // no newline (yet): the log's last line
+	}
+	b = append(b, '}')
 	return lr.endRecord(b)
 }
 

@@ -513,3 +513,37 @@ func TestLogsExt_BadInput(t *testing.T) {
 		getOK(t, logsURL(srv.URL(), alloc, "t", q))
 	}
 }
+
+func TestLogsExt_CLI(t *testing.T) {
+	srv, _ := logsCluster(t)
+	api := srv.API(t)
+	allocs := runJob(t, api, "cli", "batch",
+		shellTask("three", `seq -f 'l%g' 1 5; exit 3`),
+		shellTask("sig", `echo out; kill -TERM $$; sleep 5`))
+	env := map[string]string{"NOMAD_ADDR": srv.URL()}
+	for task := range allocs {
+		waitStarted(t, api, allocs[task], task)
+	}
+
+	// -f to the end: the task's exit code.
+	r := runTether(t, env, "", "alloc", "logs", "-f", allocs["three"])
+	if r.code != 3 || r.stdout != "l1\nl2\nl3\nl4\nl5\n" {
+		t.Errorf("logs -f of exit 3 = exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runTether(t, env, "", "alloc", "logs", "-f", allocs["sig"]); r.code != 143 || r.stdout != "out\n" {
+		t.Errorf("logs -f of SIGTERM = exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	// Without -f: 0 whatever the task did.
+	r = runTether(t, env, "", "alloc", "logs", "-n", "2", allocs["three"]).ok(t)
+	if r.stdout != "l4\nl5\n" {
+		t.Errorf("logs -n 2 = %q", r.stdout)
+	}
+	r = runTether(t, env, "", "alloc", "logs", "-n", "1", "-timestamps", "-since", "1h", allocs["three"]).ok(t)
+	ts, line, _ := strings.Cut(strings.TrimSuffix(r.stdout, "\n"), " ")
+	if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || line != "l5" {
+		t.Errorf("logs -n 1 -timestamps = %q; want a stamp and l5", r.stdout)
+	}
+	if r := runTether(t, env, "", "alloc", "logs", "-since", "soon", allocs["three"]); r.code != 1 || !strings.Contains(r.stderr, "since") {
+		t.Errorf("-since soon = exit %d %q", r.code, r.stderr)
+	}
+}
