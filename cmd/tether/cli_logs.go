@@ -61,8 +61,8 @@ Options:
 `,
 			flags: mergeFlags(streamFlags, complete.Flags{"-stderr": complete.PredictNothing, "-task": complete.PredictAnything,
 				"-since": complete.PredictAnything, "-timestamps": complete.PredictNothing}),
-			args:  predictIDs(m, "allocs"),
-			run:   runAllocLogs,
+			args: predictIDs(m, "allocs"),
+			run:  runAllocLogs,
 		},
 		"alloc fs": &command{m: m, synopsis: "List or read files of an allocation's directory",
 			help: `
