@@ -2,12 +2,15 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +19,8 @@ import (
 
 	nomad "github.com/hashicorp/nomad/api"
 	sse "github.com/tmaxmax/go-sse"
+
+	"tether/client"
 )
 
 // These tests cover Tether's additions to fs/logs and fs/stream (issue #17
@@ -23,7 +28,7 @@ import (
 // raw_exec tasks.
 
 // logsCluster is a server and a raw_exec node.
-func logsCluster(t *testing.T, opts ...agentOpt) (*testAgent, *testAgent) {
+func logsCluster(t testing.TB, opts ...agentOpt) (*testAgent, *testAgent) {
 	t.Helper()
 	srv := startServer(t, "server1")
 	node := startNode(t, "node1", append([]agentOpt{withServers(srv.RPCAddr()), withMockDriver()}, opts...)...)
@@ -32,7 +37,7 @@ func logsCluster(t *testing.T, opts ...agentOpt) (*testAgent, *testAgent) {
 
 // runJob registers a job of one group per task (so that one task's
 // failure does not kill the others) and returns its allocations by task.
-func runJob(t *testing.T, api *nomad.Client, id, typ string, tasks ...*nomad.Task) map[string]string {
+func runJob(t testing.TB, api *nomad.Client, id, typ string, tasks ...*nomad.Task) map[string]string {
 	t.Helper()
 	job := &nomad.Job{ID: ptr(id), Type: ptr(typ), Datacenters: []string{"dc1"}}
 	for _, task := range tasks {
@@ -57,7 +62,7 @@ func runJob(t *testing.T, api *nomad.Client, id, typ string, tasks ...*nomad.Tas
 }
 
 // waitStarted waits until the servers know the task started.
-func waitStarted(t *testing.T, api *nomad.Client, alloc, task string) {
+func waitStarted(t testing.TB, api *nomad.Client, alloc, task string) {
 	t.Helper()
 	waitFor(t, 30*time.Second, task+" started", func() (bool, error) {
 		a, _, err := api.Allocations().Info(alloc, nil)
@@ -546,4 +551,71 @@ func TestLogsExt_CLI(t *testing.T) {
 	if r := runTether(t, env, "", "alloc", "logs", "-since", "soon", allocs["three"]); r.code != 1 || !strings.Contains(r.stderr, "since") {
 		t.Errorf("-since soon = exit %d %q", r.code, r.stderr)
 	}
+}
+
+// BenchmarkLogsExt_Tail100ThroughServer asks a server for lines=100 of a
+// 100 MB log rotated over ten 10 MB files (100-byte lines, written through
+// the node's own log writer, so stamped) of a task on a node whose session
+// the server holds: the HTTP call, the route, the node's backwards scan
+// and the framing back. readB/op is what the node process's read system
+// calls returned per call (server and node share the process here, so it
+// bounds the node's reads from above).
+func BenchmarkLogsExt_Tail100ThroughServer(b *testing.B) {
+	srv, node := logsCluster(b)
+	api, err := nomad.NewClient(&nomad.Config{Address: srv.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	task := mockTask("big", map[string]any{"run_for": "1h"})
+	task.LogConfig = &nomad.LogConfig{MaxFiles: ptr(10), MaxFileSizeMB: ptr(10)}
+	alloc := runJob(b, api, "big", "service", task)["big"]
+	waitStarted(b, api, alloc, "big")
+	w, err := client.NewRotatingWriter(filepath.Join(node.cfg.DataDir, "alloc", alloc, "alloc", "logs"), "big.stdout", 10, 10<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := bytes.Repeat(append(bytes.Repeat([]byte("x"), 99), '\n'), 40)
+	for written := 0; written < 100<<20; written += len(chunk) {
+		if _, err := w.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.Close()
+	u := logsURL(srv.URL(), alloc, "big", "plain=true&lines=100")
+	get := func() {
+		resp, err := http.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != 100*100 {
+			b.Fatalf("status %d, %d bytes; want 200 and 100 lines", resp.StatusCode, n)
+		}
+	}
+	get() // warm: connections, route cache
+	before := procReadBytes()
+	b.ResetTimer()
+	for b.Loop() {
+		get()
+	}
+	if before >= 0 {
+		b.ReportMetric(float64(procReadBytes()-before)/float64(b.N), "readB/op")
+	}
+}
+
+// procReadBytes is this process's rchar from /proc/self/io: the bytes its
+// read system calls returned, or -1.
+func procReadBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return -1
 }

@@ -45,11 +45,6 @@ type LogsExt struct {
 	Wait bool `codec:"Wait,omitempty"`
 }
 
-// Active reports whether the read asks for anything beyond Nomad's.
-func (e *LogsExt) Active() bool {
-	return e.Tail || !e.Since.IsZero() || e.After != "" || e.LineMode || e.Wait
-}
-
 // TaskEnd is how a followed task ended: the last frame of a followed log
 // stream once the task is dead (StreamFrame.TaskEnd; Nomad's clients
 // ignore the field) and the "end" record of the record formats.
