@@ -619,3 +619,45 @@ func procReadBytes() int64 {
 	}
 	return -1
 }
+
+// TestLogsExt_ACL: the new forms take the capabilities of the call under
+// them (read-logs or read-fs for logs, read-fs for a file stream),
+// through a server and on the node.
+func TestLogsExt_ACL(t *testing.T) {
+	srv := startACLServer(t, "server1", time.Second)
+	node := startNode(t, "node1", withServers(srv.RPCAddr()), withRawExec(), withACL(time.Second))
+	mgmtSecret := bootstrap(t, srv)
+	mgmt := apiWithToken(t, srv, mgmtSecret)
+	tokens := map[string]string{
+		"read-logs": makeToken(t, mgmt, "read-logs", `namespace "default" { capabilities = ["read-logs"] }`),
+		"read-fs":   makeToken(t, mgmt, "read-fs", `namespace "default" { capabilities = ["read-fs"] }`),
+		"read-job":  makeToken(t, mgmt, "read-job", `namespace "default" { capabilities = ["read-job"] }`),
+	}
+	alloc := runJob(t, mgmt, "acl", "service", shellTask("t", `echo x; while :; do sleep 1; done`))["t"]
+	waitFor(t, 20*time.Second, "task output", func() (bool, error) {
+		code, body, _ := do(t, "GET", logsURL(srv.URL(), alloc, "t", "plain=true"), nil, "X-Nomad-Token", mgmtSecret)
+		return code == 200 && body == "x\n", nil
+	})
+	cases := []struct {
+		path    string
+		allowed []string
+	}{
+		{"/v1/client/fs/logs/" + alloc + "?task=t&type=stdout&format=ndjson&lines=1&timestamps=true", []string{"read-logs", "read-fs"}},
+		{"/v1/client/fs/logs/" + alloc + "?task=t&type=stdout&format=sse&since=1h", []string{"read-logs", "read-fs"}},
+		{"/v1/client/fs/stream/" + alloc + "?path=alloc/logs/t.stdout.0&follow=false&format=ndjson", []string{"read-fs"}},
+	}
+	for _, base := range []string{srv.URL(), node.URL()} {
+		for _, tc := range cases {
+			for name, secret := range tokens {
+				want := http.StatusForbidden
+				if contains(tc.allowed, name) {
+					want = http.StatusOK
+				}
+				code, body, _ := do(t, "GET", base+tc.path, nil, "X-Nomad-Token", secret)
+				if code != want || want == 200 && !strings.Contains(body, `"line":"x"`) {
+					t.Errorf("%s%s with %s = %d %q; want %d", base, tc.path, name, code, body, want)
+				}
+			}
+		}
+	}
+}
