@@ -149,88 +149,148 @@ func removeStamps(logPath string) error {
 	return nil
 }
 
-// logStamps is the index of one log file as a reader sees it, opened
-// through the alloc dir's Root. Records are read as the log grows
-// (refresh); a task can write into alloc/logs, so what is read is checked:
-// at most maxStamps records, offsets never going back (the index is cut
-// at the first that does).
+// logStamps reads the index of one log file, opened through the alloc
+// dir's Root, as a cursor: a reader moving forward through the log keeps
+// only the records of the stretch it is at (advance), so a stream holds a
+// few KiB whatever the index's size. A task can write into alloc/logs, so
+// what is read is checked: at most maxStamps records, offsets never going
+// back (the index ends at the first that does).
 type logStamps struct {
-	f     *openedFile // nil: no index
-	offs  []int64
-	times []int64
-	read  int64 // bytes of the index consumed
-	bad   bool
-	buf   []byte
+	f    *openedFile // nil: no index
+	win  []stampRec  // records loaded and kept, offsets ascending
+	read int64       // bytes of the index consumed
+	n    int         // records consumed
+	done bool        // nothing more will be read (bad record, limit)
+	last int64       // offset of the last record consumed
+	buf  []byte
 }
+
+type stampRec struct{ off, t int64 }
+
+// stampChunk is how many records one read takes.
+const stampChunk = 256
 
 // openLogStamps opens the index of the log file at rel (alloc-relative);
 // a missing or unreadable index has no records.
 func (f *AllocFS) openLogStamps(rel string) *logStamps {
-	ls := &logStamps{}
+	ls := &logStamps{last: -1}
 	if of, err := f.openReadRel(stampName(rel)); err == nil {
 		ls.f = of
-		ls.refresh()
 	}
 	return ls
 }
 
-// refresh reads the records appended since the last read.
-func (ls *logStamps) refresh() {
-	if ls.f == nil || ls.bad || len(ls.offs) >= maxStamps {
-		return
+// load appends the next records to the window; false when none came (the
+// index's end for now: a followed log's index grows).
+func (ls *logStamps) load() bool {
+	if ls.f == nil || ls.done {
+		return false
 	}
 	if ls.buf == nil {
-		ls.buf = make([]byte, 64*stampSize)
+		ls.buf = make([]byte, stampChunk*stampSize)
 	}
-	for len(ls.offs) < maxStamps {
-		n, err := ls.f.file.ReadAt(ls.buf, ls.read)
-		n -= n % stampSize
-		for i := 0; i < n; i += stampSize {
-			off := int64(binary.LittleEndian.Uint64(ls.buf[i:]))
-			t := int64(binary.LittleEndian.Uint64(ls.buf[i+8:]))
-			if off < 0 || (len(ls.offs) > 0 && off < ls.offs[len(ls.offs)-1]) {
-				ls.bad = true
-				return
-			}
-			ls.offs = append(ls.offs, off)
-			ls.times = append(ls.times, t)
+	n, _ := ls.f.file.ReadAt(ls.buf, ls.read)
+	n -= n % stampSize
+	got := false
+	for i := 0; i < n; i += stampSize {
+		off := int64(binary.LittleEndian.Uint64(ls.buf[i:]))
+		t := int64(binary.LittleEndian.Uint64(ls.buf[i+8:]))
+		if off < ls.last || ls.n >= maxStamps {
+			ls.done = true
+			return got
 		}
-		ls.read += int64(n)
-		if err != nil || n < len(ls.buf) {
-			return
-		}
+		ls.win = append(ls.win, stampRec{off, t})
+		ls.read += stampSize
+		ls.n++
+		ls.last, got = off, true
+	}
+	return got
+}
+
+// advance readies at() for the offsets from start to end of a stretch
+// of the log: it reads records until one lies past end (or the index
+// ends), and forgets those before start but the last.
+func (ls *logStamps) advance(start, end int64) {
+	if ls.n == 0 {
+		ls.seek(start)
+	}
+	for ls.last <= end && ls.load() {
+	}
+	i := sort.Search(len(ls.win), func(i int) bool { return ls.win[i].off > start })
+	if i > 1 {
+		ls.win = append(ls.win[:0], ls.win[i-1:]...)
 	}
 }
 
-// at is the capture time of the byte at off: the time of the last record
-// at or before it, or 0 when there is none.
+// seek moves a fresh cursor to the last record at or before off, by a
+// binary search of the fixed-size records: a tail of a long log reads a
+// few records of its index, not all of it.
+func (ls *logStamps) seek(off int64) {
+	if ls.f == nil {
+		return
+	}
+	fi, err := ls.f.file.Stat()
+	if err != nil {
+		return
+	}
+	count := min(fi.Size()/stampSize, maxStamps)
+	if count <= stampChunk {
+		return
+	}
+	var rec [stampSize]byte
+	offAt := func(i int64) (int64, bool) {
+		if _, err := ls.f.file.ReadAt(rec[:8], i*stampSize); err != nil {
+			return 0, false
+		}
+		return int64(binary.LittleEndian.Uint64(rec[:8])), true
+	}
+	// The first record past off, then one back.
+	lo, hi := int64(0), count
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		o, ok := offAt(mid)
+		if !ok {
+			return
+		}
+		if o > off {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if i := max(lo-1, 0); i > 0 {
+		ls.read, ls.n = i*stampSize, int(i)
+	}
+}
+
+// at is the capture time of the byte at off (within the stretch given to
+// advance): the time of the last record at or before it, or 0.
 func (ls *logStamps) at(off int64) int64 {
-	i := sort.Search(len(ls.offs), func(i int) bool { return ls.offs[i] > off })
+	i := sort.Search(len(ls.win), func(i int) bool { return ls.win[i].off > off })
 	if i == 0 {
 		return 0
 	}
-	return ls.times[i-1]
+	return ls.win[i-1].t
 }
 
-// first is the time of the first record (0 without records).
-func (ls *logStamps) first() int64 {
-	if len(ls.times) == 0 {
-		return 0
-	}
-	return ls.times[0]
-}
-
-// before is the offset of the last record earlier than t (0 if none): a
-// reader looking for lines captured at or after t starts there.
-func (ls *logStamps) before(t int64) int64 {
-	var off int64
-	for i, rt := range ls.times {
-		if rt >= t {
-			break
+// since reports the index's first record time (0 with none) and the
+// offset of the last record earlier than t (0 if none): a reader of the
+// lines captured at or after t may start there. It reads the index
+// through, keeping nothing.
+func (ls *logStamps) since(t int64) (first, off int64) {
+	for ls.load() {
+		for _, r := range ls.win {
+			if first == 0 {
+				first = r.t
+			}
+			if r.t >= t {
+				return first, off
+			}
+			off = r.off
 		}
-		off = ls.offs[i]
+		ls.win = ls.win[:0]
 	}
-	return off
+	return first, off
 }
 
 func (ls *logStamps) close() {

@@ -72,7 +72,7 @@ func (lr *logReader) startLines(idxs []int, n int, buf []byte) (int, int64, erro
 func (lr *logReader) startSince(idxs []int, since int64) (int, int64) {
 	for i := len(idxs) - 1; i >= 0; i-- {
 		ls := lr.fs.openLogStamps(lr.rel(idxs[i]))
-		first, off := ls.first(), ls.before(since)
+		first, off := ls.since(since)
 		ls.close()
 		if first == 0 || first < since {
 			return idxs[i], off
@@ -157,10 +157,9 @@ func (lf *lineFramer) frame(f *structs.StreamFrame) error {
 	if f.File != lf.file {
 		lf.closeStamps()
 		lf.file, lf.stamps = f.File, lf.fs.openLogStamps(f.File)
-	} else {
-		lf.stamps.refresh()
 	}
 	start := f.Offset - int64(len(f.Data))
+	lf.stamps.advance(start, f.Offset)
 	data := f.Data
 	if lf.skip {
 		i := bytes.IndexByte(data, '\n')

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -171,14 +172,38 @@ func TestLogIndex_SurvivesReopenAndIsBounded(t *testing.T) {
 	defer af.Close()
 	ls := af.openLogStamps("web.stdout.0")
 	defer ls.close()
+	end := int64(3 * stampsFine * 2)
+	ls.advance(end, end)
 	// The first 4096 writes are each recorded, then 1 ms apart at least.
-	if n := len(ls.offs); n <= stampsFine || n > stampsFine+10 {
-		t.Errorf("%d records; want just over %d", n, stampsFine)
+	if ls.n <= stampsFine || ls.n > stampsFine+10 {
+		t.Errorf("%d records; want just over %d", ls.n, stampsFine)
 	}
-	if got := time.Unix(0, ls.at(int64(3*stampsFine*2))); !got.Equal(clk.now()) {
+	if len(ls.win) > 2 {
+		t.Errorf("the cursor keeps %d records; want those of its stretch only", len(ls.win))
+	}
+	if got := time.Unix(0, ls.at(end)); !got.Equal(clk.now()) {
 		t.Errorf("line after restart stamped %v; want %v", got, clk.now())
 	}
 	if stampGap(maxStamps) <= stampGap(stampsFine) {
 		t.Errorf("gap does not grow")
+	}
+}
+
+// TestLogIndex_Tampered: a task can write into alloc/logs; an index whose
+// offsets go back, or that ends mid-record, is read up to there only.
+func TestLogIndex_Tampered(t *testing.T) {
+	dir, _ := afsTestDir(t)
+	afsWriteLogs(t, dir, "web", "stdout", "aaaa\nbbbb\ncccc\n")
+	rec := func(off, t int64) []byte {
+		b := make([]byte, stampSize)
+		binary.LittleEndian.PutUint64(b, uint64(off))
+		binary.LittleEndian.PutUint64(b[8:], uint64(t))
+		return b
+	}
+	idx := append(append(append(rec(0, 100), rec(5, 200)...), rec(2, 300)...), 1, 2, 3)
+	afsWriteFile(t, filepath.Join(dir, "alloc/logs", stampName("web.stdout.0")), string(idx))
+	_, stamps := lineModeRead(t, afsOpen(t, dir), LogsOptions{})
+	if fmt.Sprint(stamps) != "[100 200 200]" {
+		t.Errorf("stamps = %v; want [100 200 200]: the record going back and what follows ignored", stamps)
 	}
 }
