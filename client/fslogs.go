@@ -35,8 +35,9 @@ type LogsOptions struct {
 	// Origin is "start" or "end"; "" means "start".
 	Origin string
 	// Follow keeps the stream open at the end of the newest file, waiting
-	// for more data and for new files, until ctx is cancelled or the
-	// allocation's directory is removed. Without it the stream ends at
+	// for more data and for new files, until ctx is cancelled, the
+	// allocation's directory is removed or (with TaskState) the task is
+	// dead and all it wrote was sent. Without it the stream ends at
 	// the end of the newest file that existed when the call started.
 	Follow bool
 	// Tasks maps every task name of the allocation to whether it has
