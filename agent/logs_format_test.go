@@ -53,6 +53,19 @@ func TestLogRecords_Formats(t *testing.T) {
 	}
 }
 
+func TestLogRecords_Heartbeats(t *testing.T) {
+	for _, tc := range []struct {
+		f     logFormat
+		beat  string
+		every time.Duration
+	}{{formatFrames, "{}", time.Second}, {formatSSE, ": heartbeat\n\n", 10 * time.Second}, {formatPlain, "", 0}, {formatNDJSON, "", 0}} {
+		beat, every := (&logRecords{format: tc.f}).heartbeat()
+		if string(beat) != tc.beat || every != tc.every {
+			t.Errorf("format %d: heartbeat %q every %v; want %q every %v", tc.f, beat, every, tc.beat, tc.every)
+		}
+	}
+}
+
 func TestLogRecords_SplitsFileStreams(t *testing.T) {
 	rec := &logRecords{format: formatNDJSON, alloc: "A"}
 	var out []byte
