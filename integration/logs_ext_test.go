@@ -20,6 +20,7 @@ import (
 	sse "github.com/tmaxmax/go-sse"
 
 	"tether/client"
+	"tether/structs"
 )
 
 // These tests cover Tether's additions to fs/logs and fs/stream (issue #17
@@ -425,7 +426,7 @@ func TestLogsExt_SSEResumesWithLastEventID(t *testing.T) {
 	if len(resumedFrom) == 0 {
 		t.Fatal("the client never resumed")
 	}
-	if _, ok := parsePos(resumedFrom[0]); !ok {
+	if _, ok := structs.ParseLogPos(resumedFrom[0]); !ok {
 		t.Errorf("resumed from %q; want N.offset", resumedFrom[0])
 	}
 	var want []string
@@ -438,14 +439,6 @@ func TestLogsExt_SSEResumesWithLastEventID(t *testing.T) {
 	if lastID == "" {
 		t.Error("no id on the line events")
 	}
-}
-
-// parsePos reads an "N.offset" position.
-func parsePos(s string) ([2]int64, bool) {
-	a, b, ok := strings.Cut(s, ".")
-	n, err1 := strconv.ParseInt(a, 10, 64)
-	o, err2 := strconv.ParseInt(b, 10, 64)
-	return [2]int64{n, o}, ok && err1 == nil && err2 == nil
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
