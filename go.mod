@@ -29,6 +29,7 @@ require (
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/segmentio/asm v1.2.1
 	github.com/shirou/gopsutil/v4 v4.26.10
+	github.com/tmaxmax/go-sse v0.11.0
 	github.com/zclconf/go-cty v1.20.0
 	golang.org/x/sync v0.22.0
 	golang.org/x/sys v0.50.0

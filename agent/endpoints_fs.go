@@ -119,6 +119,13 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
 		}
+		rec := &logRecords{contentType: "text/plain; charset=utf-8", alloc: allocID}
+		if rec.format, err = parseLogFormat(q, false); err != nil {
+			return nil, err
+		}
+		if err := resumeStream(&req, resumeFrom(r, rec.format)); err != nil {
+			return nil, err
+		}
 		rt, err := a.backend.route(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsStream, &req)
 		if err != nil {
 			return nil, err
@@ -127,7 +134,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, a.streamFrames(w, r, st, "text/plain; charset=utf-8", false, nil)
+		return nil, a.streamRecords(w, r, st, rec, nil)
 	case "logs":
 		req := structs.FsLogsRequest{AllocID: allocID, QueryOptions: qo}
 		if req.Task = q.Get("task"); req.Task == "" {
@@ -151,12 +158,16 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if req.Origin, err = parseOrigin(q.Get("origin")); err != nil {
 			return nil, err
 		}
+		rec, err := parseLogsExt(r, &req)
+		if err != nil {
+			return nil, err
+		}
 		rt, err := a.backend.route(r.Context(), server.Target{AllocID: allocID}, structs.MethodFsLogs, &req)
 		if err != nil {
 			return nil, err
 		}
 		var data <-chan net.Conn
-		if !req.Follow { // a read that follows stays on the stream
+		if !req.Follow && !req.LineMode { // a read that follows stays on the stream
 			var cancel func()
 			req.DataToken, data, cancel = rt.offerData()
 			defer cancel()
@@ -165,10 +176,7 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if req.Plain {
-			return nil, a.streamFrames(w, r, st, "text/plain", true, data)
-		}
-		return nil, a.streamFrames(w, r, st, "application/json", false, data)
+		return nil, a.streamRecords(w, r, st, rec, data)
 	default:
 		return nil, structs.NotFound("Invalid method")
 	}
@@ -308,11 +316,22 @@ func frameReader(ctx context.Context, st *rpc.Stream) (<-chan *outFrame, <-chan 
 	return frames, errc
 }
 
-// streamFrames answers a frame stream: JSON frames back to back (with a
-// "{}" heartbeat each idle second) or, in plain mode, the raw data only.
-// Each write is flushed; a slow reader slows the node through flow
-// control. The stream is closed on every path.
+// streamFrames answers a frame stream as JSON frames, or in plain mode
+// the raw data only.
 func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Stream, contentType string, plain bool, data <-chan net.Conn) error {
+	rec := &logRecords{contentType: contentType}
+	if plain {
+		rec.format = formatPlain
+	}
+	return a.streamRecords(w, r, st, rec, data)
+}
+
+// streamRecords answers a frame stream in rec's format: JSON frames back
+// to back (with a "{}" heartbeat each idle second), the raw data only
+// (plain), or NDJSON or SSE records (an SSE comment every 10 s). Each
+// write is flushed; a slow reader slows the node through flow control.
+// The stream is closed on every path.
+func (a *Agent) streamRecords(w http.ResponseWriter, r *http.Request, st *rpc.Stream, rec *logRecords, data <-chan net.Conn) error {
 	defer st.Close()
 	ack, err := firstFrame(st)
 	if err != nil {
@@ -328,7 +347,7 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	h := w.Header()
-	h.Set("Content-Type", contentType)
+	h.Set("Content-Type", rec.ContentType())
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -341,9 +360,25 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 	}
 
 	frames, errc := frameReader(ctx, st)
-	hb := time.NewTicker(heartbeatInterval)
-	defer hb.Stop()
+	// Framed streams beat every second, data or not, as Nomad: "{}" is
+	// ignored by decoders and keeps idle proxies from cutting the
+	// stream. SSE sends a comment every 10 s; plain and NDJSON none.
+	beat, every := rec.heartbeat()
+	var hbc <-chan time.Time
+	if beat != nil {
+		hb := time.NewTicker(every)
+		defer hb.Stop()
+		hbc = hb.C
+	}
 	var out []byte
+	write := func(b []byte) error {
+		if len(b) == 0 {
+			return nil
+		}
+		_, err := w.Write(b)
+		a.streamed.frames.Add(uint64(len(b)))
+		return err
+	}
 	for {
 		select {
 		case f, ok := <-frames:
@@ -351,23 +386,23 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 				if err := <-errc; err != nil && r.Context().Err() == nil {
 					a.logger.Named("http").Debug("stream ended with error", "path", r.URL.Path, "error", err)
 				}
+				if tail := rec.finish(out[:0]); len(tail) > 0 && write(tail) == nil {
+					_ = rc.Flush()
+				}
 				return nil
 			}
 			// Under HTTPS the TLS records of one frame (and its flush)
 			// leave in one socket write.
 			err := rpc.WithBatch(r.Context(), func() error {
 				var err error
-				if plain {
-					if d := f.data(); len(d) > 0 {
-						_, err = w.Write(d)
-						a.streamed.frames.Add(uint64(len(d)))
-					}
-				} else if f.raw.Raw() {
+				switch {
+				case f.raw.Raw() && rec.rawOK():
+					err = write(f.data())
+				case f.raw.Raw():
 					err = errors.New("raw message on a framed stream")
-				} else {
-					out = structs.AppendFrameJSON(out[:0], &f.StreamFrame)
-					_, err = w.Write(out)
-					a.streamed.frames.Add(uint64(len(out)))
+				default:
+					out = rec.appendFrame(out[:0], &f.StreamFrame)
+					err = write(out)
 				}
 				if err == nil && len(frames) == 0 {
 					err = rc.Flush()
@@ -378,13 +413,8 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 			if err != nil {
 				return nil // the caller went away; the deferred Close stops the node
 			}
-		case <-hb.C:
-			if plain {
-				continue
-			}
-			// Every second, data or not, as Nomad: "{}" is ignored by
-			// decoders and keeps idle proxies from cutting the stream.
-			if _, err := io.WriteString(w, "{}"); err != nil {
+		case <-hbc:
+			if _, err := w.Write(beat); err != nil {
 				return nil
 			}
 			if err := rc.Flush(); err != nil {

@@ -128,6 +128,9 @@ func (f *AllocFS) List(p string) ([]*structs.AllocFileInfo, error) {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	out := make([]*structs.AllocFileInfo, 0, len(entries))
 	for _, e := range entries {
+		if canon == fsLogsDir && isStampFile(e.Name()) {
+			continue // the logs' capture-time indexes: Nomad lists no such file
+		}
 		info, err := e.Info()
 		if err != nil {
 			// Removed between ReadDir and Lstat: it is no longer there.

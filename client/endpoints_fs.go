@@ -287,16 +287,25 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 	}
 	opts := LogsOptions{Task: req.Task, Type: req.LogType, Offset: req.Offset, Origin: req.Origin, Follow: req.Follow,
 		Tasks: tasks, Ready: func() error { return ack(s) }}
+	if err := logsExtOptions(&opts, &req.LogsExt); err != nil {
+		return err
+	}
+	if tr := ar.tasks[req.Task]; tr != nil {
+		opts.TaskState = tr.snapshot
+	}
 	send := func(f *structs.StreamFrame) error { return s.Send(f) }
-	if req.Plain {
+	if req.Plain && !opts.LineMode {
 		send = func(f *structs.StreamFrame) error {
+			if f.TaskEnd != nil {
+				return s.Send(f) // the HTTP side writes it only with end_event
+			}
 			return s.SendRaw(f.Data) // nothing for an event: plain shows none
 		}
 	}
 	// A read that does not follow is bulk: its bytes may go on a data
 	// connection, as the HTTP API will show them (plain bytes, or the JSON
 	// frames). Its length is not known up front, so any offer is taken.
-	if !req.Follow {
+	if !req.Follow && !opts.LineMode {
 		if dc := c.dataConn(ctx, req.DataToken); dc != nil {
 			defer dc.Close() // a log read ends when the node closes it
 			stop := context.AfterFunc(ctx, func() { dc.Close() })
@@ -315,4 +324,22 @@ func (c *Client) fsLogs(ctx context.Context, s *rpc.Stream) error {
 		}
 	}
 	return fs.Logs(ctx, opts, send)
+}
+
+// logsExtOptions takes Tether's additions to a log read (checked again
+// here: a request may come from any server).
+func logsExtOptions(opts *LogsOptions, e *structs.LogsExt) error {
+	if e.Lines < 0 || e.Lines > structs.MaxLogLines {
+		return structs.BadRequest("lines must be between 0 and %d", structs.MaxLogLines)
+	}
+	opts.Tail, opts.Lines, opts.Since, opts.Wait = e.Tail, e.Lines, e.Since, e.Wait
+	opts.LineMode = e.LineMode || e.Tail || !e.Since.IsZero() || e.After != ""
+	if e.After != "" {
+		p, ok := structs.ParseLogPos(e.After)
+		if !ok {
+			return structs.BadRequest("after must be a position N.offset, got %q", e.After)
+		}
+		opts.After = &p
+	}
+	return nil
 }

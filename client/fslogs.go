@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"tether/structs"
 )
@@ -34,8 +35,9 @@ type LogsOptions struct {
 	// Origin is "start" or "end"; "" means "start".
 	Origin string
 	// Follow keeps the stream open at the end of the newest file, waiting
-	// for more data and for new files, until ctx is cancelled or the
-	// allocation's directory is removed. Without it the stream ends at
+	// for more data and for new files, until ctx is cancelled, the
+	// allocation's directory is removed or (with TaskState) the task is
+	// dead and all it wrote was sent. Without it the stream ends at
 	// the end of the newest file that existed when the call started.
 	Follow bool
 	// Tasks maps every task name of the allocation to whether it has
@@ -47,6 +49,27 @@ type LogsOptions struct {
 	// can commit a success status. Its error aborts the stream and is
 	// returned.
 	Ready func() error
+
+	// Tail, with Lines, starts at the last Lines lines (0: at the end)
+	// instead of at Offset/Origin.
+	Tail  bool
+	Lines int
+	// After, if set, starts at that position (a line end an earlier
+	// stream reached); it wins over Tail and Offset/Origin.
+	After *structs.LogPos
+	// Since, if not zero, starts at or before the first line captured at
+	// or after it (the line framer drops the older ones); with Tail the
+	// later start wins.
+	Since time.Time
+	// TaskState, if set, is the task's current state. Following, the
+	// stream then ends with a TaskEnd frame once the task is dead and
+	// every byte it wrote was sent; with Wait, a task that has not
+	// started is waited for.
+	TaskState func() *structs.TaskState
+	Wait      bool
+	// LineMode sends line-aligned frames with each line's capture time
+	// (lineFramer) instead of the file's bytes as they come.
+	LineMode bool
 }
 
 // Logs sends a task's log as frames of at most structs.MaxFrameData bytes,
@@ -91,6 +114,12 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 	if !ok {
 		return structs.BadRequest("unknown task name %q", opts.Task)
 	}
+	if !started && opts.Wait && opts.Follow && opts.TaskState != nil {
+		var err error
+		if started, err = waitStarted(ctx, opts.TaskState); err != nil {
+			return err
+		}
+	}
 	if !started {
 		return structs.NotFound("task %q not started yet. No logs available", opts.Task)
 	}
@@ -104,7 +133,21 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 		return structs.NotFound("log entry for task %q and log type %q not found", opts.Task, opts.Type)
 	}
 	last := idxs[len(idxs)-1]
-	cur, pos := lr.start(idxs, opts.Offset, opts.Origin == "end")
+	bp := fsFrameBufPool.Get().(*[]byte)
+	defer fsFrameBufPool.Put(bp)
+	cur, pos, err := lr.startAt(idxs, &opts, *bp)
+	if err != nil {
+		return err
+	}
+	finish := func() error { return nil } // at the end of a read that does not follow
+	if opts.LineMode {
+		lf := &lineFramer{fs: f, send: send, skip: !lr.lineStart(idxs, cur, pos)}
+		if !opts.Since.IsZero() {
+			lf.since = opts.Since.UnixNano()
+		}
+		defer lf.closeStamps()
+		send, finish = lf.frame, lf.finish
+	}
 
 	of, err := f.openReadRel(lr.rel(cur))
 	if isFileNotFound(err) {
@@ -130,8 +173,6 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 		waker = newDirWaker(f.hostPath(dirCanon), func(base string) bool { return strings.HasPrefix(base, lr.prefix) })
 		defer waker.close()
 	}
-	bp := fsFrameBufPool.Get().(*[]byte)
-	defer fsFrameBufPool.Put(bp)
 	if opts.Ready != nil {
 		if err := opts.Ready(); err != nil {
 			return err
@@ -147,6 +188,13 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 	quick := false   // woken only by writes to the current file
 	deleted := false // a "file deleted" frame was sent for the current file
 	for {
+		// The task's state is read before the drain: once it is dead,
+		// its writers are closed, so what the drain and the look for a
+		// next file find is all there is.
+		var end *structs.TaskEnd
+		if opts.Follow && !quick && opts.TaskState != nil {
+			end = structs.TaskEndOf(opts.TaskState())
+		}
 		if opts.Follow {
 			if err := fl.checkTruncated(); err != nil {
 				return err
@@ -158,11 +206,14 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 
 		if !opts.Follow {
 			if cur >= last {
-				return nil
+				return finish()
 			}
 			next, idx, err := lr.openAfter(cur, last)
-			if err != nil || next == nil {
+			if err != nil {
 				return err
+			}
+			if next == nil {
+				return finish()
 			}
 			switchTo(next, idx)
 			continue
@@ -210,6 +261,9 @@ func (f *AllocFS) Logs(ctx context.Context, opts LogsOptions, send func(*structs
 					}
 				}
 			}
+		}
+		if end != nil {
+			return send(&structs.StreamFrame{TaskEnd: end})
 		}
 		if quick, err = waker.wait(ctx, path.Base(fl.name)); err != nil {
 			return err
@@ -267,6 +321,58 @@ func (lr *logReader) parse(entries []fs.DirEntry) []int {
 	}
 	sort.Ints(idxs)
 	return idxs
+}
+
+// startAt picks where a read begins: After, else the later of the Tail
+// and Since starts, else Offset/Origin.
+func (lr *logReader) startAt(idxs []int, opts *LogsOptions, buf []byte) (int, int64, error) {
+	if p := opts.After; p != nil {
+		last := idxs[len(idxs)-1]
+		if p.File > last {
+			return last, lr.size(last), nil
+		}
+		return p.File, p.Offset, nil
+	}
+	if !opts.Tail && opts.Since.IsZero() {
+		cur, pos := lr.start(idxs, opts.Offset, opts.Origin == "end")
+		return cur, pos, nil
+	}
+	cur, pos := idxs[0], int64(0)
+	if opts.Tail {
+		var err error
+		if cur, pos, err = lr.startLines(idxs, opts.Lines, buf); err != nil {
+			return 0, 0, err
+		}
+	}
+	if !opts.Since.IsZero() {
+		if c, p := lr.startSince(idxs, opts.Since.UnixNano()); c > cur || c == cur && p > pos {
+			cur, pos = c, p
+		}
+	}
+	return cur, pos, nil
+}
+
+// waitStarted polls the task's state until it has started (true), it is
+// dead without having started (false) or ctx ends.
+func waitStarted(ctx context.Context, state func() *structs.TaskState) (bool, error) {
+	tick := time.NewTicker(followPollInterval)
+	defer tick.Stop()
+	for {
+		st := state()
+		switch {
+		case st == nil:
+			return false, nil
+		case !st.StartedAt.IsZero():
+			return true, nil
+		case st.State == structs.TaskStateDead:
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // start picks the file index and offset to begin at (spec §4). Sizes are

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // logFilePerm is the mode of task log files.
@@ -21,6 +22,9 @@ const logFilePerm os.FileMode = 0o644
 // It replaces Nomad's logmon process: the agent copies the task's pipes into
 // it directly. A write that crosses the size boundary is split across the two
 // files, so no byte is lost or duplicated. Write is safe for concurrent use.
+//
+// Beside each file it keeps the file's capture-time index (logindex.go):
+// when each write arrived, created, truncated and removed with the file.
 type RotatingWriter struct {
 	dir         string
 	base        string
@@ -34,6 +38,10 @@ type RotatingWriter struct {
 	oldest int      // lowest index that may still exist on disk
 	size   int64    // bytes in the current file
 	closed bool
+	stamps *stampWriter // the current file's index
+
+	// now is the clock of the index; time.Now unless a test sets it.
+	now func() time.Time
 
 	// rotations, when set, counts the rotations (the node's metrics).
 	rotations *atomic.Uint64
@@ -53,7 +61,7 @@ func NewRotatingWriter(dir, base string, maxFiles int, maxFileSize int64) (*Rota
 	case base == "" || strings.ContainsAny(base, "/\x00"):
 		return nil, fmt.Errorf("invalid log file base name %q", base)
 	}
-	w := &RotatingWriter{dir: dir, base: base, maxFiles: maxFiles, maxFileSize: maxFileSize}
+	w := &RotatingWriter{dir: dir, base: base, maxFiles: maxFiles, maxFileSize: maxFileSize, now: time.Now}
 
 	indexes, err := w.existing()
 	if err != nil {
@@ -80,9 +88,10 @@ func NewRotatingWriter(dir, base string, maxFiles int, maxFileSize int64) (*Rota
 		if idx >= oldestKept {
 			break
 		}
-		if err := os.Remove(w.path(idx)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := w.remove(idx); err != nil {
 			w.f.Close()
-			return nil, fmt.Errorf("failed to remove old log file: %w", err)
+			w.stamps.close()
+			return nil, err
 		}
 	}
 	w.oldest = max(indexes[0], oldestKept)
@@ -103,12 +112,18 @@ func (w *RotatingWriter) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("write to %s: %w", w.base, os.ErrClosed)
 	}
 	written := 0
+	var now time.Time
+	if len(p) > 0 {
+		now = w.now()
+	}
 	for len(p) > 0 {
 		if w.f == nil || w.size >= w.maxFileSize {
 			if err := w.rotateLocked(); err != nil {
 				return written, err
 			}
 		}
+		// The record goes first: a reader that sees the bytes finds it.
+		w.stamps.stamp(w.size, now)
 		chunk := p
 		if room := w.maxFileSize - w.size; int64(len(chunk)) > room {
 			chunk = chunk[:room]
@@ -133,6 +148,7 @@ func (w *RotatingWriter) Close() error {
 		return nil
 	}
 	w.closed = true
+	w.stamps.close()
 	if w.f == nil {
 		return nil
 	}
@@ -158,6 +174,7 @@ func (w *RotatingWriter) rotateLocked() error {
 		// A previous open of w.idx failed; retry the same index.
 		next = w.idx
 	}
+	w.stamps.close()
 	if w.f != nil {
 		err := w.f.Close()
 		w.f = nil
@@ -197,6 +214,7 @@ func (w *RotatingWriter) openIndex(idx int, appendTo bool) error {
 		w.size = fi.Size()
 	}
 	w.f = f
+	w.stamps = openStamps(w.path(idx), appendTo)
 	return nil
 }
 
@@ -206,11 +224,19 @@ func (w *RotatingWriter) openIndex(idx int, appendTo bool) error {
 func (w *RotatingWriter) purge(current int) error {
 	oldestKept := current - w.maxFiles + 1
 	for ; w.oldest < oldestKept; w.oldest++ {
-		if err := os.Remove(w.path(w.oldest)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("failed to remove old log file: %w", err)
+		if err := w.remove(w.oldest); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// remove deletes file idx and its index.
+func (w *RotatingWriter) remove(idx int) error {
+	if err := os.Remove(w.path(idx)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove old log file: %w", err)
+	}
+	return removeStamps(w.path(idx))
 }
 
 // existing returns the indexes of the files of this sequence in dir, in

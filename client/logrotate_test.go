@@ -14,7 +14,8 @@ import (
 )
 
 // logFiles returns the indexes and contents of the files <dir>/<base>.N in
-// index order, failing on any other file in dir.
+// index order, failing on any other file in dir but their capture-time
+// indexes, which must be there exactly for the files that are.
 func logFiles(t *testing.T, dir, base string) ([]int, [][]byte) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -22,7 +23,12 @@ func logFiles(t *testing.T, dir, base string) ([]int, [][]byte) {
 		t.Fatal(err)
 	}
 	var idxs []int
+	stamps := map[string]bool{}
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), ".times") {
+			stamps[e.Name()] = true
+			continue
+		}
 		suffix, ok := strings.CutPrefix(e.Name(), base+".")
 		if !ok {
 			t.Fatalf("unexpected file %q", e.Name())
@@ -34,6 +40,16 @@ func logFiles(t *testing.T, dir, base string) ([]int, [][]byte) {
 		idxs = append(idxs, idx)
 	}
 	sort.Ints(idxs)
+	for _, idx := range idxs {
+		name := stampName(base + "." + strconv.Itoa(idx))
+		if !stamps[name] {
+			t.Errorf("no index %q beside its log file", name)
+		}
+		delete(stamps, name)
+	}
+	for name := range stamps {
+		t.Errorf("index %q outlived its log file", name)
+	}
 	contents := make([][]byte, len(idxs))
 	for i, idx := range idxs {
 		b, err := os.ReadFile(filepath.Join(dir, base+"."+strconv.Itoa(idx)))

@@ -1,6 +1,7 @@
 package structs
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"unicode/utf8"
@@ -49,13 +50,32 @@ func AppendFrameJSON(b []byte, f *StreamFrame) []byte {
 		b = append(b, `"FileEvent":`...)
 		b = appendJSONString(b, f.FileEvent)
 	}
+	if f.TaskEnd != nil {
+		sep()
+		b = append(b, `"TaskEnd":`...)
+		b = AppendTaskEndJSON(b, f.TaskEnd)
+	}
 	return append(b, '}')
 }
+
+// AppendTaskEndJSON appends e as encoding/json encodes it (once per
+// stream: no need for speed).
+func AppendTaskEndJSON(b []byte, e *TaskEnd) []byte {
+	j, err := json.Marshal(e)
+	if err != nil {
+		return append(b, "null"...) // a TaskEnd always encodes
+	}
+	return append(b, j...)
+}
+
+// AppendJSONString appends s (a string or bytes) as a JSON string, as
+// encoding/json does with HTML escaping off.
+func AppendJSONString[T string | []byte](b []byte, s T) []byte { return appendJSONString(b, s) }
 
 // appendJSONString appends s as a JSON string the way encoding/json does
 // with HTML escaping off: quotes, backslashes and control characters
 // escaped, U+2028 and U+2029 escaped, invalid UTF-8 replaced.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[T string | []byte](b []byte, s T) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for i := 0; i < len(s); {
@@ -78,7 +98,8 @@ func appendJSONString(b []byte, s string) []byte {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		// At most one rune's bytes: converting them does not allocate.
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		switch {
 		case r == utf8.RuneError && size == 1:
 			b = append(b, `\ufffd`...)

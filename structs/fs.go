@@ -24,11 +24,20 @@ type StreamFrame struct {
 	// bytes follow on the data connection the request's DataToken offered
 	// (never part of the HTTP API).
 	DataConn bool `codec:"DataConn,omitempty" json:"-"`
+
+	// Stamps, in a line-mode log stream (LogsExt.LineMode), is the
+	// capture time (Unix nanoseconds, 0 when unknown) of each line of
+	// Data, in order (never part of the HTTP API).
+	Stamps []int64 `codec:"Stamps,omitempty" json:"-"`
+
+	// TaskEnd, on the last frame of a followed log stream, says how the
+	// task ended (a field Nomad's clients ignore).
+	TaskEnd *TaskEnd `codec:"TaskEnd,omitempty" json:",omitempty"`
 }
 
 // IsHeartbeat reports whether the frame carries nothing.
 func (f *StreamFrame) IsHeartbeat() bool {
-	return f.Offset == 0 && len(f.Data) == 0 && f.File == "" && f.FileEvent == ""
+	return f.Offset == 0 && len(f.Data) == 0 && f.File == "" && f.FileEvent == "" && f.TaskEnd == nil
 }
 
 // File events carried in StreamFrame.FileEvent.
@@ -127,6 +136,9 @@ type FsLogsRequest struct {
 	// follow, as FsReadAtRequest.DataToken does; the acknowledgement's
 	// DataConn says whether the node took it.
 	DataToken []byte `codec:"DataToken" json:"-"`
+
+	// LogsExt are Tether's additions (structs/logs_ext.go).
+	LogsExt
 
 	QueryOptions
 }

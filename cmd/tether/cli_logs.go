@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,16 +46,23 @@ Options:
   -stderr       The task's stderr instead of its stdout.
   -task <name>  The task (or as the second argument).
   -job          The argument is a job ID: use its newest running allocation.
-  -f            Follow: keep printing as the task writes, until interrupted.
-                A server going away is survived by reconnecting where the
+  -f            Follow: keep printing as the task writes, until interrupted
+                or the task ends; then exit with the task's exit code. A
+                server going away is survived by reconnecting where the
                 output stopped, through the address given.
   -tail         Start at the end: the last 10 lines, or -n / -c.
-  -n <lines>    With -tail, the number of lines.
+  -n <lines>    The last <lines> lines (implies -tail), counted by the
+                node across rotated files.
   -c <bytes>    With -tail, the number of bytes.
+  -since <when> Only lines captured since then: an RFC 3339 time or a
+                duration back from now (10m, 2h).
+  -timestamps   Prefix each line with its capture time (RFC 3339 with
+                nanoseconds; "-" for lines older than the node's index).
 `,
-			flags: mergeFlags(streamFlags, complete.Flags{"-stderr": complete.PredictNothing, "-task": complete.PredictAnything}),
-			args:  predictIDs(m, "allocs"),
-			run:   runAllocLogs,
+			flags: mergeFlags(streamFlags, complete.Flags{"-stderr": complete.PredictNothing, "-task": complete.PredictAnything,
+				"-since": complete.PredictAnything, "-timestamps": complete.PredictNothing}),
+			args: predictIDs(m, "allocs"),
+			run:  runAllocLogs,
 		},
 		"alloc fs": &command{m: m, synopsis: "List or read files of an allocation's directory",
 			help: `
@@ -88,6 +96,11 @@ Options:
 type tailOpts struct {
 	follow, tail, job bool
 	lines, bytes      int64
+
+	// since and timestamps are alloc logs' only (records from the
+	// servers, see runRecords).
+	since      string
+	timestamps bool
 }
 
 func (o *tailOpts) register(fs *flagSetT) {
@@ -170,8 +183,13 @@ func runAllocLogs(m *meta, args []string) int {
 	o.register(fs)
 	fs.BoolVar(&stderr, "stderr", false, "")
 	fs.StringVar(&task, "task", "", "")
+	fs.StringVar(&o.since, "since", "", "")
+	fs.BoolVar(&o.timestamps, "timestamps", false, "")
 	if !m.parse(fs, args) {
 		return cli.RunResultHelp
+	}
+	if o.lines != -1 && o.bytes == -1 {
+		o.tail = true // -n alone: the node counts the lines
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		m.ui.Error("This command takes one or two arguments: <allocation|job> [task]")
@@ -250,8 +268,19 @@ type logStream struct {
 	pos  int64
 }
 
-// run prints the log as asked: whole, the tail, and following.
+// run prints the log as asked: whole, the tail, and following. A server
+// that serves records (Tether) counts the lines, stamps them and says how
+// a followed task ended; with another (Nomad) the tail is found here.
 func (s *logStream) run(ctx context.Context, o tailOpts) int {
+	if o.bytes == -1 {
+		if code, ok := s.runRecords(ctx, o); ok {
+			return code
+		}
+	}
+	if o.since != "" || o.timestamps {
+		s.m.ui.Error("Error reading logs: the server does not support -since or -timestamps")
+		return 1
+	}
 	origin, offset := "start", int64(0)
 	if o.tail {
 		origin = "end"
@@ -702,4 +731,115 @@ func (f *fileStream) stream(ctx context.Context) error {
 		f.pos = fr.Offset
 		return nil
 	})
+}
+
+// logRecord is one NDJSON record of a Tether server's log stream.
+type logRecord struct {
+	T       *string `json:"t"`
+	Line    *string `json:"line"`
+	Partial bool    `json:"partial"`
+	Pos     string  `json:"pos"`
+	End     *struct {
+		ExitCode int `json:"exit_code"`
+	} `json:"end"`
+}
+
+// errNotRecords says the server answered with Nomad's frames: it ignores
+// format=ndjson, so the client-side path is taken.
+var errNotRecords = errors.New("the server does not serve log records")
+
+// runRecords prints the log from the server's NDJSON records
+// (format=ndjson): lines=, since= and timestamps= are the server's; a
+// follow ends with the task and exits with its exit code, and a server
+// going away is survived by resuming after the last record's position.
+// ok is false when the server does not serve records.
+func (s *logStream) runRecords(ctx context.Context, o tailOpts) (code int, ok bool) {
+	params := map[string]string{"task": s.task, "type": s.typ, "format": "ndjson",
+		"follow": strconv.FormatBool(o.follow), "timestamps": strconv.FormatBool(o.timestamps)}
+	if o.tail {
+		params["lines"] = strconv.FormatInt(o.lines, 10)
+	}
+	if o.since != "" {
+		params["since"] = o.since
+	}
+	var pos string // where the output reached
+	first := true
+	backoff := 100 * time.Millisecond
+	for {
+		if pos != "" {
+			params["after"] = pos
+			delete(params, "lines")
+		}
+		exit, err := s.records(ctx, params, o.timestamps, &pos, &first)
+		switch {
+		case errors.Is(err, errNotRecords):
+			return 0, false
+		case ctx.Err() != nil:
+			return 0, true
+		case exit != nil:
+			return *exit, true
+		case err == nil && !o.follow:
+			return 0, true
+		case err != nil && !retryable(err):
+			s.m.apiError("reading logs", err)
+			return 1, true
+		}
+		// The stream ended while following: a server went away.
+		select {
+		case <-ctx.Done():
+			return 0, true
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// records reads one NDJSON stream, printing its lines and moving pos. It
+// returns the task's exit code when the stream ends with the task, and
+// errNotRecords when the first thing the server sent is not a record.
+func (s *logStream) records(ctx context.Context, params map[string]string, stamps bool, pos *string, first *bool) (*int, error) {
+	q := (&nomad.QueryOptions{Params: params}).WithContext(ctx)
+	body, err := s.c.Raw().Response("/v1/client/fs/logs/"+s.alloc.ID, q)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	dec := json.NewDecoder(body)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		var rec logRecord
+		if err := json.Unmarshal(raw, &rec); err != nil || (rec.Line == nil && rec.End == nil) {
+			if *first {
+				return nil, errNotRecords
+			}
+			continue
+		}
+		*first = false
+		if rec.End != nil {
+			return &rec.End.ExitCode, nil
+		}
+		var b []byte
+		if stamps {
+			if rec.T != nil {
+				b = append(b, *rec.T...)
+			} else {
+				b = append(b, '-')
+			}
+			b = append(b, ' ')
+		}
+		b = append(b, *rec.Line...)
+		if !rec.Partial {
+			b = append(b, '\n')
+		}
+		if _, err := s.m.stdout.Write(b); err != nil {
+			return nil, fatalError{fmt.Errorf("writing output: %w", err)}
+		}
+		*pos = rec.Pos
+	}
 }
