@@ -39,9 +39,10 @@ func TestEvaluations(t *testing.T) {
 	if err != nil || len(allocs) != 2 {
 		t.Fatalf("Evaluations().Allocations = %d, %v; want the 2 placed", len(allocs), err)
 	}
+	// What could not be placed waits in a blocked eval, listed first.
 	list, _, err := api.Jobs().Evaluations("ev", nil)
-	if err != nil || len(list) != 1 {
-		t.Fatalf("Jobs().Evaluations = %d, %v", len(list), err)
+	if err != nil || len(list) != 2 || list[0].Status != "blocked" || list[0].ID != ev.BlockedEval || list[1].ID != resp.EvalID {
+		t.Fatalf("Jobs().Evaluations = %d, %v; want the blocked eval, then the registration's", len(list), err)
 	}
 	sum, _, err := api.Jobs().Summary("ev", nil)
 	if err != nil || sum.Summary["ok"].Running+sum.Summary["ok"].Starting != 2 || sum.Summary["nowhere"].Queued != 1 {

@@ -614,6 +614,9 @@ func TestGoClientParity_SuiteFindings(t *testing.T) {
 		b, _, err := api.Evaluations().Info(ev.BlockedEval, nil)
 		return err == nil && b.Status == "complete", err
 	})
+	if sum, _, err := api.Jobs().Summary(id, nil); err != nil || sum.Summary["g"].Queued != 0 {
+		t.Fatalf("Jobs().Summary after placement = %+v, %v; want nothing queued", sum, err)
+	}
 	alloc, _, err := api.Allocations().Info(stub.ID, nil)
 	if err != nil || alloc.NetworkStatus == nil {
 		t.Fatalf("Allocations().Info NetworkStatus = %v, %v; want one (empty in host mode)", alloc.NetworkStatus, err)

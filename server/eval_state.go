@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"maps"
 	"sort"
 	"time"
 
@@ -175,6 +176,7 @@ func (s *Server) recordEvalLocked(ctx context.Context, evalID, triggeredBy strin
 			TriggeredBy: structs.EvalTriggerQueuedAllocs, JobID: job.ID, JobModifyIndex: job.JobModifyIndex,
 			Status: structs.EvalStatusBlocked, StatusDescription: "created to place remaining allocations",
 			PreviousEval: evalID, CreateTime: now, ModifyTime: now,
+			QueuedAllocations: maps.Clone(e.QueuedAllocations), // what it waits to place
 		}
 		e.BlockedEval = blocked.ID
 	}
@@ -199,6 +201,10 @@ func (s *Server) completeBlockedEvalsLocked(ctx context.Context, job *structs.Jo
 		if e.Status == structs.EvalStatusBlocked {
 			c := *e
 			c.Status, c.StatusDescription, c.ModifyTime = structs.EvalStatusComplete, "", now
+			c.QueuedAllocations = make(map[string]int, len(e.QueuedAllocations))
+			for tg := range e.QueuedAllocations {
+				c.QueuedAllocations[tg] = 0 // placed: the job summary reads the newest eval
+			}
 			done = append(done, &c)
 		}
 	}
