@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +27,10 @@ type Agent struct {
 	cfg    *Config
 	logger hclog.Logger
 	il     hclog.InterceptLogger // logger, where monitors register their sinks
+
+	// debugMonitors counts the monitors at debug level or below: while
+	// there is one, the HTTP API logs every request it completes.
+	debugMonitors atomic.Int32
 
 	server  *server.Server
 	client  *client.Client

@@ -273,7 +273,11 @@ func (a *Agent) allocationStop(w http.ResponseWriter, r *http.Request) (any, err
 	} else if _, err := a.authorize(r, (*acl.ACL).IsManagement); err != nil {
 		return nil, err
 	}
-	idx, err := s.StopAlloc(r.Context(), id)
+	noDelay, err := boolParam(r.URL.Query(), "no_shutdown_delay")
+	if err != nil {
+		return nil, err
+	}
+	idx, err := s.StopAlloc(r.Context(), id, noDelay)
 	if err != nil {
 		return nil, err
 	}

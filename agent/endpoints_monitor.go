@@ -8,6 +8,8 @@ import (
 	"tether/server"
 	"tether/structs"
 	"tether/structs/acl"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // GET /v1/agent/monitor streams an agent's log in the frames of
@@ -177,6 +179,10 @@ func (a *Agent) serveMonitor(ctx context.Context, st *rpc.Stream, req *structs.M
 	}
 	m := newLogMonitor(a.il, lvl, req.LogJSON)
 	defer m.Stop()
+	if lvl <= hclog.Debug {
+		a.debugMonitors.Add(1) // the HTTP API logs each request for it (http.go)
+		defer a.debugMonitors.Add(-1)
+	}
 	if err := st.Send(&structs.StreamFrame{}); err != nil {
 		return err
 	}

@@ -35,6 +35,15 @@ func (a *Agent) wrap(h handlerFunc) http.HandlerFunc {
 		if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, maxBodySize)
 		}
+		// As Nomad's agent, a line per request at debug, for the agent's
+		// own log at that level and for debug monitors; nothing is
+		// formatted otherwise.
+		if logger.IsDebug() || a.debugMonitors.Load() > 0 {
+			start := time.Now()
+			defer func() {
+				logger.Debug("request complete", "method", r.Method, "path", r.URL.Path, "duration", time.Since(start))
+			}()
+		}
 		out, err := h(w, r)
 		if err != nil {
 			writeError(logger, w, r, err)

@@ -578,6 +578,9 @@ func TestGoClientParity_SuiteFindings(t *testing.T) {
 	id := "job-id/with\\troublesome:characters\n?&字"
 	_, _, err = api.Jobs().Info(id, nil)
 	wantStatus(t, "Jobs().Info before the job exists", err, 404, "job not found")
+	if evalID, _, err := api.Jobs().Deregister(id, false, nil); err != nil || evalID != "" {
+		t.Fatalf("Jobs().Deregister of no job = %q, %v; want no error and no evaluation", evalID, err)
+	}
 	var input strings.Builder
 	for i := range 80_000 {
 		fmt.Fprintf(&input, "%d\n", i)
@@ -624,5 +627,17 @@ func TestGoClientParity_SuiteFindings(t *testing.T) {
 	fi, _, err := api.AllocFS().Stat(alloc, "alloc/logs/logger.stdout.0", nil)
 	if err != nil || fi.Size != int64(input.Len()) {
 		t.Fatalf("stdout is %v bytes (%v); want %d", fi, err, input.Len())
+	}
+
+	// A stopped allocation is marked for rescheduling, and for no
+	// shutdown delay when asked (the client's TestAllocations_Stop).
+	if _, err := api.Allocations().Stop(alloc, &nomad.QueryOptions{Params: map[string]string{"no_shutdown_delay": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Not blocking on the stop's index: the allocation had finished, so
+	// no later write (a replacement, the node's update) moves it on.
+	stopped, _, err := api.Allocations().Info(alloc.ID, nil)
+	if err != nil || !stopped.DesiredTransition.ShouldReschedule() || !stopped.DesiredTransition.ShouldIgnoreShutdownDelay() {
+		t.Fatalf("DesiredTransition after stop = %+v, %v; want Reschedule and NoShutdownDelay", stopped.DesiredTransition, err)
 	}
 }

@@ -209,3 +209,37 @@ func TestMonitor_CallerGone(t *testing.T) {
 		return g <= baseG+5, fmt.Errorf("goroutines %d (baseline %d)", g, baseG)
 	})
 }
+
+// TestMonitor_RequestComplete: with a monitor at debug the agent logs
+// every request it completes, as Nomad's does (the official client's
+// TestAgent_Monitor waits for a DEBUG line after a successful call).
+func TestMonitor_RequestComplete(t *testing.T) {
+	srv := startServer(t, "server1")
+	api := srv.API(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	frames, errc := api.Agent().Monitor(stop, &nomad.QueryOptions{Params: map[string]string{"log_level": "debug"}})
+	deadline := time.After(15 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				t.Fatalf("monitor ended: %v", <-errc)
+			}
+			if f != nil && strings.Contains(string(f.Data), "[DEBUG]") && strings.Contains(string(f.Data), "request complete") &&
+				strings.Contains(string(f.Data), "path=/v1/agent/self") {
+				return
+			}
+		case err := <-errc:
+			t.Fatalf("monitor: %v", err)
+		case <-tick.C: // the sink may not be registered yet: ask again
+			if _, err := api.Agent().Region(); err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("no DEBUG request complete line for GET /v1/agent/self")
+		}
+	}
+}

@@ -74,7 +74,8 @@ type jobDeregisterRequest struct {
 
 // allocStopRequest forwards an allocation stop to the leader.
 type allocStopRequest struct {
-	AllocID string
+	AllocID         string
+	NoShutdownDelay bool
 }
 
 // hasNodeRequest asks a peer about a node's session.

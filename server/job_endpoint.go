@@ -81,7 +81,10 @@ func (s *Server) deregisterJobEndpoint(ctx context.Context, req *jobDeregisterRe
 		return err
 	}
 	if job == nil {
-		return structs.NotFound("job not found")
+		// As Nomad: stopping a job that is not there is done already,
+		// no error and no evaluation.
+		*resp = structs.JobDeregisterResponse{Index: s.store.LatestIndex()}
+		return nil
 	}
 	c := *job
 	c.Stop = true
@@ -112,8 +115,8 @@ func (s *Server) deregisterJobEndpoint(ctx context.Context, req *jobDeregisterRe
 
 // StopAlloc stops one allocation; the scheduler places a replacement when
 // the job still wants it. It runs on the leader.
-func (s *Server) StopAlloc(ctx context.Context, id string) (uint64, error) {
-	req := &allocStopRequest{AllocID: id}
+func (s *Server) StopAlloc(ctx context.Context, id string, noShutdownDelay bool) (uint64, error) {
+	req := &allocStopRequest{AllocID: id, NoShutdownDelay: noShutdownDelay}
 	var resp structs.GenericResponse
 	if err := s.leaderCall(ctx, methodLeaderAllocStop, req, &resp, func(ctx context.Context) error {
 		return s.stopAllocEndpoint(ctx, req, &resp)
@@ -138,6 +141,11 @@ func (s *Server) stopAllocEndpoint(ctx context.Context, req *allocStopRequest, r
 	c := *a
 	c.DesiredStatus = structs.AllocDesiredStatusStop
 	c.DesiredDescription = "alloc was stopped by the user"
+	yes := true
+	c.DesiredTransition.Reschedule = &yes
+	if req.NoShutdownDelay {
+		c.DesiredTransition.NoShutdownDelay = &yes
+	}
 	if _, err := s.raftApply(ctx, msgUpsertAllocs, &upsertAllocsCmd{Allocs: []*structs.Allocation{&c}}); err != nil {
 		return err
 	}

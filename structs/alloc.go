@@ -59,6 +59,7 @@ type Allocation struct {
 	ClientDescription  string
 	TaskStates         map[string]*TaskState
 	FollowupEvalID     string
+	DesiredTransition  DesiredTransition
 	CreateIndex        uint64
 	ModifyIndex        uint64
 	AllocModifyIndex   uint64
@@ -198,6 +199,18 @@ type AllocListStub struct {
 	ModifyIndex        uint64
 	CreateTime         int64
 	ModifyTime         int64
+}
+
+// DesiredTransition is what the servers want done to an allocation
+// besides its desired status, in Nomad's shape: a stopped allocation is
+// marked Reschedule (its job places a replacement), and NoShutdownDelay
+// when the caller asked to skip shutdown delays (Tether's tasks keep
+// none: there are no service registrations to drain).
+type DesiredTransition struct {
+	Migrate         *bool `json:",omitempty"`
+	Reschedule      *bool `json:",omitempty"`
+	ForceReschedule *bool `json:",omitempty"`
+	NoShutdownDelay *bool `json:",omitempty"`
 }
 
 // TaskState is a task's state on its node.
