@@ -587,3 +587,59 @@ func TestJobLogs_CallerGoesAway(t *testing.T) {
 		return g <= baseG+5, fmt.Errorf("goroutines %d (baseline %d)", g, baseG)
 	})
 }
+
+// TestJobLogs_CLI runs "tether job logs": the last lines of each
+// allocation, tagged; NDJSON with -json; a follow by a job ID prefix
+// ended by Ctrl-C with exit 0; bad input as an error and exit 1.
+func TestJobLogs_CLI(t *testing.T) {
+	srv, _, ids := jobLogsCluster(t)
+	env := map[string]string{"NOMAD_ADDR": srv.URL()}
+	r := runTether(t, env, "", "job", "logs", "-n", "2", "-timestamps", "w", "t").ok(t)
+	got := plainByAlloc(t, r.stdout)
+	for _, id := range ids {
+		lines := got[id[:8]]
+		if len(lines) != 2 || !strings.HasSuffix(lines[1], " line-20") {
+			t.Errorf("job logs -n 2 -timestamps, %s: %q", id[:8], lines)
+		}
+	}
+	r = runTether(t, env, "", "job", "logs", "-json", "-n", "1", "w").ok(t)
+	recs := parseNDJSON(t, r.stdout)
+	if len(recs) != 2 || recs[0].Alloc == recs[1].Alloc || *recs[0].Line != "line-20" {
+		t.Errorf("job logs -json -n 1 = %q", r.stdout)
+	}
+	for _, tc := range []struct {
+		args []string
+		text string
+	}{
+		{[]string{"job", "logs", "-since", "soon", "w"}, "since"},
+		{[]string{"job", "logs", "nope"}, `No job(s) with prefix or id "nope" found`},
+		{[]string{"job", "logs", "w", "other"}, `task "other" not found`},
+	} {
+		if r := runTether(t, env, "", tc.args...); r.code != 1 || !strings.Contains(r.stderr, tc.text) {
+			t.Errorf("tether %v = exit %d %q; want 1 and %q", tc.args, r.code, r.stderr, tc.text)
+		}
+	}
+
+	registerRunning(t, srv.API(t), groupJob("tickers", 2, false, tickerTask("t")), 2)
+	p := startTetherProc(t, srv.URL(), "job", "logs", "-f", "-n", "1", "tick")
+	seen := map[string]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(seen) < 2 {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("the CLI ended: %s", p.stderr.String())
+			}
+			tag, line, _ := strings.Cut(l, "] ")
+			if line != "t tick" {
+				t.Fatalf("line %q; want [alloc8 t] t tick", l)
+			}
+			seen[tag] = true
+		case <-deadline:
+			t.Fatalf("lines of %d allocations; want 2 (%s)", len(seen), p.stderr.String())
+		}
+	}
+	if code := p.interrupt(t); code != 0 {
+		t.Errorf("Ctrl-C: exit %d; want 0 (%s)", code, p.stderr.String())
+	}
+}
