@@ -80,26 +80,24 @@ type jobLogRecord struct {
 	Error string `json:"error"`
 }
 
-// recordStream reads a job-wide NDJSON stream into records it keeps, in a
+// recordStream reads a job-wide stream's lines into what it keeps, in a
 // goroutine that ends with the response's body (closed by the test's
 // cleanup at the latest).
 type recordStream struct {
-	mu   sync.Mutex
-	recs []jobLogRecord
-	done chan struct{}
-	body io.Closer
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+	body  io.Closer
 }
 
-// openRecords opens u and reads its records; cancel ends the request.
-func openRecords(t *testing.T, u string, hdr ...string) *recordStream {
+// openRecords opens u and reads its lines.
+func openRecords(t *testing.T, u string) *recordStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -112,37 +110,43 @@ func openRecords(t *testing.T, u string, hdr ...string) *recordStream {
 		cancel()
 		t.Fatalf("GET %s = %d %q", u, resp.StatusCode, b)
 	}
-	s := &recordStream{done: make(chan struct{}), body: resp.Body}
+	s := &recordStream{t: t, done: make(chan struct{}), body: resp.Body}
 	go func() {
 		defer close(s.done)
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var r jobLogRecord
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Errorf("record %q: %v", sc.Text(), err)
-				return
-			}
 			s.mu.Lock()
-			s.recs = append(s.recs, r)
+			s.lines = append(s.lines, sc.Text())
 			s.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { s.close(cancel) })
+	t.Cleanup(func() {
+		cancel()
+		s.body.Close()
+		<-s.done
+	})
 	return s
 }
 
-func (s *recordStream) close(cancel func()) {
-	cancel()
-	s.body.Close()
-	<-s.done
-}
-
-// snapshot returns the records read so far.
-func (s *recordStream) snapshot() []jobLogRecord {
+// text returns the lines read so far.
+func (s *recordStream) text() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]jobLogRecord(nil), s.recs...)
+	return append([]string(nil), s.lines...)
+}
+
+// snapshot returns the NDJSON records read so far.
+func (s *recordStream) snapshot() []jobLogRecord {
+	var out []jobLogRecord
+	for _, l := range s.text() {
+		var r jobLogRecord
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			s.t.Fatalf("record %q: %v", l, err)
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // linesByAlloc counts the line records of each allocation.
@@ -194,6 +198,7 @@ func TestJobLogs_FollowAcrossNodes(t *testing.T) {
 	registerRunning(t, api, groupJob("web", 2, true, tickerTask("t")), 2)
 
 	st := openRecords(t, jobLogsURL(c.servers[0].URL(), "web", "follow=true&format=ndjson"))
+	plain := openRecords(t, jobLogsURL(c.servers[1].URL(), "web", "follow=true&lines=1"))
 	waitFor(t, 20*time.Second, "lines of both allocations", func() (bool, error) {
 		return len(linesByAlloc(st.snapshot())) == 2, nil
 	})
@@ -250,6 +255,12 @@ func TestJobLogs_FollowAcrossNodes(t *testing.T) {
 	if end.End.State != "dead" || end.Task != "t" {
 		t.Errorf("end record %+v; want task t dead", end)
 	}
+	// In plain form (through another server), an end line.
+	waitFor(t, 10*time.Second, "the plain end line", func() (bool, error) {
+		return slices.ContainsFunc(plain.text(), func(l string) bool {
+			return strings.HasPrefix(l, "["+gone[:8]+" t] end state=dead ")
+		}), nil
+	})
 	waitFor(t, 20*time.Second, "the others' lines after the end", func() (bool, error) {
 		after := linesByAlloc(st.snapshot()[endAt+1:])
 		return after[gone] == 0 && len(after) >= 2, fmt.Errorf("after the end: %v", after)
