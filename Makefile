@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run bench bench-peer bench-fleet bench-metrics lint clean
+.PHONY: all build test run bench bench-peer bench-fleet bench-metrics bench-joblogs lint clean
 
 all: build
 
@@ -41,6 +41,12 @@ bench: build
 # in turn in one run; on/off is the throughput ratio (target >= 0.98).
 bench-metrics:
 	$(GO) test -run '^$$' -bench '^BenchmarkMetrics_ForwardedStats$$' -benchtime 20000x -count 3 ./integration/
+
+# bench-joblogs prints the line latency of a job-wide log follow through a
+# server: 50 allocations writing 20 timestamped lines a second each, p50,
+# p99 (target <= 50 ms) and the worst, three runs of 10 s.
+bench-joblogs:
+	$(GO) test -run '^$$' -bench '^BenchmarkJobLogs_Follow50$$' -benchtime 1x -count 3 -timeout 10m ./integration/ -args -bench-joblogs
 
 # bench-peer drives ../shared/bench/clientapi-bench (the harness that
 # measured Nomad v1.6.5) against a Tether server and node with the peer

@@ -83,6 +83,10 @@ type logRecords struct {
 	// alloc, task and typ label NDJSON and SSE records of a log; a file
 	// stream's records carry the frame's File instead of task and type.
 	alloc, task, typ string
+	// prefix starts each line of the plain form (job-wide logs: "[alloc8
+	// task] "), which then always ends a line; idPrefix starts each SSE
+	// id (the allocation's, so that ids of a job's stream stay apart).
+	prefix, idPrefix string
 
 	part    []byte // file streams: the line not yet ended
 	partEnd int64  // and its end offset
@@ -145,13 +149,19 @@ func (lr *logRecords) appendFrame(b []byte, f *structs.StreamFrame) []byte {
 // appendLines appends the lines of a line-aligned frame, each with its
 // capture time first when asked.
 func (lr *logRecords) appendLines(b []byte, f *structs.StreamFrame) []byte {
-	if !lr.timestamps {
+	if !lr.timestamps && lr.prefix == "" {
 		return append(b, f.Data...)
 	}
 	eachLine(f, func(line []byte, stamp int64, _ int64) {
-		b = appendStamp(b, stamp)
-		b = append(b, ' ')
+		b = append(b, lr.prefix...)
+		if lr.timestamps {
+			b = appendStamp(b, stamp)
+			b = append(b, ' ')
+		}
 		b = append(b, line...)
+		if lr.prefix != "" && line[len(line)-1] != '\n' {
+			b = append(b, '\n') // a merged stream: the next line is another's
+		}
 	})
 	return b
 }
@@ -254,6 +264,7 @@ func (lr *logRecords) appendLine(b []byte, l *logLine) []byte {
 	line := bytes.TrimSuffix(l.line, []byte{'\n'})
 	if lr.format == formatSSE {
 		b = append(b, "id: "...)
+		b = append(b, lr.idPrefix...)
 		b = append(b, l.pos...)
 		b = append(b, "\ndata: "...)
 	}
@@ -308,6 +319,7 @@ func (lr *logRecords) appendEnd(b []byte, e *structs.TaskEnd) []byte {
 		if !lr.endEvent {
 			return b
 		}
+		b = append(b, lr.prefix...)
 		b = append(b, "end state="...)
 		b = append(b, e.State...)
 		b = append(b, " failed="...)
@@ -348,6 +360,26 @@ func (lr *logRecords) appendEvent(b []byte, f *structs.StreamFrame) []byte {
 	b = structs.AppendJSONString(b, lr.alloc)
 	b = append(b, `,"file":`...)
 	b = structs.AppendJSONString(b, f.File)
+	b = append(b, '}')
+	return lr.endRecord(b)
+}
+
+// appendError appends the failure of the stream records stand for (in
+// job-wide logs, one allocation's read): a line "error: msg" in plain
+// form, {"error":msg,"alloc","task","type"} in NDJSON, SSE event "error".
+func (lr *logRecords) appendError(b []byte, msg string) []byte {
+	switch lr.format {
+	case formatPlain:
+		b = append(b, lr.prefix...)
+		b = append(b, "error: "...)
+		b = append(b, msg...)
+		return append(b, '\n')
+	case formatSSE:
+		b = append(b, "event: error\ndata: "...)
+	}
+	b = append(b, `{"error":`...)
+	b = structs.AppendJSONString(b, msg)
+	b = lr.appendLabels(b, "")
 	b = append(b, '}')
 	return lr.endRecord(b)
 }

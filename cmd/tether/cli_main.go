@@ -64,6 +64,9 @@ func cliCommands(m *meta) map[string]cli.CommandFactory {
 	for name, c := range jobCommands(m) {
 		add(name, c)
 	}
+	for name, c := range jobLogsCommands(m) {
+		add(name, c)
+	}
 	for name, c := range operatorCommands(m) {
 		add(name, c)
 	}
