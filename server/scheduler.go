@@ -40,6 +40,18 @@ func (s *Server) reconcile(ctx context.Context, job *structs.Job) ([]placementFa
 
 // plan works out, from the state store, what reconcile writes for job:
 // the allocations to stop or update and the new ones, placed.
+// sameGroupSpec reports whether an allocation made for group a runs what
+// group b asks: everything but the count, which a scale changes without
+// touching the allocations that stay (Nomad's in-place count change).
+func sameGroupSpec(a, b *structs.TaskGroup) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ac, bc := *a, *b
+	ac.Count, bc.Count = 0, 0
+	return reflect.DeepEqual(&ac, &bc)
+}
+
 func (s *Server) plan(job *structs.Job) ([]*structs.Allocation, []placementFailure, error) {
 	existing, err := s.store.AllocsByJob(job.Namespace, job.ID)
 	if err != nil {
@@ -102,7 +114,7 @@ func (s *Server) plan(job *structs.Job) ([]*structs.Allocation, []placementFailu
 			switch {
 			case idx >= tg.Count || used[idx]:
 				stop(a, "alloc not needed due to job update")
-			case a.Job != nil && !reflect.DeepEqual(a.Job.LookupTaskGroup(tg.Name), tg):
+			case a.Job != nil && !sameGroupSpec(a.Job.LookupTaskGroup(tg.Name), tg):
 				stop(a, "alloc is being updated due to job update")
 			default:
 				used[idx] = true

@@ -146,3 +146,83 @@ func TestPlan_Placement(t *testing.T) {
 		})
 	}
 }
+
+// TestPlan_CountChange: changing a group's count adds or stops
+// allocations and leaves the others running (updated in place to the new
+// job version); changing what the group runs replaces them all.
+func TestPlan_CountChange(t *testing.T) {
+	store, err := NewStateStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{store: store}
+	f := &fsm{store: store, logger: hclog.NewNullLogger()}
+	idx := uint64(1)
+	apply := func(typ msgType, c any) {
+		t.Helper()
+		if r := applyCmd(t, f, idx, typ, c); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		idx++
+	}
+	for _, name := range []string{"a", "b"} {
+		n := testNode(structs.GenerateUUID())
+		n.Name, n.Drivers = name, map[string]*structs.DriverInfo{"mock_driver": {Detected: true, Healthy: true}}
+		apply(msgUpsertNode, &upsertNodeCmd{Node: n})
+	}
+	mkJob := func(version uint64, count int, runFor string) *structs.Job {
+		j := testJob("web")
+		j.Version = version
+		j.TaskGroups[0].Count = count
+		j.TaskGroups[0].Tasks = []*structs.Task{{Name: "t", Driver: "mock_driver", Config: map[string]any{"run_for": runFor}}}
+		return j
+	}
+
+	// step plans job, applies the plan and counts what it did.
+	step := func(job *structs.Job) (placed, inPlace, stopped int) {
+		t.Helper()
+		apply(msgUpsertJob, &upsertJobCmd{Job: job})
+		stored, _ := store.Job(job.Namespace, job.ID)
+		before := map[string]bool{}
+		cur, _ := store.AllocsByJob(job.Namespace, job.ID)
+		for _, a := range cur {
+			if !a.TerminalStatus() {
+				before[a.ID] = true
+			}
+		}
+		updates, _, err := s.plan(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range updates {
+			switch {
+			case !before[a.ID]:
+				placed++
+			case a.DesiredStatus == structs.AllocDesiredStatusStop:
+				stopped++
+			default:
+				inPlace++
+			}
+		}
+		apply(msgUpsertAllocs, &upsertAllocsCmd{Allocs: updates})
+		return placed, inPlace, stopped
+	}
+	cases := []struct {
+		name                     string
+		count                    int
+		runFor                   string
+		placed, inPlace, stopped int
+	}{
+		{"first placement", 2, "1h", 2, 0, 0},
+		{"count up", 4, "1h", 2, 2, 0},
+		{"count down", 1, "1h", 0, 1, 3},
+		{"new task config", 1, "2h", 1, 0, 1},
+	}
+	for i, tc := range cases {
+		placed, inPlace, stopped := step(mkJob(uint64(i), tc.count, tc.runFor))
+		if placed != tc.placed || inPlace != tc.inPlace || stopped != tc.stopped {
+			t.Fatalf("%s: placed %d, updated in place %d, stopped %d; want %d, %d, %d",
+				tc.name, placed, inPlace, stopped, tc.placed, tc.inPlace, tc.stopped)
+		}
+	}
+}
