@@ -335,3 +335,41 @@ func waitLeader(t *testing.T, s *Server) {
 		<-time.After(10 * time.Millisecond) // polling interval; the condition decides
 	}
 }
+
+// TestUpsertAllocs_KeepsClientFields: a server's write of an allocation
+// it copied before the node reported (a stop, an in-place update) changes
+// what the servers want and leaves what the node reported.
+func TestUpsertAllocs_KeepsClientFields(t *testing.T) {
+	f := newTestFSM(t)
+	a := &structs.Allocation{ID: structs.GenerateUUID(), Namespace: "default", JobID: "web", NodeID: "n",
+		DesiredStatus: structs.AllocDesiredStatusRun, ClientStatus: structs.AllocClientStatusPending}
+	stale := *a // the plan's copy, taken before the node's report
+	steps := []struct {
+		typ msgType
+		cmd any
+	}{
+		{msgUpsertAllocs, &upsertAllocsCmd{Allocs: []*structs.Allocation{a}}},
+		{msgUpdateAllocsFromClient, &allocClientUpdateCmd{NodeID: "n", At: 5, Allocs: []*structs.Allocation{{ID: a.ID,
+			ClientStatus: structs.AllocClientStatusRunning, ClientDescription: "Tasks are running",
+			TaskStates: map[string]*structs.TaskState{"t": {State: "running"}}}}}},
+	}
+	stale.DesiredStatus, stale.DesiredDescription = structs.AllocDesiredStatusStop, "alloc was stopped by the user"
+	steps = append(steps, struct {
+		typ msgType
+		cmd any
+	}{msgUpsertAllocs, &upsertAllocsCmd{Allocs: []*structs.Allocation{&stale}}})
+	for i, st := range steps {
+		if r := applyCmd(t, f, uint64(10+i), st.typ, st.cmd); r.Err != nil {
+			t.Fatalf("step %d: %v", i, r.Err)
+		}
+	}
+	got, err := f.store.Alloc(a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DesiredStatus != structs.AllocDesiredStatusStop || got.ClientStatus != structs.AllocClientStatusRunning ||
+		got.ClientDescription != "Tasks are running" || got.TaskStates["t"].State != "running" {
+		t.Fatalf("alloc = desired %s, client %s %q, tasks %v; want stop asked of a running alloc",
+			got.DesiredStatus, got.ClientStatus, got.ClientDescription, got.TaskStates)
+	}
+}

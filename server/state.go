@@ -326,9 +326,16 @@ func (s *StateStore) upsertAllocs(allocs []*structs.Allocation) (uint64, error) 
 				old := raw.(*structs.Allocation)
 				c.CreateIndex = old.CreateIndex
 				c.CreateTime = old.CreateTime
-				if c.TaskStates == nil {
-					c.TaskStates = old.TaskStates
-				}
+				// What the node reports stays the node's: a server's write
+				// (a stop, an in-place update) copied the allocation when it
+				// planned, and the node may have reported since. Taking the
+				// copy's status would put a running allocation back to
+				// pending, and the node, whose state did not change, would
+				// never say otherwise. Nodes write through
+				// UpdateAllocsFromClient.
+				c.ClientStatus = old.ClientStatus
+				c.ClientDescription = old.ClientDescription
+				c.TaskStates = old.TaskStates
 			} else {
 				c.CreateIndex = idx
 			}
