@@ -400,6 +400,7 @@ var tetherHelps = map[string]string{
 	"peer_queries":           "Route lookups that asked the peers.",
 	"peer_query_misses":      "Peer queries no peer answered with a session (miss).",
 	"stale_routes":           "Forwarded calls that hit a stale route.",
+	"no_path_retries":        "Calls to a ready node that found no session and looked again after a short wait.",
 	"streams_forwarded":      "Streams relayed for a peer.",
 	"data_connections":       "Data connections open on this server.",
 	"data_calls":             "Bulk reads made as data calls.",

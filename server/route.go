@@ -164,6 +164,38 @@ func (r *Route) Local() bool { return r.s.sessions.get(r.NodeID) != nil }
 // unreachable one) and the call retried once; then the answer is
 // ErrNoPathToNode.
 func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, error), peer func(addr string) (T, error)) (T, error) {
+	v, err := forwardOnce(ctx, r, local, peer, false)
+	if !errors.Is(err, structs.ErrNoPathToNode) || !r.s.nodeReady(r.NodeID) {
+		return v, err
+	}
+	// A node the state calls ready has a session somewhere, or had one a
+	// moment ago: it may be moving between servers (rebalancing, a server
+	// draining) or redialling. Look once more, past the "no path" cache,
+	// after a short wait, before telling the caller there is no path.
+	t := time.NewTimer(noPathGrace)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return v, err
+	case <-t.C:
+	}
+	r.s.noPathRetries.Add(1)
+	return forwardOnce(ctx, r, local, peer, true)
+}
+
+// noPathGrace is how long a call to a ready node that found no session
+// waits before it looks again.
+const noPathGrace = 250 * time.Millisecond
+
+// nodeReady reports whether the state has the node, and ready.
+func (s *Server) nodeReady(nodeID string) bool {
+	n, err := s.store.Node(nodeID)
+	return err == nil && n != nil && n.Status == structs.NodeStatusReady
+}
+
+// forwardOnce is one try of forward; fresh skips the route cache on the
+// first lookup too.
+func forwardOnce[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, error), peer func(addr string) (T, error), fresh bool) (T, error) {
 	s := r.s
 	var zero T
 	if sess := s.sessions.get(r.NodeID); sess != nil {
@@ -177,7 +209,7 @@ func forward[T any](ctx context.Context, r *Route, local func(*rpc.Session) (T, 
 	}
 	skip := ""
 	for attempt := 0; attempt < 2; attempt++ {
-		addr, err := s.routes.locate(ctx, r.NodeID, attempt > 0, skip)
+		addr, err := s.routes.locate(ctx, r.NodeID, fresh || attempt > 0, skip)
 		if err != nil {
 			if errors.Is(err, structs.ErrNoPathToNode) {
 				err = s.noPath(r.NodeID, skip)

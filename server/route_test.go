@@ -361,7 +361,8 @@ func TestRoute_Where(t *testing.T) {
 	})
 	local := &structs.Node{ID: structs.GenerateUUID(), Status: structs.NodeStatusReady}
 	away := &structs.Node{ID: structs.GenerateUUID(), Status: structs.NodeStatusReady}
-	for _, n := range []*structs.Node{local, away} {
+	down := &structs.Node{ID: structs.GenerateUUID(), Status: structs.NodeStatusDown}
+	for _, n := range []*structs.Node{local, away, down} {
 		if _, err := s.store.UpsertNode(n); err != nil {
 			t.Fatal(err)
 		}
@@ -377,10 +378,14 @@ func TestRoute_Where(t *testing.T) {
 		want    string // JSON answer, "" for an error
 		code    int
 		queries int64
+		retries uint64
 	}{
 		{name: "local: down the node's session, typed and JSON", node: local.ID, local: true, want: `"Uptime":42`, queries: 0},
-		{name: "no path: nobody holds the session", node: away.ID, code: 404, queries: 1},
-		{name: "no path: answered from the negative cache", node: away.ID, code: 404, queries: 1},
+		// A ready node with no session may be moving between servers: the
+		// call looks once more, past the cache, after noPathGrace.
+		{name: "no path: nobody holds the session, asked twice", node: away.ID, code: 404, queries: 2, retries: 1},
+		{name: "no path: the negative cache, then the second look", node: away.ID, code: 404, queries: 3, retries: 2},
+		{name: "no path to a down node: no second look", node: down.ID, code: 404, queries: 4, retries: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := s.Route(ctx, Target{NodeID: tc.node}, structs.MethodClientStats, args)
@@ -406,6 +411,9 @@ func TestRoute_Where(t *testing.T) {
 			}
 			if q := peers.queries.Load(); q != tc.queries {
 				t.Fatalf("%d peer queries so far; want %d", q, tc.queries)
+			}
+			if n := s.noPathRetries.Load(); n != tc.retries {
+				t.Fatalf("%d second looks so far; want %d", n, tc.retries)
 			}
 		})
 	}

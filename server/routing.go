@@ -180,6 +180,7 @@ func (s *Server) Stats() map[string]uint64 {
 		"leader_heartbeats":       s.leaderHeartbeats.Load(),
 		"leader_forward_retries":  s.forwardRetries.Load(),
 		"stale_routes":            s.staleRoutes.Load(),
+		"no_path_retries":         s.noPathRetries.Load(),
 		"peer_queries":            s.peerQueries.Load(),
 		"peer_query_misses":       s.peerQueryMisses.Load(),
 		"route_cache_hits":        s.routes.hits.Load(),

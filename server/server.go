@@ -98,6 +98,7 @@ type Server struct {
 	// Counters for odd branches.
 	forwardRetries         atomic.Uint64 // leader writes retried (no leader, leader unreachable)
 	staleRoutes            atomic.Uint64 // forwarded node calls that hit a stale route
+	noPathRetries          atomic.Uint64 // calls to a ready node that found no session and looked again
 	peerQueries            atomic.Uint64 // fan-outs asking peers for a node's session
 	peerQueryMisses        atomic.Uint64 // fan-outs where no peer had the session
 	streamsForwarded       atomic.Uint64 // streams relayed for a peer
