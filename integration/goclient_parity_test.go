@@ -608,6 +608,23 @@ func TestGoClientParity_SuiteFindings(t *testing.T) {
 		evals[0].PreviousEval != reg.EvalID || evals[1].ID != reg.EvalID {
 		t.Fatalf("Evaluations().List = %+v, %v; want the blocked eval, then the registration's", evals, err)
 	}
+	// Paged, by prefix, and with the related evaluations, as the client's
+	// TestEvaluations_List, _PrefixList and _Info ask.
+	first, qm, err := api.Evaluations().List(&nomad.QueryOptions{PerPage: 1})
+	if err != nil || len(first) != 1 || first[0].ID != ev.BlockedEval || qm.NextToken == "" {
+		t.Fatalf("first page = %+v, token %q, %v; want the blocked eval and a token", first, qm.NextToken, err)
+	}
+	second, qm, err := api.Evaluations().List(&nomad.QueryOptions{PerPage: 1, NextToken: qm.NextToken})
+	if err != nil || len(second) != 1 || second[0].ID != reg.EvalID || qm.NextToken != "" {
+		t.Fatalf("second page = %+v, token %q, %v; want the registration's eval and no token", second, qm.NextToken, err)
+	}
+	if byPrefix, _, err := api.Evaluations().PrefixList(reg.EvalID[:4]); err != nil || len(byPrefix) != 1 || byPrefix[0].ID != reg.EvalID {
+		t.Fatalf("PrefixList = %+v, %v; want the registration's eval", byPrefix, err)
+	}
+	withRel, _, err := api.Evaluations().Info(reg.EvalID, &nomad.QueryOptions{Params: map[string]string{"related": "true"}})
+	if err != nil || len(withRel.RelatedEvals) != 1 || withRel.RelatedEvals[0].ID != ev.BlockedEval {
+		t.Fatalf("Info related = %+v, %v; want the blocked eval", withRel, err)
+	}
 
 	// A node that fits arrives: the job is placed, the blocked eval gives
 	// way, and the task's half megabyte of output is all there.
