@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -373,9 +374,9 @@ func TestMetrics_NoTokenNeeded(t *testing.T) {
 }
 
 // TestMetrics_HTTPRequests: every request the HTTP API serves is counted
-// and timed by route template, in Prometheus and, at once, in the JSON
-// summary (the official client's TestOperator_MetricsSummary asks a
-// fresh server for at least one counter and one sample).
+// and timed by route template, in Prometheus and in the JSON summary (the
+// official client's TestOperator_MetricsSummary asks a fresh server for
+// at least one counter and one sample).
 func TestMetrics_HTTPRequests(t *testing.T) {
 	cfg := baseConfig(t, "server1")
 	cfg.Server.Enabled, cfg.Server.BootstrapExpect = true, 1
@@ -386,18 +387,29 @@ func TestMetrics_HTTPRequests(t *testing.T) {
 		_, err := api.Status().Leader()
 		return err == nil, nil
 	})
-	if _, _, err := api.Jobs().Info("a/b", nil); err == nil {
-		t.Fatal("Jobs().Info of no job: no error")
-	}
 	do(t, "BREW", srv.URL()+"/v1/status/leader", nil)
 
-	s, _, err := api.Operator().MetricsSummary(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(s.Counters) == 0 || len(s.Samples) == 0 {
-		t.Fatalf("fresh server's summary: %d counters, %d samples; want some of each", len(s.Counters), len(s.Samples))
-	}
+	// The summary shows the current in-memory interval while it is the
+	// only one, and after that the last finished one (go-metrics'
+	// DisplayMetrics): a server that started just before an interval's
+	// end shows the new counts one interval (10 s) later.
+	var s *nomad.MetricsSummary
+	waitFor(t, 25*time.Second, "counters and samples in the summary", func() (bool, error) {
+		if _, _, err := api.Jobs().Info("a/b", nil); err == nil {
+			return false, errors.New("Jobs().Info of no job: no error")
+		}
+		var err error
+		s, _, err = api.Operator().MetricsSummary(nil)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range s.Counters {
+			if c.Name == "nomad.tether.http_request.count" && c.DisplayLabels["route"] == "/v1/job/{id}" {
+				return len(s.Samples) > 0, nil
+			}
+		}
+		return false, fmt.Errorf("%d counters, %d samples", len(s.Counters), len(s.Samples))
+	})
 	var jobInfo bool
 	for _, c := range s.Counters {
 		if c.Name == "nomad.tether.http_request.count" && c.DisplayLabels["route"] == "/v1/job/{id}" && c.DisplayLabels["method"] == "GET" {
