@@ -120,15 +120,11 @@ func (a *Agent) archiveLocal(w http.ResponseWriter, r *http.Request, req *struct
 // every path, which stops the node when the caller goes away.
 func (a *Agent) archiveStream(w http.ResponseWriter, r *http.Request, st *rpc.Stream, data <-chan net.Conn, req *structs.FsArchiveRequest) error {
 	defer st.Close()
-	ack, err := firstFrame(st)
+	dc, err := ackAndData(r, st, data)
 	if err != nil {
 		return err
 	}
-	var dc net.Conn
-	if ack.DataConn {
-		if dc, err = awaitData(r, data); err != nil {
-			return err
-		}
+	if dc != nil {
 		defer dc.Close()
 	}
 	writeArchiveHeader(w, req)

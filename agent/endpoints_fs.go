@@ -231,6 +231,17 @@ func firstFrame(st *rpc.Stream) (structs.StreamFrame, error) {
 	return ack, nil
 }
 
+// ackAndData reads the node's acknowledgement from st and, when it
+// announced one, takes its data connection (nil otherwise), which the
+// caller closes.
+func ackAndData(r *http.Request, st *rpc.Stream, data <-chan net.Conn) (net.Conn, error) {
+	ack, err := firstFrame(st)
+	if err != nil || !ack.DataConn {
+		return nil, err
+	}
+	return awaitData(r, data)
+}
+
 // awaitData takes the data connection a node announced; it made the
 // connection before it said so, so the wait is short.
 func awaitData(r *http.Request, data <-chan net.Conn) (net.Conn, error) {
@@ -333,15 +344,11 @@ func (a *Agent) streamFrames(w http.ResponseWriter, r *http.Request, st *rpc.Str
 // The stream is closed on every path.
 func (a *Agent) streamRecords(w http.ResponseWriter, r *http.Request, st *rpc.Stream, rec *logRecords, data <-chan net.Conn) error {
 	defer st.Close()
-	ack, err := firstFrame(st)
+	dc, err := ackAndData(r, st, data)
 	if err != nil {
 		return err
 	}
-	var dc net.Conn
-	if ack.DataConn {
-		if dc, err = awaitData(r, data); err != nil {
-			return err
-		}
+	if dc != nil {
 		defer dc.Close()
 	}
 	ctx, cancel := context.WithCancel(r.Context())

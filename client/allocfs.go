@@ -342,23 +342,33 @@ func (f *AllocFS) openRead(p string) (*openedFile, error) {
 	return f.openReadRel(rel)
 }
 
+// lstatChecked resolves rel inside the allocation dir, refusing secrets
+// before and after resolution, and lstats what it names.
+func (f *AllocFS) lstatChecked(rel string) (string, os.FileInfo, error) {
+	if err := fsSecretErr(rel, rel); err != nil {
+		return "", nil, err
+	}
+	canon, err := f.resolve(rel)
+	if err != nil {
+		return "", nil, f.pathErr(rel, err)
+	}
+	if err := fsSecretErr(canon, rel); err != nil {
+		return "", nil, err
+	}
+	fi, err := f.root.Lstat(canon)
+	if err != nil {
+		return "", nil, f.pathErr(rel, err)
+	}
+	return canon, fi, nil
+}
+
 // openReadRel is openRead for an already cleaned path. Every re-open (log
 // rotation, a new index) comes through here, so it goes through the Root
 // and the checks again.
 func (f *AllocFS) openReadRel(rel string) (*openedFile, error) {
-	if err := fsSecretErr(rel, rel); err != nil {
-		return nil, err
-	}
-	canon, err := f.resolve(rel)
+	canon, li, err := f.lstatChecked(rel)
 	if err != nil {
-		return nil, f.pathErr(rel, err)
-	}
-	if err := fsSecretErr(canon, rel); err != nil {
 		return nil, err
-	}
-	li, err := f.root.Lstat(canon)
-	if err != nil {
-		return nil, f.pathErr(rel, err)
 	}
 	if err := fsRegularErr(rel, li); err != nil {
 		return nil, err

@@ -85,19 +85,9 @@ func (f *AllocFS) openArchive(p, format string) (*Archive, error) {
 		f.countRefused()
 		return nil, structs.BadRequest("path: %v", err)
 	}
-	if err := fsSecretErr(rel, rel); err != nil {
-		return nil, err
-	}
-	canon, err := f.resolve(rel)
+	canon, fi, err := f.lstatChecked(rel)
 	if err != nil {
-		return nil, f.pathErr(rel, err)
-	}
-	if err := fsSecretErr(canon, rel); err != nil {
 		return nil, err
-	}
-	fi, err := f.root.Lstat(canon)
-	if err != nil {
-		return nil, f.pathErr(rel, err)
 	}
 	if !fi.IsDir() {
 		return nil, structs.BadRequest("path %q is not a directory (an archive takes a directory; cat reads a file)", rel)
