@@ -327,8 +327,11 @@ func TestMetrics_JSONThroughGoClient(t *testing.T) {
 			t.Errorf("%s: %v; want a summary (the node registered)", name, fams[name])
 		}
 	}
-	if fams["nomad_raft_apply"] == nil {
-		t.Errorf("nomad_raft_apply missing (the node's registration is a raft write)")
+	if fams["nomad_raft_apply"].GetType() != dto.MetricType_COUNTER {
+		t.Errorf("nomad_raft_apply: %v; want a counter, as hashicorp/raft's in Nomad (the node's registration is a raft write)", fams["nomad_raft_apply"])
+	}
+	if fams["nomad_raft_commitTime"].GetType() != dto.MetricType_SUMMARY {
+		t.Errorf("nomad_raft_commitTime: %v; want a summary", fams["nomad_raft_commitTime"])
 	}
 }
 

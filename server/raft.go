@@ -275,7 +275,8 @@ func (s *Server) applyLocal(ctx context.Context, buf []byte) (uint64, error) {
 	start := time.Now()
 	f := s.raft.Apply(buf, timeout)
 	err := f.Error()
-	s.metrics.measureSince(keyRaftApply, start)
+	s.metrics.measureSince(keyRaftCommitTime, start)
+	s.metrics.incr(keyRaftApply)
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return 0, errNotLeader
