@@ -87,14 +87,14 @@ func TestNodeForward_GoClient(t *testing.T) {
 
 	// Refusals keep the server's status and text.
 	nodeRead := apiWithToken(t, node, makeToken(t, apiWithToken(t, srv, secret), "node-read", `node { policy = "read" }`))
-	if _, _, err := nodeRead.Jobs().List(nil); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "Permission denied") {
+	if _, _, err := nodeRead.Jobs().List(nil); err == nil || !isDenied(err) || !strings.Contains(err.Error(), "Permission denied") {
 		t.Fatalf("Jobs().List with a node-read token: %v; want 403 Permission denied", err)
 	}
 	if _, _, err := nodeRead.Nodes().List(nil); err != nil {
 		t.Fatalf("Nodes().List with a node-read token: %v", err)
 	}
 	bogus := apiWithToken(t, node, structs.GenerateUUID())
-	if _, _, err := bogus.Nodes().List(nil); err == nil || !strings.Contains(err.Error(), "403") {
+	if _, _, err := bogus.Nodes().List(nil); err == nil || !isDenied(err) {
 		t.Fatalf("Nodes().List with an unknown token: %v; want 403", err)
 	}
 }
