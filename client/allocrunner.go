@@ -22,8 +22,6 @@ type allocRunner struct {
 	stopping  bool
 	failed    bool
 	destroyed bool
-	clientSt  string
-	clientDsc string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -33,14 +31,13 @@ type allocRunner struct {
 func newAllocRunner(c *Client, a *structs.Allocation, states map[string]*structs.TaskState) *allocRunner {
 	ctx, cancel := context.WithCancel(c.ctx)
 	ar := &allocRunner{
-		c:        c,
-		id:       a.ID,
-		dir:      NewAllocDir(c.cfg.AllocDir, a.ID),
-		a:        a,
-		tasks:    map[string]*taskRunner{},
-		clientSt: structs.AllocClientStatusPending,
-		ctx:      ctx,
-		cancel:   cancel,
+		c:      c,
+		id:     a.ID,
+		dir:    NewAllocDir(c.cfg.AllocDir, a.ID),
+		a:      a,
+		tasks:  map[string]*taskRunner{},
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	if tg := ar.group(); tg != nil {
 		for _, t := range tg.Tasks {
@@ -171,13 +168,11 @@ func (ar *allocRunner) taskDone(tr *taskRunner, failed bool) {
 	ar.persist()
 }
 
-// changed recomputes the client status and tells the updater.
+// changed tells the updater that a task's state changed. The client
+// status is worked out when the report is made, from the task states it
+// carries: a status worked out here could be stored after a newer one by
+// a slower caller (two tasks starting at once) and sent as the last word.
 func (ar *allocRunner) changed() {
-	states := ar.taskStates()
-	status, desc := clientStatusOf(states)
-	ar.mu.Lock()
-	ar.clientSt, ar.clientDsc = status, desc
-	ar.mu.Unlock()
 	ar.c.allocs.markDirty(ar.id)
 }
 
@@ -220,9 +215,8 @@ func (ar *allocRunner) taskStates() map[string]*structs.TaskState {
 // report is the update sent to the servers.
 func (ar *allocRunner) report() *structs.Allocation {
 	states := ar.taskStates()
-	ar.mu.Lock()
-	defer ar.mu.Unlock()
-	return &structs.Allocation{ID: ar.id, ClientStatus: ar.clientSt, ClientDescription: ar.clientDsc, TaskStates: states}
+	status, desc := clientStatusOf(states)
+	return &structs.Allocation{ID: ar.id, ClientStatus: status, ClientDescription: desc, TaskStates: states}
 }
 
 // terminal reports whether every task is dead.
