@@ -177,6 +177,22 @@ func (rt *callRoute) offerData() (token []byte, conns <-chan net.Conn, cancel fu
 	return nil, nil, func() {}
 }
 
+// streamWithData opens method on the node's stream after offering it a
+// data connection for the bytes (offerData), whose token it writes to
+// *token; with token nil it offers none. The caller calls done once the
+// stream has ended, which withdraws an offer the node did not take.
+func (rt *callRoute) streamWithData(ctx context.Context, method string, args any, token *[]byte) (st *rpc.Stream, data <-chan net.Conn, done func(), err error) {
+	done = func() {}
+	if token != nil {
+		*token, data, done = rt.offerData()
+	}
+	if st, err = rt.stream(ctx, method, args); err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return st, data, done, nil
+}
+
 // poolData hands a data connection whose transfer ended cleanly to the
 // server, for the node's next data call.
 func (rt *callRoute) poolData(dc net.Conn) {

@@ -57,14 +57,11 @@ func (a *Agent) clientFSArchive(w http.ResponseWriter, r *http.Request) (any, er
 	if rt.local {
 		return nil, a.archiveLocal(w, r, &req)
 	}
-	var data <-chan net.Conn
-	var cancel func()
-	req.DataToken, data, cancel = rt.offerData()
-	defer cancel()
-	st, err := rt.stream(r.Context(), structs.MethodFsArchive, &req)
+	st, data, done, err := rt.streamWithData(r.Context(), structs.MethodFsArchive, &req, &req.DataToken)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return nil, a.archiveStream(w, r, st, data, &req)
 }
 

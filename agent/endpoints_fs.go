@@ -95,14 +95,11 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if done, err := a.readAtDataCall(w, r, rt, &req); done || err != nil {
 			return nil, err
 		}
-		var data <-chan net.Conn
-		var cancel func()
-		req.DataToken, data, cancel = rt.offerData()
-		defer cancel()
-		st, err := rt.stream(r.Context(), structs.MethodFsReadAt, &req)
+		st, data, done, err := rt.streamWithData(r.Context(), structs.MethodFsReadAt, &req, &req.DataToken)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		return nil, a.streamRaw(w, r, st, data, rt)
 	case "stream":
 		if path == "" {
@@ -166,16 +163,15 @@ func (a *Agent) clientFS(w http.ResponseWriter, r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		var data <-chan net.Conn
+		var token *[]byte
 		if !req.Follow && !req.LineMode { // a read that follows stays on the stream
-			var cancel func()
-			req.DataToken, data, cancel = rt.offerData()
-			defer cancel()
+			token = &req.DataToken
 		}
-		st, err := rt.stream(r.Context(), structs.MethodFsLogs, &req)
+		st, data, done, err := rt.streamWithData(r.Context(), structs.MethodFsLogs, &req, token)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		return nil, a.streamRecords(w, r, st, rec, data)
 	default:
 		return nil, structs.NotFound("Invalid method")
