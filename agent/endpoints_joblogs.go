@@ -51,6 +51,7 @@ type jobLogsOptions struct {
 	maxAllocs int
 	req       structs.FsLogsRequest // what each allocation's call asks
 	rec       *logRecords           // the records' form, copied per allocation
+	resume    *jobCursor            // where a resumed stream stood (nil: from the start)
 }
 
 // jobLogs serves GET /v1/job/:job_id/logs.
@@ -115,7 +116,7 @@ func (a *Agent) jobLogs(w http.ResponseWriter, r *http.Request) (any, error) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(a.queries.done(), cancel)()
-	f := &jobFanout{a: a, s: s, o: o, ctx: ctx, out: make(chan *[]byte, jobLogQueue),
+	f := &jobFanout{a: a, s: s, o: o, ctx: ctx, out: make(chan jobChunk, jobLogQueue),
 		seen: make(map[string]bool), logger: a.logger.Named("http").With("job", o.jobID)}
 	f.admit(job, allocs, true)
 	if o.follow {
@@ -137,14 +138,12 @@ func hasLogs(al *structs.Allocation) bool {
 
 // parseJobLogs reads the query of a job-wide log: the parameters of
 // fs/logs (parseLogsExt, with their 400s) but a record form only (plain
-// by default) and no resume, plus task, type, follow and max_allocs.
+// by default) and a job cursor to resume from (joblogs_cursor.go) rather
+// than one position, plus task, type, follow and max_allocs.
 func parseJobLogs(r *http.Request, ns, jobID string) (*jobLogsOptions, error) {
 	q := r.URL.Query()
 	if jobID == "" {
 		return nil, structs.BadRequest("must provide a job ID")
-	}
-	if q.Get("after") != "" {
-		return nil, structs.BadRequest("after is not supported on job logs: each allocation has its own positions; use since")
 	}
 	o := &jobLogsOptions{ns: ns, jobID: jobID, task: q.Get("task"), maxAllocs: defaultJobLogAllocs}
 	var err error
@@ -168,11 +167,20 @@ func parseJobLogs(r *http.Request, ns, jobID string) (*jobLogsOptions, error) {
 	default:
 		return nil, structs.BadRequest("must provide log type (stdout/stderr)")
 	}
-	// An EventSource reconnecting sends Last-Event-ID: a job's stream
-	// does not resume (ids are per allocation), so it starts again.
-	if r.Header.Get("Last-Event-ID") != "" {
+	// after= or an EventSource's Last-Event-ID is a job cursor, not the
+	// one position parseLogsExt reads.
+	v := q.Get("after")
+	if id := r.Header.Get("Last-Event-ID"); id != "" && q.Get("format") == "sse" {
+		v = id
+	}
+	if v != "" {
+		if o.resume, err = parseJobCursor(v); err != nil {
+			return nil, err
+		}
 		r = r.Clone(r.Context())
 		r.Header.Del("Last-Event-ID")
+		q.Del("after")
+		r.URL.RawQuery = q.Encode()
 	}
 	if o.rec, err = parseLogsExt(r, &req); err != nil {
 		return nil, err
@@ -246,7 +254,7 @@ type jobFanout struct {
 	s      *server.Server
 	o      *jobLogsOptions
 	ctx    context.Context
-	out    chan *[]byte
+	out    chan jobChunk
 	logger hclog.Logger
 	wg     sync.WaitGroup
 
@@ -259,6 +267,16 @@ type jobFanout struct {
 // jobBranch is one allocation's part of the stream.
 type jobBranch struct {
 	alloc, task string
+	after       string // a resumed stream's position in the log ("": none)
+}
+
+// jobChunk is what a branch hands the writer, which encodes it with the
+// branch's records (so that SSE ids carry the cursor in the stream's
+// order): a frame of the allocation's log, or the branch's failure.
+type jobChunk struct {
+	rec *logRecords
+	fr  *structs.StreamFrame // from jobFramePool; nil with err
+	err string
 }
 
 // admit adds the allocations not seen yet: those that have run on their
@@ -272,11 +290,12 @@ func (f *jobFanout) admit(job *structs.Job, allocs []*structs.Allocation, first 
 			continue
 		}
 		f.seen[al.ID] = true
-		if first && f.o.follow && al.ClientTerminal() {
+		after := f.o.resume.lookup(al.ID)
+		if after == cursorEnd || first && f.o.follow && al.ClientTerminal() && after == "" {
 			continue
 		}
 		if task, ok := f.o.taskOf(al, job); ok {
-			f.pending = append(f.pending, jobBranch{alloc: al.ID, task: task})
+			f.pending = append(f.pending, jobBranch{alloc: al.ID, task: task, after: after})
 		}
 	}
 	f.startLocked()
@@ -322,10 +341,9 @@ func (f *jobFanout) run(b jobBranch) {
 	rec := *f.o.rec
 	rec.alloc, rec.task = b.alloc, b.task
 	rec.prefix = "[" + b.alloc[:min(8, len(b.alloc))] + " " + b.task + "] "
-	rec.idPrefix = b.alloc + "/"
 	if err := f.read(&rec, b); err != nil && f.ctx.Err() == nil {
 		f.logger.Debug("job logs: allocation's stream failed", "alloc", b.alloc, "task", b.task, "error", err)
-		f.send(rec.appendError(getJobChunk(), errorText(err)))
+		f.send(jobChunk{rec: &rec, err: errorText(err)})
 	}
 }
 
@@ -337,6 +355,11 @@ func (f *jobFanout) read(rec *logRecords, b jobBranch) error {
 	defer f.a.streams.release()
 	req := f.o.req
 	req.AllocID, req.Task = b.alloc, b.task
+	if b.after != "" {
+		// Resumed: from where the stream stood, whatever lines or since
+		// asked of the first read.
+		req.After, req.Tail, req.Lines, req.Since = b.after, false, 0, time.Time{}
+	}
 	rt, err := f.a.backend.route(f.ctx, server.Target{AllocID: b.alloc}, structs.MethodFsLogs, &req)
 	if err != nil {
 		return err
@@ -350,11 +373,11 @@ func (f *jobFanout) read(rec *logRecords, b jobBranch) error {
 	if _, err := firstFrame(st); err != nil {
 		return err
 	}
-	var fr structs.StreamFrame
+	ended := false
 	for {
 		m, err := st.RecvMsg()
 		if errors.Is(err, io.EOF) {
-			if f.o.follow && fr.TaskEnd == nil {
+			if f.o.follow && !ended {
 				return errors.New("the allocation's stream ended before its task")
 			}
 			return nil
@@ -366,30 +389,27 @@ func (f *jobFanout) read(rec *logRecords, b jobBranch) error {
 			m.Release()
 			return errors.New("raw message on a line-mode log stream")
 		}
-		fr = structs.StreamFrame{Data: fr.Data[:0], Stamps: fr.Stamps[:0]}
-		err = m.Decode(&fr)
+		fr := getJobFrame()
+		err = m.Decode(fr)
 		m.Release()
 		if err != nil {
+			putJobFrame(fr)
 			return err
 		}
-		if chunk := rec.appendFrame(getJobChunk(), &fr); len(chunk) > 0 {
-			if !f.send(chunk) {
-				return nil
-			}
-		} else {
-			putJobChunk(chunk)
+		ended = fr.TaskEnd != nil
+		if !f.send(jobChunk{rec: rec, fr: fr}) {
+			return nil
 		}
 	}
 }
 
-// send hands an encoded chunk to the writer; false once ctx ended.
-func (f *jobFanout) send(b []byte) bool {
-	p := &b
+// send hands a chunk to the writer; false once ctx ended.
+func (f *jobFanout) send(c jobChunk) bool {
 	select {
-	case f.out <- p:
+	case f.out <- c:
 		return true
 	case <-f.ctx.Done():
-		putJobChunk(b)
+		putJobFrame(c.fr)
 		return false
 	}
 }
@@ -403,20 +423,24 @@ func errorText(err error) string {
 	return err.Error()
 }
 
-// jobChunkPool recycles the branches' encoding buffers.
-var jobChunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// jobFramePool recycles the frames branches hand the writer.
+var jobFramePool = sync.Pool{New: func() any { return new(structs.StreamFrame) }}
 
-func getJobChunk() []byte { return (*jobChunkPool.Get().(*[]byte))[:0] }
+func getJobFrame() *structs.StreamFrame { return jobFramePool.Get().(*structs.StreamFrame) }
 
-func putJobChunk(b []byte) {
-	if cap(b) <= 1<<20 {
-		jobChunkPool.Put(&b)
+func putJobFrame(fr *structs.StreamFrame) {
+	if fr == nil || cap(fr.Data) > 1<<20 {
+		return
 	}
+	*fr = structs.StreamFrame{Data: fr.Data[:0], Stamps: fr.Stamps[:0]}
+	jobFramePool.Put(fr)
 }
 
 // writeJobLogs writes the branches' chunks as they come, flushing when
 // none is waiting, with the form's heartbeat while idle, until every
-// branch (and the follow's watch) has ended or the caller has gone.
+// branch (and the follow's watch) has ended or the caller has gone. In
+// SSE form each line and end record carries the stream's cursor as it
+// stands with that record as its id (joblogs_cursor.go).
 func (a *Agent) writeJobLogs(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, f *jobFanout, done <-chan struct{}) {
 	beat, every := f.o.rec.heartbeat()
 	var hbc <-chan time.Time
@@ -437,15 +461,35 @@ func (a *Agent) writeJobLogs(w http.ResponseWriter, r *http.Request, rc *http.Re
 			return err
 		})
 	}
-	chunk := func(p *[]byte) error {
-		err := write(*p, len(f.out) == 0)
-		putJobChunk(*p)
+	cursor := f.o.resume.running()
+	var buf []byte
+	chunk := func(c jobChunk) error {
+		if c.fr == nil {
+			buf = c.rec.appendError(buf[:0], c.err)
+		} else {
+			if c.rec.format == formatSSE {
+				alloc := c.rec.alloc
+				c.rec.idFor = func(b []byte, pos string) []byte {
+					cursor.set(alloc, pos)
+					return cursor.appendTo(b)
+				}
+			}
+			buf = c.rec.appendFrame(buf[:0], c.fr)
+			putJobFrame(c.fr)
+		}
+		if len(buf) == 0 {
+			return nil
+		}
+		err := write(buf, len(f.out) == 0)
+		if cap(buf) > 1<<20 {
+			buf = nil
+		}
 		return err
 	}
 	for {
 		select {
-		case p := <-f.out:
-			if chunk(p) != nil {
+		case c := <-f.out:
+			if chunk(c) != nil {
 				return // the caller went away
 			}
 		case <-hbc:
@@ -455,8 +499,8 @@ func (a *Agent) writeJobLogs(w http.ResponseWriter, r *http.Request, rc *http.Re
 		case <-done:
 			for { // what the branches sent before they ended
 				select {
-				case p := <-f.out:
-					if chunk(p) != nil {
+				case c := <-f.out:
+					if chunk(c) != nil {
 						return
 					}
 				default:

@@ -37,10 +37,10 @@ func TestJobLogRecords(t *testing.T) {
 				`{"t":null,` + labels + `,"line":"b","pos":"3.110","partial":true}` + "\n" +
 				`{"end":{"state":"dead","failed":false,"exit_code":0,"signal":0,"finished_at":"2026-12-01T10:00:01Z"},` + labels + "}\n" +
 				`{"error":"gone",` + labels + "}\n"},
-		{"sse", logRecords{format: formatSSE},
-			"id: 0123456789/3.109\ndata: {\"t\":\"" + stamp + "\"," + labels + ",\"line\":\"a\",\"pos\":\"3.109\"}\n\n" +
-				"id: 0123456789/3.110\ndata: {\"t\":null," + labels + ",\"line\":\"b\",\"pos\":\"3.110\",\"partial\":true}\n\n" +
-				"event: end\ndata: {\"end\":{\"state\":\"dead\",\"failed\":false,\"exit_code\":0,\"signal\":0,\"finished_at\":\"2026-12-01T10:00:01Z\"}," + labels + "}\n\n" +
+		{"sse", logRecords{format: formatSSE, idFor: func(b []byte, pos string) []byte { return append(b, "c="+pos...) }},
+			"id: c=3.109\ndata: {\"t\":\"" + stamp + "\"," + labels + ",\"line\":\"a\",\"pos\":\"3.109\"}\n\n" +
+				"id: c=3.110\ndata: {\"t\":null," + labels + ",\"line\":\"b\",\"pos\":\"3.110\",\"partial\":true}\n\n" +
+				"id: c=end\nevent: end\ndata: {\"end\":{\"state\":\"dead\",\"failed\":false,\"exit_code\":0,\"signal\":0,\"finished_at\":\"2026-12-01T10:00:01Z\"}," + labels + "}\n\n" +
 				"event: error\ndata: {\"error\":\"gone\"," + labels + "}\n\n"},
 	}
 	for _, tc := range cases {
@@ -48,7 +48,7 @@ func TestJobLogRecords(t *testing.T) {
 			rec := tc.rec
 			rec.lineMode = true
 			rec.alloc, rec.task, rec.typ = "0123456789", "web", "stdout"
-			rec.prefix, rec.idPrefix = "[01234567 web] ", "0123456789/"
+			rec.prefix = "[01234567 web] "
 			got := rec.appendFrame(nil, frame)
 			got = rec.appendFrame(got, end)
 			got = rec.appendError(got, errorText(structs.NotFound("gone")))
@@ -76,8 +76,20 @@ func TestParseJobLogs(t *testing.T) {
 			return o.rec.format == formatNDJSON && o.req.Tail && o.req.Lines == 5 && !o.req.Since.IsZero() &&
 				o.rec.timestamps && !o.rec.endEvent
 		}},
-		// An EventSource reconnecting starts again: no resume on a job.
-		{query: "format=sse", hdr: "0123/3.10", check: func(o *jobLogsOptions) bool { return o.req.After == "" }},
+		// An EventSource reconnecting resumes from its cursor; after=
+		// takes one too; neither is a position of one log.
+		{query: "format=sse", hdr: "01234567=3.10,89abcdef=end", check: func(o *jobLogsOptions) bool {
+			return o.req.After == "" && o.resume.lookup("01234567-aaaa") == "3.10" && o.resume.lookup("89abcdef-0000") == cursorEnd
+		}},
+		{query: "format=ndjson&after=01234567=0.5", check: func(o *jobLogsOptions) bool {
+			return o.req.After == "" && o.resume.lookup("01234567-aaaa") == "0.5"
+		}},
+		// Last-Event-ID only counts for SSE.
+		{query: "format=ndjson", hdr: "garbage", check: func(o *jobLogsOptions) bool { return o.resume == nil }},
+		{query: "format=sse", hdr: "0123/3.10", err: "job cursor"},
+		{query: "after=01234567=x", err: "job cursor"},
+		{query: "after=0123=1.2", err: "job cursor"},
+		{query: "after=01234567=1.2,", err: "job cursor"},
 		{query: "lines=-1", err: "lines"},
 		{query: "since=soon", err: "since"},
 		{query: "format=frames", err: "format"},
@@ -87,6 +99,7 @@ func TestParseJobLogs(t *testing.T) {
 		{query: "max_allocs=257", err: "max_allocs"},
 		{query: "max_allocs=x", err: "max_allocs"},
 		{query: "after=0.1", err: "after"},
+		{query: "after=ZZZZZZZZ=0.1", err: "after"},
 		{query: "end_event=x", err: "end_event"},
 	}
 	for _, tc := range cases {
@@ -161,5 +174,52 @@ func TestJobLogsErrorText(t *testing.T) {
 	}
 	if got := errorText(errors.New("plain")); got != "plain" {
 		t.Errorf("plain: %q", got)
+	}
+}
+
+func TestJobCursor(t *testing.T) {
+	const a, b = "0123abcd-0000-0000-0000-000000000001", "0123abcd-0000-0000-0000-000000000002"
+	const c = "ffffffff-0000-0000-0000-000000000003"
+	cases := []struct {
+		name   string
+		resume string // "" for a fresh stream
+		sets   [][2]string
+		want   string
+	}{
+		{"fresh", "", [][2]string{{c, "0.5"}, {c, "0.9"}}, "ffffffff=0.9"},
+		{"two allocations share a prefix", "", [][2]string{{a, "0.1"}, {c, "1.2"}, {b, "0.3"}}, a + "=0.1,ffffffff=1.2," + b + "=0.3"},
+		{"resumed keeps what it was given", "ffffffff=end,aaaaaaaa=2.7", [][2]string{{a, "0.4"}}, "ffffffff=end,aaaaaaaa=2.7,0123abcd=0.4"},
+		{"resumed entry bound", "ffffffff=1.0", [][2]string{{c, "1.8"}}, "ffffffff=1.8"},
+	}
+	for _, tc := range cases {
+		var parsed *jobCursor
+		if tc.resume != "" {
+			var err error
+			if parsed, err = parseJobCursor(tc.resume); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+		}
+		cur := parsed.running()
+		for _, s := range tc.sets {
+			cur.set(s[0], s[1])
+		}
+		got := string(cur.appendTo(nil))
+		if got != tc.want {
+			t.Errorf("%s: %q; want %q", tc.name, got, tc.want)
+		}
+		back, err := parseJobCursor(got)
+		if err != nil {
+			t.Fatalf("%s: its own cursor %q: %v", tc.name, got, err)
+		}
+		for _, s := range tc.sets {
+			if pos := back.lookup(s[0]); pos == "" {
+				t.Errorf("%s: %q finds nothing for %s", tc.name, got, s[0])
+			}
+		}
+	}
+	// A key two allocations could match names neither.
+	amb, _ := parseJobCursor("0123abcd=0.1,0123abcd-0000=0.2")
+	if amb.lookup(a) != "" {
+		t.Errorf("ambiguous key matched %q", amb.lookup(a))
 	}
 }

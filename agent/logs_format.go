@@ -84,9 +84,11 @@ type logRecords struct {
 	// stream's records carry the frame's File instead of task and type.
 	alloc, task, typ string
 	// prefix starts each line of the plain form (job-wide logs: "[alloc8
-	// task] "), which then always ends a line; idPrefix starts each SSE
-	// id (the allocation's, so that ids of a job's stream stay apart).
-	prefix, idPrefix string
+	// task] "), which then always ends a line.
+	prefix string
+	// idFor, when set, appends the SSE id of a record at pos (cursorEnd
+	// for a task's end) in place of pos: a job-wide log's cursor.
+	idFor func(b []byte, pos string) []byte
 
 	part    []byte // file streams: the line not yet ended
 	partEnd int64  // and its end offset
@@ -263,10 +265,8 @@ func (lr *logRecords) flushPart(b []byte) []byte {
 func (lr *logRecords) appendLine(b []byte, l *logLine) []byte {
 	line := bytes.TrimSuffix(l.line, []byte{'\n'})
 	if lr.format == formatSSE {
-		b = append(b, "id: "...)
-		b = append(b, lr.idPrefix...)
-		b = append(b, l.pos...)
-		b = append(b, "\ndata: "...)
+		b = lr.appendID(b, l.pos)
+		b = append(b, "data: "...)
 	}
 	b = append(b, `{"t":`...)
 	if l.stamp == 0 {
@@ -287,6 +287,17 @@ func (lr *logRecords) appendLine(b []byte, l *logLine) []byte {
 	}
 	b = append(b, '}')
 	return lr.endRecord(b)
+}
+
+// appendID appends an SSE record's id line.
+func (lr *logRecords) appendID(b []byte, pos string) []byte {
+	b = append(b, "id: "...)
+	if lr.idFor != nil {
+		b = lr.idFor(b, pos)
+	} else {
+		b = append(b, pos...)
+	}
+	return append(b, '\n')
 }
 
 // appendLabels appends ,"alloc":..,"task":..,"type":.. (or "file").
@@ -332,6 +343,9 @@ func (lr *logRecords) appendEnd(b []byte, e *structs.TaskEnd) []byte {
 		b = appendStamp(b, e.FinishedAt.UnixNano())
 		return append(b, '\n')
 	case formatSSE:
+		if lr.idFor != nil {
+			b = lr.appendID(b, cursorEnd)
+		}
 		b = append(b, "event: end\ndata: "...)
 	}
 	b = append(b, `{"end":`...)

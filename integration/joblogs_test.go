@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -398,15 +400,19 @@ func TestJobLogs_Forms(t *testing.T) {
 	}
 	var mu sync.Mutex
 	byAlloc := map[string][]string{}
+	var lastID string
 	conn := (&sse.Client{HTTPClient: http.DefaultClient, Backoff: sse.Backoff{MaxRetries: -1}}).NewConnection(req)
 	conn.SubscribeToAll(func(ev sse.Event) {
+		mu.Lock()
+		lastID = ev.LastEventID
+		mu.Unlock()
+		if ev.Data == "" {
+			return // the cursor, an id-only message
+		}
 		var r ndjsonRecord
 		if err := json.Unmarshal([]byte(ev.Data), &r); err != nil || r.Line == nil {
 			t.Errorf("event %+v: %v", ev, err)
 			return
-		}
-		if !strings.HasPrefix(ev.LastEventID, r.Alloc+"/") {
-			t.Errorf("event id %q; want the allocation's", ev.LastEventID)
 		}
 		mu.Lock()
 		byAlloc[r.Alloc] = append(byAlloc[r.Alloc], *r.Line)
@@ -419,6 +425,12 @@ func TestJobLogs_Forms(t *testing.T) {
 		if l := strings.Join(byAlloc[id], ","); l != wantLines(19, 20) {
 			t.Errorf("sse %s = %s", id, l)
 		}
+	}
+	// The last id is the job's cursor: each allocation at its log's end.
+	cur := strings.Split(lastID, ",")
+	slices.Sort(cur)
+	if want := []string{ids[0][:8] + "=0.151", ids[1][:8] + "=0.151"}; !slices.Equal(cur, want) {
+		t.Errorf("last event id %q; want the cursor %v", lastID, want)
 	}
 }
 
@@ -652,5 +664,118 @@ func TestJobLogs_CLI(t *testing.T) {
 	}
 	if code := p.interrupt(t); code != 0 {
 		t.Errorf("Ctrl-C: exit %d; want 0 (%s)", code, p.stderr.String())
+	}
+}
+
+// TestJobLogs_SSEResumesWithLastEventID: a job-wide SSE follow cut twice,
+// once in the first allocation's lines and once just after its end (the
+// second allocation starts writing only then), is resumed by a real SSE
+// client from the cursor it kept as its last event id: every line of
+// both allocations arrives once, in order, and each end once.
+func TestJobLogs_SSEResumesWithLastEventID(t *testing.T) {
+	srv, node := logsCluster(t)
+	const n = 30
+	job := groupJob("resume", 2, false, shellTask("t", fmt.Sprintf(
+		`while [ ! -e "$NOMAD_ALLOC_DIR/data/go" ]; do sleep 0.02; done; `+
+			`i=1; while [ $i -le %d ]; do echo "line-$i"; i=$((i+1)); sleep 0.02; done`, n)))
+	job.Type = ptr("batch")
+	var ids []string
+	for _, a := range registerRunning(t, srv.API(t), job, 2) {
+		ids = append(ids, a.ID)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	lines := map[string][]string{}
+	ends := map[string]int{}
+	var resumedFrom []string
+	var body io.Closer // the current connection's
+	total := 0
+	firstEnd := make(chan struct{})
+	client := &sse.Client{
+		HTTPClient: &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(r)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				body = resp.Body
+			}
+			if id := r.Header.Get("Last-Event-ID"); id != "" {
+				resumedFrom = append(resumedFrom, id)
+			}
+			return resp, err
+		})},
+		Backoff: sse.Backoff{InitialInterval: 10 * time.Millisecond, Jitter: -1, Multiplier: 1},
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", jobLogsURL(srv.URL(), "resume", "follow=true&format=sse"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := client.NewConnection(req)
+	conn.SubscribeToAll(func(ev sse.Event) {
+		if ev.Data == "" {
+			return // the cursor
+		}
+		var r ndjsonRecord
+		if err := json.Unmarshal([]byte(ev.Data), &r); err != nil {
+			t.Errorf("event %q: %v", ev.Data, err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ev.Type == "end":
+			ends[r.Alloc]++
+			if len(ends) == 1 && ends[r.Alloc] == 1 {
+				body.Close() // cut just after the first end
+				close(firstEnd)
+			}
+			if len(ends) == 2 {
+				cancel()
+			}
+		case r.Line != nil:
+			lines[r.Alloc] = append(lines[r.Alloc], *r.Line)
+			if total++; total == 10 {
+				body.Close() // cut mid-stream
+			}
+		}
+	})
+	done := make(chan error, 1)
+	go func() { done <- conn.Connect() }()
+	start := func(id string) {
+		if err := os.WriteFile(filepath.Join(node.cfg.DataDir, "alloc", id, "alloc", "data", "go"), nil, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	start(ids[0])
+	select {
+	case <-firstEnd:
+		start(ids[1])
+	case <-ctx.Done():
+	}
+	if err := <-done; err != nil && ctx.Err() == nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumedFrom) < 2 {
+		t.Fatalf("resumed %d times (%q); want 2", len(resumedFrom), resumedFrom)
+	}
+	for _, id := range resumedFrom {
+		if !strings.Contains(id, "=") {
+			t.Errorf("resumed from %q; want a job cursor", id)
+		}
+	}
+	if !strings.Contains(resumedFrom[len(resumedFrom)-1], "=end") {
+		t.Errorf("the last resume %q names no ended allocation", resumedFrom[len(resumedFrom)-1])
+	}
+	for _, id := range ids {
+		if got := strings.Join(lines[id], ","); got != wantLines(1, n) {
+			t.Errorf("%s: lines across the reconnections = %s; want each of 1..%d once, in order", id, got, n)
+		}
+		if ends[id] != 1 {
+			t.Errorf("%s: %d end records; want 1", id, ends[id])
+		}
 	}
 }
