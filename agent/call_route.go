@@ -143,7 +143,21 @@ func (rt *callRoute) callJSON(ctx context.Context, method string, args any) (raw
 	if err := rt.call(ctx, method, args, &out); err != nil {
 		return nil, err
 	}
+	noteRelayed(rt.hdr, out.Via, out.Hops)
 	return rawJSON(out.Body), nil
+}
+
+// noteRelayed records, for a node-only agent's call, where its server
+// says the call went: via the server holding the node's session, hops
+// from that server (one more from here). An answer that says nothing (a
+// local call, a server that does not tell) leaves the headers as they
+// are.
+func noteRelayed(h http.Header, via string, hops int) {
+	if h == nil || via == "" || h.Get(structs.HeaderRelay) == "" {
+		return
+	}
+	h.Set(structs.HeaderNodeServer, via)
+	h.Set(structs.HeaderHops, strconv.Itoa(hops+1))
 }
 
 // stream opens a streaming client call.

@@ -232,8 +232,12 @@ func firstFrame(st *rpc.Stream) (structs.StreamFrame, error) {
 // caller closes.
 func ackAndData(r *http.Request, st *rpc.Stream, data <-chan net.Conn) (net.Conn, error) {
 	ack, err := firstFrame(st)
-	if err != nil || !ack.DataConn {
+	if err != nil {
 		return nil, err
+	}
+	noteRelayed(routeHeaderOf(r.Context()), ack.Via, ack.Hops)
+	if !ack.DataConn {
+		return nil, nil
 	}
 	return awaitData(r, data)
 }
@@ -444,6 +448,7 @@ func (a *Agent) streamRaw(w http.ResponseWriter, r *http.Request, st *rpc.Stream
 	if err := checkReadHeader(&hdr); err != nil {
 		return err
 	}
+	noteRelayed(rt.hdr, hdr.Via, hdr.Hops)
 	var dc net.Conn
 	if hdr.DataConn {
 		var err error

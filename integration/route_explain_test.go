@@ -84,7 +84,9 @@ func TestRoute_Headers(t *testing.T) {
 		{"node itself", f.n0.URL(), "node0", "", "0", ""},
 		{"holder", s0.URL(), f.srv0, f.srv0, "1", ""},
 		{"peer", s1.URL(), f.srv1, f.srv0, "2", ""},
-		{"other node", f.n1.URL(), "node1", "", "", s1.RPCAddr()},
+		// Relayed by node1's agent through its server (srv1), which tells
+		// it the rest of the way: srv0 holds the session, 3 hops in all.
+		{"other node", f.n1.URL(), "node1", f.srv0, "3", s1.RPCAddr()},
 	}
 	for _, tc := range cases {
 		for _, p := range paths {

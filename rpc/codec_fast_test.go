@@ -48,6 +48,7 @@ func fastValues(rng *rand.Rand) []any {
 		}
 		out = append(out,
 			&JSON{Body: body},
+			&JSON{Body: body, Via: pick(strs), Hops: int(ints[rng.Intn(len(ints))] % math.MaxInt32)},
 			&requestHeader{Method: pick(strs), Seq: uints[rng.Intn(len(uints))], Timeout: ints[rng.Intn(len(ints))], JSON: rng.Intn(2) == 0},
 			&responseHeader{Seq: uints[rng.Intn(len(uints))], Error: pick(strs), Code: int(ints[rng.Intn(len(ints))] % math.MaxInt32)},
 		)

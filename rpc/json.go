@@ -23,23 +23,57 @@ import (
 // hop for JSON in turn and hands the bytes on, never decoding them.
 
 // JSON is a unary reply in JSON form. On the wire it is a map with the
-// one key "Body".
+// key "Body", and "Via" and "Hops" when a relay set them.
 type JSON struct {
 	// Body is the encoded JSON, with no trailing newline.
 	Body []byte
+	// Via and Hops, set by a relay that knows them (a server relaying a
+	// node agent's call), name the server that held the target's session
+	// and how many hops the call took from the relay.
+	Via  string `codec:",omitempty"`
+	Hops int    `codec:",omitempty"`
 }
 
 // AppendMsgpack implements FastMsg.
 func (j *JSON) AppendMsgpack(b []byte) []byte {
-	b = msgpack.AppendMapLen(b, 1)
+	n := 1
+	if j.Via != "" {
+		n++
+	}
+	if j.Hops != 0 {
+		n++
+	}
+	b = msgpack.AppendMapLen(b, n)
 	b = msgpack.AppendRaw(b, "Body")
-	return msgpack.AppendBytes(b, j.Body)
+	b = msgpack.AppendBytes(b, j.Body)
+	if j.Hops != 0 { // keys in go-msgpack's (sorted) order
+		b = msgpack.AppendRaw(b, "Hops")
+		b = msgpack.AppendInt(b, int64(j.Hops))
+	}
+	if j.Via != "" {
+		b = msgpack.AppendRaw(b, "Via")
+		b = msgpack.AppendRaw(b, j.Via)
+	}
+	return b
 }
 
 // DecodeMsgpack implements FastMsg. The decoded Body is a copy.
 func (j *JSON) DecodeMsgpack(body []byte) bool {
 	return msgpack.DecodeStruct(body, j, func(out *JSON, key []byte, r *msgpack.Reader) bool {
-		return string(key) == "Body" && r.Bytes(&out.Body)
+		switch string(key) {
+		case "Body":
+			return r.Bytes(&out.Body)
+		case "Via":
+			return r.Str(&out.Via)
+		case "Hops":
+			var n int64
+			if !r.Int(&n) {
+				return false
+			}
+			out.Hops = int(n)
+			return true
+		}
+		return false
 	})
 }
 

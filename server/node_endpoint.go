@@ -63,7 +63,7 @@ func forwardAllocRPC[Req, Resp any](s *Server, method string, allocIDOf func(*Re
 		if err != nil {
 			return err
 		}
-		return r.Call(ctx, method, req, resp)
+		return r.relayCall(ctx, method, req, resp)
 	})
 }
 
@@ -77,8 +77,23 @@ func forwardNodeRPC[Req, Resp any](s *Server, method string, nodeIDOf func(*Req)
 		if err != nil {
 			return err
 		}
-		return r.Call(ctx, method, req, resp)
+		return r.relayCall(ctx, method, req, resp)
 	})
+}
+
+// relayCall makes a call this server relays for a caller on another
+// session and, when it asked for JSON, tells it where the call went
+// (rpc.JSON.Via and Hops: the caller's X-Tether-Node-Server and
+// X-Tether-Hops).
+func (r *Route) relayCall(ctx context.Context, method string, req, resp any) error {
+	if err := r.Call(ctx, method, req, resp); err != nil {
+		return err
+	}
+	if j, ok := resp.(*rpc.JSON); ok {
+		j.Via, _ = r.NodeServer()
+		j.Hops = r.Hops()
+	}
+	return nil
 }
 
 // leaderOnly wraps a leader-side write for a peer that forwarded it: it

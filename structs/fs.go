@@ -33,7 +33,23 @@ type StreamFrame struct {
 	// TaskEnd, on the last frame of a followed log stream, says how the
 	// task ended (a field Nomad's clients ignore).
 	TaskEnd *TaskEnd `codec:"TaskEnd,omitempty" json:",omitempty"`
+
+	RelayRoute
 }
+
+// RelayRoute, on the first message of a stream a server relays to a node
+// agent (a file stream's acknowledgement, a read's header), names the
+// server holding the target node's session and the hops from the relay:
+// the node agent's X-Tether-Node-Server and X-Tether-Hops. Never part of
+// the HTTP API.
+type RelayRoute struct {
+	Via  string `codec:"Via,omitempty" json:"-"`
+	Hops int    `codec:"Hops,omitempty" json:"-"`
+}
+
+// SetRelayRoute sets the route; a pointer to any type embedding
+// RelayRoute has it.
+func (r *RelayRoute) SetRelayRoute(via string, hops int) { r.Via, r.Hops = via, hops }
 
 // IsHeartbeat reports whether the frame carries nothing.
 func (f *StreamFrame) IsHeartbeat() bool {
@@ -106,6 +122,8 @@ type FsReadAtHeader struct {
 	// DataToken offered, not on the stream; the stream then carries only
 	// the result.
 	DataConn bool
+
+	RelayRoute
 }
 
 // FsStreamRequest streams a file.
