@@ -81,7 +81,7 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
-		job, err := decodeJobRegister(body)
+		job, opts, err := decodeJobRegister(body)
 		if err != nil {
 			return nil, err
 		}
@@ -92,7 +92,7 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 			return nil, structs.BadRequest("Job.Region: %q does not match this cluster's region %q", job.Region, a.cfg.Region)
 		}
 		job.Region = a.cfg.Region
-		resp, err := s.RegisterJob(r.Context(), job)
+		resp, err := s.RegisterJob(r.Context(), job, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -136,8 +136,19 @@ func (a *Agent) jobRequest(w http.ResponseWriter, r *http.Request) (any, error) 
 		if _, err := a.authorize(r, allowNs(ns, acl.NamespaceCapabilitySubmitJob)); err != nil {
 			return nil, err
 		}
-		purge, _ := strconv.ParseBool(r.URL.Query().Get("purge"))
-		resp, err := s.DeregisterJob(r.Context(), ns, id, purge)
+		q := r.URL.Query()
+		purge, _ := strconv.ParseBool(q.Get("purge"))
+		var prio int
+		if v := q.Get("eval_priority"); v != "" {
+			var err error
+			if prio, err = strconv.Atoi(v); err != nil {
+				return nil, structs.BadRequest("Failed to parse value of %q (%v) as a int: %v", "eval_priority", v, err)
+			}
+			if err := checkEvalPriority(prio); err != nil {
+				return nil, err
+			}
+		}
+		resp, err := s.DeregisterJob(r.Context(), ns, id, purge, prio)
 		if err != nil {
 			return nil, err
 		}

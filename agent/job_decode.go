@@ -50,19 +50,43 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$`)
 const maxJobIDLength = 256
 
 // decodeJobRegister parses a job registration body ({"Job": {...}}).
-func decodeJobRegister(body []byte) (*structs.Job, error) {
+func decodeJobRegister(body []byte) (*structs.Job, structs.JobRegisterOptions, error) {
+	var opts structs.JobRegisterOptions
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, structs.BadRequest("failed to parse job: %v", err)
+		return nil, opts, structs.BadRequest("failed to parse job: %v", err)
 	}
 	if err := checkKeys("request", top, jobRegisterKeys); err != nil {
-		return nil, err
+		return nil, opts, err
 	}
 	raw, ok := top["Job"]
 	if !ok || isNull(raw) {
-		return nil, structs.BadRequest("Job must be specified")
+		return nil, opts, structs.BadRequest("Job must be specified")
 	}
-	return decodeJob(raw)
+	for _, f := range []struct {
+		name string
+		dst  any
+	}{{"EvalPriority", &opts.EvalPriority}, {"PreserveCounts", &opts.PreserveCounts}, {"PreserveResources", &opts.PreserveResources}} {
+		if v, ok := top[f.name]; ok && !isNull(v) {
+			if err := json.Unmarshal(v, f.dst); err != nil {
+				return nil, opts, structs.BadRequest("%s: %v", f.name, err)
+			}
+		}
+	}
+	if err := checkEvalPriority(opts.EvalPriority); err != nil {
+		return nil, opts, err
+	}
+	job, err := decodeJob(raw)
+	return job, opts, err
+}
+
+// checkEvalPriority refuses an evaluation priority outside Nomad's range
+// (0 stands for the job's).
+func checkEvalPriority(p int) error {
+	if p != 0 && (p < 1 || p > 100) {
+		return structs.BadRequest("eval priority must be between 1 and 100 inclusively")
+	}
+	return nil
 }
 
 // decodeJob turns Nomad's job JSON into a validated structs.Job.
@@ -247,8 +271,10 @@ func decodeTask(raw json.RawMessage, path string) (*structs.Task, error) {
 	if t.Driver, err = str(obj, path+".Driver"); err != nil {
 		return nil, err
 	}
-	if t.Driver != client.DriverRawExec && t.Driver != client.DriverMock {
-		return nil, structs.BadRequest("%s.Driver: driver %q is not supported (Tether runs raw_exec and mock_driver)", path, t.Driver)
+	if t.Driver == "" {
+		// As Nomad, any driver name is taken: a task of a driver no node
+		// runs is not placed (the evaluation says "missing driver").
+		return nil, structs.BadRequest("%s.Driver: missing task driver", path)
 	}
 	if t.User, err = str(obj, path+".User"); err != nil {
 		return nil, err
@@ -259,13 +285,16 @@ func decodeTask(raw json.RawMessage, path string) (*structs.Task, error) {
 	if err := into(obj, path+".Config", &t.Config); err != nil {
 		return nil, err
 	}
-	if t.Driver == client.DriverMock {
+	switch t.Driver {
+	case client.DriverMock:
 		// The node parses the config the same way when it starts the task.
 		if _, err := client.ParseMockConfig(t.Config); err != nil {
 			return nil, structs.BadRequest("%s.Config: %v", path, err)
 		}
-	} else if err := checkRawExecConfig(t.Config, path); err != nil {
-		return nil, err
+	case client.DriverRawExec:
+		if err := checkRawExecConfig(t.Config, path); err != nil {
+			return nil, err
+		}
 	}
 	if err := into(obj, path+".Env", &t.Env); err != nil {
 		return nil, err

@@ -30,11 +30,13 @@ func TestDecodeJob_TaskDrivers(t *testing.T) {
 		{"mock_driver bad type", `{"Name":"t","Driver":"mock_driver","Config":{"exit_code":"seven"}}`, "Config: exit_code: must be a number"},
 		{"mock_driver bad bool", `{"Name":"t","Driver":"mock_driver","Config":{"start_error_recoverable":3}}`, "Config: start_error_recoverable: must be a bool"},
 		{"mock_driver unknown key", `{"Name":"t","Driver":"mock_driver","Config":{"command":"/bin/true"}}`, `unknown mock_driver config key "command"`},
-		{"other driver", `{"Name":"t","Driver":"docker","Config":{"image":"redis"}}`, `Driver: driver "docker" is not supported`},
+		// Nomad takes any driver: the scheduler finds no node for it.
+		{"docker, another driver", `{"Name":"t","Driver":"docker","Config":{"image":"redis"}}`, ""},
+		{"no driver", `{"Name":"t","Config":{}}`, "Driver: missing task driver"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			j, err := decodeJobRegister(job(tc.task))
+			j, _, err := decodeJobRegister(job(tc.task))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("decode: %v", err)

@@ -63,13 +63,15 @@ type nodeRegisterLeaderResponse struct {
 // jobRegisterRequest forwards a job registration to the leader.
 type jobRegisterRequest struct {
 	Job *structs.Job
+	structs.JobRegisterOptions
 }
 
 // jobDeregisterRequest forwards a job stop (or purge) to the leader.
 type jobDeregisterRequest struct {
-	Namespace string
-	JobID     string
-	Purge     bool
+	Namespace    string
+	JobID        string
+	Purge        bool
+	EvalPriority int `codec:",omitempty"`
 }
 
 // allocStopRequest forwards an allocation stop to the leader.

@@ -126,14 +126,18 @@ func (s *StateStore) Evals(ns string) ([]*structs.Evaluation, error) {
 // recordEvalLocked writes the evaluation of a scheduling pass over a job:
 // complete, with the groups that could not be placed and why. Callers
 // hold schedMu; evalID is the ID handed to the caller and stamped on the
-// allocations this pass created.
-func (s *Server) recordEvalLocked(ctx context.Context, evalID, triggeredBy string, job *structs.Job, failures []placementFailure) error {
+// allocations this pass created. priority is the evaluation's (the
+// caller's EvalPriority), 0 for the job's.
+func (s *Server) recordEvalLocked(ctx context.Context, evalID, triggeredBy string, priority int, job *structs.Job, failures []placementFailure) error {
 	if job == nil {
 		return errors.New("record eval: missing job")
 	}
+	if priority == 0 {
+		priority = job.Priority
+	}
 	now := time.Now().UnixNano()
 	e := &structs.Evaluation{
-		ID: evalID, Namespace: job.Namespace, Priority: job.Priority, Type: job.Type,
+		ID: evalID, Namespace: job.Namespace, Priority: priority, Type: job.Type,
 		TriggeredBy: triggeredBy, JobID: job.ID, JobModifyIndex: job.JobModifyIndex,
 		Status: structs.EvalStatusComplete, CreateTime: now, ModifyTime: now,
 		QueuedAllocations: map[string]int{},
@@ -172,7 +176,7 @@ func (s *Server) recordEvalLocked(ctx context.Context, evalID, triggeredBy strin
 		// blocked evaluation that follows this one (written after it, so
 		// lists newest first show it first).
 		blocked = &structs.Evaluation{
-			ID: structs.GenerateUUID(), Namespace: job.Namespace, Priority: job.Priority, Type: job.Type,
+			ID: structs.GenerateUUID(), Namespace: job.Namespace, Priority: priority, Type: job.Type,
 			TriggeredBy: structs.EvalTriggerQueuedAllocs, JobID: job.ID, JobModifyIndex: job.JobModifyIndex,
 			Status: structs.EvalStatusBlocked, StatusDescription: "created to place remaining allocations",
 			PreviousEval: evalID, CreateTime: now, ModifyTime: now,

@@ -255,7 +255,7 @@ func TestServer_NoLeaderWriteFails(t *testing.T) {
 	}
 	t.Cleanup(s.Shutdown)
 	start := time.Now()
-	_, err = s.RegisterJob(context.Background(), testJob("web"))
+	_, err = s.RegisterJob(context.Background(), testJob("web"), structs.JobRegisterOptions{})
 	elapsed := time.Since(start)
 	if err == nil || structs.StatusCode(err) != 500 || !strings.Contains(err.Error(), "No cluster leader") {
 		t.Fatalf("got %v; want a 500 No cluster leader", err)
@@ -266,7 +266,7 @@ func TestServer_NoLeaderWriteFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start = time.Now()
-	if _, err := s.RegisterJob(ctx, testJob("web")); err == nil || time.Since(start) > time.Second {
+	if _, err := s.RegisterJob(ctx, testJob("web"), structs.JobRegisterOptions{}); err == nil || time.Since(start) > time.Second {
 		t.Fatalf("got %v after %v; want an error by the call's 50ms deadline", err, time.Since(start))
 	} else if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "No cluster leader") {
 		t.Fatalf("got %v; want deadline or No cluster leader", err)
@@ -292,13 +292,13 @@ func TestServer_DiskRestartKeepsState(t *testing.T) {
 	s := start()
 	waitLeader(t, s)
 	ctx := context.Background()
-	if _, err := s.RegisterJob(ctx, testJob("web")); err != nil {
+	if _, err := s.RegisterJob(ctx, testJob("web"), structs.JobRegisterOptions{}); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	if err := s.Snapshot(); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
-	if _, err := s.RegisterJob(ctx, testJob("after-snapshot")); err != nil {
+	if _, err := s.RegisterJob(ctx, testJob("after-snapshot"), structs.JobRegisterOptions{}); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	id := s.ID()

@@ -14,8 +14,8 @@ import (
 // it, on the leader (a follower forwards the call). Groups that cannot be
 // placed are recorded on the job's status description and retried
 // whenever a node registers or changes.
-func (s *Server) RegisterJob(ctx context.Context, job *structs.Job) (*structs.JobRegisterResponse, error) {
-	req := &jobRegisterRequest{Job: job}
+func (s *Server) RegisterJob(ctx context.Context, job *structs.Job, opts structs.JobRegisterOptions) (*structs.JobRegisterResponse, error) {
+	req := &jobRegisterRequest{Job: job, JobRegisterOptions: opts}
 	var resp structs.JobRegisterResponse
 	if err := s.leaderCall(ctx, methodLeaderJobRegister, req, &resp, func(ctx context.Context) error {
 		return s.registerJobEndpoint(ctx, req, &resp)
@@ -34,6 +34,13 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
+	if req.PreserveCounts || req.PreserveResources {
+		old, err := s.store.Job(job.Namespace, job.ID)
+		if err != nil {
+			return err
+		}
+		preserve(job, old, req.PreserveCounts, req.PreserveResources)
+	}
 	job.SubmitTime = time.Now().UnixNano()
 	job.Status = structs.JobStatusPending
 	job.StatusDescription = ""
@@ -49,7 +56,7 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 		return err
 	}
 	if stored, _ := s.store.Job(job.Namespace, job.ID); stored != nil {
-		if err := s.recordEvalLocked(ctx, evalID, "job-register", stored, s.lastFailures); err != nil {
+		if err := s.recordEvalLocked(ctx, evalID, "job-register", req.EvalPriority, stored, s.lastFailures); err != nil {
 			return err
 		}
 	}
@@ -59,8 +66,8 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 
 // DeregisterJob stops a job's allocations; purge also removes the job. It
 // runs on the leader.
-func (s *Server) DeregisterJob(ctx context.Context, ns, id string, purge bool) (*structs.JobDeregisterResponse, error) {
-	req := &jobDeregisterRequest{Namespace: ns, JobID: id, Purge: purge}
+func (s *Server) DeregisterJob(ctx context.Context, ns, id string, purge bool, evalPriority int) (*structs.JobDeregisterResponse, error) {
+	req := &jobDeregisterRequest{Namespace: ns, JobID: id, Purge: purge, EvalPriority: evalPriority}
 	var resp structs.JobDeregisterResponse
 	if err := s.leaderCall(ctx, methodLeaderJobDeregister, req, &resp, func(ctx context.Context) error {
 		return s.deregisterJobEndpoint(ctx, req, &resp)
@@ -100,7 +107,7 @@ func (s *Server) deregisterJobEndpoint(ctx context.Context, req *jobDeregisterRe
 	s.updateJobStatusLocked(ctx, ns, id)
 	evalID := structs.GenerateUUID()
 	if cur, _ := s.store.Job(ns, id); cur != nil {
-		if err := s.recordEvalLocked(ctx, evalID, "job-deregister", cur, nil); err != nil {
+		if err := s.recordEvalLocked(ctx, evalID, "job-deregister", req.EvalPriority, cur, nil); err != nil {
 			return err
 		}
 	}
@@ -386,4 +393,33 @@ func (s *Server) ResolveAlloc(id string) (*structs.Allocation, error) {
 		return nil, structs.ErrUnknownAllocation(id)
 	}
 	return a, nil
+}
+
+// preserve keeps, in a job registered again, what the registration asked
+// to keep of the job it replaces (old, nil for none): the counts of the
+// groups both have, and the resources of the tasks both have.
+func preserve(job, old *structs.Job, counts, resources bool) {
+	if old == nil {
+		return
+	}
+	for _, tg := range job.TaskGroups {
+		prev := old.LookupTaskGroup(tg.Name)
+		if prev == nil {
+			continue
+		}
+		if counts {
+			tg.Count = prev.Count
+		}
+		if !resources {
+			continue
+		}
+		for _, t := range tg.Tasks {
+			for _, pt := range prev.Tasks {
+				if pt.Name == t.Name && pt.Resources != nil {
+					r := *pt.Resources
+					t.Resources = &r
+				}
+			}
+		}
+	}
 }

@@ -155,6 +155,18 @@ type LogConfig struct {
 	Disabled      bool
 }
 
+// JobRegisterOptions are the parts of a registration beside the job
+// (Nomad's JobRegisterRequest fields of the same names).
+type JobRegisterOptions struct {
+	// EvalPriority is the priority of the registration's evaluation; 0
+	// takes the job's.
+	EvalPriority int `codec:",omitempty"`
+	// PreserveCounts keeps the count of every group the job had already.
+	PreserveCounts bool `codec:",omitempty"`
+	// PreserveResources keeps the resources of every task it had already.
+	PreserveResources bool `codec:",omitempty"`
+}
+
 // JobRegisterResponse is the answer to a job registration.
 type JobRegisterResponse struct {
 	EvalID          string
