@@ -203,16 +203,26 @@ func TestClusterOps_Membership(t *testing.T) {
 		t.Errorf("Join(member) = %d, %v; want 1, nil", n, err)
 	}
 
-	// Force-leave a failed follower: left on every server, out of raft.
+	// Force-leave an alive follower: as serf, it is marked leaving on
+	// every server and keeps serving, a voter still.
 	victim := (c.leaderIndex() + 1) % 3
 	victimName := c.cfgs[victim].Name + ".global"
 	victimID := c.servers[victim].Server().ID()
-	c.stop(victim)
 	survivor := c.servers[(victim+1)%3]
-	if survivor == nil || survivor.Server() == nil {
-		survivor = c.servers[(victim+2)%3]
-	}
 	sapi := survivor.API(t)
+	if err := sapi.Agent().ForceLeave(victimName); err != nil {
+		t.Fatalf("ForceLeave(alive): %v", err)
+	}
+	waitMember(t, c, victimName, "leaving")
+	if conf, err := sapi.Operator().RaftGetConfiguration(nil); err != nil || len(conf.Servers) != 3 {
+		t.Fatalf("raft configuration after forcing an alive member = %+v, %v; want 3 voters still", conf, err)
+	}
+	if _, err := c.servers[victim].API(t).Agent().Self(); err != nil {
+		t.Fatalf("the leaving member does not answer: %v", err)
+	}
+
+	// Force-leave a failed follower: left on every server, out of raft.
+	c.stop(victim)
 	waitMember(t, c, victimName, "failed")
 	if err := sapi.Agent().ForceLeave(victimName); err != nil {
 		t.Fatalf("ForceLeave: %v", err)

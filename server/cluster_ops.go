@@ -137,8 +137,20 @@ func (m *membership) numMembers() int {
 func (m *membership) forceLeave(name string, prune bool) {
 	m.mu.Lock()
 	mem := m.members[name]
-	if mem == nil || mem.Status == MemberAlive {
+	switch {
+	case mem == nil:
 		m.mu.Unlock()
+		return
+	case mem.Status == MemberAlive || mem.Status == MemberLeaving:
+		// As serf: an alive member is marked leaving (and with prune
+		// forgotten until it is heard from again); it is not forced out.
+		if prune {
+			delete(m.members, name)
+		} else {
+			mem.Status, mem.since = MemberLeaving, time.Now()
+		}
+		m.mu.Unlock()
+		m.logger.Info("alive member forced to leave: marked leaving", "member", name, "prune", prune)
 		return
 	}
 	if id := mem.Tags["id"]; id != "" {

@@ -152,12 +152,12 @@ func (s *Server) reconcileVoters() {
 	known := map[string]Member{}
 	for _, m := range members {
 		known[m.Tags["id"]] = m
-		if m.Status == MemberAlive {
+		if m.Up() {
 			aliveAddr[m.Tags["rpc_addr"]] = m.Tags["id"]
 		}
 	}
 	for _, m := range members {
-		if m.Status != MemberAlive {
+		if !m.Up() {
 			continue
 		}
 		id, addr := raft.ServerID(m.Tags["id"]), raft.ServerAddress(m.Tags["rpc_addr"])
@@ -176,11 +176,11 @@ func (s *Server) reconcileVoters() {
 		m, isMember := known[string(srv.ID)]
 		replacedBy, addrTaken := aliveAddr[string(srv.Address)]
 		switch {
-		case addrTaken && replacedBy != string(srv.ID) && (!isMember || m.Status != MemberAlive):
+		case addrTaken && replacedBy != string(srv.ID) && (!isMember || !m.Up()):
 			s.logger.Info("removing replaced server", "id", srv.ID, "addr", srv.Address, "replaced_by", replacedBy)
-		case s.forcedOut(string(srv.ID)) && (!isMember || m.Status != MemberAlive):
+		case s.forcedOut(string(srv.ID)) && (!isMember || !m.Up()):
 			s.logger.Info("removing server forced to leave", "id", srv.ID, "addr", srv.Address)
-		case isMember && m.Status != MemberAlive && time.Since(m.since) > s.cfg.DeadServerCleanup && voters > s.cfg.BootstrapExpect:
+		case isMember && !m.Up() && time.Since(m.since) > s.cfg.DeadServerCleanup && voters > s.cfg.BootstrapExpect:
 			s.logger.Info("removing dead server", "member", m.Name, "id", srv.ID, "failed_for", time.Since(m.since).Round(time.Second))
 		default:
 			continue

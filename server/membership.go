@@ -23,6 +23,10 @@ const (
 	MemberAlive  = "alive"
 	MemberFailed = "failed"
 	MemberLeft   = "left"
+	// MemberLeaving is an alive member an operator forced to leave (as
+	// serf marks one): it keeps serving and stays a raft voter; it turns
+	// left or failed when it goes, or alive again when it updates.
+	MemberLeaving = "leaving"
 )
 
 // Member is one server as membership knows it.
@@ -36,11 +40,14 @@ type Member struct {
 	// (bootstrap_expect, when set), bootstrap ("1" on a server that
 	// bootstraps itself), build, vsn and raft_vsn.
 	Tags map[string]string
-	// Status is MemberAlive, MemberFailed or MemberLeft.
+	// Status is MemberAlive, MemberLeaving, MemberFailed or MemberLeft.
 	Status string
 
 	since time.Time // when Status was last set
 }
+
+// Up reports whether the member is running (alive, or leaving).
+func (m *Member) Up() bool { return m.Status == MemberAlive || m.Status == MemberLeaving }
 
 // membership runs memberlist on the serf port: it finds the other servers
 // (retry_join), gossips each server's tags and tells the server when
@@ -311,7 +318,7 @@ func (s *Server) serverMembers(alive bool) []Member {
 		if m.Tags["role"] != "nomad" || m.Tags["region"] != s.cfg.Region || m.Tags["id"] == "" || m.Tags["rpc_addr"] == "" {
 			continue
 		}
-		if alive && m.Status != MemberAlive {
+		if alive && !m.Up() {
 			continue
 		}
 		out = append(out, m)
