@@ -2,7 +2,7 @@
 import {h, table, kv, bytes, time, short, badge, section} from './dom.js';
 import {get, post, request, q, enc, poll, isAbort} from './api.js';
 import {livePlot} from './plot.js';
-import {fill, errorBox, notFound, nodeLink, jobLink, link, crumbs} from './view.js';
+import {fill, swap, errorBox, notFound, nodeLink, jobLink, link, crumbs} from './view.js';
 import {allocTable} from './nodes.js';
 
 export function jobs(ctx) {
@@ -80,7 +80,7 @@ export async function allocation(ctx) {
   poll(signal, 3000, async () => {
     try {
       a = await get('/v1/allocation/' + enc(id), {signal});
-      states.replaceChildren(...renderStates(a));
+      swap(states, renderStates(a));
       header.replaceChildren(...headerOf(a));
     } catch (e) { if (isAbort(e)) throw e; }
   });

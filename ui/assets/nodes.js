@@ -2,7 +2,7 @@
 import {h, table, kv, bytes, pct, short, badge, section} from './dom.js';
 import {get, post, q, enc, poll, isAbort} from './api.js';
 import {livePlot, sparkline, keepSpark} from './plot.js';
-import {fill, errorBox, notFound, nodeLink, allocLink, jobLink, crumbs} from './view.js';
+import {fill, swap, errorBox, notFound, nodeLink, allocLink, jobLink, crumbs} from './view.js';
 
 // hostFigures are the three percentages a sparkline shows.
 function hostFigures(s) {
@@ -47,9 +47,9 @@ export function clients(ctx) {
         {text: h('span', {class: 'sparkcell'}, sparkline(s.disk, 'Disk'), pct(s.disk.at(-1))), class: 'wide'},
       ]};
     });
-    body.replaceChildren(table(
+    swap(body, [table(
       ['Name', {text: 'ID', class: 'wide'}, {text: 'Datacenter', class: 'wide'}, 'Status', {text: 'Drivers', class: 'wide'}, 'Allocs', 'CPU', 'Memory', {text: 'Disk', class: 'wide'}],
-      rows, {empty: nodes.length ? 'No client matches the filter' : 'No clients', class: 'nodes-table'}));
+      rows, {empty: nodes.length ? 'No client matches the filter' : 'No clients', class: 'nodes-table'})]);
   };
   filter.addEventListener('input', render);
   status.addEventListener('change', render);

@@ -12,12 +12,29 @@ export function errorBox(err) {
   return box;
 }
 
+// swap replaces el's content with nodes, keeping the keyboard focus on
+// the same link or control if it was inside: the polled tables are
+// rebuilt on each refresh, and a keyboard user must not lose their place.
+export function swap(el, nodes) {
+  const active = document.activeElement;
+  let sel = null;
+  if (active && active !== el && el.contains(active)) {
+    if (active.id) sel = '#' + CSS.escape(active.id);
+    else if (active.getAttribute('href')) sel = `[href="${CSS.escape(active.getAttribute('href'))}"]`;
+  }
+  el.replaceChildren(...nodes);
+  if (sel) {
+    const again = el.querySelector(sel);
+    if (again) again.focus({preventScroll: true});
+  }
+}
+
 // fill replaces el's content with what build returns from the awaited
 // call, or with the error; a call aborted by leaving the view does nothing.
 export async function fill(el, call, build) {
   try {
     const v = await call();
-    el.replaceChildren(...[].concat(build(v)));
+    swap(el, [].concat(build(v)));
     return v;
   } catch (err) {
     if (isAbort(err)) return undefined;
