@@ -301,7 +301,7 @@ done`
 			b.shot(dir, name)
 		}
 	}
-	b.run("viewport", chromedp.ResetViewport())
+	b.run("viewport", chromedp.EmulateViewport(1280, 800))
 
 	t.Run("plot gains points", func(t *testing.T) {
 		b.run("client page", chromedp.Navigate(base+"/ui/clients/"+nodeID), chromedp.WaitVisible(chromedp.CSS("#plot-cpu canvas")))

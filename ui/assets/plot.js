@@ -3,6 +3,13 @@ import uPlot from './vendor/uplot/uPlot.esm.js';
 
 const colours = ['#1d6fd8', '#d8591d', '#1f9d55', '#9d1fa0', '#c9a400', '#0aa3a3', '#c2185b', '#5d4037'];
 
+// xRange is the span of the samples xs, at least the last minute (uPlot
+// would stretch a single sample over a day of its scale).
+function xRange(xs) {
+  const hi = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+  return [Math.min(xs.length ? xs[0] : hi, hi - 60), hi];
+}
+
 // keep is how many samples a plot keeps: 5 minutes at one a second.
 export const keep = 300;
 
@@ -22,7 +29,7 @@ export function livePlot({title, labels, fmt = v => v, min, max}) {
     cursor: {drag: {x: false, y: false}},
     // The x axis spans at least a minute, so the first samples do not
     // stretch over years.
-    scales: {x: {time: true, range: (u, lo, hi) => lo == null ? [Date.now() / 1000 - 60, Date.now() / 1000] : [Math.min(lo, hi - 60), hi]}, y: {range: (u, lo, hi) => [min ?? Math.min(0, lo), max ?? (hi > 0 ? hi * 1.1 : 1)]}},
+    scales: {x: {time: true, range: () => xRange(data[0])}, y: {range: (u, lo, hi) => [min ?? Math.min(0, lo), max ?? (hi > 0 ? hi * 1.1 : 1)]}},
     axes: [{}, {values: (u, ticks) => ticks.map(fmt), size: 70}],
     series: [{}, ...labels.map((l, i) => ({label: l, stroke: colours[i % colours.length], width: 1.5, value: (u, v) => v == null ? '–' : fmt(v)}))],
   };
