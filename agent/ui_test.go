@@ -88,3 +88,5 @@ func mustLoadHCL(t *testing.T, hcl string) *Config {
 	cfg, _ := mustLoad(t, writeConfig(t, "a.hcl", hcl))
 	return cfg
 }
+
+func ptrTo[T any](v T) *T { return &v }
