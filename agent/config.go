@@ -96,6 +96,9 @@ type Config struct {
 	// Telemetry holds the metrics settings (telemetry), agent/telemetry.go.
 	Telemetry TelemetryConfig
 
+	// UI holds the web page's settings (ui), agent/ui.go.
+	UI UIConfig
+
 	// Plugins holds the task driver plugin blocks (plugin "NAME" { ... }),
 	// keyed by plugin name. A nil map means no plugin block.
 	Plugins map[string]*PluginConfig
@@ -146,6 +149,17 @@ type PortsConfig struct {
 	// Serf is the membership port (ports.serf), 4648 by default.
 	Serf int
 }
+
+// UIConfig is the ui block. Nomad's other keys in it (consul, vault,
+// label, content_security_policy) are accepted and ignored with a warning.
+type UIConfig struct {
+	// Enabled serves the web page at /ui/ (ui.enabled). Nil, the
+	// default, means on, as in Nomad.
+	Enabled *bool
+}
+
+// IsEnabled reports whether the page is served.
+func (u UIConfig) IsEnabled() bool { return u.Enabled == nil || *u.Enabled }
 
 // ServerConfig holds the server role's settings (server).
 // LimitsConfig is the limits block. Nomad's other keys in it
@@ -379,6 +393,10 @@ func (c *Config) Copy() *Config {
 	r.Client.Meta = maps.Clone(c.Client.Meta)
 	r.Files = slices.Clone(c.Files)
 	r.Telemetry = c.Telemetry.copy()
+	if c.UI.Enabled != nil {
+		r.UI.Enabled = new(bool)
+		*r.UI.Enabled = *c.UI.Enabled
+	}
 	if c.Plugins != nil {
 		r.Plugins = make(map[string]*PluginConfig, len(c.Plugins))
 		for name, p := range c.Plugins {
@@ -473,6 +491,10 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeNumber(&r.Limits.RPCMaxConnsPerClient, o.Limits.RPCMaxConnsPerClient)
 
 	r.Telemetry.merge(&o.Telemetry)
+	if o.UI.Enabled != nil {
+		r.UI.Enabled = new(bool)
+		*r.UI.Enabled = *o.UI.Enabled
+	}
 
 	mergeBool(&r.Client.Enabled, o.Client.Enabled)
 	mergeSlice(&r.Client.Servers, o.Client.Servers)

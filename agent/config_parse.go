@@ -91,7 +91,7 @@ var (
 		"disable_anonymous_signature",
 		"http_api_response_headers", "log_file", "log_rotate_bytes",
 		"log_rotate_duration", "log_rotate_max_files", "log_include_location",
-		"plugin_dir", "consul", "vault", "ui", "audit",
+		"plugin_dir", "consul", "vault", "audit",
 		"autopilot", "sentinel", "reporting", "keyring",
 	)
 	ignoredServer = keySet(
@@ -225,6 +225,7 @@ func (p *parser) parseRoot(items []*ast.ObjectItem, c *Config) error {
 			"tls":                 p.blockField(p.tlsBlock(&c.TLS)),
 			"limits":              p.blockField(p.limitsBlock(&c.Limits)),
 			"telemetry":           p.blockField(p.telemetryBlock(&c.Telemetry)),
+			"ui":                  p.blockField(p.uiBlock(&c.UI)),
 			"plugin": func(it *ast.ObjectItem, path string) error {
 				return p.parsePlugins(it, path, c)
 			},
@@ -310,6 +311,23 @@ func (p *parser) limitsBlock(l *LimitsConfig) block {
 			"rpc_max_conns_per_client": p.intField(&l.RPCMaxConnsPerClient),
 		},
 		ignored: ignoredLimits,
+	}
+}
+
+func (p *parser) uiBlock(u *UIConfig) block {
+	return block{
+		path: "ui",
+		fields: map[string]field{
+			"enabled": func(it *ast.ObjectItem, path string) error {
+				var b bool
+				if err := p.boolField(&b)(it, path); err != nil {
+					return err
+				}
+				u.Enabled = &b
+				return nil
+			},
+		},
+		ignored: keySet("consul", "vault", "label", "content_security_policy", "show_cli_hints"),
 	}
 }
 

@@ -80,6 +80,7 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 			PublishAllocationMetrics: true,
 			PublishNodeMetrics:       true,
 		},
+		UI:    UIConfig{Enabled: ptrTo(true)}, // ui { enabled = true }, Tether's since the web page
 		Files: []string{path},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -100,7 +101,6 @@ func TestLoadConfig_ServerHCL(t *testing.T) {
 		{"server.default_scheduler_config", 43},
 		{"acl.role_ttl", 55},
 		{"consul", 79},
-		{"ui", 84},
 	}
 	if len(warnings) != len(wantWarnings) {
 		t.Fatalf("got %d warnings; want %d:\n%s", len(warnings), len(wantWarnings), strings.Join(warnings, "\n"))

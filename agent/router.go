@@ -81,7 +81,9 @@ func (a *Agent) router() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusNotFound)
 	})
-	return a.forwardingToServers(r) // a node-only agent forwards the servers' endpoints (forward_http.go)
+	// A node-only agent forwards the servers' endpoints (forward_http.go);
+	// every agent serves the web page itself (ui.go).
+	return a.withUI(a.forwardingToServers(r))
 }
 
 // routes is the API's router: gorilla/mux, and in front of it a map of
