@@ -173,6 +173,10 @@ func (a *Agent) evaluationsList(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
+	filter, err := parseFilter(q)
+	if err != nil {
+		return nil, err
+	}
 	prefix := q.Get("prefix")
 	var evals []*structs.Evaluation
 	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
@@ -186,6 +190,9 @@ func (a *Agent) evaluationsList(w http.ResponseWriter, r *http.Request) (any, er
 		}
 		return idx, err
 	}); err != nil {
+		return nil, err
+	}
+	if evals, err = filterList(filter, evals); err != nil {
 		return nil, err
 	}
 	out, next := page.apply(evals)

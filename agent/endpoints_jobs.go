@@ -48,6 +48,10 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
+		filter, err := parseFilter(r.URL.Query())
+		if err != nil {
+			return nil, err
+		}
 		// The index is the jobs table's, or a listed job's summary's when
 		// that is newer; the read wakes on what moves either.
 		st, prefix := s.State(), r.URL.Query().Get("prefix")
@@ -75,7 +79,7 @@ func (a *Agent) jobsRequest(w http.ResponseWriter, r *http.Request) (any, error)
 		}); err != nil {
 			return nil, err
 		}
-		return out, nil
+		return filterList(filter, out)
 	case http.MethodPut, http.MethodPost:
 		body, err := readBody(r)
 		if err != nil {
@@ -196,6 +200,10 @@ func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
+	filter, err := parseFilter(q)
+	if err != nil {
+		return nil, err
+	}
 	ns, prefix, st := namespaceOf(r), q.Get("prefix"), s.State()
 	var out []*structs.AllocListStub
 	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
@@ -219,7 +227,7 @@ func (a *Agent) allocationsList(w http.ResponseWriter, r *http.Request) (any, er
 	}); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return filterList(filter, out)
 }
 
 // allocationInfo serves /v1/allocation/:id.

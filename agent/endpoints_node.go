@@ -29,6 +29,10 @@ func (a *Agent) nodesList(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	filter, err := parseFilter(q)
+	if err != nil {
+		return nil, err
+	}
 	req := &structs.NodeListRequest{Prefix: q.Get("prefix"), Resources: resources, QueryOptions: queryOptionsOf(r, q), BlockingOptions: opts}
 	ctx, cancel := a.queryContext(r, opts)
 	defer cancel()
@@ -40,7 +44,7 @@ func (a *Agent) nodesList(w http.ResponseWriter, r *http.Request) (any, error) {
 	if resp.Nodes == nil {
 		resp.Nodes = []*structs.NodeListStub{}
 	}
-	return resp.Nodes, nil
+	return filterList(filter, resp.Nodes)
 }
 
 // nodeInfo serves /v1/node/:id, a blocking query on the node.
