@@ -341,14 +341,54 @@ func (f *jobFanout) run(b jobBranch) {
 	rec := *f.o.rec
 	rec.alloc, rec.task = b.alloc, b.task
 	rec.prefix = "[" + b.alloc[:min(8, len(b.alloc))] + " " + b.task + "] "
-	if err := f.read(&rec, b); err != nil && f.ctx.Err() == nil {
+	backoff := branchRetryMin
+	for {
+		err := f.read(&rec, &b)
+		if err == nil || f.ctx.Err() != nil {
+			return
+		}
+		if f.o.follow && transient(err) && f.stillRunning(b.alloc) {
+			// The node's session moved or its server went away: read
+			// on from where this branch got to, once the route heals.
+			f.logger.Debug("job logs: allocation's stream broke; reading on", "alloc", b.alloc, "error", err)
+			select {
+			case <-f.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, branchRetryMax)
+			continue
+		}
 		f.logger.Debug("job logs: allocation's stream failed", "alloc", b.alloc, "task", b.task, "error", err)
 		f.send(jobChunk{rec: &rec, err: errorText(err)})
+		return
 	}
 }
 
-// read opens the allocation's routed logs call and sends its records.
-func (f *jobFanout) read(rec *logRecords, b jobBranch) error {
+// How long a followed branch waits before reading on after its call
+// broke: from branchRetryMin, doubling, at most branchRetryMax.
+const (
+	branchRetryMin = 100 * time.Millisecond
+	branchRetryMax = 2 * time.Second
+)
+
+// transient reports whether a branch's call failed for a reason that
+// passes: no path to the node yet, a server or session gone, overload.
+func transient(err error) bool {
+	code := structs.StatusCode(err)
+	return code >= 500 || code == http.StatusTooManyRequests || errors.Is(err, structs.ErrNoPathToNode)
+}
+
+// stillRunning reports whether the allocation may still write its log:
+// it is known and has not finished on its node.
+func (f *jobFanout) stillRunning(allocID string) bool {
+	al, err := f.s.State().Alloc(allocID)
+	return err == nil && al != nil && !al.ClientTerminal()
+}
+
+// read opens the allocation's routed logs call and sends its records,
+// moving b.after past each frame sent.
+func (f *jobFanout) read(rec *logRecords, b *jobBranch) error {
 	if err := f.a.streams.acquire(); err != nil {
 		return err
 	}
@@ -397,6 +437,9 @@ func (f *jobFanout) read(rec *logRecords, b jobBranch) error {
 			return err
 		}
 		ended = fr.TaskEnd != nil
+		if len(fr.Data) > 0 && fr.FileEvent == "" {
+			b.after = structs.LogPos{File: structs.LogFileIndex(fr.File), Offset: fr.Offset}.String()
+		}
 		if !f.send(jobChunk{rec: rec, fr: fr}) {
 			return nil
 		}

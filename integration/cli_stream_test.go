@@ -63,10 +63,28 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 	}
 	read(50)
 
-	// The stream's connection is the one still carrying data: the CLI's
-	// lookups before it may have left idle keep-alive connections.
+	stopStreamServer(t, c, lb, https, func() { read(next + 20) }, func() { read(next + 300) })
+
+	if code := p.interrupt(t); code != 0 {
+		t.Fatalf("exit %d after SIGINT: %s", code, p.stderr.String())
+	}
+	for l := range lines { // what was still buffered continues the sequence
+		if want := fmt.Sprintf("line %d", next); l != want {
+			t.Fatalf("got %q, want %q", l, want)
+		}
+		next++
+	}
+}
+
+// stopStreamServer stops the server behind lb that carries a streaming
+// call: the connection whose bytes grow while more arrives (the CLI's
+// lookups before the stream may have left idle keep-alive connections).
+// Then it reads on and checks that what came after did so through a new
+// connection.
+func stopStreamServer(t *testing.T, c *cluster, lb *rrProxy, https []string, readMore, readAfter func()) {
+	t.Helper()
 	before := lb.servedBytes()
-	read(next + 20)
+	readMore()
 	var backend string
 	for conn, n := range lb.servedBytes() {
 		if n > before[conn] {
@@ -86,22 +104,12 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 		t.Fatalf("stream backend %q is no server", backend)
 	}
 	c.stop(killed)
-	read(next + 300)
+	readAfter()
 	lb.mu.Lock()
 	reconnected := len(lb.conns) > connsBefore
 	lb.mu.Unlock()
 	if !reconnected {
-		t.Fatal("the lines after the kill came without a new connection through the balancer")
-	}
-
-	if code := p.interrupt(t); code != 0 {
-		t.Fatalf("exit %d after SIGINT: %s", code, p.stderr.String())
-	}
-	for l := range lines { // what was still buffered continues the sequence
-		if want := fmt.Sprintf("line %d", next); l != want {
-			t.Fatalf("got %q, want %q", l, want)
-		}
-		next++
+		t.Fatal("what came after the stop came without a new connection through the balancer")
 	}
 }
 
@@ -198,5 +206,58 @@ func TestCLI_FSBigFileAndProgress(t *testing.T) {
 	}
 	if b, err := os.ReadFile(dst2); err != nil || len(b) != size {
 		t.Fatalf("saved file: %d bytes, %v", len(b), err)
+	}
+}
+
+// TestCLI_JobLogsFollowAcrossServerKill follows a two-allocation job's
+// numbered lines with "job logs -f" through a round-robin balancer in
+// front of three servers and stops the server carrying the stream: the
+// CLI resumes from the job's cursor, so each allocation's lines arrive
+// exactly once and in order.
+func TestCLI_JobLogsFollowAcrossServerKill(t *testing.T) {
+	c := startCluster(t, 3)
+	var rpcs, https []string
+	for _, s := range c.servers {
+		rpcs = append(rpcs, s.RPCAddr())
+		https = append(https, s.HTTPAddr())
+	}
+	startNode(t, "node0", withServers(rpcs...), withRawExec())
+	api := c.servers[0].API(t)
+	registerRunning(t, api, groupJob("count", 2, false,
+		shellTask("t", `i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.01; done`)), 2)
+	lb := startRRProxy(t, https...)
+	p := startTetherProc(t, "http://"+lb.ln.Addr().String(), "job", "logs", "-f", "count")
+
+	next := map[string]int{} // the line number expected next, by allocation tag
+	read := func(n int) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for ; n > 0; n-- {
+			select {
+			case l, ok := <-p.lines:
+				if !ok {
+					t.Fatalf("the CLI ended: %s", p.stderr.String())
+				}
+				tag, line, _ := strings.Cut(l, "] ")
+				want := next[tag] + 1
+				if next[tag] == 0 {
+					fmt.Sscanf(line, "line %d", &want) // the first line seen of it
+				}
+				if line != fmt.Sprintf("line %d", want) {
+					t.Fatalf("%s: got %q, want line %d (a line lost or repeated)", tag, line, want)
+				}
+				next[tag] = want
+			case <-deadline:
+				t.Fatalf("no line: %s", p.stderr.String())
+			}
+		}
+	}
+	read(100)
+	stopStreamServer(t, c, lb, https, func() { read(40) }, func() { read(400) })
+	if len(next) != 2 {
+		t.Fatalf("lines of %d allocations; want 2", len(next))
+	}
+	if code := p.interrupt(t); code != 0 {
+		t.Fatalf("exit %d after SIGINT: %s", code, p.stderr.String())
 	}
 }

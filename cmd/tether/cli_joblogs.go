@@ -1,10 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/cli"
 	nomad "github.com/hashicorp/nomad/api"
@@ -30,7 +37,8 @@ Options:
   -stderr          The tasks' stderr instead of their stdout.
   -f               Follow: keep printing as the tasks write; allocations that
                    start later join, and one whose task ends prints an end
-                   line. Until interrupted (exit 0).
+                   line. Until interrupted (exit 0); a server going away is
+                   survived by resuming where every allocation got to.
   -n <lines>       The last <lines> lines of each allocation.
   -since <when>    Only lines captured since then: an RFC 3339 time or a
                    duration back from now (10m, 2h).
@@ -88,31 +96,171 @@ func runJobLogs(m *meta, args []string) int {
 	if since != "" {
 		params["since"] = since
 	}
-	if jsonOut {
-		params["format"] = "ndjson"
-	}
 	if maxAllocs != 0 {
 		params["max_allocs"] = strconv.FormatInt(maxAllocs, 10)
 	}
 	ctx, stop := interruptContext()
 	defer stop()
-	if err := m.copyJobLogs(ctx, c, id, params); err != nil && ctx.Err() == nil {
+	out := &jobLogPrinter{w: m.stdout, json: jsonOut, stamps: timestamps}
+	if err := m.followJobLogs(ctx, c, id, params, follow, out); err != nil && ctx.Err() == nil {
 		m.apiError("reading job logs", err)
 		return 1
 	}
 	return 0 // the end, or Ctrl-C
 }
 
-// copyJobLogs writes the job's log stream to stdout as it arrives: the
-// server has tagged, stamped and merged it.
-func (m *meta) copyJobLogs(ctx context.Context, c *nomad.Client, id string, params map[string]string) error {
+// followJobLogs prints the job's log from the server's NDJSON records,
+// in the plain form the server would write or, with -json, as they come.
+// A follow survives the server it reads through going away: it resumes
+// from the cursor of every allocation's position reached (after=), so no
+// line is lost or printed twice. It ends at the stream's end without
+// follow, at Ctrl-C, or when the job is gone.
+func (m *meta) followJobLogs(ctx context.Context, c *nomad.Client, id string, params map[string]string, follow bool, out *jobLogPrinter) error {
+	params["format"] = "ndjson"
+	path := "/v1/job/" + url.PathEscape(id) + "/logs"
+	connected := false
+	backoff := 100 * time.Millisecond
+	for {
+		if cur := out.cursor(); cur != "" {
+			params["after"] = cur
+		}
+		err := out.read(ctx, c, path, params, &connected)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case !follow:
+			return err
+		case err != nil && connected && isNotFound(err, "job not found"):
+			return nil // purged while followed
+		case err != nil && !retryable(err):
+			return err
+		}
+		// The stream ended while following: a server went away.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// isNotFound reports whether err is the server's 404 with text.
+func isNotFound(err error, text string) bool {
+	var ue nomad.UnexpectedResponseError
+	return errors.As(err, &ue) && ue.HasStatusCode() && ue.StatusCode() == http.StatusNotFound &&
+		strings.TrimSpace(ue.Body()) == text
+}
+
+// jobLogRecord is one NDJSON record of a job-wide log.
+type jobLogRecord struct {
+	T       *string `json:"t"`
+	Alloc   string  `json:"alloc"`
+	Task    string  `json:"task"`
+	Line    *string `json:"line"`
+	Partial bool    `json:"partial"`
+	Pos     string  `json:"pos"`
+	Error   *string `json:"error"`
+	End     *struct {
+		State      string    `json:"state"`
+		Failed     bool      `json:"failed"`
+		ExitCode   int       `json:"exit_code"`
+		Signal     int       `json:"signal"`
+		FinishedAt time.Time `json:"finished_at"`
+	} `json:"end"`
+}
+
+// jobLogPrinter writes a job's records and keeps where each allocation's
+// log reached, for the resume.
+type jobLogPrinter struct {
+	w      io.Writer
+	json   bool
+	stamps bool
+	allocs []string          // in the order they came
+	pos    map[string]string // allocation → "N.offset" or "end"
+}
+
+// cursor is the server's resume cursor (alloc=pos,...), "" before any
+// record.
+func (p *jobLogPrinter) cursor() string {
+	var b strings.Builder
+	for i, a := range p.allocs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(a + "=" + p.pos[a])
+	}
+	return b.String()
+}
+
+func (p *jobLogPrinter) moved(alloc, pos string) {
+	if p.pos == nil {
+		p.pos = map[string]string{}
+	}
+	if _, ok := p.pos[alloc]; !ok {
+		p.allocs = append(p.allocs, alloc)
+	}
+	p.pos[alloc] = pos
+}
+
+// read prints one stream's records until it ends; *connected is set once
+// the server answered 200.
+func (p *jobLogPrinter) read(ctx context.Context, c *nomad.Client, path string, params map[string]string, connected *bool) error {
 	q := (&nomad.QueryOptions{Params: params}).WithContext(ctx)
-	body, err := c.Raw().Response("/v1/job/"+url.PathEscape(id)+"/logs", q)
+	body, err := c.Raw().Response(path, q)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	// Each read (a chunk the server flushed) is written at once.
-	_, err = io.Copy(m.stdout, body)
+	*connected = true
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		var rec jobLogRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			return fmt.Errorf("reading job logs: a record that is not JSON: %w", err)
+		}
+		if err := p.print(sc.Bytes(), &rec); err != nil {
+			return fatalError{fmt.Errorf("writing output: %w", err)}
+		}
+		switch {
+		case rec.End != nil:
+			p.moved(rec.Alloc, "end")
+		case rec.Line != nil && rec.Pos != "":
+			p.moved(rec.Alloc, rec.Pos)
+		}
+	}
+	return sc.Err()
+}
+
+// print writes one record: as it came with -json, else as the server's
+// plain form has it ("[alloc8 task] line", the end and error lines).
+func (p *jobLogPrinter) print(raw []byte, rec *jobLogRecord) error {
+	if p.json {
+		_, err := p.w.Write(append(raw, '\n'))
+		return err
+	}
+	b := []byte("[" + rec.Alloc[:min(8, len(rec.Alloc))] + " " + rec.Task + "] ")
+	switch {
+	case rec.End != nil:
+		e := rec.End
+		b = fmt.Appendf(b, "end state=%s failed=%t exit_code=%d signal=%d finished_at=%s", e.State, e.Failed, e.ExitCode, e.Signal,
+			e.FinishedAt.UTC().Format("2006-01-02T15:04:05.000000000Z07:00"))
+	case rec.Error != nil:
+		b = append(b, "error: "+*rec.Error...)
+	case rec.Line != nil:
+		if p.stamps {
+			if rec.T != nil {
+				b = append(b, *rec.T...)
+			} else {
+				b = append(b, '-')
+			}
+			b = append(b, ' ')
+		}
+		b = append(b, *rec.Line...)
+	default:
+		return nil // a record of a kind this CLI does not know
+	}
+	_, err := p.w.Write(append(b, '\n'))
 	return err
 }
