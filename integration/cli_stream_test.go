@@ -21,13 +21,7 @@ import (
 // servers, stops the server carrying the stream, and checks that every
 // line arrives exactly once and in order, and that Ctrl-C exits 0.
 func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
-	c := startCluster(t, 3)
-	var rpcs, https []string
-	for _, s := range c.servers {
-		rpcs = append(rpcs, s.RPCAddr())
-		https = append(https, s.HTTPAddr())
-	}
-	startNode(t, "node0", withServers(rpcs...), withRawExec())
+	c, https := startClusterWithNode(t)
 	api := c.servers[0].API(t)
 	job := &nomad.Job{ID: ptr("count"), Type: ptr("service"), Datacenters: []string{"dc1"},
 		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"), Count: ptr(1), Tasks: []*nomad.Task{
@@ -74,6 +68,19 @@ func TestCLI_LogsFollowAcrossServerKill(t *testing.T) {
 		}
 		next++
 	}
+}
+
+// startClusterWithNode starts three servers and a raw_exec node that
+// knows them all, and returns the servers' HTTP addresses.
+func startClusterWithNode(t *testing.T) (*cluster, []string) {
+	c := startCluster(t, 3)
+	var rpcs, https []string
+	for _, s := range c.servers {
+		rpcs = append(rpcs, s.RPCAddr())
+		https = append(https, s.HTTPAddr())
+	}
+	startNode(t, "node0", withServers(rpcs...), withRawExec())
+	return c, https
 }
 
 // stopStreamServer stops the server behind lb that carries a streaming
@@ -215,13 +222,7 @@ func TestCLI_FSBigFileAndProgress(t *testing.T) {
 // CLI resumes from the job's cursor, so each allocation's lines arrive
 // exactly once and in order.
 func TestCLI_JobLogsFollowAcrossServerKill(t *testing.T) {
-	c := startCluster(t, 3)
-	var rpcs, https []string
-	for _, s := range c.servers {
-		rpcs = append(rpcs, s.RPCAddr())
-		https = append(https, s.HTTPAddr())
-	}
-	startNode(t, "node0", withServers(rpcs...), withRawExec())
+	c, https := startClusterWithNode(t)
 	api := c.servers[0].API(t)
 	registerRunning(t, api, groupJob("count", 2, false,
 		shellTask("t", `i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.01; done`)), 2)

@@ -249,15 +249,7 @@ func (p *jobLogPrinter) print(raw []byte, rec *jobLogRecord) error {
 	case rec.Error != nil:
 		b = append(b, "error: "+*rec.Error...)
 	case rec.Line != nil:
-		if p.stamps {
-			if rec.T != nil {
-				b = append(b, *rec.T...)
-			} else {
-				b = append(b, '-')
-			}
-			b = append(b, ' ')
-		}
-		b = append(b, *rec.Line...)
+		b = appendLine(b, p.stamps, rec.T, *rec.Line)
 	default:
 		return nil // a record of a kind this CLI does not know
 	}

@@ -744,6 +744,20 @@ type logRecord struct {
 	} `json:"end"`
 }
 
+// appendLine appends a record's line, after its capture time t and a
+// space when stamps is set ("-" for a line the node has no time of).
+func appendLine(b []byte, stamps bool, t *string, line string) []byte {
+	if stamps {
+		if t != nil {
+			b = append(b, *t...)
+		} else {
+			b = append(b, '-')
+		}
+		b = append(b, ' ')
+	}
+	return append(b, line...)
+}
+
 // errNotRecords says the server answered with Nomad's frames: it ignores
 // format=ndjson, so the client-side path is taken.
 var errNotRecords = errors.New("the server does not serve log records")
@@ -824,16 +838,7 @@ func (s *logStream) records(ctx context.Context, params map[string]string, stamp
 		if rec.End != nil {
 			return &rec.End.ExitCode, nil
 		}
-		var b []byte
-		if stamps {
-			if rec.T != nil {
-				b = append(b, *rec.T...)
-			} else {
-				b = append(b, '-')
-			}
-			b = append(b, ' ')
-		}
-		b = append(b, *rec.Line...)
+		b := appendLine(nil, stamps, rec.T, *rec.Line)
 		if !rec.Partial {
 			b = append(b, '\n')
 		}
