@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/hashicorp/go-memdb"
 
+	"tether/server"
 	"tether/structs"
 )
 
@@ -25,6 +27,10 @@ func (a *Agent) registerACLRoutes(r *routes) {
 	r.handle("/v1/acl/token/onetime", a.wrap(a.aclOneTimeToken))
 	r.handle("/v1/acl/token/onetime/exchange", a.wrap(a.aclOneTimeExchange))
 	r.handle("/v1/acl/token/{id}", a.wrap(a.aclToken))
+	r.handle("/v1/acl/roles", a.wrap(a.aclRoles))
+	r.handle("/v1/acl/role", a.wrap(a.aclRoleCreate))
+	r.handle("/v1/acl/role/name/{name}", a.wrap(a.aclRoleByName))
+	r.handle("/v1/acl/role/{id}", a.wrap(a.aclRole))
 }
 
 // listIndex is the index the ACL lists answer with: as Nomad's, never 0
@@ -344,4 +350,115 @@ func (a *Agent) aclOneTimeExchange(w http.ResponseWriter, r *http.Request) (any,
 	}
 	setIndex(w, idx)
 	return &structs.OneTimeTokenExchangeResponse{Token: tok}, nil
+}
+
+// aclRoles serves GET /v1/acl/roles (?prefix= on the ID), a blocking
+// query on the roles table.
+func (a *Agent) aclRoles(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	tok, prefix := requestToken(r), r.URL.Query().Get("prefix")
+	var out []*structs.ACLRoleListStub
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		list, idx, err := s.ACLRoles(ws, tok, prefix)
+		out = list
+		return listIndex(idx), err
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// aclRoleCreate serves PUT/POST /v1/acl/role.
+func (a *Agent) aclRoleCreate(w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isWrite(r) {
+		return nil, structs.ErrInvalidMethod
+	}
+	return a.aclRoleUpsert(w, r, "")
+}
+
+// aclRoleUpsert stores the role in the body: a new one when pathID is "",
+// else the role with that ID, which the body must name.
+func (a *Agent) aclRoleUpsert(w http.ResponseWriter, r *http.Request, pathID string) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var role structs.ACLRole
+	if err := json.Unmarshal(body, &role); err != nil {
+		return nil, structs.BadRequest("failed to decode request body: %v", err)
+	}
+	if pathID != "" && role.ID != pathID {
+		return nil, structs.BadRequest("ACL role ID does not match request path")
+	}
+	out, err := s.UpsertACLRole(r.Context(), requestToken(r), &role)
+	if err != nil {
+		return nil, err
+	}
+	setIndex(w, out.ModifyIndex)
+	return out, nil
+}
+
+// aclRole serves GET (blocking), PUT/POST and DELETE /v1/acl/role/:id.
+func (a *Agent) aclRole(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := mux.Vars(r)["id"]
+	switch {
+	case r.Method == http.MethodGet:
+		return a.aclRoleRead(w, r, func(s *server.Server, ws memdb.WatchSet, tok string) (*structs.ACLRole, uint64, error) {
+			return s.ACLRole(ws, tok, id)
+		})
+	case isWrite(r):
+		return a.aclRoleUpsert(w, r, id)
+	case r.Method == http.MethodDelete:
+		s, err := a.needServer()
+		if err != nil {
+			return nil, err
+		}
+		idx, err := s.DeleteACLRole(r.Context(), requestToken(r), id)
+		if err != nil {
+			return nil, err
+		}
+		setIndex(w, idx)
+		return nil, nil
+	default:
+		return nil, structs.ErrInvalidMethod
+	}
+}
+
+// aclRoleByName serves GET /v1/acl/role/name/:name (blocking).
+func (a *Agent) aclRoleByName(w http.ResponseWriter, r *http.Request) (any, error) {
+	if r.Method != http.MethodGet {
+		return nil, structs.ErrInvalidMethod
+	}
+	name := mux.Vars(r)["name"]
+	return a.aclRoleRead(w, r, func(s *server.Server, ws memdb.WatchSet, tok string) (*structs.ACLRole, uint64, error) {
+		return s.ACLRoleByName(ws, tok, name)
+	})
+}
+
+// aclRoleRead runs one role read as a blocking query on the role.
+func (a *Agent) aclRoleRead(w http.ResponseWriter, r *http.Request, read func(*server.Server, memdb.WatchSet, string) (*structs.ACLRole, uint64, error)) (any, error) {
+	s, err := a.needServer()
+	if err != nil {
+		return nil, err
+	}
+	tok := requestToken(r)
+	var out *structs.ACLRole
+	if err := a.query(w, r, s, func(ws memdb.WatchSet) (uint64, error) {
+		role, idx, err := read(s, ws, tok)
+		out = role
+		return idx, err
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -44,9 +44,12 @@ type aclCache struct {
 	evictions atomic.Uint64 // entries dropped because a cache was full
 }
 
+// cachedToken is a resolved token and the names of every policy it holds
+// (its own and its roles', which the servers resolve).
 type cachedToken struct {
-	token   *structs.ACLToken
-	fetched time.Time
+	token    *structs.ACLToken
+	policies []string
+	fetched  time.Time
 }
 
 // cachedPolicy is a parsed policy; nil policy means the servers said it
@@ -77,17 +80,18 @@ func (c *Client) ResolveToken(ctx context.Context, secret string) (*acl.ACL, err
 	if !c.cfg.ACLEnabled {
 		return acl.ACLsDisabledACL, nil
 	}
-	tok, err := c.resolveTokenObject(ctx, secret)
+	entry, err := c.resolveTokenObject(ctx, secret)
 	if err != nil {
 		return nil, err
 	}
+	tok := entry.token
 	if tok.IsExpired(c.acl.clock()) {
 		return nil, structs.ErrTokenNotFound
 	}
 	if tok.IsManagement() {
 		return acl.ManagementACL, nil
 	}
-	policies, err := c.resolvePolicies(ctx, tok.Policies)
+	policies, err := c.resolvePolicies(ctx, entry.policies)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +115,7 @@ func isDefinitiveACLError(err error) bool {
 		structs.StatusCode(err) == 400 || structs.StatusCode(err) == 403
 }
 
-func (c *Client) resolveTokenObject(ctx context.Context, secret string) (*structs.ACLToken, error) {
+func (c *Client) resolveTokenObject(ctx context.Context, secret string) (*cachedToken, error) {
 	a := &c.acl
 	ttl := ttlOr(c.cfg.ACLTokenTTL)
 	now := a.clock()
@@ -119,7 +123,7 @@ func (c *Client) resolveTokenObject(ctx context.Context, secret string) (*struct
 	entry := a.tokens[secret]
 	a.mu.Unlock()
 	if entry != nil && now.Sub(entry.fetched) < ttl {
-		return entry.token, nil
+		return entry, nil
 	}
 	var resp structs.ResolveACLTokenResponse
 	req := &structs.ResolveACLTokenRequest{NodeID: c.id.NodeID, NodeSecretID: c.id.SecretID, SecretID: secret}
@@ -140,7 +144,7 @@ func (c *Client) resolveTokenObject(ctx context.Context, secret string) (*struct
 		if entry != nil {
 			a.staleUsed.Add(1)
 			c.logger.Warn("cannot resolve ACL token; using the expired cached entry", "error", err)
-			return entry.token, nil
+			return entry, nil
 		}
 		return nil, err
 	}
@@ -151,9 +155,14 @@ func (c *Client) resolveTokenObject(ctx context.Context, secret string) (*struct
 	if _, ok := a.tokens[secret]; !ok && len(a.tokens) >= maxCachedTokens {
 		a.evictTokensLocked(now, ttl)
 	}
-	a.tokens[secret] = &cachedToken{token: resp.Token, fetched: now}
+	fresh := &cachedToken{token: resp.Token, policies: resp.Policies, fetched: now}
+	if fresh.policies == nil {
+		// A server that predates roles: the token's own are all it holds.
+		fresh.policies = resp.Token.Policies
+	}
+	a.tokens[secret] = fresh
 	a.mu.Unlock()
-	return resp.Token, nil
+	return fresh, nil
 }
 
 // evictTokensLocked drops expired tokens, and the oldest ones when that is

@@ -101,8 +101,13 @@ func (s *Server) aclResolveTokenRPC(ctx context.Context, req *structs.ResolveACL
 	if !s.ACLEnabled() {
 		return errACLDisabled
 	}
-	tok, _, err := s.tokenBySecretOrLeader(req.SecretID)
+	tok, fromLeader, err := s.tokenBySecretOrLeader(req.SecretID)
 	if err != nil {
+		return err
+	}
+	// The node fetches what the token holds by name, roles' policies
+	// included: roles are resolved here, so a node knows no roles.
+	if resp.Policies, err = s.tokenPolicyNames(tok, fromLeader); err != nil {
 		return err
 	}
 	tok.SecretID = ""
@@ -176,22 +181,29 @@ func (s *Server) ResolveToken(secret string) (*acl.ACL, error) {
 	return s.aclForToken(tok, fromLeader)
 }
 
-// aclForToken merges the token's policies. Policies deleted since the
-// token was made are skipped. fromLeader holds the leader's copies of
-// policies for a token this server did not know yet; a policy in neither
-// place grants nothing.
-func (s *Server) aclForToken(tok *structs.ACLToken, fromLeader map[string]*structs.ACLPolicy) (*acl.ACL, error) {
+// aclForToken merges the token's policies, its roles' included. Policies
+// and roles deleted since the token was made are skipped. fromLeader is
+// the leader's answer for a token this server did not know yet (its
+// copies of the policies, and its roles' policy names); a policy in
+// neither place grants nothing.
+func (s *Server) aclForToken(tok *structs.ACLToken, fromLeader *peerACLLookupResponse) (*acl.ACL, error) {
 	if tok.IsManagement() {
 		return acl.ManagementACL, nil
 	}
+	names, err := s.tokenPolicyNames(tok, fromLeader)
+	if err != nil {
+		return nil, err
+	}
 	var parsed []*acl.Policy
-	for _, name := range tok.Policies {
+	for _, name := range names {
 		p, err := s.store.ACLPolicyByName(name)
 		if err != nil {
 			return nil, err
 		}
-		if lp, ok := fromLeader[name]; ok && (p == nil || lp.ModifyIndex > p.ModifyIndex) {
-			p = lp
+		if fromLeader != nil {
+			if lp, ok := fromLeader.Policies[name]; ok && (p == nil || lp.ModifyIndex > p.ModifyIndex) {
+				p = lp
+			}
 		}
 		if p == nil {
 			continue
@@ -309,13 +321,17 @@ func (s *Server) callerToken(secret string) (*structs.ACLToken, error) {
 }
 
 // ACLPolicy returns a policy. Management tokens may read any; others only
-// the policies they hold.
+// the policies they hold, directly or through a role.
 func (s *Server) ACLPolicy(secret, name string) (*structs.ACLPolicy, error) {
 	tok, err := s.callerToken(secret)
 	if err != nil {
 		return nil, err
 	}
-	if !tok.IsManagement() && !slices.Contains(tok.Policies, name) {
+	held, err := s.tokenPolicyNames(tok, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !tok.IsManagement() && !slices.Contains(held, name) {
 		return nil, structs.ErrPermissionDenied
 	}
 	p, err := s.store.ACLPolicyByName(name)
@@ -329,9 +345,13 @@ func (s *Server) ACLPolicy(secret, name string) (*structs.ACLPolicy, error) {
 }
 
 // ACLPolicies lists policies: all of them for management tokens, the
-// caller's own for others.
+// ones the caller holds (directly or through a role) for others.
 func (s *Server) ACLPolicies(secret string) ([]*structs.ACLPolicyListStub, uint64, error) {
 	tok, err := s.callerToken(secret)
+	if err != nil {
+		return nil, 0, err
+	}
+	held, err := s.tokenPolicyNames(tok, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -341,7 +361,7 @@ func (s *Server) ACLPolicies(secret string) ([]*structs.ACLPolicyListStub, uint6
 	}
 	out := make([]*structs.ACLPolicyListStub, 0, len(all))
 	for _, p := range all {
-		if tok.IsManagement() || slices.Contains(tok.Policies, p.Name) {
+		if tok.IsManagement() || slices.Contains(held, p.Name) {
 			out = append(out, p.Stub())
 		}
 	}
@@ -349,22 +369,28 @@ func (s *Server) ACLPolicies(secret string) ([]*structs.ACLPolicyListStub, uint6
 }
 
 // validateToken checks a token about to be stored; existing is the stored
-// version on update, nil on create.
+// version on update, nil on create. Its role links are resolved when it
+// is stored (resolveRoleLinksTxn).
 func (s *Server) validateToken(t, existing *structs.ACLToken) error {
 	if len(t.Name) > structs.MaxACLNameLength {
 		return structs.BadRequest("token name too long")
 	}
-	if len(t.Roles) > 0 {
-		return structs.BadRequest("ACL roles are not supported")
+	if len(t.Roles) > structs.MaxACLLinks {
+		return structs.BadRequest("token links more than %d roles", structs.MaxACLLinks)
+	}
+	for _, l := range t.Roles {
+		if l == nil || l.ID == "" && l.Name == "" {
+			return errRoleLinkEmpty
+		}
 	}
 	switch t.Type {
 	case structs.ACLClientToken:
-		if len(t.Policies) == 0 {
-			return structs.BadRequest("client token missing policies")
+		if len(t.Policies) == 0 && len(t.Roles) == 0 {
+			return structs.BadRequest("client token missing policies or roles")
 		}
 	case structs.ACLManagementToken:
-		if len(t.Policies) != 0 {
-			return structs.BadRequest("management token cannot be associated with policies")
+		if len(t.Policies) != 0 || len(t.Roles) != 0 {
+			return structs.BadRequest("management token cannot be associated with policies or roles")
 		}
 	default:
 		return structs.BadRequest("token type must be client or management")

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -52,11 +53,13 @@ type peerACLLookupRequest struct {
 }
 
 // peerACLLookupResponse is the leader's answer: the live token with the
-// secret (nil if none) and those of the named policies, and of the
-// token's, that exist.
+// secret (nil if none), the names of the policies its roles hold, and
+// those of the named policies, and of the token's (roles' included), that
+// exist.
 type peerACLLookupResponse struct {
-	Token    *structs.ACLToken
-	Policies map[string]*structs.ACLPolicy
+	Token        *structs.ACLToken
+	RolePolicies []string
+	Policies     map[string]*structs.ACLPolicy
 }
 
 // peerACLLookupEndpoint answers a peer's lookup, on the leader only.
@@ -78,7 +81,10 @@ func (s *Server) peerACLLookupEndpoint(ctx context.Context, req *peerACLLookupRe
 		}
 		if tok != nil {
 			resp.Token = tok
-			names = append(append([]string(nil), names...), tok.Policies...)
+			if resp.RolePolicies, err = s.store.ACLRolePolicyNames(tok.Roles); err != nil {
+				return err
+			}
+			names = appendNew(slices.Clone(names), append(slices.Clone(tok.Policies), resp.RolePolicies...)...)
 		}
 	}
 	resp.Policies = make(map[string]*structs.ACLPolicy, len(names))
@@ -128,8 +134,9 @@ func (s *Server) lookupAtLeader(req *peerACLLookupRequest) (*peerACLLookupRespon
 
 // tokenBySecretOrLeader is tokenBySecret, falling back to the leader for
 // a secret this server does not know. With the token it returns the
-// leader's copies of the token's policies (nil when the token is local).
-func (s *Server) tokenBySecretOrLeader(secret string) (*structs.ACLToken, map[string]*structs.ACLPolicy, error) {
+// leader's answer (its copies of the token's policies and its roles'
+// policy names), nil when the token is local.
+func (s *Server) tokenBySecretOrLeader(secret string) (*structs.ACLToken, *peerACLLookupResponse, error) {
 	tok, err := s.tokenBySecret(secret)
 	if !errors.Is(err, structs.ErrTokenNotFound) || secret == "" {
 		return tok, nil, err
@@ -138,7 +145,7 @@ func (s *Server) tokenBySecretOrLeader(secret string) (*structs.ACLToken, map[st
 	if !ok || resp.Token == nil || resp.Token.IsExpired(s.acl.clock()) {
 		return nil, nil, err
 	}
-	return resp.Token, resp.Policies, nil
+	return resp.Token, resp, nil
 }
 
 // registerPeerACLEndpoints registers the leader's lookup for peers.

@@ -14,6 +14,7 @@ import (
 const (
 	tableACLPolicies = "acl_policy"
 	tableACLTokens   = "acl_token"
+	tableACLRoles    = "acl_role"
 
 	// aclBootstrapKey is the index-table entry that records the index at
 	// which ACLs were bootstrapped; its presence makes bootstrap a one-time
@@ -35,6 +36,13 @@ func aclTableSchemas() map[string]*memdb.TableSchema {
 			Indexes: map[string]*memdb.IndexSchema{
 				"id":     {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "AccessorID"}},
 				"secret": {Name: "secret", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SecretID"}},
+			},
+		},
+		tableACLRoles: {
+			Name: tableACLRoles,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+				"name": {Name: "name", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 			},
 		},
 	}
@@ -104,6 +112,12 @@ func upsertACLTokensTxn(txn *memdb.Txn, idx uint64, tokens []*structs.ACLToken) 
 		}
 		if raw != nil && raw.(*structs.ACLToken).AccessorID != c.AccessorID {
 			return structs.BadRequest("secret ID already in use")
+		}
+		// Links are resolved here, in log order, so that every server
+		// stores the same links whatever its own state held when the
+		// request arrived.
+		if c.Roles, err = resolveRoleLinksTxn(txn, c.Roles); err != nil {
+			return err
 		}
 		raw, err = txn.First(tableACLTokens, "id", c.AccessorID)
 		if err != nil {
@@ -181,11 +195,18 @@ func (s *StateStore) ACLPolicies() ([]*structs.ACLPolicy, uint64, error) {
 
 // ACLTokenByAccessorID returns a copy of the token, or nil.
 func (s *StateStore) ACLTokenByAccessorID(id string) (*structs.ACLToken, error) {
-	raw, err := s.db.Txn(false).First(tableACLTokens, "id", id)
+	return s.aclTokenBy("id", id)
+}
+
+// aclTokenBy returns a copy of the token found by the index, with its role
+// links as the roles are now, or nil.
+func (s *StateStore) aclTokenBy(index, value string) (*structs.ACLToken, error) {
+	txn := s.db.Txn(false)
+	raw, err := txn.First(tableACLTokens, index, value)
 	if err != nil || raw == nil {
 		return nil, err
 	}
-	return raw.(*structs.ACLToken).Copy(), nil
+	return currentRoleLinks(txn, raw.(*structs.ACLToken).Copy()), nil
 }
 
 // ACLTokenBySecretID returns a copy of the token, or nil. The empty secret
@@ -194,11 +215,7 @@ func (s *StateStore) ACLTokenBySecretID(secret string) (*structs.ACLToken, error
 	if secret == "" {
 		return nil, nil
 	}
-	raw, err := s.db.Txn(false).First(tableACLTokens, "secret", secret)
-	if err != nil || raw == nil {
-		return nil, err
-	}
-	return raw.(*structs.ACLToken).Copy(), nil
+	return s.aclTokenBy("secret", secret)
 }
 
 // ACLTokens returns copies of every token, oldest first, and the tokens
@@ -212,7 +229,7 @@ func (s *StateStore) ACLTokens() ([]*structs.ACLToken, uint64, error) {
 	}
 	var out []*structs.ACLToken
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*structs.ACLToken).Copy())
+		out = append(out, currentRoleLinks(txn, raw.(*structs.ACLToken).Copy()))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreateIndex < out[j].CreateIndex })
 	return out, idx, nil
@@ -227,7 +244,7 @@ func (s *StateStore) ACLBootstrapIndex() uint64 {
 // aclTablesIndex returns the newest index of the ACL tables.
 func (s *StateStore) aclTablesIndex() uint64 {
 	txn := s.db.Txn(false)
-	return max(tableIndexOf(txn, nil, tableACLPolicies), tableIndexOf(txn, nil, tableACLTokens))
+	return max(tableIndexOf(txn, nil, tableACLPolicies), tableIndexOf(txn, nil, tableACLTokens), tableIndexOf(txn, nil, tableACLRoles))
 }
 
 // The 404s for a token or policy read by accessor ID or name.

@@ -44,6 +44,13 @@ const (
 	msgUpsertOneTimeToken   msgType = 25
 	msgExchangeOneTimeToken msgType = 26
 	msgExpireOneTimeTokens  msgType = 27
+
+	// ACL roles (acl_roles.go), written with msgIgnoreUnknown: a server
+	// that skips them has no roles, so a token's role links grant nothing
+	// there; it refuses rights, never grants them. (28, 29: keyring.go;
+	// 30: eval_state.go.)
+	msgUpsertACLRoles msgType = 31
+	msgDeleteACLRoles msgType = 32
 )
 
 // msgIgnoreUnknown, set in a command's type, tells a server that does not

@@ -100,8 +100,89 @@ type ACLPolicyListStub struct {
 	ModifyIndex uint64
 }
 
-// ACLTokenRoleLink links a token to a role. Tether has no roles; the type
-// is kept for the JSON shape.
+// MaxACLLinks bounds the policy links of a role and the role links of a
+// token (Nomad sets no bound; this one is far above any real use), so that
+// one token cannot make a resolution fetch an unbounded set of policies.
+const MaxACLLinks = 256
+
+// ValidACLRoleName reports whether name may name a role: Nomad's rule is
+// the policy-name rule.
+func ValidACLRoleName(name string) bool { return validACLPolicyName.MatchString(name) }
+
+// ACLRolePolicyLink names a policy a role grants.
+type ACLRolePolicyLink struct {
+	Name string
+}
+
+// ACLRole is a named set of policies (Nomad v1.5+): a token linked to a
+// role holds every policy of the role, as the role is when the token is
+// used. Its ID is server-assigned; its Name is unique and may change.
+type ACLRole struct {
+	ID          string
+	Name        string
+	Description string
+	Policies    []*ACLRolePolicyLink
+
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Copy returns a deep copy of r.
+func (r *ACLRole) Copy() *ACLRole {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	c.Policies = copyPolicyLinks(r.Policies)
+	return &c
+}
+
+func copyPolicyLinks(links []*ACLRolePolicyLink) []*ACLRolePolicyLink {
+	if links == nil {
+		return nil
+	}
+	out := make([]*ACLRolePolicyLink, len(links))
+	for i, l := range links {
+		lc := *l
+		out[i] = &lc
+	}
+	return out
+}
+
+// PolicyNames returns the names of the policies r links to.
+func (r *ACLRole) PolicyNames() []string {
+	out := make([]string, 0, len(r.Policies))
+	for _, l := range r.Policies {
+		out = append(out, l.Name)
+	}
+	return out
+}
+
+// Stub returns the role's list entry.
+func (r *ACLRole) Stub() *ACLRoleListStub {
+	return &ACLRoleListStub{
+		ID:          r.ID,
+		Name:        r.Name,
+		Description: r.Description,
+		Policies:    copyPolicyLinks(r.Policies),
+		CreateIndex: r.CreateIndex,
+		ModifyIndex: r.ModifyIndex,
+	}
+}
+
+// ACLRoleListStub is a role in GET /v1/acl/roles.
+type ACLRoleListStub struct {
+	ID          string
+	Name        string
+	Description string
+	Policies    []*ACLRolePolicyLink
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// ACLTokenRoleLink links a token to a role. A caller may name the role by
+// ID or by Name; the stored link carries both, and a read reports the
+// role's current name (a link to a deleted role is left out).
 type ACLTokenRoleLink struct {
 	ID   string
 	Name string
@@ -155,6 +236,16 @@ func (t *ACLToken) Copy() *ACLToken {
 // now.
 func (t *ACLToken) IsExpired(now time.Time) bool {
 	return t != nil && t.ExpirationTime != nil && !t.ExpirationTime.After(now)
+}
+
+// HasRole reports whether t links to the role with ID id.
+func (t *ACLToken) HasRole(id string) bool {
+	for _, l := range t.Roles {
+		if l.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // IsManagement reports whether t is a management token.
@@ -225,10 +316,13 @@ type ResolveACLTokenRequest struct {
 }
 
 // ResolveACLTokenResponse carries the resolved token, with its SecretID
-// blanked.
+// blanked, and the names of every policy it holds: its own and those of
+// its roles, as the server's state has them. (A server that predates
+// roles sends no Policies; the token's own are then all it holds.)
 type ResolveACLTokenResponse struct {
-	Token *ACLToken
-	Index uint64
+	Token    *ACLToken
+	Policies []string
+	Index    uint64
 }
 
 // GetACLPoliciesRequest asks a server for policies by name; the caller is
