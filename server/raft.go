@@ -15,6 +15,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
+	"tether/internal/atomicfile"
 	"tether/rpc"
 	"tether/structs"
 )
@@ -139,7 +140,7 @@ func loadServerID(dataDir string) (string, error) {
 		return "", fmt.Errorf("reading server id: %w", err)
 	}
 	id := structs.GenerateUUID()
-	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("writing server id: %w", err)
 	}
 	return id, nil
