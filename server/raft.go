@@ -54,6 +54,15 @@ func (s *Server) setupRaft() error {
 	if rc.LeaderLeaseTimeout > rc.HeartbeatTimeout {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
 	}
+	if cfg.RaftSnapshotThreshold > 0 {
+		rc.SnapshotThreshold = uint64(cfg.RaftSnapshotThreshold)
+	}
+	if cfg.RaftSnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.RaftSnapshotInterval
+	}
+	if cfg.RaftTrailingLogs > 0 {
+		rc.TrailingLogs = uint64(cfg.RaftTrailingLogs)
+	}
 	rc.NotifyCh = s.raftNotify
 	s.fsm = &fsm{store: s.store, logger: s.logger.Named("fsm"), restored: s.allocsRestored}
 
