@@ -146,15 +146,46 @@ func readFrame(r *bufio.Reader, max int) (kind byte, body []byte, err error) {
 	if kind != kindData && kind != kindEnd && kind != kindRaw {
 		return 0, nil, fmt.Errorf("%w: unknown frame kind 0x%02x", ErrProtocol, kind)
 	}
-	body = getBody(int(size))
-	if _, err := io.ReadFull(r, body); err != nil {
-		putBody(body)
+	if body, err = readFrameBody(r, int(size)); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
 	return kind, body, nil
+}
+
+// bodyChunk is the most of a body readFrameBody allocates before its bytes
+// arrive.
+const bodyChunk = 64 << 10
+
+// readFrameBody reads a body of size bytes. A large body grows as its bytes
+// arrive, doubling up to size, so that a length prefix alone never buys
+// its size in memory: a peer that announces MaxMessageSize and sends
+// nothing more costs bodyChunk, not 4 MiB a connection. A pooled buffer
+// large enough grows in place, without a copy.
+func readFrameBody(r *bufio.Reader, size int) ([]byte, error) {
+	body := getBody(min(size, bodyChunk))
+	for n := 0; ; {
+		m, err := io.ReadFull(r, body[n:])
+		n += m
+		if err != nil {
+			putBody(body)
+			return nil, err
+		}
+		if n == size {
+			return body, nil
+		}
+		next := min(size, 2*len(body))
+		if cap(body) >= next {
+			body = body[:next]
+			continue
+		}
+		grown := getBody(next)
+		copy(grown, body[:n])
+		putBody(body)
+		body = grown
+	}
 }
 
 // Bodies of bulk messages (file data) come from a pool: a stream of
