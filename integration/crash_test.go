@@ -477,20 +477,11 @@ func missingJobs(t *testing.T, url string, acked []int) []int {
 // reads just after the election may not show them yet.
 func waitJobs(t *testing.T, url string, acked []int, tornLast bool) {
 	t.Helper()
-	var missing []int
-	deadline := time.Now().Add(20 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond) // polling interval: the state decides
-	defer tick.Stop()
-	for {
-		missing = missingJobs(t, url, acked)
-		if len(missing) == 0 || tornLast && len(missing) == 1 && missing[0] == acked[len(acked)-1] {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("acknowledged jobs %v are lost after kill -9 and restart (torn last write: %v)", missing, tornLast)
-		}
-		<-tick.C
-	}
+	waitFor(t, 20*time.Second, "every acknowledged job after kill -9 and restart", func() (bool, error) {
+		missing := missingJobs(t, url, acked)
+		ok := len(missing) == 0 || tornLast && len(missing) == 1 && missing[0] == acked[len(acked)-1]
+		return ok, fmt.Errorf("jobs %v missing (torn last write: %v)", missing, tornLast)
+	})
 }
 
 // TestCrash_ServerRaft kills a server while clients register jobs as fast
