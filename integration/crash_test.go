@@ -593,3 +593,37 @@ func writtenEnd(t *testing.T, path string) int64 {
 	}
 	return end
 }
+
+// TestCrash_ServerCluster kills all three servers of a cluster at once
+// while jobs are registered through a follower, and starts them again: a
+// write acknowledged is on a majority's disk, so every server shows it.
+func TestCrash_ServerCluster(t *testing.T) {
+	c := startProcCluster(t)
+	leader := c.waitStable(c.all())
+	follower := 0
+	if c.serverRPCs[follower] == leader {
+		follower = 1
+	}
+	stop := make(chan struct{})
+	url := c.serverURLs[follower]
+	w := startWriteLoop(0, stop, func(i int) (*http.Request, error) {
+		return http.NewRequest(http.MethodPost, url+"/v1/jobs", strings.NewReader(crashJob(i)))
+	})
+	w.waitAcked(t, 20)
+	var wg sync.WaitGroup
+	for _, p := range c.servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.kill() }()
+	}
+	wg.Wait()
+	close(stop)
+	acked := w.finish(t)
+
+	for i, cfg := range c.serverCfgs {
+		c.servers[i] = startProc(t, cfg)
+	}
+	c.waitStable(c.all())
+	for _, u := range c.serverURLs {
+		waitJobs(t, u, acked, false)
+	}
+}
