@@ -160,6 +160,9 @@ func (m *allocManager) persist(ar *allocRunner) {
 // task process groups are killed; running allocations start again when the
 // servers confirm them.
 func (m *allocManager) restore() {
+	if err := atomicfile.RemoveTempsIn(m.stateDir); err != nil {
+		m.c.logger.Warn("removing temp files of allocation state", "error", err)
+	}
 	entries, err := os.ReadDir(m.stateDir)
 	if err != nil {
 		return

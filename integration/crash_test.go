@@ -274,6 +274,7 @@ func TestCrash_NodeIdentityAndMetadata(t *testing.T) {
 		n.start(t)
 		n.waitReady(t)
 		checkNoTemps(t, stateDir)
+		checkNoTemps(t, filepath.Join(stateDir, "allocs"))
 		meta := nodeMeta(t, n.url)
 		for _, i := range acked {
 			if v := meta[fmt.Sprintf("crash.k%d", i)]; v != fmt.Sprintf("v%d", i) {

@@ -79,6 +79,25 @@ func SyncDir(dir string) error {
 // any WriteFile of path.
 func RemoveTemps(path string) error {
 	dir, base := filepath.Split(path)
+	prefix := "." + base + tempSuffix
+	return removeTemps(dir, func(name string) bool { return strings.HasPrefix(name, prefix) })
+}
+
+// RemoveTempsIn removes the temp files any WriteFile into dir left: for a
+// directory of many state files written with WriteFile, such as one per
+// allocation.
+func RemoveTempsIn(dir string) error {
+	return removeTemps(dir, isTemp)
+}
+
+// isTemp reports whether name is one WriteFile's temp files take:
+// "."+base+".tmp"+digits.
+func isTemp(name string) bool {
+	i := strings.LastIndex(name, tempSuffix)
+	return i > 1 && name[0] == '.' && strings.Trim(name[i+len(tempSuffix):], "0123456789") == ""
+}
+
+func removeTemps(dir string, match func(name string) bool) error {
 	if dir == "" {
 		dir = "."
 	}
@@ -87,12 +106,11 @@ func RemoveTemps(path string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("listing the directory of %s: %w", base, err)
+		return fmt.Errorf("listing %s for temp files: %w", filepath.Base(dir), err)
 	}
-	prefix := "." + base + tempSuffix
 	var errs []error
 	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasPrefix(e.Name(), prefix) {
+		if e.Type().IsRegular() && match(e.Name()) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}

@@ -70,3 +70,27 @@ func TestRemoveTemps(t *testing.T) {
 		t.Errorf("missing dir: %v", err)
 	}
 }
+
+func TestRemoveTempsIn(t *testing.T) {
+	dir := t.TempDir()
+	keep := []string{"a.json", ".a.json", ".a.json.tmpx", "a.json.tmp1", ".tmp1"}
+	drop := []string{".a.json.tmp123", ".b.json.tmp", ".c.tmp9"}
+	for _, n := range append(append([]string{}, keep...), drop...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveTempsIn(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s removed: %v", n, err)
+		}
+	}
+	for _, n := range drop {
+		if _, err := os.Stat(filepath.Join(dir, n)); !os.IsNotExist(err) {
+			t.Errorf("%s kept", n)
+		}
+	}
+}
