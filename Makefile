@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run bench bench-peer bench-fleet bench-metrics bench-joblogs lint clean
+.PHONY: all build test run fuzz bench bench-peer bench-fleet bench-metrics bench-joblogs lint clean
 
 all: build
 
@@ -16,6 +16,15 @@ build:
 # race detector (integration tests build and run the real binary too).
 test: lint
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
+
+# fuzz runs every go test -fuzz target for FUZZTIME each (default 30s),
+# one after another, and prints each one's execs; make test runs their
+# seeds. FUZZ narrows the targets (a regexp), e.g.
+#   make fuzz FUZZTIME=60s FUZZ='FuzzRPCPort|FuzzHTTPAPI'
+FUZZTIME ?= 30s
+FUZZ     ?= .
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' scripts/fuzz.sh
 
 # run starts a dev agent: a server and a node in one process on 127.0.0.1:4646.
 run: build

@@ -130,6 +130,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		if cfg.Server.HeartbeatGrace > 0 {
 			scfg.HeartbeatGrace = cfg.Server.HeartbeatGrace
 		}
+		scfg.RaftSnapshotThreshold = cfg.Server.RaftSnapshotThreshold
+		scfg.RaftSnapshotInterval = cfg.Server.RaftSnapshotInterval
+		scfg.RaftTrailingLogs = cfg.Server.RaftTrailingLogs
 		if cfg.Server.MinHeartbeatTTL > 0 {
 			scfg.MinHeartbeatTTL = cfg.Server.MinHeartbeatTTL
 		}

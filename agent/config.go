@@ -211,6 +211,15 @@ type ServerConfig struct {
 	// (server.failover_heartbeat_ttl), 5m by default.
 	FailoverHeartbeatTTL time.Duration
 
+	// RaftSnapshotThreshold, RaftSnapshotInterval and RaftTrailingLogs
+	// are Nomad's server.raft_snapshot_threshold (log entries between
+	// snapshots, 8192 by default), raft_snapshot_interval (how often the
+	// threshold is checked, 120s) and raft_trailing_logs (entries kept
+	// after a snapshot, 10240). Zero means the default.
+	RaftSnapshotThreshold int
+	RaftSnapshotInterval  time.Duration
+	RaftTrailingLogs      int
+
 	// NumSchedulers is the number of scheduler workers
 	// (server.num_schedulers). Zero lets the server choose.
 	NumSchedulers int
@@ -487,6 +496,9 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeNumber(&r.Server.MaxHeartbeatsPerSecond, o.Server.MaxHeartbeatsPerSecond)
 	mergeNumber(&r.Server.FailoverHeartbeatTTL, o.Server.FailoverHeartbeatTTL)
 	mergeNumber(&r.Server.NumSchedulers, o.Server.NumSchedulers)
+	mergeNumber(&r.Server.RaftSnapshotThreshold, o.Server.RaftSnapshotThreshold)
+	mergeNumber(&r.Server.RaftSnapshotInterval, o.Server.RaftSnapshotInterval)
+	mergeNumber(&r.Server.RaftTrailingLogs, o.Server.RaftTrailingLogs)
 
 	mergeNumber(&r.Limits.RPCMaxConnsPerClient, o.Limits.RPCMaxConnsPerClient)
 
@@ -628,6 +640,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.RPCMaxConnsPerClient < 0 {
 		add("limits.rpc_max_conns_per_client %d must not be negative", c.Limits.RPCMaxConnsPerClient)
+	}
+	if c.Server.RaftSnapshotThreshold < 0 || c.Server.RaftSnapshotInterval < 0 || c.Server.RaftTrailingLogs < 0 {
+		add("server.raft_snapshot_threshold, raft_snapshot_interval and raft_trailing_logs must not be negative")
 	}
 	if c.Server.NumSchedulers < 0 {
 		add("server.num_schedulers %d must not be negative", c.Server.NumSchedulers)

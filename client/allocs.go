@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"tether/internal/atomicfile"
 	"tether/structs"
 )
 
@@ -148,7 +149,7 @@ func (m *allocManager) persist(ar *allocRunner) {
 		err = os.MkdirAll(m.stateDir, 0o700)
 	}
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(m.stateDir, ar.id+".json"), b, 0o600)
+		err = atomicfile.WriteFile(filepath.Join(m.stateDir, ar.id+".json"), b, 0o600)
 	}
 	if err != nil {
 		m.c.logger.Error("persisting allocation state", "alloc_id", ar.id, "error", err)
@@ -159,6 +160,9 @@ func (m *allocManager) persist(ar *allocRunner) {
 // task process groups are killed; running allocations start again when the
 // servers confirm them.
 func (m *allocManager) restore() {
+	if err := atomicfile.RemoveTempsIn(m.stateDir); err != nil {
+		m.c.logger.Warn("removing temp files of allocation state", "error", err)
+	}
 	entries, err := os.ReadDir(m.stateDir)
 	if err != nil {
 		return

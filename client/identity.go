@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"tether/internal/atomicfile"
 	"tether/structs"
 )
 
@@ -28,6 +29,11 @@ const (
 func loadOrCreateIdentity(dir string) (identity, error) {
 	var id identity
 	var err error
+	for _, f := range []string{nodeIDFile, secretIDFile} {
+		if err := atomicfile.RemoveTemps(filepath.Join(dir, f)); err != nil {
+			return id, err
+		}
+	}
 	if id.NodeID, err = loadOrCreateUUID(filepath.Join(dir, nodeIDFile), 0o644); err != nil {
 		return id, err
 	}
@@ -50,39 +56,8 @@ func loadOrCreateUUID(path string, mode os.FileMode) (string, error) {
 		return "", fmt.Errorf("reading %s: %w", filepath.Base(path), err)
 	}
 	v := structs.GenerateUUID()
-	if err := writeFileAtomic(path, []byte(v+"\n"), mode); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(v+"\n"), mode); err != nil {
 		return "", err
 	}
 	return v, nil
-}
-
-// writeFileAtomic writes data to path through a temp file and a rename, so
-// a crash never leaves a half-written file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("creating temp file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming %s: %w", filepath.Base(path), err)
-	}
-	return nil
 }

@@ -153,8 +153,8 @@ func removeStamps(logPath string) error {
 // dir's Root, as a cursor: a reader moving forward through the log keeps
 // only the records of the stretch it is at (advance), so a stream holds a
 // few KiB whatever the index's size. A task can write into alloc/logs, so
-// what is read is checked: at most maxStamps records, offsets never going
-// back (the index ends at the first that does).
+// what is read is checked: at most maxStamps records, offsets never
+// negative and never going back (the index ends at the first that is).
 type logStamps struct {
 	f    *openedFile // nil: no index
 	win  []stampRec  // records loaded and kept, offsets ascending
@@ -195,7 +195,7 @@ func (ls *logStamps) load() bool {
 	for i := 0; i < n; i += stampSize {
 		off := int64(binary.LittleEndian.Uint64(ls.buf[i:]))
 		t := int64(binary.LittleEndian.Uint64(ls.buf[i+8:]))
-		if off < ls.last || ls.n >= maxStamps {
+		if off < 0 || off < ls.last || ls.n >= maxStamps {
 			ls.done = true
 			return got
 		}

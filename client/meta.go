@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"tether/internal/atomicfile"
 	"tether/rpc"
 	"tether/structs"
 )
@@ -60,6 +61,9 @@ func newMetaStore(path string, static map[string]string) (*metaStore, error) {
 	}
 	for k, v := range static {
 		m.static[k] = v
+	}
+	if err := atomicfile.RemoveTemps(path); err != nil {
+		return nil, err
 	}
 	b, err := os.ReadFile(path)
 	switch {
@@ -223,7 +227,7 @@ func (m *metaStore) save(dyn map[string]*string) error {
 	if err != nil {
 		return fmt.Errorf("encoding dynamic metadata: %w", err)
 	}
-	if err := writeFileAtomic(m.path, b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(m.path, b, 0o600); err != nil {
 		return fmt.Errorf("saving dynamic metadata: %w", err)
 	}
 	return nil

@@ -146,15 +146,47 @@ func readFrame(r *bufio.Reader, max int) (kind byte, body []byte, err error) {
 	if kind != kindData && kind != kindEnd && kind != kindRaw {
 		return 0, nil, fmt.Errorf("%w: unknown frame kind 0x%02x", ErrProtocol, kind)
 	}
-	body = getBody(int(size))
-	if _, err := io.ReadFull(r, body); err != nil {
-		putBody(body)
+	if body, err = readFrameBody(r, int(size)); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return 0, nil, err
 	}
 	return kind, body, nil
+}
+
+// bodyChunk is the most of a body readFrameBody allocates before its bytes
+// arrive: above the bulk messages of file reads and log streams (64 and
+// 128 KiB of data), so that they are read in one piece.
+const bodyChunk = 256 << 10
+
+// readFrameBody reads a body of size bytes. A large body grows as its bytes
+// arrive, doubling up to size, so that a length prefix alone never buys
+// its size in memory: a peer that announces MaxMessageSize and sends
+// nothing more costs bodyChunk (256 KiB), not 4 MiB a connection. A pooled buffer
+// large enough is used whole or grows in place, without a copy.
+func readFrameBody(r *bufio.Reader, size int) ([]byte, error) {
+	body := firstBody(size)
+	for n := 0; ; {
+		m, err := io.ReadFull(r, body[n:])
+		n += m
+		if err != nil {
+			putBody(body)
+			return nil, err
+		}
+		if n == size {
+			return body, nil
+		}
+		next := min(size, 2*len(body))
+		if cap(body) >= next {
+			body = body[:next]
+			continue
+		}
+		grown := getBody(next)
+		copy(grown, body[:n])
+		putBody(body)
+		body = grown
+	}
 }
 
 // Bodies of bulk messages (file data) come from a pool: a stream of
@@ -174,6 +206,24 @@ func getBody(n int) []byte {
 		return make([]byte, n)
 	}
 	return (*bp)[:n]
+}
+
+// firstBody is the buffer readFrameBody starts a body of size bytes in: a
+// pooled one of the whole size when the pool holds one that large (memory
+// already held: the steady state of a stream of bulk messages), else one
+// of at most bodyChunk bytes.
+func firstBody(size int) []byte {
+	if size < pooledBodyMin {
+		return make([]byte, size)
+	}
+	bp := bodyPool.Get().(*[]byte)
+	switch {
+	case cap(*bp) >= size:
+		return (*bp)[:size]
+	case cap(*bp) >= bodyChunk:
+		return (*bp)[:bodyChunk]
+	}
+	return make([]byte, min(size, bodyChunk))
 }
 
 // putBody returns a large body to the pool; small ones are left to the

@@ -57,6 +57,13 @@ type Config struct {
 	// which is a server-side config; set it when RPC uses TLS.
 	PeerRPC *rpc.Config
 
+	// RaftSnapshotThreshold, RaftSnapshotInterval and RaftTrailingLogs
+	// override hashicorp/raft's SnapshotThreshold, SnapshotInterval and
+	// TrailingLogs when positive.
+	RaftSnapshotThreshold int
+	RaftSnapshotInterval  time.Duration
+	RaftTrailingLogs      int
+
 	// DataDir holds the raft log (raft-wal), raft snapshots and the
 	// server's identity. Empty means InMemory.
 	DataDir string

@@ -15,6 +15,7 @@ import (
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 
+	"tether/internal/atomicfile"
 	"tether/rpc"
 	"tether/structs"
 )
@@ -52,6 +53,15 @@ func (s *Server) setupRaft() error {
 	}
 	if rc.LeaderLeaseTimeout > rc.HeartbeatTimeout {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
+	}
+	if cfg.RaftSnapshotThreshold > 0 {
+		rc.SnapshotThreshold = uint64(cfg.RaftSnapshotThreshold)
+	}
+	if cfg.RaftSnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.RaftSnapshotInterval
+	}
+	if cfg.RaftTrailingLogs > 0 {
+		rc.TrailingLogs = uint64(cfg.RaftTrailingLogs)
 	}
 	rc.NotifyCh = s.raftNotify
 	s.fsm = &fsm{store: s.store, logger: s.logger.Named("fsm"), restored: s.allocsRestored}
@@ -139,7 +149,7 @@ func loadServerID(dataDir string) (string, error) {
 		return "", fmt.Errorf("reading server id: %w", err)
 	}
 	id := structs.GenerateUUID()
-	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("writing server id: %w", err)
 	}
 	return id, nil
