@@ -59,7 +59,7 @@ func FuzzDecodeJobRegister(f *testing.F) {
 	f.Add([]byte(`{"Job": {"ID": "a", "TaskGroups": [{"Name": "../x", "Tasks": [{"Name": "t", "Driver": "mock_driver"}]}]}}`))
 	f.Add([]byte(`{"Job": {"ID": "a", "TaskGroups": [{"Name": "g", "Count": -1, "Tasks": [{"Name": "t", "Driver": "raw_exec", "Config": {"command": 1}}]}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		job, err := decodeJobRegister(body)
+		job, _, err := decodeJobRegister(body)
 		if err != nil {
 			want4xx(t, "decodeJobRegister", body, err)
 			return
@@ -119,7 +119,7 @@ func FuzzParseJobHCL(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parseJobHCL(%q) made a job that does not encode: %v", src, err)
 		}
-		if _, err := decodeJobRegister(body); err != nil {
+		if _, _, err := decodeJobRegister(body); err != nil {
 			want4xx(t, "decodeJobRegister of the parsed job", body, err)
 		}
 	})
