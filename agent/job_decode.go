@@ -66,7 +66,8 @@ func decodeJobRegister(body []byte) (*structs.Job, structs.JobRegisterOptions, e
 	for _, f := range []struct {
 		name string
 		dst  any
-	}{{"EvalPriority", &opts.EvalPriority}, {"PreserveCounts", &opts.PreserveCounts}, {"PreserveResources", &opts.PreserveResources}} {
+	}{{"EvalPriority", &opts.EvalPriority}, {"PreserveCounts", &opts.PreserveCounts}, {"PreserveResources", &opts.PreserveResources},
+		{"EnforceIndex", &opts.EnforceIndex}, {"JobModifyIndex", &opts.JobModifyIndex}} {
 		if v, ok := top[f.name]; ok && !isNull(v) {
 			if err := json.Unmarshal(v, f.dst); err != nil {
 				return nil, opts, structs.BadRequest("%s: %v", f.name, err)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -89,8 +90,36 @@ func TestGoClientParity_RegisterOptions(t *testing.T) {
 		}
 	}
 
+	// EnforceIndex: only against the job's current modify index (0: only
+	// a new job), with the error prefix Nomad's CLI matches.
+	cur, _, err := api.Jobs().Info("opts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id    string
+		index uint64
+		err   string // "" for a registration
+	}{
+		{"opts", 0, "Enforcing job modify index 0: job already exists"},
+		{"opts", *cur.JobModifyIndex + 7, "job exists with conflicting job modify index"},
+		{"fresh", 10, "Enforcing job modify index 10: job does not exist"},
+		{"opts", *cur.JobModifyIndex, ""},
+		{"fresh", 0, ""},
+	} {
+		j := *job
+		j.ID = ptr(tc.id)
+		_, _, err := api.Jobs().EnforceRegister(&j, tc.index, nil)
+		if tc.err == "" && err != nil {
+			t.Fatalf("EnforceRegister(%s, %d): %v", tc.id, tc.index, err)
+		}
+		if tc.err != "" {
+			wantStatus(t, fmt.Sprintf("EnforceRegister(%s, %d)", tc.id, tc.index), err, 400, tc.err)
+		}
+	}
+
 	// Deregistration with an eval priority; a bad one is refused.
-	_, _, err := api.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EvalPriority: 101}, nil)
+	_, _, err = api.Jobs().RegisterOpts(job, &nomad.RegisterOptions{EvalPriority: 101}, nil)
 	wantStatus(t, "EvalPriority 101", err, 400, "eval priority must be between 1 and 100")
 	_, _, err = api.Jobs().DeregisterOpts("opts", &nomad.DeregisterOptions{EvalPriority: -1}, nil)
 	wantStatus(t, "eval_priority -1", err, 400, "eval priority")

@@ -34,9 +34,12 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
-	if req.PreserveCounts || req.PreserveResources {
+	if req.PreserveCounts || req.PreserveResources || req.EnforceIndex {
 		old, err := s.store.Job(job.Namespace, job.ID)
 		if err != nil {
+			return err
+		}
+		if err := enforceIndex(req.JobRegisterOptions, old); err != nil {
 			return err
 		}
 		preserve(job, old, req.PreserveCounts, req.PreserveResources)
@@ -393,6 +396,23 @@ func (s *Server) ResolveAlloc(id string) (*structs.Allocation, error) {
 		return nil, structs.ErrUnknownAllocation(id)
 	}
 	return a, nil
+}
+
+// enforceIndex refuses a registration whose EnforceIndex does not hold
+// for the job it would replace (old, nil for none), with Nomad's texts.
+func enforceIndex(o structs.JobRegisterOptions, old *structs.Job) error {
+	switch {
+	case !o.EnforceIndex:
+		return nil
+	case old == nil && o.JobModifyIndex != 0:
+		return structs.BadRequest("%s %d: job does not exist", structs.RegisterEnforceIndexErrPrefix, o.JobModifyIndex)
+	case old != nil && o.JobModifyIndex == 0:
+		return structs.BadRequest("%s 0: job already exists", structs.RegisterEnforceIndexErrPrefix)
+	case old != nil && o.JobModifyIndex != old.JobModifyIndex:
+		return structs.BadRequest("%s %d: job exists with conflicting job modify index: %d",
+			structs.RegisterEnforceIndexErrPrefix, o.JobModifyIndex, old.JobModifyIndex)
+	}
+	return nil
 }
 
 // preserve keeps, in a job registered again, what the registration asked

@@ -165,7 +165,15 @@ type JobRegisterOptions struct {
 	PreserveCounts bool `codec:",omitempty"`
 	// PreserveResources keeps the resources of every task it had already.
 	PreserveResources bool `codec:",omitempty"`
+	// EnforceIndex registers only if the job's JobModifyIndex is
+	// JobModifyIndex now (0: only if there is no such job).
+	EnforceIndex   bool   `codec:",omitempty"`
+	JobModifyIndex uint64 `codec:",omitempty"`
 }
+
+// RegisterEnforceIndexErrPrefix starts the error of a registration whose
+// EnforceIndex does not hold (Nomad's text, which its CLI matches).
+const RegisterEnforceIndexErrPrefix = "Enforcing job modify index"
 
 // JobRegisterResponse is the answer to a job registration.
 type JobRegisterResponse struct {
