@@ -256,3 +256,36 @@ func TestLifecycle_ACLMatrix(t *testing.T) {
 		}
 	}
 }
+
+// TestCLI_ExecRestartSignal drives tether alloc exec, restart and signal
+// (the built binary, through a server) against a running allocation.
+func TestCLI_ExecRestartSignal(t *testing.T) {
+	env := startExecEnv(t, false)
+	api := env.api.API(t)
+	a := lifecycleJob(t, api, "cli-life")
+	nenv := map[string]string{"NOMAD_ADDR": env.api.URL()}
+	cli := func(stdin string, args ...string) cliResult { t.Helper(); return runTether(t, nenv, stdin, args...) }
+
+	if r := cli("", "alloc", "exec", "-task", "a", a.ID[:8], "sh", "-c", "echo out-$((2+2)); echo err >&2; exit 4"); r.code != 4 || r.stdout != "out-4\n" || r.stderr != "err\n" {
+		t.Fatalf("alloc exec: exit %d, stdout %q, stderr %q; want 4, out-4, err", r.code, r.stdout, r.stderr)
+	}
+	if r := cli("piped\n", "alloc", "exec", "-task", "b", a.ID, "cat"); r.code != 0 || r.stdout != "piped\n" {
+		t.Fatalf("alloc exec with stdin: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := cli("", "alloc", "exec", a.ID, "true"); r.code != 1 || !strings.Contains(r.stderr, "-task") {
+		t.Fatalf("alloc exec without a task of two: exit %d, stderr %q", r.code, r.stderr)
+	}
+	cli("", "alloc", "signal", "-s", "SIGUSR1", a.ID, "a").ok(t, "alloc signal")
+	waitFor(t, 20*time.Second, "a trapped SIGUSR1", func() (bool, error) {
+		out, err := taskStdout(api, a, "a")
+		return strings.Contains(out, "got-USR1"), err
+	})
+	if r := cli("", "alloc", "signal", "-s", "SIGBOGUS", a.ID, "a"); r.code != 1 || !strings.Contains(r.stderr, "invalid signal") {
+		t.Fatalf("alloc signal -s SIGBOGUS: exit %d, stderr %q", r.code, r.stderr)
+	}
+	cli("", "alloc", "restart", "-task", "b", a.ID).ok(t, "alloc restart")
+	waitPIDs(t, api, a, "b", 2)
+	cli("", "alloc", "restart", "-all-tasks", a.ID).ok(t, "alloc restart -all-tasks")
+	waitPIDs(t, api, a, "a", 2)
+	waitPIDs(t, api, a, "b", 3)
+}
