@@ -182,15 +182,18 @@ func startExec(command []string, tty bool, env []string, dir string) (*execSessi
 		// A session of its own, with the pty as controlling terminal:
 		// the shell's job control works, and the session is a process
 		// group (its ID the leader's PID) to kill as a whole.
-		ptmx, err := pty.StartWithAttrs(cmd, nil, &syscall.SysProcAttr{Setsid: true, Setctty: true})
-		if err != nil {
-			return nil, fmt.Errorf("failed to start command: %w", err)
+		var ptmx *os.File
+		if ptmx, err = pty.StartWithAttrs(cmd, nil, &syscall.SysProcAttr{Setsid: true, Setctty: true}); err == nil {
+			s.stdin, s.outs = ptmx, []*os.File{ptmx}
 		}
-		s.stdin, s.outs = ptmx, []*os.File{ptmx}
 	} else {
-		if err := s.startPipes(); err != nil {
-			return nil, err
+		err = s.startPipes()
+	}
+	if err != nil {
+		if errors.Is(err, syscall.ENOEXEC) || errors.Is(err, syscall.EACCES) {
+			return nil, &execNotFound{code: execExitNotExecutable, err: fmt.Errorf("exec: %q: %w", command[0], errors.Unwrap(err))}
 		}
+		return nil, fmt.Errorf("failed to start command: %w", err)
 	}
 	s.grp.pid = cmd.Process.Pid
 	return s, nil
@@ -222,7 +225,7 @@ func (s *execSession) startPipes() error {
 		for _, f := range files {
 			f.Close()
 		}
-		return fmt.Errorf("failed to start command: %w", err)
+		return err
 	}
 	inR, inW, err := pipe()
 	if err != nil {
@@ -239,7 +242,8 @@ func (s *execSession) startPipes() error {
 	s.cmd.Stdin, s.cmd.Stdout, s.cmd.Stderr = inR, outW, errW
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
-		return fail(err)
+		fail(nil)
+		return err
 	}
 	// The child has its copies; ours must go, or the readers never see
 	// EOF.
