@@ -506,3 +506,24 @@ func TestExec_BrowserHandshake(t *testing.T) {
 		}
 	}
 }
+
+// TestExec_ThroughNodeAgent sends an exec and a restart for an allocation
+// of node1 to node2's own agent, which relays them to its server over its
+// session (the third route an HTTP call can take).
+func TestExec_ThroughNodeAgent(t *testing.T) {
+	env := startExecEnv(t, false)
+	api := env.api.API(t)
+	raw, _ := execJob(t, api, "via-node") // placed before node2 exists
+	other := startNode(t, "node2", withServers(env.api.RPCAddr()), withMockDriver())
+	ctx, cancel := contextWithTimeout(30 * time.Second)
+	defer cancel()
+	res := runExec(ctx, other.API(t), raw, "main", false, "in\n", "sh", "-c", "cat; exit 3")
+	if res.err != nil || res.code != 3 || res.stdout != "in\n" {
+		t.Fatalf("exec via node2: exit %d, stdout %q, err %v", res.code, res.stdout, res.err)
+	}
+	code, body, _ := do(t, "PUT", other.URL()+"/v1/client/allocation/"+raw.ID+"/restart", strings.NewReader(`{"TaskName":"main"}`))
+	if code != 200 {
+		t.Fatalf("restart via node2: %d %q", code, body)
+	}
+	waitEvent(t, api, raw.ID, "main", "Restart Signaled", 1)
+}
