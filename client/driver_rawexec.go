@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,7 +341,12 @@ func (h *TaskHandle) execSpec() (env []string, dir string) { return h.cmd.Env, h
 // its PID, which is the group ID, cannot be reused, so a signal cannot
 // hit a stranger.
 type procGroup struct {
-	pid    int
+	pid int
+	// session: the leader leads a session (exec on a terminal), whose
+	// members may be in other groups (an interactive shell's jobs); they
+	// are signalled too.
+	session bool
+
 	mu     sync.Mutex
 	reaped bool
 }
@@ -352,10 +359,43 @@ func (g *procGroup) signal(sig syscall.Signal) error {
 	if g.reaped {
 		return nil
 	}
+	return g.signalLocked(sig)
+}
+
+// signalLocked signals the group (and the session); mu is held and the
+// leader not reaped, so its ID names no stranger.
+func (g *procGroup) signalLocked(sig syscall.Signal) error {
+	if g.session {
+		signalSession(g.pid, sig)
+	}
 	if err := syscall.Kill(-g.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("failed to signal process group %d: %w", g.pid, err)
 	}
 	return nil
+}
+
+// signalSession sends sig to every process of session sid, found in
+// /proc (field 6 of stat, after the command's parenthesised name).
+func signalSession(sid int, sig syscall.Signal) {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	want := strconv.Itoa(sid)
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:])) // state ppid pgrp session ...
+		if len(f) < 4 || f[3] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != sid {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
 }
 
 // reap waits for the leader (cmd's process) to exit, SIGKILLs what is left
@@ -373,7 +413,7 @@ func (g *procGroup) reap(cmd *exec.Cmd, logger hclog.Logger) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if waitErr == nil {
-		if err := syscall.Kill(-g.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		if err := g.signalLocked(syscall.SIGKILL); err != nil {
 			logger.Warn("failed to kill rest of process group", "error", err)
 		}
 	}

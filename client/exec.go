@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"sync"
@@ -195,7 +196,7 @@ func startExec(command []string, tty bool, env []string, dir string) (*execSessi
 		}
 		return nil, fmt.Errorf("failed to start command: %w", err)
 	}
-	s.grp.pid = cmd.Process.Pid
+	s.grp.pid, s.grp.session = cmd.Process.Pid, tty
 	return s, nil
 }
 
@@ -282,7 +283,7 @@ func (s *execSession) serve(ctx context.Context, st *rpc.Stream, taskDone <-chan
 		case <-ctx.Done():
 			kill(context.Cause(ctx))
 		case <-taskDone:
-			kill(structs.NewError(409, "task is not running any more"))
+			kill(structs.NewError(http.StatusConflict, "task is not running any more"))
 		}
 	}()
 

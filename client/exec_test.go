@@ -1,9 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -162,12 +166,19 @@ func TestExecSession_EndsKillTheGroup(t *testing.T) {
 	}{
 		{"caller closes", false, func(h *execHarness) { h.st.Close() }},
 		{"caller closes a tty", true, func(h *execHarness) { h.st.Close() }},
+		{"caller closes a shell with jobs", true, func(h *execHarness) { h.st.Close() }},
 		{"task ends", false, func(h *execHarness) { close(h.taskDone) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			h := startExecHarness(t, ctx, []string{"sh", "-c", "sleep 1000 & sleep 1000 & echo up; wait"}, tc.tty)
+			cmd := []string{"sh", "-c", "sleep 1000 & sleep 1000 & echo up; wait"}
+			if strings.Contains(tc.name, "jobs") {
+				// An interactive shell puts each job in a group of its
+				// own: only the session holds them all.
+				cmd = []string{"sh", "-i", "-c", "set -m; sleep 1000 & echo up; wait"}
+			}
+			h := startExecHarness(t, ctx, cmd, tc.tty)
 			pgid := <-h.pid
 			if out := h.next(t); out.Stdout == nil || !strings.Contains(string(out.Stdout.Data), "up") {
 				t.Fatalf("first output %+v", out)
@@ -181,7 +192,33 @@ func TestExecSession_EndsKillTheGroup(t *testing.T) {
 				}
 			}
 			waitGroupGone(t, pgid)
+			waitSessionGone(t, pgid)
 		})
+	}
+}
+
+// waitSessionGone waits until no process is left in session sid.
+func waitSessionGone(t *testing.T, sid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := 0
+		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, p := range stats {
+			b, _ := os.ReadFile(p)
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+				if f := strings.Fields(string(b[i+1:])); len(f) > 3 && f[3] == strconv.Itoa(sid) && f[0] != "Z" {
+					left++
+				}
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes left in session %d", left, sid)
+		}
+		<-time.After(10 * time.Millisecond) // polling, not synchronisation
 	}
 }
 
