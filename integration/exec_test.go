@@ -172,7 +172,7 @@ func TestExec_TTY(t *testing.T) {
 				done <- result{code, err}
 			}()
 			out := bufio.NewReader(outR)
-			expect := func(want string) {
+			expect := func(want string) string {
 				t.Helper()
 				var seen strings.Builder
 				for !strings.Contains(seen.String(), want) {
@@ -182,6 +182,7 @@ func TestExec_TTY(t *testing.T) {
 					}
 					seen.WriteByte(b)
 				}
+				return seen.String()
 			}
 			write := func(s string) {
 				t.Helper()
@@ -195,9 +196,19 @@ func TestExec_TTY(t *testing.T) {
 			expect("answer-42")
 			expect("prompt> ")
 			sizes <- nomad.TerminalSize{Height: 33, Width: 101}
-			// The resize and the next line go on one stream, in order.
-			write("stty size\n")
-			expect("33 101")
+			// The Go client sends resizes and stdin from two goroutines:
+			// ask until the shell sees the new size.
+			resized := false
+			for range 100 {
+				write("stty size\n")
+				if strings.Contains(expect("prompt> "), "33 101") {
+					resized = true
+					break
+				}
+			}
+			if !resized {
+				t.Fatal("the shell never saw the resize")
+			}
 			write("exit 3\n")
 			go io.Copy(io.Discard, out) // the echo of "exit"
 			r := <-done
