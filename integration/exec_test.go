@@ -61,9 +61,19 @@ var execVias = []struct {
 // "mock" in its own group) and returns the allocations by group.
 func execJob(t *testing.T, api *nomad.Client, id string) (raw, mock *nomad.Allocation) {
 	t.Helper()
-	byTask := runJob(t, api, id, "service",
-		shellTask("main", `echo started; while :; do sleep 1; done`),
-		mockTask("mock", map[string]any{"run_for": "1h"}))
+	job := &nomad.Job{ID: ptr(id), Type: ptr("service"), Datacenters: []string{"dc1"}}
+	for _, task := range []*nomad.Task{shellTask("main", `echo started; while :; do sleep 1; done`), mockTask("mock", map[string]any{"run_for": "1h"})} {
+		job.TaskGroups = append(job.TaskGroups, &nomad.TaskGroup{Name: ptr(task.Name), Tasks: []*nomad.Task{task}})
+	}
+	registerJob(t, api, job)
+	byTask := map[string]string{}
+	waitFor(t, 30*time.Second, "allocations of "+id, func() (bool, error) {
+		allocs, _, err := api.Jobs().Allocations(id, false, nil)
+		for _, a := range allocs {
+			byTask[a.TaskGroup] = a.ID
+		}
+		return len(byTask) == 2, err
+	})
 	waitStarted(t, api, byTask["main"], "main")
 	waitStarted(t, api, byTask["mock"], "mock")
 	raw, _, err := api.Allocations().Info(byTask["main"], nil)
@@ -75,6 +85,17 @@ func execJob(t *testing.T, api *nomad.Client, id string) (raw, mock *nomad.Alloc
 		t.Fatal(err)
 	}
 	return raw, mock
+}
+
+// registerJob registers job, again while the cluster answers that it
+// lost its leader mid-write (two in-process servers on a loaded machine
+// do re-elect; that is not what these tests test).
+func registerJob(t *testing.T, api *nomad.Client, job *nomad.Job) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "job "+*job.ID+" registered", func() (bool, error) {
+		_, _, err := api.Jobs().Register(job, nil)
+		return err == nil, err
+	})
 }
 
 // execResult is what one exec returned.

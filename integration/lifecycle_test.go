@@ -26,9 +26,7 @@ func lifecycleJob(t *testing.T, api *nomad.Client, id string) *nomad.Allocation 
 		TaskGroups: []*nomad.TaskGroup{{Name: ptr("g"),
 			Tasks:         []*nomad.Task{shellTask("a", lifecycleScript), shellTask("b", lifecycleScript)},
 			RestartPolicy: &nomad.RestartPolicy{Attempts: ptr(0), Interval: ptr(time.Hour), Delay: ptr(time.Second), Mode: ptr("fail")}}}}
-	if _, _, err := api.Jobs().Register(job, nil); err != nil {
-		t.Fatal(err)
-	}
+	registerJob(t, api, job)
 	stub := waitAllocsStatus(t, api, id, 1, "running")[0]
 	a, _, err := api.Allocations().Info(stub.ID, nil)
 	if err != nil {
