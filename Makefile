@@ -5,7 +5,7 @@ BIN     ?= bin/tether
 PKGS    ?= ./...
 TIMEOUT ?= 30m
 
-.PHONY: all build test run fuzz bench bench-peer bench-fleet bench-metrics bench-joblogs lint clean
+.PHONY: all build test run fuzz bench bench-peer bench-fleet bench-metrics bench-joblogs bench-exec lint clean
 
 all: build
 
@@ -56,6 +56,14 @@ bench-metrics:
 # p99 (target <= 50 ms) and the worst, three runs of 10 s.
 bench-joblogs:
 	$(GO) test -run '^$$' -bench '^BenchmarkJobLogs_Follow50$$' -benchtime 1x -count 3 -timeout 10m ./integration/ -args -bench-joblogs
+
+# bench-exec prints exec's round trip (one byte through cat) on the node,
+# through a server and through a peer, p50/p99 side by side (target
+# through a server <= 2 ms p99), and 100 MB of output through a server
+# (target >= 100 MB/s), from one in-process cluster.
+bench-exec:
+	$(GO) test -run '^$$' -bench '^BenchmarkExec$$/roundtrip' -benchtime 2000x -count 1 -timeout 10m ./integration/
+	$(GO) test -run '^$$' -bench '^BenchmarkExec$$/cat100MB' -benchtime 3x -count 1 -timeout 10m ./integration/
 
 # bench-peer drives ../shared/bench/clientapi-bench (the harness that
 # measured Nomad v1.6.5) against a Tether server and node with the peer

@@ -84,7 +84,8 @@ func isAllocTarget(method string) bool {
 	switch method {
 	case structs.MethodClientAllocStats, structs.MethodClientAllocGC,
 		structs.MethodFsList, structs.MethodFsStat, structs.MethodFsReadAt,
-		structs.MethodFsStream, structs.MethodFsLogs, structs.MethodFsArchive:
+		structs.MethodFsStream, structs.MethodFsLogs, structs.MethodFsArchive,
+		structs.MethodClientExec, structs.MethodClientAllocRestart, structs.MethodClientAllocSignal:
 		return true
 	}
 	return false

@@ -24,6 +24,9 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/client/stats", a.wrap(a.routed(a.clientStats)))
 	r.handle("/v1/client/metadata", a.wrap(a.routed(a.clientMetadata)))
 	r.handle("/v1/client/gc", a.wrap(a.routed(a.clientGC)))
+	r.handle("/v1/client/allocation/{id}/exec", a.wrap(a.routed(a.clientAllocExec))) // before {action}
+	r.handle("/v1/client/allocation/{id}/restart", a.wrap(a.routed(a.clientAllocRestart)))
+	r.handle("/v1/client/allocation/{id}/signal", a.wrap(a.routed(a.clientAllocSignal)))
 	r.handle("/v1/client/allocation/{id}/{action}", a.wrap(a.routed(a.clientAllocation)))
 	r.handle("/v1/client/fs/archive/{id}", a.wrap(a.routed(a.clientFSArchive))) // before fs/{op}
 	r.handle("/v1/client/fs/{op}/{id:.*}", a.wrap(a.routed(a.clientFS)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"tether/structs"
 )
@@ -32,6 +33,16 @@ type driverTask interface {
 	Pid() int
 	// Stats is the task's resource usage now, ErrTaskNotRunning once done.
 	Stats() (*structs.TaskResourceUsage, error)
+	// Signal sends sig to the task (its process group), ErrTaskNotRunning
+	// once done.
+	Signal(sig syscall.Signal) error
+}
+
+// execDriverTask is a driverTask one can exec into (raw_exec): a command
+// runs with the task's environment and working directory. A driver whose
+// tasks are not one answers exec with errExecNotSupported.
+type execDriverTask interface {
+	execSpec() (env []string, dir string)
 }
 
 // driverStartFunc starts the task of tr. It opens the task's logs with

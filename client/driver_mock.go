@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -487,6 +488,17 @@ func (h *MockHandle) Kill(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Signal accepts any signal while the task runs and does nothing with
+// it: a mock task has no process.
+func (h *MockHandle) Signal(syscall.Signal) error {
+	select {
+	case <-h.done:
+		return ErrTaskNotRunning
+	default:
+		return nil
 	}
 }
 

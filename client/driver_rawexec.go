@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,11 +128,9 @@ type TaskHandle struct {
 	done   chan struct{}
 	result *ExitResult
 
-	// sigMu guards reaped. Signals to the group are sent with sigMu held and
-	// only while the main process is not reaped: until then its PID, which
-	// is the group ID, cannot be reused, so a signal cannot hit a stranger.
-	sigMu  sync.Mutex
-	reaped bool
+	// grp signals the task's process group only while its main process
+	// is not reaped.
+	grp procGroup
 
 	killOnce sync.Once
 
@@ -231,6 +231,7 @@ func StartRawExec(cfg *TaskConfig) (*TaskHandle, error) {
 		name:        cfg.Name,
 		cmd:         cmd,
 		pid:         cmd.Process.Pid,
+		grp:         procGroup{pid: cmd.Process.Pid},
 		killSignal:  sig,
 		killTimeout: killTimeout,
 		logger:      logger.With("task", cfg.Name, "pid", cmd.Process.Pid),
@@ -319,45 +320,112 @@ func (h *TaskHandle) escalate() {
 
 // signalGroup sends sig to the task's process group unless the main process
 // was already reaped. A group that is already gone is not an error.
-func (h *TaskHandle) signalGroup(sig syscall.Signal) error {
-	h.sigMu.Lock()
-	defer h.sigMu.Unlock()
-	if h.reaped {
+func (h *TaskHandle) signalGroup(sig syscall.Signal) error { return h.grp.signal(sig) }
+
+// Signal sends sig to the task's process group (alloc signal).
+func (h *TaskHandle) Signal(sig syscall.Signal) error {
+	select {
+	case <-h.done:
+		return ErrTaskNotRunning
+	default:
+	}
+	return h.signalGroup(sig)
+}
+
+// execSpec is what an exec into the task runs with: the task's
+// environment and working directory.
+func (h *TaskHandle) execSpec() (env []string, dir string) { return h.cmd.Env, h.cmd.Dir }
+
+// procGroup is a process group led by a child of the agent. Signals are
+// sent with mu held and only while the leader is not reaped: until then
+// its PID, which is the group ID, cannot be reused, so a signal cannot
+// hit a stranger.
+type procGroup struct {
+	pid int
+	// session: the leader leads a session (exec on a terminal), whose
+	// members may be in other groups (an interactive shell's jobs); they
+	// are signalled too.
+	session bool
+
+	mu     sync.Mutex
+	reaped bool
+}
+
+// signal sends sig to the group unless its leader was reaped. A group
+// that is already gone is not an error.
+func (g *procGroup) signal(sig syscall.Signal) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.reaped {
 		return nil
 	}
-	if err := syscall.Kill(-h.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("failed to signal process group %d: %w", h.pid, err)
+	return g.signalLocked(sig)
+}
+
+// signalLocked signals the group (and the session); mu is held and the
+// leader not reaped, so its ID names no stranger.
+func (g *procGroup) signalLocked(sig syscall.Signal) error {
+	if g.session {
+		signalSession(g.pid, sig)
+	}
+	if err := syscall.Kill(-g.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("failed to signal process group %d: %w", g.pid, err)
 	}
 	return nil
 }
 
-// run owns the task's lifetime: it waits for the main process to exit, kills
-// the rest of its group, reaps it, waits for the copiers to drain the pipes
-// and publishes the result.
-func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
-	// Wait for the exit without reaping, so the group ID stays reserved
-	// while the rest of the group is killed.
-	waitErr := waitExitNoReap(h.pid)
-	if waitErr != nil {
-		rawExecCounters.waitFailures.Add(1)
-		h.logger.Warn("waitid failed; reaping directly", "error", waitErr)
-	}
-
-	h.sigMu.Lock()
-	if waitErr == nil {
-		// raw_exec semantics: the task ends with its main process. Left-over
-		// group members (e.g. `cmd &` in a shell) would also hold the output
-		// pipes open forever.
-		if err := syscall.Kill(-h.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			h.logger.Warn("failed to kill rest of process group", "error", err)
+// signalSession sends sig to every process of session sid, found in
+// /proc (field 6 of stat, after the command's parenthesised name).
+func signalSession(sid int, sig syscall.Signal) {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	want := strconv.Itoa(sid)
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:])) // state ppid pgrp session ...
+		if len(f) < 4 || f[3] != want {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != sid {
+			_ = syscall.Kill(pid, sig)
 		}
 	}
-	err := h.cmd.Wait()
-	h.reaped = true
-	h.sigMu.Unlock()
+}
 
-	res := exitResult(h.cmd.ProcessState, err)
+// reap waits for the leader (cmd's process) to exit, SIGKILLs what is left
+// of its group (the group ends with its leader: left-over members, such as
+// `cmd &` in a shell, would also hold output pipes open forever) and
+// reaps the leader. It returns cmd.Wait's error.
+func (g *procGroup) reap(cmd *exec.Cmd, logger hclog.Logger) error {
+	// Wait for the exit without reaping, so the group ID stays reserved
+	// while the rest of the group is killed.
+	waitErr := waitExitNoReap(g.pid)
+	if waitErr != nil {
+		rawExecCounters.waitFailures.Add(1)
+		logger.Warn("waitid failed; reaping directly", "error", waitErr)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if waitErr == nil {
+		if err := g.signalLocked(syscall.SIGKILL); err != nil {
+			logger.Warn("failed to kill rest of process group", "error", err)
+		}
+	}
+	err := cmd.Wait()
+	g.reaped = true
+	return err
+}
 
+// drainOutput waits for copiers to finish reading readers, at most
+// outputDrainTimeout (only a process that left the group can hold a pipe
+// open that long: its output is then cut off), and closes readers.
+func drainOutput(copiers *sync.WaitGroup, readers []io.Closer, logger hclog.Logger) {
 	drained := make(chan struct{})
 	go func() {
 		copiers.Wait()
@@ -367,10 +435,10 @@ func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
 	select {
 	case <-drained:
 	case <-t.C:
-		// Someone outside the group still holds a pipe. Closing the read
-		// ends makes the copiers' reads fail, so they return.
+		// Closing the read ends makes the copiers' reads fail, so they
+		// return.
 		rawExecCounters.outputCutOff.Add(1)
-		h.logger.Warn("task output still open after exit; closing it", "timeout", outputDrainTimeout)
+		logger.Warn("output still open after exit; closing it", "timeout", outputDrainTimeout)
 		for _, r := range readers {
 			r.Close()
 		}
@@ -380,7 +448,19 @@ func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
 	for _, r := range readers {
 		r.Close()
 	}
+}
 
+// run owns the task's lifetime: it waits for the main process to exit, kills
+// the rest of its group, reaps it, waits for the copiers to drain the pipes
+// and publishes the result.
+func (h *TaskHandle) run(copiers *sync.WaitGroup, readers []*os.File) {
+	err := h.grp.reap(h.cmd, h.logger)
+	res := exitResult(h.cmd.ProcessState, err)
+	closers := make([]io.Closer, len(readers))
+	for i, r := range readers {
+		closers[i] = r
+	}
+	drainOutput(copiers, closers, h.logger)
 	h.result = res
 	close(h.done)
 }

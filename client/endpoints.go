@@ -18,6 +18,7 @@ func (c *Client) registerEndpoints() {
 	rpc.HandleUnary(c.mux, structs.MethodClientAllocsChanged, c.allocsChanged)
 	c.registerFSEndpoints()
 	c.registerArchiveEndpoint()
+	c.registerLifecycleEndpoints()
 	c.registerJSONForms()
 }
 

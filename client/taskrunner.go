@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,13 +40,18 @@ type taskRunner struct {
 	// starts counts the times the task entered running (metrics:
 	// nomad.client.allocs.running).
 	starts atomic.Uint64
+
+	// restartCh takes a user's restart (lifecycle.go) while the task
+	// runs; run answers on the request's channel once the task started
+	// again.
+	restartCh chan chan error
 }
 
 func newTaskRunner(ar *allocRunner, task *structs.Task, state *structs.TaskState) *taskRunner {
 	if state == nil {
 		state = &structs.TaskState{State: structs.TaskStatePending, Events: []*structs.TaskEvent{}}
 	}
-	return &taskRunner{ar: ar, task: task, state: state}
+	return &taskRunner{ar: ar, task: task, state: state, restartCh: make(chan chan error)}
 }
 
 // snapshot returns a copy of the task state.
@@ -77,6 +83,16 @@ func (tr *taskRunner) event(ev *structs.TaskEvent, update func(s *structs.TaskSt
 func (tr *taskRunner) run(ctx context.Context) {
 	tr.event(structs.NewTaskEvent(structs.TaskReceived, "Task received by client"), nil)
 	policy := tr.ar.restartPolicy()
+	// restarted is a user's restart in progress: it is answered once the
+	// task started again, or did not.
+	var restarted chan error
+	answer := func(err error) {
+		if restarted != nil {
+			restarted <- err
+			restarted = nil
+		}
+	}
+	defer answer(structs.BadRequest("Task not running"))
 	for {
 		if ctx.Err() != nil {
 			if tr.ar.c.ctx.Err() == nil {
@@ -90,6 +106,7 @@ func (tr *taskRunner) run(ctx context.Context) {
 			continue // stopped while starting (start_block_for): not a failure
 		}
 		if err != nil {
+			answer(err)
 			ev := structs.NewTaskEvent(structs.TaskDriverFailure, err.Error())
 			ev.DriverError = err.Error()
 			ev.FailsTask = true
@@ -118,11 +135,28 @@ func (tr *taskRunner) run(ctx context.Context) {
 		})
 		tr.starts.Add(1)
 		tr.ar.persist()
+		answer(nil)
 
 		var res *ExitResult
 		select {
 		case <-h.Done():
 			res = h.Result()
+		case restarted = <-tr.restartCh:
+			// A user's restart: the task's normal stop, then a start that
+			// the restart policy does not count (as Nomad).
+			tr.event(structs.NewTaskEvent(structs.TaskRestartSignal, "User requested task to restart"), nil)
+			tr.killWith(false)
+			tr.closeLogs()
+			tr.terminated(h.Result())
+			now := time.Now()
+			ev := structs.NewTaskEvent(structs.TaskRestarting, "Task restarting in 0s")
+			ev.RestartReason = "User requested restart"
+			tr.event(ev, func(s *structs.TaskState) {
+				s.State = structs.TaskStatePending
+				s.Restarts++
+				s.LastRestart = now
+			})
+			continue
 		case <-ctx.Done():
 			tr.kill()
 			tr.closeLogs()
@@ -135,23 +169,7 @@ func (tr *taskRunner) run(ctx context.Context) {
 			return
 		}
 		tr.closeLogs()
-		msg := fmt.Sprintf("Exit Code: %d", res.ExitCode)
-		if res.Signal != 0 {
-			msg += fmt.Sprintf(", Signal: %d", res.Signal)
-		}
-		if res.Err != nil {
-			msg += fmt.Sprintf(", Exit Message: %q", res.Err.Error())
-		}
-		tev := structs.NewTaskEvent(structs.TaskTerminated, msg)
-		tev.ExitCode, tev.Signal = res.ExitCode, res.Signal
-		tev.Details["exit_code"] = strconv.Itoa(res.ExitCode)
-		if res.Signal != 0 {
-			tev.Details["signal"] = strconv.Itoa(res.Signal)
-		}
-		if res.Err != nil {
-			tev.Details["exit_message"] = res.Err.Error()
-		}
-		tr.event(tev, nil)
+		tr.terminated(res)
 		tr.mu.Lock()
 		killing := tr.killing
 		tr.mu.Unlock()
@@ -169,6 +187,30 @@ func (tr *taskRunner) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// terminated records how the task's process ended (nil: unknown).
+func (tr *taskRunner) terminated(res *ExitResult) {
+	if res == nil {
+		res = &ExitResult{ExitCode: -1, Err: errors.New("task did not end")}
+	}
+	msg := fmt.Sprintf("Exit Code: %d", res.ExitCode)
+	if res.Signal != 0 {
+		msg += fmt.Sprintf(", Signal: %d", res.Signal)
+	}
+	if res.Err != nil {
+		msg += fmt.Sprintf(", Exit Message: %q", res.Err.Error())
+	}
+	tev := structs.NewTaskEvent(structs.TaskTerminated, msg)
+	tev.ExitCode, tev.Signal = res.ExitCode, res.Signal
+	tev.Details["exit_code"] = strconv.Itoa(res.ExitCode)
+	if res.Signal != 0 {
+		tev.Details["signal"] = strconv.Itoa(res.Signal)
+	}
+	if res.Err != nil {
+		tev.Details["exit_message"] = res.Err.Error()
+	}
+	tr.event(tev, nil)
 }
 
 // shouldRestart applies the restart policy: up to Attempts restarts within
@@ -343,11 +385,18 @@ func (tr *taskRunner) closeLogs() {
 	}
 }
 
-// kill stops the running process with its kill signal and timeout.
-func (tr *taskRunner) kill() {
+// kill stops the running process with its kill signal and timeout, for
+// good.
+func (tr *taskRunner) kill() { tr.killWith(true) }
+
+// killWith stops the running process with its kill signal and timeout;
+// final marks the task as killed, so that it is not restarted.
+func (tr *taskRunner) killWith(final bool) {
 	tr.mu.Lock()
 	h := tr.handle
-	tr.killing = true
+	if final {
+		tr.killing = true
+	}
 	tr.mu.Unlock()
 	if h == nil {
 		return

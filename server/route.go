@@ -147,7 +147,7 @@ func (r *Route) OpenStream(ctx context.Context, method string, args any) (*rpc.S
 			return sess.OpenStream(ctx, method, args)
 		},
 		func(addr string) (*rpc.Stream, error) {
-			return r.s.openForwardedStream(ctx, addr, r.NodeID, method, args)
+			return r.s.openForwardedStream(ctx, addr, methodForwardNodeStream, r.NodeID, method, args)
 		})
 }
 
@@ -244,10 +244,10 @@ func staleRoute(ctx context.Context, err error) bool {
 	return !errors.As(err, &re)
 }
 
-// openForwardedStream opens Forward.NodeStream on addr and waits for the
-// holder's acknowledgement.
-func (s *Server) openForwardedStream(ctx context.Context, addr, nodeID, method string, args any) (*rpc.Stream, error) {
-	st, err := s.pool.OpenStream(ctx, addr, methodForwardNodeStream, &forwardRequest{NodeID: nodeID, Method: method, Args: args})
+// openForwardedStream opens Forward.NodeStream (or fwd, another such
+// relay) on addr and waits for the holder's acknowledgement.
+func (s *Server) openForwardedStream(ctx context.Context, addr, fwd, nodeID, method string, args any) (*rpc.Stream, error) {
+	st, err := s.pool.OpenStream(ctx, addr, fwd, &forwardRequest{NodeID: nodeID, Method: method, Args: args})
 	if err != nil {
 		return nil, err
 	}

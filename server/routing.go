@@ -60,31 +60,41 @@ func (s *Server) forwardNodeRPCEndpoint(ctx context.Context, req *forwardRequest
 // forwardNodeStreamEndpoint opens a forwarded streaming call down the local
 // session, acknowledges it, then relays the node's frames.
 func (s *Server) forwardNodeStreamEndpoint(ctx context.Context, in *rpc.Stream) error {
-	if err := s.requirePeer(ctx); err != nil {
+	out, err := s.openForPeer(ctx, in)
+	if err != nil {
 		return err
+	}
+	return BridgeFrames(ctx, out, in)
+}
+
+// openForPeer opens the streaming call a peer forwarded (in) down the
+// local session only, and acknowledges it.
+func (s *Server) openForPeer(ctx context.Context, in *rpc.Stream) (*rpc.Stream, error) {
+	if err := s.requirePeer(ctx); err != nil {
+		return nil, err
 	}
 	var req forwardRequest
 	if err := in.Recv(&req); err != nil {
-		return err
+		return nil, err
 	}
 	sess := s.sessions.get(req.NodeID)
 	if sess == nil {
-		return structs.ErrNoPathToNode
+		return nil, structs.ErrNoPathToNode
 	}
 	out, err := sess.OpenStream(ctx, req.Method, req.Args)
 	if err != nil {
 		if errors.Is(err, rpc.ErrSessionClosed) {
 			s.sessions.unbind(sess)
-			return structs.ErrNoPathToNode
+			return nil, structs.ErrNoPathToNode
 		}
-		return err
+		return nil, err
 	}
 	if err := in.Send(&forwardStreamAck{OK: true}); err != nil {
 		out.Close()
-		return err
+		return nil, err
 	}
 	s.streamsForwarded.Add(1)
-	return BridgeFrames(ctx, out, in)
+	return out, nil
 }
 
 // errUnansweredMiss is askPeers' "no path" when some peer did not answer

@@ -19,6 +19,7 @@ func (s *Server) registerStreamForwards() {
 	fsAllocID := func(r *structs.FsListRequest) string { return r.AllocID }
 	forwardAllocRPC[structs.FsListRequest, structs.FsListResponse](s, structs.MethodFsList, fsAllocID)
 	forwardAllocRPC[structs.FsListRequest, structs.FsStatResponse](s, structs.MethodFsStat, fsAllocID)
+	s.registerExecRoutes() // exec, restart, signal (route_exec.go)
 }
 
 // forwardAllocStream registers method so that a caller's stream is bridged

@@ -61,6 +61,9 @@ func cliCommands(m *meta) map[string]cli.CommandFactory {
 	for name, c := range allocCommands(m) {
 		add(name, c)
 	}
+	for name, c := range allocExecCommands(m) {
+		add(name, c)
+	}
 	for name, c := range jobCommands(m) {
 		add(name, c)
 	}

@@ -29,8 +29,12 @@ var clientMethods = map[string]methodRule{
 	structs.MethodFsStream:         {nsAnyOf: []string{NamespaceCapabilityReadFS}},
 	structs.MethodFsLogs:           {nsAnyOf: []string{NamespaceCapabilityReadLogs, NamespaceCapabilityReadFS}},
 	structs.MethodFsArchive:        {nsAnyOf: []string{NamespaceCapabilityReadFS}},
-	structs.MethodAgentMonitor:     {agentRead: true},
-	structs.MethodAgentProfile:     {agentWrite: true},
+	// A raw_exec task's exec also needs alloc-node-exec: ExecNeedsNodeExec.
+	structs.MethodClientExec:         {nsAnyOf: []string{NamespaceCapabilityAllocExec}},
+	structs.MethodClientAllocRestart: {nsAnyOf: []string{NamespaceCapabilityAllocLifecycle}},
+	structs.MethodClientAllocSignal:  {nsAnyOf: []string{NamespaceCapabilityAllocLifecycle}},
+	structs.MethodAgentMonitor:       {agentRead: true},
+	structs.MethodAgentProfile:       {agentWrite: true},
 }
 
 // IsAllocMethod reports whether method is checked against an allocation's
@@ -63,4 +67,18 @@ func (a *ACL) AllowClientMethod(method, namespace string) bool {
 	default:
 		return a.AllowNamespaceAny(namespace, r.nsAnyOf...)
 	}
+}
+
+// ExecNeedsNodeExec reports whether exec into a task of driver needs
+// alloc-node-exec beside alloc-exec: the driver isolates nothing from the
+// node (raw_exec, and "" which is raw_exec), as Nomad requires.
+func ExecNeedsNodeExec(driver string) bool { return driver == "" || driver == "raw_exec" }
+
+// AllowExec reports whether the ACL may exec into a task of driver in
+// namespace.
+func (a *ACL) AllowExec(namespace, driver string) bool {
+	if !a.AllowClientMethod(structs.MethodClientExec, namespace) {
+		return false
+	}
+	return !ExecNeedsNodeExec(driver) || a.IsManagement() || a.AllowNamespaceOperation(namespace, NamespaceCapabilityAllocNodeExec)
 }
