@@ -19,13 +19,13 @@ import (
 )
 
 // Exec into a task (issue #20): GET /v1/client/allocation/:alloc_id/exec
-// upgraded to a WebSocket carrying Nomad's JSON messages. The request is
-// checked, routed and the command started on the node before the upgrade,
-// so that a bad request, a refused token or a task that does not run is
-// an HTTP status (what curl and the Go client show). With
-// ws_handshake=true (a browser, which cannot set headers) the token comes
-// in the first message, after the upgrade, and refusals are close frames,
-// as Nomad sends them. Then one goroutine copies the caller's messages to
+// upgraded to a WebSocket carrying Nomad's JSON messages. A malformed
+// request (no task, a command that is not a JSON list) is an HTTP 400
+// before the upgrade; the token, the allocation, the task and the
+// command's start are checked after it, and a refusal is a close frame
+// with the error's text, as Nomad sends it (the Go client returns that
+// text as its error). With ws_handshake=true (a browser, which cannot
+// set headers) the token comes in the first message. Then one goroutine copies the caller's messages to
 // the node's stream and the handler copies the node's to the caller, one
 // message at a time each way: a side that does not read holds the other
 // back, through TCP and the stream's window.
@@ -66,34 +66,26 @@ func (a *Agent) clientAllocExec(w http.ResponseWriter, r *http.Request) (any, er
 	stop := context.AfterFunc(a.queries.done(), cancel)
 	defer stop()
 
+	// As Nomad: the request's parameters are refused with an HTTP status;
+	// from the token on (a browser's comes after the upgrade), refusals
+	// are close frames carrying the error's text, which the Go client
+	// returns as the error.
+	conn, err := execUpgrader.Upgrade(w, r, routeHeaders(w.Header()))
+	if err != nil {
+		return nil, nil // Upgrade answered the caller
+	}
+	defer conn.Close()
 	if handshake {
-		conn, err := execUpgrader.Upgrade(w, r, routeHeaders(w.Header()))
-		if err != nil {
-			return nil, nil // Upgrade answered the caller
-		}
-		defer conn.Close()
 		if err := readExecHandshake(conn, req); err != nil {
 			closeExec(conn, err)
 			return nil, nil
 		}
-		st, err := a.openExec(ctx, req)
-		if err != nil {
-			closeExec(conn, err)
-			return nil, nil
-		}
-		a.serveExec(ctx, conn, st)
-		return nil, nil
 	}
 	st, err := a.openExec(ctx, req)
 	if err != nil {
-		return nil, err
-	}
-	conn, err := execUpgrader.Upgrade(w, r, routeHeaders(w.Header()))
-	if err != nil {
-		st.Close()
+		closeExec(conn, err)
 		return nil, nil
 	}
-	defer conn.Close()
 	a.serveExec(ctx, conn, st)
 	return nil, nil
 }

@@ -382,7 +382,9 @@ func readClose(t *testing.T, conn *websocket.Conn) *websocket.CloseError {
 }
 
 // TestExec_BadInput sends what an exec must refuse through a server: bad
-// parameters (HTTP 4xx before any upgrade), a dead task, garbage frames
+// parameters (HTTP 4xx before any upgrade), an unknown allocation or task
+// and a dead task (refused after the upgrade with a close frame carrying
+// the error's text, as Nomad refuses them), garbage frames
 // and oversized messages on a running command (a close frame, and the
 // command gone), and a caller that never reads while the command writes
 // without end (nothing buffers without bound; closing ends the command).
@@ -406,14 +408,19 @@ func TestExec_BadInput(t *testing.T) {
 		{"non-JSON command", raw.ID, "main", "/bin/sh", nil, 400, "failed to decode command"},
 		{"command of numbers", raw.ID, "main", "[1,2]", nil, 400, "failed to decode command"},
 		{"no task", raw.ID, "", `["true"]`, nil, 400, "must provide task name"},
-		{"unknown task", raw.ID, "nope", `["true"]`, nil, 400, `unknown task name "nope"`},
+		{"unknown task", raw.ID, "nope", `["true"]`, nil, 101, `unknown task name "nope"`},
 		{"bad tty", raw.ID, "main", `["true"]`, []string{"tty", "maybe"}, 400, "tty"},
 		{"bad alloc id", "not-a-uuid", "main", `["true"]`, nil, 400, "alloc"},
-		{"unknown alloc", "8d2b2b7a-0c6e-4a6f-9d3e-2f3c4b5a6d7e", "main", `["true"]`, nil, 404, "Unknown allocation"},
-		{"dead task", done, "quick", `["true"]`, nil, 404, `task "quick" is not running.`},
+		{"unknown alloc", "8d2b2b7a-0c6e-4a6f-9d3e-2f3c4b5a6d7e", "main", `["true"]`, nil, 101, `Unknown allocation "8d2b2b7a-0c6e-4a6f-9d3e-2f3c4b5a6d7e"`},
+		{"dead task", done, "quick", `["true"]`, nil, 101, `task "quick" is not running.`},
 	} {
 		conn, code, body := dialExec(t, execURL(env.api, tc.alloc, tc.task, tc.command, tc.extra...), nil)
 		if conn != nil {
+			ce := readClose(t, conn)
+			if ce.Code != websocket.ClosePolicyViolation {
+				t.Errorf("%s: close code %d; want %d", tc.name, ce.Code, websocket.ClosePolicyViolation)
+			}
+			body = ce.Text
 			conn.Close()
 		}
 		if code != tc.code || !strings.Contains(body, tc.bodyFragments) {
