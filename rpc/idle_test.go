@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
 
 // The tests of what an idle session keeps (idle_cost_test.go measures
