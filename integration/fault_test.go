@@ -61,21 +61,39 @@ func expectClearError(t *testing.T, url, want string) time.Duration {
 	return took
 }
 
+// startServerBehindBridge starts a single-voter server whose RPC port is
+// reached only through a fault bridge: it advertises the bridge's
+// address, so nodes learn no other way to it.
+func startServerBehindBridge(t *testing.T, name string) (*testAgent, *faultBridge) {
+	t.Helper()
+	port := freePorts(t, 1)[0]
+	br := newFaultBridge(t, fmt.Sprintf("127.0.0.1:%d", port))
+	cfg := baseConfig(t, name)
+	cfg.Server.Enabled = true
+	cfg.Server.BootstrapExpect = 1
+	cfg.Ports.RPC = port
+	cfg.Advertise.RPC = br.Addr()
+	return startAgent(t, cfg), br
+}
+
 // TestFault_NodeLinkBlackholed blackholes the link between a node and its
-// server both ways, sockets open and no reset, mid-call: the call through
+// server both ways, sockets open and no reset: the bridge passes no byte
+// and holds what was sent, as a network that drops every packet does to
+// TCP, which sends them again once the link returns (a bridge that threw
+// bytes away would make a TCP stream lose bytes in its middle, which no
+// network does). The call through
 // the server comes back "No path to node" within 10 s (the server's ping
 // goes unanswered), calls made during the fault answer at once, and once
 // the link passes bytes again the node answers within seconds (its own
 // ping failed too, and it dials again).
 func TestFault_NodeLinkBlackholed(t *testing.T) {
-	srv := startServer(t, "srv")
-	br := newFaultBridge(t, srv.RPCAddr())
+	srv, br := startServerBehindBridge(t, "srv")
 	node := startNode(t, "node", withServers(br.Addr()))
 	id := node.Client().NodeID()
 	url := srv.URL() + "/v1/client/stats?node_id=" + id
 	waitAnswered(t, url, time.Now(), 10*time.Second, "stats through the server")
 
-	br.Blackhole(-1)
+	br.Pause(-1)
 	start := time.Now()
 	took := expectClearError(t, url, "No path to node")
 	t.Logf("first call after the blackhole: error after %v", took.Round(time.Millisecond))
