@@ -20,8 +20,9 @@ type Config struct {
 	// HandshakeTimeout is the deadline for the first byte of a connection
 	// or stream, for a TLS handshake, for unary request and streaming
 	// headers, for the first frame (the arguments) of a streaming
-	// call, and for the rest of any later stream message once its first
-	// byte has come (a quiet stream has no bound; half a message does).
+	// call, and (plus the message's size at 64 KiB/s) for the rest of
+	// any later stream message once its first byte has come: a quiet
+	// stream has no bound, half a message does.
 	// It bounds how long a stalled or hostile peer can hold a goroutine
 	// before saying what it wants. Default 5s.
 	HandshakeTimeout time.Duration

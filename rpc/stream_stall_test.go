@@ -29,7 +29,7 @@ func TestStream_StalledMessage(t *testing.T) {
 			t.Fatal(err)
 		}
 		quiet := append([]byte(nil), e.bytes()...)
-		stalled := append(append([]byte(nil), quiet...), 0, 0, 0, 100, kindData, 0x93)
+		stalled := append(append([]byte(nil), quiet...), 0, 0, 0, 100, kindData, 0x93) // 100 bytes: HandshakeTimeout + 1.5 ms
 
 		open := func(b []byte) (closed chan error) {
 			ys, err := p.node.ys.OpenStream()
