@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,4 +222,70 @@ func waitRunningAlloc(t *testing.T, serverURL, job string) string {
 		return false, fmt.Errorf("allocs: %s", body)
 	})
 	return id
+}
+
+// TestFault_SlowFollowReader follows a task's log through two hops
+// (server srv0 → srv1, which holds the node's session → node) with a
+// reader that stops reading while the task writes 64 MiB: the bytes in
+// flight stay within the flow-control windows (yamux's per stream, the
+// sockets'), so the live heap of the process running both servers and
+// the node grows by far less than what was written; then the reader
+// reads again and the follow goes on.
+func TestFault_SlowFollowReader(t *testing.T) {
+	c := startCluster(t, 2)
+	node := startNode(t, "node", withServers(c.servers[1].RPCAddr()), withRawExec())
+	job := fmt.Sprintf(`{"Job":{"ID":"loud","Type":"service","Datacenters":["dc1"],
+		"Constraints":[{"LTarget":"${node.unique.id}","RTarget":%q,"Operand":"="}],
+		"TaskGroups":[{"Name":"g","Tasks":[{"Name":"t","Driver":"raw_exec",
+		"Config":{"command":"/bin/sh","args":["-c","mkfifo go && echo start && read -r _ < go && yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c 67108864; echo; echo done; exec sleep 3600"]},
+		"LogConfig":{"MaxFiles":3,"MaxFileSizeMB":8}}]}]}}`, node.Client().NodeID())
+	if code, body, _ := do(t, "PUT", c.servers[0].URL()+"/v1/jobs", strings.NewReader(job)); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	allocID := waitRunningAlloc(t, c.servers[0].URL(), "loud")
+	// The task waits on a pipe in its directory until the follow runs.
+	goPipe := filepath.Join(node.cfg.DataDir, "alloc", allocID, "t", "go")
+
+	resp, err := http.Get(c.servers[0].URL() + "/v1/client/fs/logs/" + allocID + "?task=t&type=stdout&follow=true&plain=true&origin=start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("follow: %d", resp.StatusCode)
+	}
+	first := make([]byte, len("start\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "start\n" {
+		t.Fatalf("first line %q, %v", first, err)
+	}
+	before := liveHeap()
+	// Let the task write, and read nothing until it has written all.
+	f, err := os.OpenFile(goPipe, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "go")
+	f.Close()
+	waitFor(t, 60*time.Second, "the task to write 64 MiB", func() (bool, error) {
+		code, body, err := tryGet(c.servers[0].URL() + "/v1/client/fs/logs/" + allocID + "?task=t&type=stdout&plain=true&origin=end&offset=5")
+		return code == 200 && strings.Contains(body, "done"), err
+	})
+	grown := liveHeap() - before
+	t.Logf("live heap of servers and node grew by %.1f MiB while a stalled follow was 64 MiB behind", float64(grown)/(1<<20))
+	if grown > 24<<20 {
+		t.Fatalf("live heap grew by %d MiB with the reader stalled; want the flow-control windows to bound it (24 MiB)", grown>>20)
+	}
+	// The reader reads again: the follow goes on.
+	n, err := io.CopyN(io.Discard, resp.Body, 4<<20)
+	if err != nil {
+		t.Fatalf("reading on after the stall: %d bytes, %v", n, err)
+	}
+}
+
+// liveHeap is the process's live heap after a collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

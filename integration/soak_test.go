@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -43,13 +44,71 @@ func (s *soakProc) restart(t *testing.T) {
 	s.p = startBenchProc(t, s.name, "agent", "-config", s.cfg)
 }
 
+// loadGate pauses the load so that figures are taken on quiet processes:
+// while paused, loops wait and follows' requests are cancelled.
+type loadGate struct {
+	base    context.Context
+	mu      sync.Mutex
+	ctx     context.Context // cancelled when the load pauses
+	cancel  context.CancelFunc
+	resumed chan struct{} // closed while the load runs
+}
+
+func newLoadGate(base context.Context) *loadGate {
+	g := &loadGate{base: base, resumed: make(chan struct{})}
+	g.ctx, g.cancel = context.WithCancel(base)
+	close(g.resumed)
+	return g
+}
+
+func (g *loadGate) pause() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cancel()
+	g.resumed = make(chan struct{})
+}
+
+func (g *loadGate) resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ctx, g.cancel = context.WithCancel(g.base)
+	close(g.resumed)
+}
+
+// wait returns the context of the running load, waiting while it is
+// paused; false once stop is closed.
+func (g *loadGate) wait(stop <-chan struct{}) (context.Context, bool) {
+	for {
+		g.mu.Lock()
+		ctx, ch := g.ctx, g.resumed
+		g.mu.Unlock()
+		select {
+		case <-stop:
+			return nil, false
+		default:
+		}
+		if ctx.Err() == nil {
+			return ctx, true
+		}
+		select {
+		case <-stop:
+			return nil, false
+		case <-ch:
+		}
+	}
+}
+
 // soakFigures is one process at one moment.
-type soakFigures struct{ rssKiB, goroutines, fds int64 }
+type soakFigures struct {
+	rssKiB, goroutines, fds int64
+	role                    string // servers: "leader" or "follower"; nodes: "node"
+}
 
 // soak is one soak run: three servers and three nodes as processes with
 // mutual TLS and ACLs (the fleet benchmark's servers), and the load.
 type soak struct {
 	*fleetBench
+	gate    *loadGate
 	nodes   []*soakProc
 	srvs    []*soakProc
 	nodeIDs []string
@@ -74,17 +133,23 @@ type soak struct {
 // TestSoak is `make soak`: for -soak=DURATION, three servers and three
 // nodes under a mixed load (small calls, 100 follows, bulk reads,
 // metadata writes), a node restarted every DURATION/6 and a server every
-// DURATION/6 (5 minutes at 30m). At the end: each process's RSS,
-// goroutines and fds against their level after warm-up (within 10 %),
-// every acknowledged metadata write read back, every follow's lines in
-// order with none twice; a verdict and a table.
+// DURATION/6 (5 minutes at 30m). Each process's RSS, goroutines and fds
+// are taken after warm-up (DURATION/5, at least a minute) and at the end,
+// both times with the load paused and the nodes spread one per server;
+// the end must be within 10 % of the warm-up, a server's of the warm-up
+// figures of its role then (leader or follower). Every acknowledged
+// metadata write is read back; every follow's lines come in order with
+// none twice, and the three whole-log follows read every line once
+// across rotations and restarts. Calls may fail only inside a restart's
+// window, which lasts until every node answers through every server.
+// It prints a verdict and a table.
 func TestSoak(t *testing.T) {
 	if *soakFor <= 0 {
 		t.Skip("soak: set -soak=DURATION (make soak SOAK=30m)")
 	}
 	ctx, cancel := benchContext(t)
 	defer cancel()
-	s := &soak{fleetBench: &fleetBench{t: t, ctx: ctx}, metaAcked: map[string]map[string]string{}}
+	s := &soak{fleetBench: &fleetBench{t: t, ctx: ctx}, metaAcked: map[string]map[string]string{}, gate: newLoadGate(ctx)}
 	s.startServers()
 	for _, fs := range s.servers {
 		s.srvs = append(s.srvs, &soakProc{name: fs.name, cfg: fs.cfg, p: fs.p})
@@ -93,7 +158,7 @@ func TestSoak(t *testing.T) {
 	s.startJob()
 
 	total := *soakFor
-	warm := max(total/10, 30*time.Second)
+	warm := max(total/5, time.Minute)
 	restartEvery := max(total/6, 30*time.Second)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -125,7 +190,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	wait(warm)
-	base := s.figures()
+	base := s.quietFigures()
 	t.Logf("soak: warm after %v: %v", warm, base)
 	start := time.Now()
 	end := start.Add(total - warm)
@@ -150,10 +215,7 @@ func TestSoak(t *testing.T) {
 			wait(time.Second)
 		}
 	}
-	// The last figures under the same load as the first, after the last
-	// restart has settled.
-	wait(min(warm, 30*time.Second))
-	final := s.figures()
+	final := s.quietFigures()
 	close(stop)
 	wg.Wait()
 	s.verifyMeta()
@@ -161,10 +223,61 @@ func TestSoak(t *testing.T) {
 }
 
 // window runs an injected fault; calls failing meanwhile are expected.
+// It lasts until every node answers through every server again.
 func (s *soak) window(f func()) {
 	s.inWindow.Store(true)
 	defer s.inWindow.Store(false)
 	f()
+	s.until(90*time.Second, "every node answering through every server", func() bool {
+		for i := range s.servers {
+			for _, id := range s.ids() {
+				if code, _, _ := s.callTimeout(10*time.Second, "GET", s.serverURL(i)+"/v1/client/stats?node_id="+id, nil); code != 200 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// until polls cond for at most d; past it the soak goes on, and says so.
+func (s *soak) until(d time.Duration, what string, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) || s.ctx.Err() != nil {
+			s.t.Logf("soak: no %s after %v; going on", what, d)
+			return false
+		}
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// quietFigures pauses the load, waits until each server holds one node
+// session (the servers rebalance every minute) and the streams and pooled
+// data connections of the load have idled out, and samples every
+// process: figures taken so at warm-up and at the end compare the same
+// state.
+func (s *soak) quietFigures() map[string]soakFigures {
+	s.gate.pause()
+	defer s.gate.resume()
+	s.until(3*time.Minute, "one node session per server", func() bool {
+		for i := range s.servers {
+			st, err := s.self(i)
+			if err != nil || st.stats["sessions"] != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	select {
+	case <-s.ctx.Done():
+	case <-time.After(25 * time.Second): // IdleStreamTimeout 5 s, DataPoolIdle 20 s
+	}
+	return s.figures()
 }
 
 // call makes one request with the token, counting it.
@@ -296,6 +409,9 @@ func (s *soak) smallCalls(stop <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
+		if _, ok := s.gate.wait(stop); !ok {
+			return
+		}
 		ids := s.ids()
 		switch i % 3 {
 		case 0:
@@ -325,6 +441,9 @@ func (s *soak) bulkReads(stop <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
+		if _, ok := s.gate.wait(stop); !ok {
+			return
+		}
 		s.call("GET", fmt.Sprintf("%s/v1/client/fs/readat/%s?path=alloc/logs/w.stdout.0&offset=0&limit=262144", s.serverURL(i), s.allocs[i%3]), nil)
 	}
 }
@@ -339,6 +458,9 @@ func (s *soak) metaWrites(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-tick.C:
+		}
+		if _, ok := s.gate.wait(stop); !ok {
+			return
 		}
 		id := s.ids()[i%3]
 		key, val := fmt.Sprintf("soak_%d", i), strconv.Itoa(i)
@@ -366,7 +488,11 @@ func (s *soak) follow(stop <-chan struct{}, i int) {
 		default:
 		}
 		url := fmt.Sprintf("%s/v1/client/fs/logs/%s?task=w&type=stdout&follow=true&plain=true&origin=end", s.serverURL(i), s.allocs[i%3])
-		req, _ := http.NewRequestWithContext(s.ctx, "GET", url, nil)
+		lctx, ok := s.gate.wait(stop)
+		if !ok {
+			return
+		}
+		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
 		req.Header.Set("X-Nomad-Token", s.token)
 		resp, err := s.hc.Do(req)
 		if err != nil || resp.StatusCode != 200 {
@@ -385,6 +511,7 @@ func (s *soak) follow(stop <-chan struct{}, i int) {
 		go func() {
 			select {
 			case <-stop:
+			case <-lctx.Done():
 			case <-done:
 			}
 			resp.Body.Close()
@@ -468,7 +595,11 @@ func (s *soak) followAll(stop <-chan struct{}, i int) {
 			continue
 		}
 		url := fmt.Sprintf("%s/v1/client/fs/logs/%s?task=w&type=stdout&follow=true&origin=start&offset=%d", s.serverURL(i+attempt), alloc, offset)
-		req, _ := http.NewRequestWithContext(s.ctx, "GET", url, nil)
+		lctx, ok := s.gate.wait(stop)
+		if !ok {
+			return
+		}
+		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
 		req.Header.Set("X-Nomad-Token", s.token)
 		resp, err := s.hc.Do(req)
 		if err != nil || resp.StatusCode != 200 {
@@ -481,6 +612,7 @@ func (s *soak) followAll(stop <-chan struct{}, i int) {
 		go func() {
 			select {
 			case <-stop:
+			case <-lctx.Done():
 			case <-done:
 			}
 			resp.Body.Close()
@@ -570,9 +702,39 @@ func (s *soak) figures() map[string]soakFigures {
 			fmt.Sscanf(string(body), "goroutine profile: total %d", &g)
 		}
 		pid := p.pid()
-		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid)}
+		role := "node"
+		if i < len(s.srvs) {
+			role = "follower"
+			if st, err := s.self(i); err == nil && st.leader {
+				role = "leader"
+			}
+		}
+		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role}
 	}
 	return out
+}
+
+// reference is what a process's end figures are held to: its own after
+// warm-up when its role is the same, else those of the processes that
+// had its end role then (a leader runs more than a follower: raft
+// replication to each peer, the scheduler, heartbeat timers; restarts
+// move the leadership).
+func (s *soak) reference(base map[string]soakFigures, name, role string) soakFigures {
+	if b := base[name]; b.role == role {
+		return b
+	}
+	var sum soakFigures
+	n := int64(0)
+	for _, b := range base {
+		if b.role == role {
+			sum.rssKiB, sum.goroutines, sum.fds = sum.rssKiB+b.rssKiB, sum.goroutines+b.goroutines, sum.fds+b.fds
+			n++
+		}
+	}
+	if n == 0 {
+		return base[name]
+	}
+	return soakFigures{rssKiB: sum.rssKiB / n, goroutines: sum.goroutines / n, fds: sum.fds / n, role: role}
 }
 
 // verifyMeta reads every acknowledged metadata key back.
@@ -587,12 +749,14 @@ func (s *soak) verifyMeta() {
 			s.t.Errorf("soak: metadata of %s: %d %v", id, code, err)
 			continue
 		}
+		missing := 0
 		for k, v := range kv {
 			if m.Meta[k] != v {
-				lost++
+				missing++
 			}
 		}
-		s.t.Logf("soak: node %s: %d acknowledged metadata writes, %d missing", id, len(kv), lost)
+		lost += missing
+		s.t.Logf("soak: node %s: %d acknowledged metadata writes, %d missing", id, len(kv), missing)
 	}
 	if lost > 0 {
 		s.t.Errorf("soak: %d acknowledged metadata writes lost", lost)
@@ -602,17 +766,18 @@ func (s *soak) verifyMeta() {
 func (s *soak) report(base, final map[string]soakFigures) {
 	t := s.t
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| process | RSS MiB warm → end | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- |\n")
+	fmt.Fprintf(&sb, "| process | role warm → end | RSS MiB warm → end | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- | --- |\n")
 	ok := true
 	grew := func(a, b int64) bool { return float64(b) > float64(a)*1.10 }
 	for _, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
-		a, b := base[p.name], final[p.name]
+		a, b := s.reference(base, p.name, final[p.name].role), final[p.name]
 		mark := ""
 		if grew(a.rssKiB, b.rssKiB) || grew(a.goroutines, b.goroutines) || grew(a.fds, b.fds) {
 			mark, ok = " (over 10 %)", false
 		}
-		fmt.Fprintf(&sb, "| %s%s | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark,
-			float64(a.rssKiB)/1024, float64(b.rssKiB)/1024, a.goroutines, b.goroutines, a.fds, b.fds)
+		w := base[p.name]
+		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
+			float64(w.rssKiB)/1024, float64(b.rssKiB)/1024, w.goroutines, b.goroutines, w.fds, b.fds)
 	}
 	var notes []string
 	s.failNotes.Range(func(k, v any) bool {
