@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -398,10 +399,10 @@ func (s *soak) startJob() {
 	})
 }
 
-// smallCalls makes stats, metadata and allocation-stats calls in turn
-// through every server, about 20 a second.
-func (s *soak) smallCalls(stop <-chan struct{}) {
-	tick := time.NewTicker(50 * time.Millisecond)
+// every runs f(i) for i = 0, 1, ... every d while the load runs, until
+// stop is closed.
+func (s *soak) every(stop <-chan struct{}, d time.Duration, f func(i int)) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		select {
@@ -412,6 +413,14 @@ func (s *soak) smallCalls(stop <-chan struct{}) {
 		if _, ok := s.gate.wait(stop); !ok {
 			return
 		}
+		f(i)
+	}
+}
+
+// smallCalls makes stats, metadata and allocation-stats calls in turn
+// through every server, about 20 a second.
+func (s *soak) smallCalls(stop <-chan struct{}) {
+	s.every(stop, 50*time.Millisecond, func(i int) {
 		ids := s.ids()
 		switch i % 3 {
 		case 0:
@@ -421,7 +430,7 @@ func (s *soak) smallCalls(stop <-chan struct{}) {
 		case 2:
 			s.call("GET", s.serverURL(i)+"/v1/client/allocation/"+s.allocs[i%3]+"/stats", nil)
 		}
-	}
+	})
 }
 
 func (s *soak) ids() []string {
@@ -433,35 +442,15 @@ func (s *soak) ids() []string {
 // bulkReads reads 256 KiB of a task's log through a server, twice a
 // second.
 func (s *soak) bulkReads(stop <-chan struct{}) {
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		if _, ok := s.gate.wait(stop); !ok {
-			return
-		}
+	s.every(stop, 500*time.Millisecond, func(i int) {
 		s.call("GET", fmt.Sprintf("%s/v1/client/fs/readat/%s?path=alloc/logs/w.stdout.0&offset=0&limit=262144", s.serverURL(i), s.allocs[i%3]), nil)
-	}
+	})
 }
 
 // metaWrites sets a new metadata key on a node through a server, five a
 // second, and remembers the ones acknowledged.
 func (s *soak) metaWrites(stop <-chan struct{}) {
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		if _, ok := s.gate.wait(stop); !ok {
-			return
-		}
+	s.every(stop, 200*time.Millisecond, func(i int) {
 		id := s.ids()[i%3]
 		key, val := fmt.Sprintf("soak_%d", i), strconv.Itoa(i)
 		code, _, _ := s.call("POST", s.serverURL(i)+"/v1/client/metadata", strings.NewReader(fmt.Sprintf(`{"NodeID":%q,"Meta":{%q:%q}}`, id, key, val)))
@@ -473,6 +462,76 @@ func (s *soak) metaWrites(stop <-chan struct{}) {
 			s.metaAcked[id][key] = val
 			s.metaMu.Unlock()
 		}
+	})
+}
+
+// seqChecker checks the numbered lines of one task ("seq N ...") in the
+// order read: each must be the last plus one, and the first 0 when the
+// read began at the log's start. A 0 after others is the task starting
+// again (its node restarted it).
+type seqChecker struct {
+	last                     int64
+	fromStart                bool
+	lines, dups, gaps, start *atomic.Int64
+}
+
+func (c *seqChecker) line(l string) {
+	f := strings.Fields(l)
+	if len(f) < 2 || f[0] != "seq" {
+		return // a partial line at a follow's origin
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return
+	}
+	c.lines.Add(1)
+	switch {
+	case n == 0 && c.last >= 0:
+		c.start.Add(1)
+	case c.last >= 0 && n <= c.last:
+		c.dups.Add(1)
+	case (c.last >= 0 || c.fromStart) && n != c.last+1:
+		c.gaps.Add(1)
+	}
+	c.last = n
+}
+
+// openFollow opens a follow while the load runs and closes its body when
+// stop is closed or the load pauses; end releases it. A refused follow
+// gives a nil body; ok is false once stop is closed.
+func (s *soak) openFollow(stop <-chan struct{}, url string) (body io.Reader, end func(), ok bool) {
+	lctx, ok := s.gate.wait(stop)
+	if !ok {
+		return nil, nil, false
+	}
+	req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
+	req.Header.Set("X-Nomad-Token", s.token)
+	resp, err := s.hc.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, nil, true
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-stop:
+		case <-lctx.Done():
+		case <-done:
+		}
+		resp.Body.Close()
+	}()
+	return resp.Body, func() { close(done); s.followRestarts.Add(1) }, true
+}
+
+// pauseOrStop waits d; false when stop is closed first.
+func pauseOrStop(stop <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-stop:
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
@@ -480,144 +539,57 @@ func (s *soak) metaWrites(stop <-chan struct{}) {
 // end, checking that each connection's lines come in order, none twice,
 // none skipped; a connection that ends is opened again.
 func (s *soak) follow(stop <-chan struct{}, i int) {
-	last := int64(-1)
 	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
 		url := fmt.Sprintf("%s/v1/client/fs/logs/%s?task=w&type=stdout&follow=true&plain=true&origin=end", s.serverURL(i), s.allocs[i%3])
-		lctx, ok := s.gate.wait(stop)
+		body, end, ok := s.openFollow(stop, url)
 		if !ok {
 			return
 		}
-		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
-		req.Header.Set("X-Nomad-Token", s.token)
-		resp, err := s.hc.Do(req)
-		if err != nil || resp.StatusCode != 200 {
-			if resp != nil {
-				resp.Body.Close()
-			}
-			s.followRestarts.Add(1)
-			select {
-			case <-stop:
+		if body == nil {
+			if !pauseOrStop(stop, time.Second) {
 				return
-			case <-time.After(time.Second):
 			}
 			continue
 		}
-		done := make(chan struct{})
-		go func() {
-			select {
-			case <-stop:
-			case <-lctx.Done():
-			case <-done:
-			}
-			resp.Body.Close()
-		}()
-		last = -1
-		sc := bufio.NewScanner(resp.Body)
+		c := seqChecker{last: -1, lines: &s.lines, dups: &s.lineDups, gaps: &s.lineGaps, start: new(atomic.Int64)}
+		sc := bufio.NewScanner(body)
 		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) < 2 || f[0] != "seq" {
-				continue // a partial line at the origin
-			}
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				continue
-			}
-			s.lines.Add(1)
-			switch {
-			case last >= 0 && n <= last:
-				if n == 0 {
-					break // the task started again (its node restarted)
-				}
-				s.lineDups.Add(1)
-			case last >= 0 && n != last+1:
-				s.lineGaps.Add(1)
-			}
-			last = n
+			c.line(sc.Text())
 		}
-		close(done)
-		s.followRestarts.Add(1)
+		end()
 	}
 }
 
-// followAll follows task i's stdout from its start through server i,
-// framed, and on any end of the stream resumes at the position reached:
-// the sizes of the rotated files before the current one plus the offset
-// in it (the logs endpoint counts from the start of the oldest file
-// kept). Every line must come once, in order.
+// followAll follows task i's stdout from its start through the servers
+// in turn, framed, and on any end of the stream resumes at the position
+// reached: the sizes of the rotated files before the current one plus
+// the offset in it (the logs endpoint counts from the start of the
+// oldest file kept). Every line must come once, in order.
 func (s *soak) followAll(stop <-chan struct{}, i int) {
 	alloc := s.allocs[i%3]
 	var (
 		file    string
 		pos     int64
 		partial []byte
-		last    int64 = -1
 	)
-	line := func(l []byte) {
-		f := strings.Fields(string(l))
-		if len(f) < 2 || f[0] != "seq" {
-			return
-		}
-		n, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			return
-		}
-		s.exact.Add(1)
-		switch {
-		case n == 0 && last >= 0:
-			s.taskStarts.Add(1)
-		case last >= 0 && n <= last:
-			s.exactDups.Add(1)
-		case n != last+1:
-			s.exactGaps.Add(1)
-		}
-		last = n
-	}
+	c := seqChecker{last: -1, fromStart: true, lines: &s.exact, dups: &s.exactDups, gaps: &s.exactGaps, start: &s.taskStarts}
 	for attempt := 0; ; attempt++ {
-		select {
-		case <-stop:
+		if attempt > 0 && !pauseOrStop(stop, 500*time.Millisecond) {
 			return
-		default:
-		}
-		if attempt > 0 {
-			select {
-			case <-stop:
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
 		}
 		offset, err := s.resumeOffset(i, alloc, file, pos)
 		if err != nil {
 			continue
 		}
 		url := fmt.Sprintf("%s/v1/client/fs/logs/%s?task=w&type=stdout&follow=true&origin=start&offset=%d", s.serverURL(i+attempt), alloc, offset)
-		lctx, ok := s.gate.wait(stop)
+		body, end, ok := s.openFollow(stop, url)
 		if !ok {
 			return
 		}
-		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
-		req.Header.Set("X-Nomad-Token", s.token)
-		resp, err := s.hc.Do(req)
-		if err != nil || resp.StatusCode != 200 {
-			if resp != nil {
-				resp.Body.Close()
-			}
+		if body == nil {
 			continue
 		}
-		done := make(chan struct{})
-		go func() {
-			select {
-			case <-stop:
-			case <-lctx.Done():
-			case <-done:
-			}
-			resp.Body.Close()
-		}()
-		dec := json.NewDecoder(resp.Body)
+		dec := json.NewDecoder(body)
 		for {
 			var f struct {
 				Data   []byte
@@ -632,17 +604,16 @@ func (s *soak) followAll(stop <-chan struct{}, i int) {
 			}
 			partial = append(partial, f.Data...)
 			for {
-				nl := strings.IndexByte(string(partial), '\n')
+				nl := bytes.IndexByte(partial, '\n')
 				if nl < 0 {
 					break
 				}
-				line(partial[:nl])
+				c.line(string(partial[:nl]))
 				partial = partial[nl+1:]
 			}
 			file, pos = f.File, f.Offset
 		}
-		close(done)
-		s.followRestarts.Add(1)
+		end()
 	}
 }
 
