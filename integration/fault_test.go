@@ -122,6 +122,18 @@ func freeze(t *testing.T, p *proc) (thaw func()) {
 	}
 	thaw = func() { _ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT) }
 	t.Cleanup(thaw)
+	// The signal is delivered asynchronously: the process may answer a
+	// call or two before it stops.
+	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
+	waitFor(t, 5*time.Second, "the process to stop", func() (bool, error) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false, err
+		}
+		// pid (comm) state ...; comm may hold spaces but not ") ".
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		return len(f) > 0 && f[0] == "T", fmt.Errorf("state %v", f)
+	})
 	return thaw
 }
 
