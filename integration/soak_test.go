@@ -102,7 +102,8 @@ func (g *loadGate) wait(stop <-chan struct{}) (context.Context, bool) {
 // soakFigures is one process at one moment.
 type soakFigures struct {
 	rssKiB, goroutines, fds int64
-	role                    string // servers: "leader" or "follower"; nodes: "node"
+	role                    string         // servers: "leader" or "follower"; nodes: "node"
+	fdKinds                 map[string]int // what the fds are (fdKinds)
 }
 
 // soak is one soak run: three servers and three nodes as processes with
@@ -124,6 +125,9 @@ type soak struct {
 
 	metaMu    sync.Mutex
 	metaAcked map[string]map[string]string // node ID → key → value acknowledged
+
+	// portNames names the agents' ports, to tell what a socket is.
+	portNames map[int]string
 
 	lines, lineDups, lineGaps, followRestarts atomic.Int64
 	// exact counts the lines the whole-log followers read, taskStarts
@@ -312,6 +316,15 @@ func (s *soak) startNodes() {
 		addrs = append(addrs, fmt.Sprintf("%q", fs.rpc))
 	}
 	ports := freePorts(t, 9)
+	s.portNames = map[int]string{}
+	for _, fs := range s.servers {
+		for _, a := range []string{fs.rpc, strings.TrimPrefix(fs.url, "https://")} {
+			s.portNames[portOf(t, a)] = fs.name + " " + map[bool]string{true: "rpc", false: "http"}[a == fs.rpc]
+		}
+	}
+	for i := 0; i < 3; i++ {
+		s.portNames[ports[i*3]] = fmt.Sprintf("node%d http", i)
+	}
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
 		f, _ := pki.issue(fmt.Sprintf("node%d", i), agent.RoleClient)
@@ -680,7 +693,7 @@ func (s *soak) figures() map[string]soakFigures {
 				role = "leader"
 			}
 		}
-		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role}
+		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role, fdKinds: fdKinds(pid, s.portNames)}
 	}
 	return out
 }
@@ -706,6 +719,61 @@ func (s *soak) reference(base map[string]soakFigures, name, role string) soakFig
 		return base[name]
 	}
 	return soakFigures{rssKiB: sum.rssKiB / n, goroutines: sum.goroutines / n, fds: sum.fds / n, role: role}
+}
+
+// fdKinds counts a process's descriptors by kind: TCP sockets by the
+// agent port at either end (names), in the state /proc/net/tcp gives,
+// and other descriptors by their link with numbers left out.
+func fdKinds(pid int, names map[int]string) map[string]int {
+	type sock struct {
+		local, remote int
+		state         string
+	}
+	socks := map[string]sock{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 10 {
+				continue
+			}
+			port := func(a string) int {
+				v, _ := strconv.ParseInt(a[strings.LastIndexByte(a, ':')+1:], 16, 32)
+				return int(v)
+			}
+			socks[fs[9]] = sock{port(fs[1]), port(fs[2]), fs[3]}
+		}
+	}
+	out := map[string]int{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		inode, isSock := strings.CutPrefix(l, "socket:[")
+		sk, known := socks[strings.TrimSuffix(inode, "]")]
+		switch {
+		case !isSock:
+			out[strings.Map(func(r rune) rune {
+				if r >= '0' && r <= '9' {
+					return -1
+				}
+				return r
+			}, l)]++
+		case !known:
+			out["socket (not tcp)"]++
+		case sk.state == "0A":
+			out["listen "+names[sk.local]]++
+		case names[sk.remote] != "":
+			out["to "+names[sk.remote]]++
+		case names[sk.local] != "":
+			out["from a peer on "+names[sk.local]]++
+		default:
+			out["tcp other"]++
+		}
+	}
+	return out
 }
 
 // verifyMeta reads every acknowledged metadata key back.
@@ -745,6 +813,9 @@ func (s *soak) report(base, final map[string]soakFigures) {
 		mark := ""
 		if grew(a.rssKiB, b.rssKiB) || grew(a.goroutines, b.goroutines) || grew(a.fds, b.fds) {
 			mark, ok = " (over 10 %)", false
+		}
+		if grew(a.fds, b.fds) {
+			t.Logf("soak: %s fds after warm-up %v; at the end %v", p.name, base[p.name].fdKinds, b.fdKinds)
 		}
 		w := base[p.name]
 		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
