@@ -104,6 +104,7 @@ type soakFigures struct {
 	rssKiB, goroutines, fds int64
 	role                    string         // servers: "leader" or "follower"; nodes: "node"
 	fdKinds                 map[string]int // what the fds are (fdKinds)
+	goroutineProfile        string         // pprof goroutine?debug=1
 }
 
 // soak is one soak run: three servers and three nodes as processes with
@@ -676,6 +677,7 @@ func (s *soak) figures() map[string]soakFigures {
 	out := map[string]soakFigures{}
 	for i, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
 		var g int64
+		var prof string
 		url := s.serverURL(i) + "/v1/agent/pprof/goroutine?debug=1"
 		if i < len(s.srvs) {
 			url = s.servers[i].url + "/v1/agent/pprof/goroutine?debug=1"
@@ -683,7 +685,8 @@ func (s *soak) figures() map[string]soakFigures {
 			url += "&node_id=" + s.ids()[i-len(s.srvs)]
 		}
 		if code, body, _ := s.callTimeout(30*time.Second, "GET", url, nil); code == 200 {
-			fmt.Sscanf(string(body), "goroutine profile: total %d", &g)
+			prof = string(body)
+			fmt.Sscanf(prof, "goroutine profile: total %d", &g)
 		}
 		pid := p.pid()
 		role := "node"
@@ -693,7 +696,7 @@ func (s *soak) figures() map[string]soakFigures {
 				role = "leader"
 			}
 		}
-		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role, fdKinds: fdKinds(pid, s.portNames)}
+		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role, fdKinds: fdKinds(pid, s.portNames), goroutineProfile: prof}
 	}
 	return out
 }
@@ -816,6 +819,9 @@ func (s *soak) report(base, final map[string]soakFigures) {
 		}
 		if grew(a.fds, b.fds) {
 			t.Logf("soak: %s fds after warm-up %v; at the end %v", p.name, base[p.name].fdKinds, b.fdKinds)
+		}
+		if grew(a.goroutines, b.goroutines) {
+			t.Logf("soak: %s goroutines after warm-up:\n%s\nat the end:\n%s", p.name, base[p.name].goroutineProfile, b.goroutineProfile)
 		}
 		w := base[p.name]
 		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
