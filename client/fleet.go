@@ -239,14 +239,14 @@ func NewFleet(cfg *FleetConfig) (*Fleet, error) {
 		rpcCfg.Logger = logger.Named("rpc")
 	}
 	if rpcCfg.Yamux == nil {
-		// The servers ping every session (yamux keepalive); a node's own
-		// pings add a goroutine and a timer per node and tell it nothing
-		// its heartbeats do not: a dead server fails the next heartbeat,
-		// and a killed one resets the connection at once. One yamux
-		// logger serves the fleet (yamux's default writes to stderr past
-		// the log level, and rpc would make one per dial).
+		// Fleet nodes ping their servers like any node (rpc.Config
+		// KeepAliveInterval: a timer per session, no goroutine while it
+		// waits): a killed server resets the connection at once, but a
+		// frozen or blackholed one is only noticed by an unanswered
+		// ping, long before the next heartbeat at fleet-size TTLs. One
+		// yamux logger serves the fleet (yamux's default writes to
+		// stderr past the log level, and rpc would make one per dial).
 		yc := yamux.DefaultConfig()
-		yc.EnableKeepAlive = false
 		yc.LogOutput = nil
 		yc.Logger = rpcCfg.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 		rpcCfg.Yamux = yc

@@ -260,6 +260,7 @@ type fleetBench struct {
 	fleetArgs []string
 	nodeIDs   []string
 	alive     [3]atomic.Bool
+	pki       *testPKI // the CA and its files, for more agents (the soak's nodes)
 }
 
 // serverSample is what a server costs at one moment.
@@ -420,6 +421,7 @@ func runFleetBench(ctx context.Context, t *testing.T, n int) *fleetResult {
 func (b *fleetBench) startServers() {
 	t := b.t
 	pki := newTestPKI(t)
+	b.pki = pki
 	cli, _ := pki.issue("cli", agent.RoleCLI)
 	b.hc = pki.httpClient(t, &cli, "server.global.nomad")
 	b.hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 512

@@ -19,9 +19,12 @@ import (
 type Config struct {
 	// HandshakeTimeout is the deadline for the first byte of a connection
 	// or stream, for a TLS handshake, for unary request and streaming
-	// headers, and for the first frame (the arguments) of a streaming
-	// call. It bounds how long a stalled or hostile peer can hold a
-	// goroutine before saying what it wants. Default 5s.
+	// headers, for the first frame (the arguments) of a streaming
+	// call, and (plus the message's size at 64 KiB/s) for the rest of
+	// any later stream message once its first byte has come: a quiet
+	// stream has no bound, half a message does.
+	// It bounds how long a stalled or hostile peer can hold a goroutine
+	// before saying what it wants. Default 5s.
 	HandshakeTimeout time.Duration
 
 	// MaxMessageSize is the largest encoded message (header, body or
@@ -121,6 +124,28 @@ type Config struct {
 	// FIN is noticed when the session is idle. Default 30s.
 	TCPKeepAlive time.Duration
 
+	// KeepAliveInterval is how often a session pings its peer (yamux's
+	// ping, sent from a timer of the session's, keepalive.go), each wait
+	// shortened by up to a quarter at random so that sessions opened
+	// together do not ping together. With KeepAliveTimeout it bounds how
+	// long a peer that stops answering without a reset (a blackholed
+	// link, a SIGSTOPped process) goes unnoticed: at most interval plus
+	// timeout, 8 s by default, for an idle session and for the calls in
+	// flight on it, which then fail with ErrSessionClosed. Both ends ping:
+	// 10,000 sessions cost a server 2,500 pings a second each way, a
+	// timer per session and no goroutine while they wait. It takes the
+	// place of Yamux.KeepAliveInterval; a Yamux config that turns
+	// EnableKeepAlive off, or -1 here, means no pings. Default 4s.
+	KeepAliveInterval time.Duration
+
+	// KeepAliveTimeout is how long a ping may go unanswered before the
+	// session is closed. It is separate from yamux's
+	// ConnectionWriteTimeout (10 s), which also bounds how long a frame
+	// may wait for a congested socket: a slow link must not kill a
+	// session that a frozen peer should. At most ConnectionWriteTimeout
+	// is effective (yamux's ping gives up then). Default 4s.
+	KeepAliveTimeout time.Duration
+
 	// MaxIdleStreams bounds the unary streams a session keeps open after
 	// a clean call, for the next call to reuse (one write per call instead
 	// of a stream open, a mode byte and a close each way). Each idle
@@ -212,6 +237,8 @@ const (
 	defaultDialTimeout      = 10 * time.Second
 	defaultMaxConnsPerIP    = 0 // unlimited
 	defaultTCPKeepAlive     = 30 * time.Second
+	defaultKeepAlive        = 4 * time.Second
+	defaultKeepAliveTimeout = 4 * time.Second
 	defaultMaxIdleStreams   = 64
 	defaultHandlerWatch     = 5 * time.Millisecond
 	defaultReadProbeDelay   = 10 * time.Millisecond
@@ -242,6 +269,8 @@ func DefaultConfig() *Config {
 		MaxConnsPerIP:    defaultMaxConnsPerIP,
 
 		TCPKeepAlive:      defaultTCPKeepAlive,
+		KeepAliveInterval: defaultKeepAlive,
+		KeepAliveTimeout:  defaultKeepAliveTimeout,
 		MaxIdleStreams:    defaultMaxIdleStreams,
 		CallWatchTick:     defaultCallWatchTick,
 		LongCallAfter:     defaultLongCallAfter,
@@ -278,6 +307,10 @@ func (c *Config) Verify() error {
 		return errors.New("max conns per ip must be positive, 0 (default) or -1 (unlimited)")
 	case c.TCPKeepAlive < 0:
 		return errors.New("tcp keepalive must not be negative")
+	case c.KeepAliveInterval < -1:
+		return errors.New("keepalive interval must be positive, 0 (default) or -1 (no pings)")
+	case c.KeepAliveTimeout < 0:
+		return errors.New("keepalive timeout must not be negative")
 	case c.MaxIdleStreams < -1 || c.MaxIdleStreams > maxIdleStreams:
 		return fmt.Errorf("max idle streams must be at most %d, 0 (default) or -1 (none)", maxIdleStreams)
 	case c.CallWatchTick < 0:
@@ -348,6 +381,7 @@ func (c *Config) normalize() (*Config, error) {
 	}
 	orDefault(&n.TCPKeepAlive, defaultTCPKeepAlive)
 	orDefault(&n.MaxIdleStreams, defaultMaxIdleStreams)
+	orDefault(&n.KeepAliveTimeout, defaultKeepAliveTimeout)
 	orDefault(&n.CallWatchTick, defaultCallWatchTick)
 	orDefault(&n.LongCallAfter, defaultLongCallAfter)
 	orDefault(&n.HandlerWatchDelay, defaultHandlerWatch)
@@ -383,6 +417,12 @@ func (c *Config) normalize() (*Config, error) {
 	} else {
 		y = n.Yamux.Clone()
 	}
+	orDefault(&n.KeepAliveInterval, defaultKeepAlive)
+	if n.KeepAliveInterval < 0 {
+		y.EnableKeepAlive = false
+	} else {
+		y.KeepAliveInterval = n.KeepAliveInterval
+	}
 	if y.Logger == nil && y.LogOutput == nil {
 		y.Logger = n.Logger.Named("yamux").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	}
@@ -394,7 +434,7 @@ func (c *Config) normalize() (*Config, error) {
 	n.yamuxSession = ys
 	n.keepAliveInterval = 0
 	if y.EnableKeepAlive {
-		n.keepAliveInterval = y.KeepAliveInterval
+		n.keepAliveInterval = n.KeepAliveInterval
 	}
 	if n.TLSConfig != nil {
 		n.TLSConfig = n.TLSConfig.Clone()

@@ -36,6 +36,8 @@ func TestConfig_Verify(t *testing.T) {
 		{"idle streams below -1", func(c *Config) { c.MaxIdleStreams = -2 }, "max idle streams"},
 		{"too many idle streams", func(c *Config) { c.MaxIdleStreams = maxIdleStreams + 1 }, "max idle streams"},
 		{"negative keepalive", func(c *Config) { c.TCPKeepAlive = -1 }, "tcp keepalive"},
+		{"keepalive interval below -1", func(c *Config) { c.KeepAliveInterval = -2 }, "keepalive interval"},
+		{"negative keepalive timeout", func(c *Config) { c.KeepAliveTimeout = -1 }, "keepalive timeout"},
 		{"negative watch tick", func(c *Config) { c.CallWatchTick = -1 }, "call watch tick"},
 		{"negative long call", func(c *Config) { c.LongCallAfter = -1 }, "long call after"},
 		{"negative handler watch", func(c *Config) { c.HandlerWatchDelay = -1 }, "handler watch delay"},
@@ -104,6 +106,8 @@ func TestConfig_Defaults(t *testing.T) {
 			got, want any
 		}{
 			{"TCPKeepAlive", c.TCPKeepAlive, 30 * time.Second},
+			{"KeepAliveInterval", c.KeepAliveInterval, 4 * time.Second},
+			{"KeepAliveTimeout", c.KeepAliveTimeout, 4 * time.Second},
 			{"MaxIdleStreams", c.MaxIdleStreams, 64},
 			{"CallWatchTick", c.CallWatchTick, 10 * time.Millisecond},
 			{"LongCallAfter", c.LongCallAfter, 50 * time.Millisecond},
@@ -148,5 +152,38 @@ func TestConfig_TunablesReachTheirUsers(t *testing.T) {
 	p.node.idleMu.Unlock()
 	if n != 0 {
 		t.Errorf("%d idle streams kept with MaxIdleStreams -1", n)
+	}
+}
+
+// TestConfig_KeepAlive checks which pings a session runs: the default
+// interval, one set here over yamux's, none for -1 or for a yamux config
+// that turns keepalive off; yamux's own keepalive goroutine never runs.
+func TestConfig_KeepAlive(t *testing.T) {
+	noYamuxKA := yamux.DefaultConfig()
+	noYamuxKA.EnableKeepAlive = false
+	cases := []struct {
+		name string
+		cfg  Config
+		want time.Duration
+	}{
+		{"default", Config{}, 4 * time.Second},
+		{"set", Config{KeepAliveInterval: time.Second, Yamux: yamux.DefaultConfig()}, time.Second},
+		{"yamux interval ignored", Config{Yamux: yamux.DefaultConfig()}, 4 * time.Second},
+		{"off", Config{KeepAliveInterval: -1}, 0},
+		{"yamux off", Config{Yamux: noYamuxKA}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := tc.cfg.normalize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.keepAliveInterval != tc.want {
+				t.Errorf("session keepalive = %v; want %v", n.keepAliveInterval, tc.want)
+			}
+			if n.yamuxSession.EnableKeepAlive {
+				t.Error("yamux's keepalive goroutine is on")
+			}
+		})
 	}
 }

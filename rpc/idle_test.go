@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // The tests of what an idle session keeps (idle_cost_test.go measures
@@ -151,10 +149,8 @@ func TestFrameCoalescer_FlusherOnlyWhileQueued(t *testing.T) {
 // closed.
 func TestSession_KeepAliveTimer(t *testing.T) {
 	fast := func(c *Config) {
-		y := yamux.DefaultConfig()
-		y.KeepAliveInterval = 20 * time.Millisecond
-		y.ConnectionWriteTimeout = 200 * time.Millisecond
-		c.Yamux = y
+		c.KeepAliveInterval = 20 * time.Millisecond
+		c.KeepAliveTimeout = 200 * time.Millisecond
 	}
 	t.Run("answered", func(t *testing.T) {
 		p := newTestPair(t, "tcp", pairOpts{clientCfg: fast, serverCfg: fast})
@@ -182,14 +178,20 @@ func TestSession_KeepAliveTimer(t *testing.T) {
 		}()
 		cfg := testConfig(t)
 		fast(cfg)
+		cfg.Counters = &Counters{}
 		s, err := NewClientSession(c1, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		closed := make(chan struct{})
 		s.AfterClose(func() { close(closed) })
-		recvWithin(t, s.CloseChan(), 10*time.Second, "the session to close")
-		recvWithin(t, closed, 10*time.Second, "AfterClose to run")
+		// Well before yamux's ConnectionWriteTimeout (10 s), which is
+		// all its own ping waits for: the session's timeout closed it.
+		recvWithin(t, s.CloseChan(), 5*time.Second, "the session to close")
+		recvWithin(t, closed, 5*time.Second, "AfterClose to run")
+		if got := cfg.Counters.Stats()["rpc_keepalive_timeouts"]; got != 1 {
+			t.Errorf("rpc_keepalive_timeouts = %d; want 1", got)
+		}
 	})
 }
 

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -13,33 +14,58 @@ import (
 // (Config.yamuxSession) and runs the same ping from a timer instead: no
 // goroutine while it waits, one for the length of a ping when it fires.
 // Runtime timers live in per-P heaps, so 10,000 sessions share no lock.
+//
+// A ping that goes unanswered for Config.KeepAliveTimeout closes the
+// session, which fails the calls in flight on it: a peer that stopped
+// answering without a reset (a blackholed link, a frozen process) is
+// noticed within interval + timeout. yamux's own ping waits for
+// ConnectionWriteTimeout, the bound it also puts on a congested socket,
+// so the session arms a timer of its own for the ping it sends.
 
 // startKeepAlive arms the keepalive timer when the config asks for one.
 func (s *Session) startKeepAlive() {
-	if d := s.cfg.keepAliveInterval; d > 0 {
+	if s.cfg.keepAliveInterval > 0 {
 		s.idleMu.Lock()
-		s.keepAlive = time.AfterFunc(d, s.keepAlivePing)
+		s.keepAlive = time.AfterFunc(s.nextKeepAlive(), s.keepAlivePing)
 		s.idleMu.Unlock()
 	}
 }
 
+// nextKeepAlive is the wait before the next ping: the interval, less up to
+// a quarter of it at random.
+func (s *Session) nextKeepAlive() time.Duration {
+	d := s.cfg.keepAliveInterval
+	return d - rand.N(d/4+1)
+}
+
 // keepAlivePing pings the peer and re-arms, or closes the session when
-// the ping fails (yamux's keepalive does the same, with
-// ErrKeepAliveTimeout).
+// the ping fails or goes unanswered for KeepAliveTimeout (yamux's
+// keepalive does the same, with ErrKeepAliveTimeout).
 func (s *Session) keepAlivePing() {
 	if s.IsClosed() {
 		return
 	}
-	if _, err := s.ys.Ping(); err != nil {
+	timeout := s.cfg.KeepAliveTimeout
+	expired := time.AfterFunc(timeout, func() {
+		s.cfg.Counters.keepAliveTimeout()
+		s.logger.Warn("keepalive unanswered; closing session", "remote", s.RemoteAddr(), "timeout", timeout)
+		s.Close()
+	})
+	_, err := s.ys.Ping()
+	if !expired.Stop() {
+		return // closed by the timeout
+	}
+	if err != nil {
 		if !errors.Is(err, yamux.ErrSessionShutdown) {
-			s.logger.Error("keepalive failed; closing session", "error", err)
+			s.cfg.Counters.keepAliveTimeout()
+			s.logger.Warn("keepalive failed; closing session", "remote", s.RemoteAddr(), "error", err)
 		}
 		s.Close()
 		return
 	}
 	s.idleMu.Lock()
 	if !s.ys.IsClosed() {
-		s.keepAlive.Reset(s.cfg.keepAliveInterval)
+		s.keepAlive.Reset(s.nextKeepAlive())
 	}
 	s.idleMu.Unlock()
 }

@@ -9,6 +9,7 @@ type Counters struct {
 	connsOverLimit    atomic.Uint64 // connections refused over MaxConnsPerIP
 	handshakesRefused atomic.Uint64 // connections refused before a protocol was served
 	framesOverLimit   atomic.Uint64 // frames refused over MaxMessageSize
+	keepAlivesFailed  atomic.Uint64 // sessions closed because a ping went unanswered
 }
 
 func (c *Counters) connOverLimit() {
@@ -29,11 +30,18 @@ func (c *Counters) frameOverLimit() {
 	}
 }
 
+func (c *Counters) keepAliveTimeout() {
+	if c != nil {
+		c.keepAlivesFailed.Add(1)
+	}
+}
+
 // Stats returns the totals: "rpc_conns_over_limit" (connections refused
 // over the per-IP limit), "rpc_handshakes_refused" (no protocol byte in
 // time, an unknown one, TLS refused or required, a raft peer refused)
-// and "rpc_frames_over_limit" (requests and stream messages over the
-// message size limit).
+// "rpc_frames_over_limit" (requests and stream messages over the
+// message size limit) and "rpc_keepalive_timeouts" (sessions closed
+// because the peer stopped answering pings).
 func (c *Counters) Stats() map[string]uint64 {
 	if c == nil {
 		return map[string]uint64{}
@@ -42,6 +50,7 @@ func (c *Counters) Stats() map[string]uint64 {
 		"rpc_conns_over_limit":   c.connsOverLimit.Load(),
 		"rpc_handshakes_refused": c.handshakesRefused.Load(),
 		"rpc_frames_over_limit":  c.framesOverLimit.Load(),
+		"rpc_keepalive_timeouts": c.keepAlivesFailed.Load(),
 	}
 }
 

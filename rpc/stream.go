@@ -3,6 +3,7 @@ package rpc
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,9 @@ type Stream struct {
 	mu           sync.Mutex
 	readAborted  bool
 	writeAborted bool
+	// lingering: the handler is done and waits, bounded, for the
+	// caller's close; the pump leaves that read deadline alone.
+	lingering bool
 
 	frames    chan Msg      // pump → Recv, unbuffered
 	pumpDone  chan struct{} // closed when the pump exits; recvErr is set
@@ -326,10 +330,21 @@ func (s *Stream) pump() {
 		s.setReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	}
 	for {
+		bounded := false
+		if !awaitArgs {
+			var err error
+			if bounded, err = s.awaitMessage(); err != nil {
+				s.recvErr = s.pumpError(err)
+				return
+			}
+		}
 		kind, body, err := readFrame(s.br, s.cfg.MaxMessageSize)
 		if err != nil {
 			s.recvErr = s.pumpError(err)
 			return
+		}
+		if bounded {
+			s.messageDeadline(0)
 		}
 		if awaitArgs {
 			awaitArgs = false
@@ -350,6 +365,52 @@ func (s *Stream) pump() {
 			return
 		}
 	}
+}
+
+// slowestMessageRate is the least rate at which the rest of a message
+// must come once it has begun, beyond HandshakeTimeout: a 4 MiB message
+// may take 5 s + 64 s on a crawling link, half a message never ends.
+const slowestMessageRate = 64 << 10 // bytes per second
+
+// awaitMessage waits, with no deadline (a follow may be quiet for
+// hours), for the first byte of the next message. Once it has come, the
+// rest must come within HandshakeTimeout plus its size at
+// slowestMessageRate: a peer that sends a message's header and then
+// nothing would otherwise hold the stream, and whatever waits on it, for
+// ever, while the session looks healthy. A message already whole in the
+// read buffer, the common case for small frames, arms nothing; bounded
+// says whether a deadline was armed.
+func (s *Stream) awaitMessage() (bounded bool, err error) {
+	if _, err := s.br.Peek(1); err != nil {
+		return false, err
+	}
+	d := s.cfg.HandshakeTimeout
+	if n := s.br.Buffered(); n >= frameHeaderSize {
+		hdr, _ := s.br.Peek(frameHeaderSize)
+		size := uint64(binary.BigEndian.Uint32(hdr))
+		if uint64(n) >= frameHeaderSize+size {
+			return false, nil
+		}
+		d += time.Duration(min(size, uint64(s.cfg.MaxMessageSize))) * time.Second / slowestMessageRate
+	}
+	s.messageDeadline(d)
+	return true, nil
+}
+
+// messageDeadline arms the bound on the rest of a message, or clears it
+// (d 0), unless reads were aborted or the stream lingers for the
+// caller's close (its own bound).
+func (s *Stream) messageDeadline(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readAborted || s.lingering {
+		return
+	}
+	var t time.Time
+	if d > 0 {
+		t = time.Now().Add(d)
+	}
+	s.conn.SetReadDeadline(t)
 }
 
 // trailer handles the final message of a handler (caller role).
@@ -460,6 +521,9 @@ func (s *Stream) finish(herr error) {
 	case <-s.closed:
 	default:
 		closeWrite(s.conn)
+		s.mu.Lock()
+		s.lingering = true
+		s.mu.Unlock()
 		s.setReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		select {
 		case <-s.pumpDone:

@@ -252,6 +252,11 @@ func (m *membership) update(n *memberlist.Node, status string) {
 	}
 	m.members[n.Name] = &Member{Name: n.Name, Addr: n.Addr.String(), Port: n.Port, Tags: tags, Status: status, since: since}
 	m.mu.Unlock()
+	if old != nil && old.Status == MemberAlive && status != MemberAlive && m.s.routes != nil {
+		if dropped := m.s.routes.dropVia(tags["rpc_addr"]); dropped > 0 {
+			m.logger.Info("dropped node routes through a server that is gone", "member", n.Name, "routes", dropped)
+		}
+	}
 	select {
 	case m.eventCh <- struct{}{}:
 	default:

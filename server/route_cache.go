@@ -114,6 +114,23 @@ func (c *routeCache) put(nodeID, addr string, ttl time.Duration) {
 // drop forgets nodeID.
 func (c *routeCache) drop(nodeID string) { c.shard(nodeID).Remove(nodeID) }
 
+// dropVia forgets every route through the peer at addr: membership saw it
+// fail or leave, and a call sent there could only wait for the peer's
+// session to time out (a frozen or partitioned server accepts TCP and
+// answers nothing). Rare, so a walk of every shard is fine.
+func (c *routeCache) dropVia(addr string) int {
+	n := 0
+	for _, sh := range c.shards {
+		for _, id := range sh.Keys() {
+			if e, ok := sh.Peek(id); ok && e.addr == addr {
+				sh.Remove(id)
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // len returns how many entries are cached (expired ones included until
 // they are next read or pushed out).
 func (c *routeCache) len() int {
