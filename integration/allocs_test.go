@@ -276,7 +276,7 @@ func TestJobs_BadInput(t *testing.T) {
 		{"negative count", `{"Job":{"ID":"x","TaskGroups":[{"Name":"g","Count":-1,"Tasks":[` + task + `]}]}}`, "Job.TaskGroups[0].Count"},
 		{"unknown job field", `{"Job":{"ID":"x","Bogus":1,"TaskGroups":[{"Name":"g","Tasks":[` + task + `]}]}}`, `unknown field "Bogus"`},
 		{"unknown task field", `{"Job":{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t","Driver":"raw_exec","Config":{"command":"/bin/true"},"Nope":true}]}]}}`, `Job.TaskGroups[0].Tasks[0]: unknown field "Nope"`},
-		{"docker driver", `{"Job":{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t","Driver":"docker","Config":{"image":"redis"}}]}]}}`, "Job.TaskGroups[0].Tasks[0].Driver"},
+		{"no driver", `{"Job":{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t","Config":{"image":"redis"}}]}]}}`, "Job.TaskGroups[0].Tasks[0].Driver: missing task driver"},
 		{"missing id", `{"Job":{"TaskGroups":[{"Name":"g","Tasks":[` + task + `]}]}}`, "Job.ID"},
 		{"path in task name", `{"Job":{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"../etc","Driver":"raw_exec","Config":{"command":"/bin/true"}}]}]}}`, "task name"},
 		{"not json", `{"Job":`, "failed to parse job"},

@@ -86,14 +86,14 @@ func (s *Server) ForceLeave(name string, prune bool) error {
 	}
 	m := s.members
 	var body []byte // the encoder writes from the start of its buffer
-	if err := codec.NewEncoderBytes(&body, msgpackHandle).Encode(&forceLeaveIntent{Name: name, Prune: prune}); err != nil {
+	if err := codec.NewEncoderBytes(&body, msgpackHandle).Encode(&forceLeaveIntent{Name: name, Prune: prune, At: time.Now().UnixNano()}); err != nil {
 		return fmt.Errorf("encoding force-leave: %w", err)
 	}
 	b := append([]byte{intentForceLeave}, body...)
 	if len(b) > maxIntentSize {
 		return structs.BadRequest("node name too long")
 	}
-	m.forceLeave(name, prune)
+	m.forceLeave(name, prune, time.Now())
 	m.bcast.QueueBroadcast(&intentBroadcast{name: name, msg: b})
 	return nil
 }
@@ -109,6 +109,11 @@ const (
 type forceLeaveIntent struct {
 	Name  string
 	Prune bool
+	// At is when the intent was made (Unix ns; 0 from servers that do not
+	// say): an alive member whose status changed since is left alone, so
+	// that a retransmission of the intent cannot mark a member that came
+	// back as leaving.
+	At int64 `codec:",omitempty"`
 }
 
 // intentBroadcast is a queued intent; a newer one for the same member
@@ -134,11 +139,16 @@ func (m *membership) numMembers() int {
 }
 
 // forceLeave applies a force-leave intent here.
-func (m *membership) forceLeave(name string, prune bool) {
+func (m *membership) forceLeave(name string, prune bool, at time.Time) {
 	m.mu.Lock()
 	mem := m.members[name]
 	switch {
 	case mem == nil:
+		m.mu.Unlock()
+		return
+	case (mem.Status == MemberAlive || mem.Status == MemberLeaving) && (name == m.self || !at.IsZero() && mem.since.After(at)):
+		// As serf, a running member refutes an intent about itself; and
+		// an intent older than the member's alive status is stale.
 		m.mu.Unlock()
 		return
 	case mem.Status == MemberAlive || mem.Status == MemberLeaving:

@@ -197,7 +197,11 @@ func (m *membership) NotifyMsg(b []byte) {
 		m.logger.Warn("undecodable force-leave intent", "error", err)
 		return
 	}
-	m.forceLeave(in.Name, in.Prune)
+	var at time.Time
+	if in.At != 0 {
+		at = time.Unix(0, in.At)
+	}
+	m.forceLeave(in.Name, in.Prune, at)
 }
 
 // GetBroadcasts implements memberlist.Delegate: the queued force-leave
