@@ -135,6 +135,22 @@ func TestGoClientScale_UpDownAndEvents(t *testing.T) {
 		}
 	}
 
+	// Registering the same spec again (its Scaling block unchanged, the
+	// count where the scale left it) keeps the allocation in place.
+	running := waitAllocsStatus(t, api, "scaled", 1, "running")
+	if _, _, err := jobs.Register(scaleJob("scaled", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	allocs, _, err := jobs.Allocations("scaled", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range allocs {
+		if a.DesiredStatus == "run" && a.ID != running[0].ID {
+			t.Fatalf("re-registration placed %s; want %s kept", a.ID, running[0].ID)
+		}
+	}
+
 	// Purging the job removes its events: a new job of the same ID has none.
 	if _, _, err := jobs.Deregister("scaled", true, nil); err != nil {
 		t.Fatal(err)
