@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strings"
@@ -39,6 +40,7 @@ var (
 	restartKeys    = keySet("Interval", "Attempts", "Delay", "Mode", "RenderTemplates")
 	constraintKeys = keySet("LTarget", "RTarget", "Operand")
 	diskKeys       = keySet("Sticky", "Migrate", "SizeMB")
+	scalingKeys    = keySet("ID", "Namespace", "Type", "Target", "Policy", "Min", "Max", "Enabled", "CreateIndex", "ModifyIndex")
 )
 
 // idPattern bounds group and task names: they become file names (task
@@ -206,6 +208,11 @@ func decodeGroup(raw json.RawMessage, path string) (*structs.TaskGroup, error) {
 	}
 	if tg.Count < 0 {
 		return nil, structs.BadRequest("%s.Count: must not be negative", path)
+	}
+	if sc, ok := obj["Scaling"]; ok && !isNull(sc) {
+		if tg.Scaling, err = decodeScaling(sc, path+".Scaling", tg, isNull(obj["Count"])); err != nil {
+			return nil, err
+		}
 	}
 	if tg.Constraints, err = constraints(obj, path+".Constraints"); err != nil {
 		return nil, err
@@ -517,3 +524,70 @@ func integer(obj map[string]json.RawMessage, path string, def int) (int, error) 
 	}
 	return *v, nil
 }
+
+// decodeScaling reads a group's Scaling block (api.ScalingPolicy) with
+// Nomad's defaults and checks: Min defaults to the group's count, and a
+// group without a Count takes Min (noCount); Max is required; the count
+// must lie in [Min, Max]. The server fills the ID and Target.
+func decodeScaling(raw json.RawMessage, path string, tg *structs.TaskGroup, noCount bool) (*structs.ScalingPolicy, error) {
+	if len(raw) > maxScalingPolicyBytes {
+		return nil, structs.BadRequest("%s: longer than %d bytes", path, maxScalingPolicyBytes)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return nil, structs.BadRequest("%s: must be an object", path)
+	}
+	if err := checkKeys(path, obj, scalingKeys); err != nil {
+		return nil, err
+	}
+	var in struct {
+		Min, Max *int64
+		Enabled  *bool
+		Type     string
+		Policy   map[string]any
+	}
+	for _, f := range []struct {
+		key string
+		dst any
+	}{{"Min", &in.Min}, {"Max", &in.Max}, {"Enabled", &in.Enabled}, {"Type", &in.Type}, {"Policy", &in.Policy}} {
+		if err := into(obj, path+"."+f.key, f.dst); err != nil {
+			return nil, err
+		}
+	}
+	p := &structs.ScalingPolicy{Type: in.Type, Policy: in.Policy, Enabled: in.Enabled == nil || *in.Enabled, Max: -1}
+	if p.Type == "" {
+		p.Type = structs.ScalingPolicyTypeHorizontal
+	}
+	if p.Type != structs.ScalingPolicyTypeHorizontal {
+		return nil, structs.BadRequest("Scaling policy invalid: task group scaling policy had invalid type: %q", p.Type)
+	}
+	if in.Max != nil {
+		p.Max = *in.Max
+	}
+	switch {
+	case in.Min != nil:
+		p.Min = *in.Min
+		if noCount && p.Min >= 0 && p.Min <= math.MaxInt32 {
+			tg.Count = int(p.Min)
+		}
+	default:
+		p.Min = int64(tg.Count)
+	}
+	switch {
+	case p.Max < 0:
+		return nil, structs.BadRequest("Scaling policy invalid: maximum count must be specified and non-negative")
+	case p.Min < 0:
+		return nil, structs.BadRequest("Scaling policy invalid: minimum count must be specified and non-negative")
+	case p.Max < p.Min:
+		return nil, structs.BadRequest("Scaling policy invalid: maximum count must not be less than minimum count")
+	case p.Max < int64(tg.Count):
+		return nil, structs.BadRequest("Scaling policy invalid: task group count must not be greater than maximum count in scaling policy")
+	case int64(tg.Count) < p.Min:
+		return nil, structs.BadRequest("Scaling policy invalid: task group count must not be less than minimum count in scaling policy")
+	}
+	return p, nil
+}
+
+// maxScalingPolicyBytes bounds a Scaling block (its Policy is free-form
+// and kept on the job).
+const maxScalingPolicyBytes = 64 << 10

@@ -41,6 +41,7 @@ func (a *Agent) router() http.Handler {
 	r.handle("/v1/job/{id}/summary", a.wrap(a.jobSummary))
 	r.handle("/v1/job/{id}/deployment", a.wrap(a.jobDeployment))
 	r.handle("/v1/job/{id}/scale", a.wrap(a.jobScale))
+	r.handle("/v1/job//scale", a.wrap(a.jobScale))   // no job ID: a 400 naming it, not a redirect
 	r.handle("/v1/job/{id}/logs", a.wrap(a.jobLogs)) // job-wide logs (endpoints_joblogs.go)
 	r.handle("/v1/evaluations", a.wrap(a.evaluationsList))
 	r.handle("/v1/evaluation/{id}", a.wrap(a.evaluationInfo))

@@ -51,6 +51,11 @@ const (
 	// 30: eval_state.go.)
 	msgUpsertACLRoles msgType = 31
 	msgDeleteACLRoles msgType = 32
+
+	// Scaling events (scaling.go), written with msgIgnoreUnknown: a
+	// server that skips them answers a job's scale status with fewer
+	// events, nothing else.
+	msgUpsertScalingEvent msgType = 33
 )
 
 // msgIgnoreUnknown, set in a command's type, tells a server that does not

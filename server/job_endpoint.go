@@ -34,16 +34,15 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 	}
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
-	if req.PreserveCounts || req.PreserveResources || req.EnforceIndex {
-		old, err := s.store.Job(job.Namespace, job.ID)
-		if err != nil {
-			return err
-		}
-		if err := enforceIndex(req.JobRegisterOptions, old); err != nil {
-			return err
-		}
-		preserve(job, old, req.PreserveCounts, req.PreserveResources)
+	old, err := s.store.Job(job.Namespace, job.ID)
+	if err != nil {
+		return err
 	}
+	if err := enforceIndex(req.JobRegisterOptions, old); err != nil {
+		return err
+	}
+	preserve(job, old, req.PreserveCounts, req.PreserveResources)
+	fillScalingPolicies(job, old)
 	job.SubmitTime = time.Now().UnixNano()
 	job.Status = structs.JobStatusPending
 	job.StatusDescription = ""
@@ -59,7 +58,11 @@ func (s *Server) registerJobEndpoint(ctx context.Context, req *jobRegisterReques
 		return err
 	}
 	if stored, _ := s.store.Job(job.Namespace, job.ID); stored != nil {
-		if err := s.recordEvalLocked(ctx, evalID, "job-register", req.EvalPriority, stored, s.lastFailures); err != nil {
+		trigger := req.EvalTrigger
+		if trigger == "" {
+			trigger = "job-register"
+		}
+		if err := s.recordEvalLocked(ctx, evalID, trigger, req.EvalPriority, stored, s.lastFailures); err != nil {
 			return err
 		}
 	}

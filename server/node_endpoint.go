@@ -37,6 +37,7 @@ func (s *Server) registerEndpoints() {
 	rpc.HandleUnary(s.mux, methodLeaderJobRegister, leaderOnly(s, s.registerJobEndpoint))
 	rpc.HandleUnary(s.mux, methodLeaderJobDeregister, leaderOnly(s, s.deregisterJobEndpoint))
 	rpc.HandleUnary(s.mux, methodLeaderAllocStop, leaderOnly(s, s.stopAllocEndpoint))
+	rpc.HandleUnary(s.mux, methodLeaderJobScale, leaderOnly(s, s.scaleJobEndpoint))
 	s.registerRouting()
 
 	forwardNodeRPC[structs.NodeSpecificRequest, structs.HostStats](s, structs.MethodClientStats,

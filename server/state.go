@@ -269,11 +269,13 @@ func (s *StateStore) UpdateJobStatus(ns, id, status, description string) (uint64
 	})
 }
 
-// DeleteJob removes a job (purge).
+// DeleteJob removes a job (purge) and its scaling events.
 func (s *StateStore) DeleteJob(ns, id string) (uint64, error) {
-	return s.write([]string{tableJobs}, func(txn *memdb.Txn, idx uint64) error {
-		_, err := txn.DeleteAll(tableJobs, "id", ns, id)
-		return err
+	return s.write([]string{tableJobs, tableScalingEvents}, func(txn *memdb.Txn, idx uint64) error {
+		if _, err := txn.DeleteAll(tableJobs, "id", ns, id); err != nil {
+			return err
+		}
+		return deleteScalingEventsTxn(txn, ns, id)
 	})
 }
 

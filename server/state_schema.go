@@ -62,5 +62,6 @@ func stateSchema() *memdb.DBSchema {
 	}
 	schema.Tables[tableOneTimeTokens] = oneTimeTokenTableSchema()
 	schema.Tables[tableRootKeys] = rootKeyTableSchema()
+	schema.Tables[tableScalingEvents] = scalingEventsTableSchema()
 	return schema
 }

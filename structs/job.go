@@ -115,6 +115,8 @@ type TaskGroup struct {
 	EphemeralDisk *EphemeralDisk
 	Tasks         []*Task
 	Meta          map[string]string
+	// Scaling is the group's scaling policy (scaling.go), nil for none.
+	Scaling *ScalingPolicy `codec:",omitempty"`
 }
 
 // RestartPolicy says how often a failed task is restarted in place.
@@ -169,6 +171,10 @@ type JobRegisterOptions struct {
 	// JobModifyIndex now (0: only if there is no such job).
 	EnforceIndex   bool   `codec:",omitempty"`
 	JobModifyIndex uint64 `codec:",omitempty"`
+	// EvalTrigger is the TriggeredBy of the registration's evaluation;
+	// "" is "job-register" (a scaling says "job-scaling"). Not read from
+	// HTTP bodies.
+	EvalTrigger string `codec:",omitempty"`
 }
 
 // RegisterEnforceIndexErrPrefix starts the error of a registration whose
