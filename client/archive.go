@@ -13,7 +13,7 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/klauspost/compress/gzip"
+	gzip "github.com/klauspost/pgzip"
 
 	"tether/rpc"
 	"tether/structs"
@@ -98,6 +98,14 @@ func (f *AllocFS) openArchive(p, format string) (*Archive, error) {
 // Close releases the allocation directory.
 func (a *Archive) Close() error { return a.fs.Close() }
 
+// An archive's gzip compresses archiveGzipBlocks blocks of
+// archiveGzipBlock bytes at once (klauspost/pgzip): about 4 MiB held per
+// archive while it runs, whatever the number of cores.
+const (
+	archiveGzipBlock  = 512 << 10
+	archiveGzipBlocks = 4
+)
+
 // ContentType is the archive's media type.
 func (a *Archive) ContentType() string { return ArchiveContentType(a.format) }
 
@@ -120,9 +128,15 @@ func (a *Archive) WriteTo(ctx context.Context, w io.Writer) error {
 	var gz *gzip.Writer
 	if a.format == structs.ArchiveTarGz {
 		// BestSpeed: the archive is made on the node, beside its tasks, and
-		// sent over a network that is rarely slower than level 1.
+		// sent over a network that is rarely slower than level 1. Blocks
+		// are compressed on up to archiveGzipBlocks cores at once (one
+		// core made text the bound: 0.4 of cat's rate), which holds at
+		// most that many blocks in and out per archive.
 		var err error
 		if gz, err = gzip.NewWriterLevel(bw, gzip.BestSpeed); err != nil {
+			return err
+		}
+		if err = gz.SetConcurrency(archiveGzipBlock, archiveGzipBlocks); err != nil {
 			return err
 		}
 		out = gz
