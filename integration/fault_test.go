@@ -22,6 +22,9 @@ import (
 const (
 	faultNoticeBound  = 10 * time.Second
 	faultRecoverBound = 10 * time.Second
+	// serverPause is how long the frozen-server scenario keeps a server
+	// paused (the 30 s).
+	serverPause = 30 * time.Second
 )
 
 // timedGet is a GET bounded by limit that reports its status, body and
@@ -144,9 +147,10 @@ func freeze(t *testing.T, p *proc) (thaw func()) {
 //     a clear error within 10 s, and it answers again within seconds of
 //     SIGCONT;
 //   - the server holding node0's session, while a follow of node0's task
-//     runs through another server: the follow ends within 10 s, and node0
-//     answers through both other servers within 10 s; after SIGCONT the
-//     frozen server answers again.
+//     runs through another server: the follow ends within 10 s, node0
+//     answers through both other servers within 10 s and keeps answering
+//     through them until the server has been paused for 30 s; after
+//     SIGCONT the server answers again and knows the leader.
 func TestFault_Frozen(t *testing.T) {
 	c := startProcCluster(t)
 	ids := c.nodeIDs(c.all())
@@ -206,11 +210,31 @@ func TestFault_Frozen(t *testing.T) {
 		}
 		// A new follow through srv2 works, with node0 now elsewhere.
 		followLogs(t, c.serverURLs[2]+"/v1/client/fs/logs/"+allocID+"?task=t&type=stdout&follow=true&plain=true", "line ")
+		// The pause lasts serverPause in all: meanwhile every call through
+		// the others answers, each within the fault bound.
+		calls := 0
+		tick := time.NewTicker(500 * time.Millisecond)
+		for time.Since(frozen) < serverPause {
+			for _, i := range []int{1, 2} {
+				code, body, d := timedGet(c.serverURLs[i]+"/v1/client/stats?node_id="+node0, faultNoticeBound)
+				if code != 200 {
+					t.Fatalf("%v into the pause, node0 through srv%d: %d %q after %v", time.Since(frozen).Round(time.Second), i, code, body, d)
+				}
+				calls++
+			}
+			<-tick.C
+		}
+		tick.Stop()
 		thaw()
 		thawed := time.Now()
 		back := waitAnswered(t, c.serverURLs[0]+"/v1/client/stats?node_id="+node0, thawed, faultRecoverBound, "srv0 answering after SIGCONT")
-		t.Logf("frozen server: node0 answers through srv1 after %v, srv2 after %v; srv0 answers %v after SIGCONT",
-			took[1].Round(time.Millisecond), took[2].Round(time.Millisecond), back.Round(time.Millisecond))
+		// And it is a member of the cluster again: it knows the leader.
+		waitFor(t, faultRecoverBound-time.Since(thawed), "srv0 knowing the leader after the pause", func() (bool, error) {
+			code, body, _ := timedGet(c.serverURLs[0]+"/v1/status/leader", 2*time.Second)
+			return code == 200 && len(body) > 2, fmt.Errorf("%d %s", code, body)
+		})
+		t.Logf("frozen server: node0 answers through srv1 after %v, srv2 after %v; %d calls through them answered during the %v pause; srv0 answers %v after SIGCONT",
+			took[1].Round(time.Millisecond), took[2].Round(time.Millisecond), calls, serverPause, back.Round(time.Millisecond))
 	})
 }
 
