@@ -118,15 +118,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		scfg.Name = cfg.Name
 		scfg.RPCAdvertise = a.rpcAdvertise
 		scfg.ACLEnabled = cfg.ACL.Enabled
-		scfg.RPC = a.serverRPCConfig()
-		if n := cfg.Limits.RPCMaxConnsPerClient; n > 0 {
-			if scfg.RPC == nil {
-				scfg.RPC = rpc.DefaultConfig()
-			}
-			rc := *scfg.RPC
-			rc.MaxConnsPerIP = n
-			scfg.RPC = &rc
-		}
+		scfg.RPC = a.withLimits(a.serverRPCConfig(), true)
 		if cfg.Server.HeartbeatGrace > 0 {
 			scfg.HeartbeatGrace = cfg.Server.HeartbeatGrace
 		}
@@ -143,7 +135,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			scfg.FailoverHeartbeatTTL = cfg.Server.FailoverHeartbeatTTL
 		}
 		scfg.Logger = a.logger.Named("server")
-		scfg.PeerRPC = a.clientRPCConfig()
+		scfg.PeerRPC = a.withLimits(a.clientRPCConfig(), false)
 		scfg.Build = NomadVersion
 		scfg.BootstrapExpect = cfg.Server.BootstrapExpect
 		scfg.InMemory = cfg.DevMode
@@ -191,7 +183,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		ccfg.ACLEnabled = cfg.ACL.Enabled
 		ccfg.ACLTokenTTL = cfg.ACL.TokenTTL
 		ccfg.ACLPolicyTTL = cfg.ACL.PolicyTTL
-		ccfg.RPC = a.clientRPCConfig()
+		ccfg.RPC = a.withLimits(a.clientRPCConfig(), false)
 		ccfg.CPUTotalCompute = cfg.Client.CPUTotalCompute
 		ccfg.Drivers = map[string]bool{
 			client.DriverRawExec: cfg.RawExecEnabled(),

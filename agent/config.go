@@ -161,7 +161,6 @@ type UIConfig struct {
 // IsEnabled reports whether the page is served.
 func (u UIConfig) IsEnabled() bool { return u.Enabled == nil || *u.Enabled }
 
-// ServerConfig holds the server role's settings (server).
 // LimitsConfig is the limits block. Nomad's other keys in it
 // (https_handshake_timeout, http_max_conns_per_client,
 // rpc_handshake_timeout) are accepted and ignored with a warning.
@@ -173,8 +172,19 @@ type LimitsConfig struct {
 	// authenticated ID instead (admission). Set it where nodes have
 	// their own addresses.
 	RPCMaxConnsPerClient int
+
+	// RPCKeepAliveInterval and RPCKeepAliveTimeout set how often every RPC
+	// session (node to server, server to server) pings its peer and how
+	// long a ping may go unanswered before the session is closed
+	// (limits.rpc_keepalive_interval and rpc_keepalive_timeout, Tether's
+	// own). Zero means rpc's defaults, 4 s and 4 s: a frozen or cut-off
+	// peer is noticed within about 8 s. Raise the timeout on servers
+	// starved of CPU, where a healthy peer may answer late.
+	RPCKeepAliveInterval time.Duration
+	RPCKeepAliveTimeout  time.Duration
 }
 
+// ServerConfig holds the server role's settings (server).
 type ServerConfig struct {
 	// Enabled runs the server role (server.enabled).
 	Enabled bool
@@ -501,6 +511,8 @@ func (c *Config) Merge(o *Config) *Config {
 	mergeNumber(&r.Server.RaftTrailingLogs, o.Server.RaftTrailingLogs)
 
 	mergeNumber(&r.Limits.RPCMaxConnsPerClient, o.Limits.RPCMaxConnsPerClient)
+	mergeNumber(&r.Limits.RPCKeepAliveInterval, o.Limits.RPCKeepAliveInterval)
+	mergeNumber(&r.Limits.RPCKeepAliveTimeout, o.Limits.RPCKeepAliveTimeout)
 
 	r.Telemetry.merge(&o.Telemetry)
 	if o.UI.Enabled != nil {
@@ -640,6 +652,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.RPCMaxConnsPerClient < 0 {
 		add("limits.rpc_max_conns_per_client %d must not be negative", c.Limits.RPCMaxConnsPerClient)
+	}
+	if c.Limits.RPCKeepAliveInterval < 0 || c.Limits.RPCKeepAliveTimeout < 0 {
+		add("limits.rpc_keepalive_interval and rpc_keepalive_timeout must not be negative")
 	}
 	if c.Server.RaftSnapshotThreshold < 0 || c.Server.RaftSnapshotInterval < 0 || c.Server.RaftTrailingLogs < 0 {
 		add("server.raft_snapshot_threshold, raft_snapshot_interval and raft_trailing_logs must not be negative")

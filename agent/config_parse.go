@@ -311,6 +311,8 @@ func (p *parser) limitsBlock(l *LimitsConfig) block {
 		path: "limits",
 		fields: map[string]field{
 			"rpc_max_conns_per_client": p.intField(&l.RPCMaxConnsPerClient),
+			"rpc_keepalive_interval":   p.durationField(&l.RPCKeepAliveInterval),
+			"rpc_keepalive_timeout":    p.durationField(&l.RPCKeepAliveTimeout),
 		},
 		ignored: ignoredLimits,
 	}

@@ -360,6 +360,26 @@ func TestLoadConfig_Snippets(t *testing.T) {
 			},
 		},
 		{
+			name:    "limits: rpc keepalives",
+			content: `limits { rpc_keepalive_interval = "2s"  rpc_keepalive_timeout = "9s" }`,
+			check: func(t *testing.T, c *Config) {
+				d := DefaultConfig().Merge(c)
+				if d.Limits.RPCKeepAliveInterval != 2*time.Second || d.Limits.RPCKeepAliveTimeout != 9*time.Second {
+					t.Errorf("keepalive %v/%v; want 2s/9s", d.Limits.RPCKeepAliveInterval, d.Limits.RPCKeepAliveTimeout)
+				}
+				a := &Agent{cfg: d}
+				for _, accepting := range []bool{true, false} {
+					rc := a.withLimits(nil, accepting)
+					if rc == nil || rc.KeepAliveInterval != 2*time.Second || rc.KeepAliveTimeout != 9*time.Second || rc.MaxConnsPerIP != 0 {
+						t.Errorf("withLimits(nil, %v) = %+v; want the keepalives set, no per-IP cap", accepting, rc)
+					}
+				}
+				if rc := (&Agent{cfg: DefaultConfig()}).withLimits(nil, true); rc != nil {
+					t.Errorf("withLimits with no limits = %+v; want nil (the defaults)", rc)
+				}
+			},
+		},
+		{
 			name:    "limits: rpc_max_conns_per_client absent means no cap",
 			content: `limits { rpc_handshake_timeout = "5s" }`,
 			check: func(t *testing.T, c *Config) {
@@ -756,6 +776,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"server and client without servers", func(c *Config) { c.Client.Enabled = true }, nil},
 		{"dev without data_dir", func(c *Config) { c.DataDir = ""; c.DevMode = true }, nil},
 		{"negative rpc_max_conns_per_client", func(c *Config) { c.Limits.RPCMaxConnsPerClient = -1 }, []string{"limits.rpc_max_conns_per_client -1 must not be negative"}},
+		{"negative rpc_keepalive_timeout", func(c *Config) { c.Limits.RPCKeepAliveTimeout = -time.Second }, []string{"limits.rpc_keepalive_interval and rpc_keepalive_timeout must not be negative"}},
 		{"lower-case log level", func(c *Config) { c.LogLevel = "trace" }, nil},
 		{"tls with files", func(c *Config) {
 			c.TLS = TLSConfig{HTTP: true, RPC: true, CertFile: "c", KeyFile: "k", TLSMinVersion: "tls13"}

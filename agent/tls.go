@@ -465,6 +465,31 @@ func (a *Agent) serverRPCConfig() *rpc.Config {
 	return cfg
 }
 
+// withLimits applies the limits block to a transport config (nil: the
+// defaults): the keepalive settings, and on a server's listener
+// (accepting) the per-IP connection cap. It returns c itself when the
+// block sets nothing.
+func (a *Agent) withLimits(c *rpc.Config, accepting bool) *rpc.Config {
+	l := a.cfg.Limits
+	if l.RPCKeepAliveInterval == 0 && l.RPCKeepAliveTimeout == 0 && (!accepting || l.RPCMaxConnsPerClient == 0) {
+		return c
+	}
+	if c == nil {
+		c = rpc.DefaultConfig()
+	}
+	rc := *c
+	if l.RPCKeepAliveInterval > 0 {
+		rc.KeepAliveInterval = l.RPCKeepAliveInterval
+	}
+	if l.RPCKeepAliveTimeout > 0 {
+		rc.KeepAliveTimeout = l.RPCKeepAliveTimeout
+	}
+	if accepting && l.RPCMaxConnsPerClient > 0 {
+		rc.MaxConnsPerIP = l.RPCMaxConnsPerClient
+	}
+	return &rc
+}
+
 // clientRPCConfig returns the transport config for dialing servers: the
 // node agent's, and a server's for its peers (forwarding pool and raft).
 // TLS when tls.rpc is set, presenting this agent's certificate.
