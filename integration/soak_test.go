@@ -453,11 +453,28 @@ func (s *soak) ids() []string {
 	return s.nodeIDs
 }
 
-// bulkReads reads 256 KiB of a task's log through a server, twice a
-// second.
+// bulkReads reads 256 KiB of a task's newest log file through a server,
+// twice a second. The newest, found with fs/ls each time: rotation
+// deletes the oldest files, so a fixed name (w.stdout.0) is gone after a
+// while and its 404s are the load's fault, not the system's.
 func (s *soak) bulkReads(stop <-chan struct{}) {
 	s.every(stop, 500*time.Millisecond, func(i int) {
-		s.call("GET", fmt.Sprintf("%s/v1/client/fs/readat/%s?path=alloc/logs/w.stdout.0&offset=0&limit=262144", s.serverURL(i), s.allocs[i%3]), nil)
+		base, alloc := s.serverURL(i), s.allocs[i%3]
+		code, b, _ := s.call("GET", fmt.Sprintf("%s/v1/client/fs/ls/%s?path=alloc/logs", base, alloc), nil)
+		var files []struct{ Name string }
+		if code != 200 || json.Unmarshal(b, &files) != nil {
+			return
+		}
+		newest := -1
+		for _, f := range files {
+			if n, ok := logIndex(f.Name, "w", "stdout"); ok && n > newest {
+				newest = n
+			}
+		}
+		if newest < 0 {
+			return
+		}
+		s.call("GET", fmt.Sprintf("%s/v1/client/fs/readat/%s?path=alloc/logs/w.stdout.%d&offset=0&limit=262144", base, alloc, newest), nil)
 	})
 }
 
