@@ -453,16 +453,7 @@ server {
 acl {
   enabled = true
 }
-tls {
-  http                   = true
-  rpc                    = true
-  ca_file                = %q
-  cert_file              = %q
-  key_file               = %q
-  verify_server_hostname = true
-  verify_https_client    = true
-}
-`, strings.Join(joins, ", "), pki.caFile, f.cert, f.key)))
+`, strings.Join(joins, ", "))+pki.tlsHCL(f)))
 		b.servers = append(b.servers, s)
 	}
 	for _, s := range b.servers {

@@ -338,21 +338,12 @@ client {
 acl {
   enabled = true
 }
-tls {
-  http                   = true
-  rpc                    = true
-  ca_file                = %q
-  cert_file              = %q
-  key_file               = %q
-  verify_server_hostname = true
-  verify_https_client    = true
-}
 plugin "raw_exec" {
   config {
     enabled = true
   }
 }
-`, strings.Join(addrs, ", "), pki.caFile, f.cert, f.key)))
+`, strings.Join(addrs, ", "))+pki.tlsHCL(f)))
 		name := fmt.Sprintf("node%d", i)
 		s.nodes = append(s.nodes, &soakProc{name: name, cfg: cfg, p: startBenchProc(t, name, "agent", "-config", cfg)})
 	}

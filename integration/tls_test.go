@@ -66,6 +66,22 @@ func (p *testPKI) write(name string, b []byte) string {
 
 // issue writes a new certificate of role under name (overwriting an older
 // one of the same name) and returns its files and serial number.
+// tlsHCL is an agent's tls block with mutual TLS on HTTP and RPC, f its
+// certificate.
+func (p *testPKI) tlsHCL(f pkiFiles) string {
+	return fmt.Sprintf(`
+tls {
+  http                   = true
+  rpc                    = true
+  ca_file                = %q
+  cert_file              = %q
+  key_file               = %q
+  verify_server_hostname = true
+  verify_https_client    = true
+}
+`, p.caFile, f.cert, f.key)
+}
+
 func (p *testPKI) issue(name, role string) (pkiFiles, *big.Int) {
 	p.t.Helper()
 	c, k, err := agent.GenerateCert(agent.CertOptions{Role: role, CACert: p.caPEM, CAKey: p.caKeyPEM})
@@ -760,20 +776,7 @@ func startBenchCluster(t *testing.T, name string, pki *testPKI) *benchCluster {
 		sf, _ := pki.issue(name+"-server", agent.RoleServer)
 		nf, _ := pki.issue(name+"-client", agent.RoleClient)
 		cli, _ := pki.issue(name+"-cli", agent.RoleCLI)
-		block := func(f pkiFiles) string {
-			return fmt.Sprintf(`
-tls {
-  http = true
-  rpc  = true
-  ca_file   = %q
-  cert_file = %q
-  key_file  = %q
-  verify_server_hostname = true
-  verify_https_client    = true
-}
-`, pki.caFile, f.cert, f.key)
-		}
-		tlsServer, tlsNode = block(sf), block(nf)
+		tlsServer, tlsNode = pki.tlsHCL(sf), pki.tlsHCL(nf)
 		b.hc = pki.httpClient(t, &cli, "server.global.nomad")
 		b.hc.Timeout = 60 * time.Second
 		b.api = pki.api(t, fmt.Sprintf("127.0.0.1:%d", ports[0]), cli, "server.global.nomad")
