@@ -21,6 +21,8 @@ type fakeAllocServer struct {
 	sess       *rpc.Session // the node's latest session
 	index      uint64       // the node's allocation index, on every answer
 	hbFail     error        // the next heartbeat's error, once
+	hbRefuse   error        // every heartbeat's error while set
+	servers    []string     // the servers registrations hand out
 	pulls      int
 	heartbeats int
 	registers  int
@@ -35,6 +37,7 @@ func newFakeAllocServer(t *testing.T) *fakeAllocServer {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.registers++
+		resp.Servers = f.servers
 		resp.HeartbeatTTL = 100 * time.Millisecond
 		resp.AllocIndex = f.index
 		return nil
@@ -45,6 +48,9 @@ func newFakeAllocServer(t *testing.T) *fakeAllocServer {
 		f.heartbeats++
 		if err := f.hbFail; err != nil {
 			f.hbFail = nil
+			return err
+		}
+		if err := f.hbRefuse; err != nil {
 			return err
 		}
 		resp.HeartbeatTTL = 100 * time.Millisecond

@@ -62,6 +62,15 @@ type Config struct {
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 
+	// HeartbeatFailover is how long the node's server may go on refusing
+	// its heartbeats as unable to write (its side of a partition has no
+	// leader) before the node registers with another server it knows.
+	// The leader marks a node down once its TTL and grace pass without a
+	// heartbeat (20s at the least by default), so this stays well inside
+	// that; it is longer than an election, so that a leader change does
+	// not move the fleet. Default 5s.
+	HeartbeatFailover time.Duration
+
 	// ACLEnabled makes the node check every client call's token itself,
 	// resolved through the servers, whether the call came to its own HTTP
 	// API or was forwarded by a server.
@@ -103,14 +112,15 @@ type Config struct {
 // and Servers still need to be set.
 func DefaultConfig() *Config {
 	return &Config{
-		Datacenter:    "dc1",
-		Region:        "global",
-		NodePool:      "default",
-		StatsInterval: time.Second,
-		MetaSyncDelay: 5 * time.Second,
-		ReconnectMin:  250 * time.Millisecond,
-		ReconnectMax:  10 * time.Second,
-		Drivers:       map[string]bool{},
+		Datacenter:        "dc1",
+		Region:            "global",
+		NodePool:          "default",
+		StatsInterval:     time.Second,
+		MetaSyncDelay:     5 * time.Second,
+		ReconnectMin:      250 * time.Millisecond,
+		ReconnectMax:      10 * time.Second,
+		HeartbeatFailover: 5 * time.Second,
+		Drivers:           map[string]bool{},
 	}
 }
 
@@ -127,6 +137,8 @@ func (c *Config) Verify() error {
 		return errors.New("stats interval must be positive")
 	case c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin:
 		return errors.New("reconnect backoff bounds are invalid")
+	case c.HeartbeatFailover < 0:
+		return errors.New("heartbeat failover must not be negative")
 	}
 	return nil
 }

@@ -322,6 +322,9 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 	m.regOnce.Do(func() { close(m.registered) })
 	c.logger.Info("registered with server", "server", addr, "node_id", c.id.NodeID)
 
+	// refusedSince is when this server began refusing heartbeats as
+	// unable to write (zero while it takes them).
+	var refusedSince time.Time
 	for {
 		t := time.NewTimer(heartbeatInterval(ttl))
 		select {
@@ -343,7 +346,9 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 				l, ttl = nl, nttl
 			}
 		case <-t.C:
-			if ttl, err = m.heartbeat(ctx, l.sess); err != nil {
+			if ttl, err = m.heartbeat(ctx, l.sess); err == nil {
+				refusedSince = time.Time{}
+			} else {
 				var se *rpc.RemoteError
 				if errors.As(err, &se) && se.Code == 404 {
 					// The server forgot us (e.g. it restarted with empty
@@ -353,8 +358,20 @@ func (m *connManager) session(ctx context.Context, addr string, bo backoff.BackO
 					}
 				}
 				if serverUnavailable(err) {
-					// No cluster leader right now: the session still
-					// routes calls to us; try again soon.
+					// No cluster leader here right now: the session still
+					// routes calls to us; try again soon. Past
+					// HeartbeatFailover the server is on the wrong side
+					// of a partition rather than in an election: another
+					// server that can write takes the node.
+					if refusedSince.IsZero() {
+						refusedSince = time.Now()
+					}
+					if time.Since(refusedSince) >= m.failoverAfter() {
+						if nl, nttl, ok := m.failover(ctx, l); ok {
+							l, ttl, refusedSince = nl, nttl, time.Time{}
+							continue
+						}
+					}
 					c.logger.Warn("heartbeat not accepted; keeping the session", "server", l.addr, "error", err)
 					ttl = 2 * time.Second
 					continue
@@ -448,18 +465,63 @@ func (m *connManager) move(ctx context.Context, old *link, target string) (*link
 		c.logger.Warn("server to move to did not take the node; staying", "server", old.addr, "target", target, "error", err)
 		return nil, 0, false
 	}
+	c.logger.Info("moved to server", "from", old.addr, "server", target, "node_id", c.id.NodeID)
+	m.adopt(ctx, old, nl, target)
+	return nl, ttl, true
+}
+
+// failoverAfter is Config.HeartbeatFailover, zero meaning its default.
+func (m *connManager) failoverAfter() time.Duration {
+	if d := m.c.cfg.HeartbeatFailover; d > 0 {
+		return d
+	}
+	return 5 * time.Second
+}
+
+// failover registers the node with the first other known server that
+// takes it, in a fresh random order, and makes that the node's session;
+// each is asked once (a server that cannot write either answers "No
+// cluster leader" within its hold). It reports false, and the node stays
+// on old, when none does.
+func (m *connManager) failover(ctx context.Context, old *link) (*link, time.Duration, bool) {
+	c := m.c
+	cands := m.knownServers()
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	for _, target := range cands {
+		if target == old.addr || ctx.Err() != nil {
+			continue
+		}
+		nl, err := m.dial(ctx, target)
+		if err != nil {
+			c.logger.Debug("failover: cannot reach server", "server", target, "error", err)
+			continue
+		}
+		ttl, err := m.register(ctx, nl.sess)
+		if err != nil {
+			nl.close()
+			c.logger.Debug("failover: server did not take the node", "server", target, "error", err)
+			continue
+		}
+		c.logger.Warn("server refuses heartbeats; failed over", "from", old.addr, "server", target, "refusing_for", m.failoverAfter())
+		m.adopt(ctx, old, nl, target)
+		return nl, ttl, true
+	}
+	return nil, 0, false
+}
+
+// adopt makes nl, registered on target, the node's session and releases
+// old in the background.
+func (m *connManager) adopt(ctx context.Context, old, nl *link, target string) {
 	m.learnServers([]string{target})
 	m.mu.Lock()
 	m.cur = nl
 	m.last = target
 	m.mu.Unlock()
-	c.logger.Info("moved to server", "from", old.addr, "server", target, "node_id", c.id.NodeID)
 	m.drains.Add(1)
 	go func() {
 		defer m.drains.Done()
 		m.release(ctx, old)
 	}()
-	return nl, ttl, true
 }
 
 // release gives up old once the node is registered elsewhere: the node's
