@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -351,7 +352,7 @@ func (s *Server) leaderCall(ctx context.Context, method string, args, reply any,
 			}
 			lastErr = errors.New("leadership lost")
 		} else if leader := s.leaderAddr(); leader != "" && leader != s.cfg.RPCAdvertise {
-			err := s.pool.Call(ctx, leader, method, args, reply)
+			err := s.callLeader(ctx, changed, leader, method, args, reply)
 			if err == nil {
 				return nil
 			}
@@ -383,6 +384,35 @@ func (s *Server) leaderCall(ctx context.Context, method string, args, reply any,
 		}
 		t.Stop()
 	}
+}
+
+// errLeaderChanged is a forwarded write abandoned because raft's leader
+// changed while it was out: retried on the new leader.
+var errLeaderChanged = fmt.Errorf("leader changed during the call: %w", errNotLeader)
+
+// callLeader calls method on leader, and abandons the call when raft's
+// leader changes before it answers (changed is closed): a leader cut off
+// by a partition, or frozen, is replaced within an election while the
+// call to it would wait out a dial or the session's keepalive.
+func (s *Server) callLeader(ctx context.Context, changed <-chan struct{}, leader, method string, args, reply any) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var moved atomic.Bool
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-changed:
+			moved.Store(true)
+			cancel()
+		case <-done:
+		}
+	}()
+	err := s.pool.Call(cctx, leader, method, args, reply)
+	if err != nil && moved.Load() && ctx.Err() == nil {
+		return errLeaderChanged
+	}
+	return err
 }
 
 // leaderRetryable reports whether a forwarded write may be retried on the
