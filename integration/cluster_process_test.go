@@ -22,28 +22,43 @@ type procCluster struct {
 	nodes      []*proc
 }
 
-func startProcCluster(t *testing.T) *procCluster {
+// startProcCluster starts the cluster on loopback.
+func startProcCluster(t *testing.T) *procCluster { return startProcClusterOn(t, nil, "") }
+
+// startProcClusterOn starts the cluster with server i on host i of tn
+// (on Nomad's ports; the nodes and the test stay outside, reaching every
+// host), or on loopback when tn is nil; serverHCL goes into every
+// server's server block.
+func startProcClusterOn(t *testing.T, tn *testNet, serverHCL string) *procCluster {
 	t.Helper()
 	ports := freePorts(t, 18)
 	c := &procCluster{t: t}
+	addr := func(i int) string { return "127.0.0.1" }
+	if tn != nil {
+		addr = func(i int) string { return tn.hosts[i].ip }
+		for i := 0; i < 3; i++ {
+			ports[i*3], ports[i*3+1], ports[i*3+2] = 4646, 4647, 4648
+		}
+	}
 	var joins []string
 	for i := 0; i < 3; i++ {
-		joins = append(joins, fmt.Sprintf("%q", fmt.Sprintf("127.0.0.1:%d", ports[i*3+2])))
+		joins = append(joins, fmt.Sprintf("%q", fmt.Sprintf("%s:%d", addr(i), ports[i*3+2])))
 	}
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
 		http, rpc, serf := ports[i*3], ports[i*3+1], ports[i*3+2]
-		c.serverCfgs = append(c.serverCfgs, writeFile(t, dir, "server.hcl", agentHCL(fmt.Sprintf("srv%d", i), dir, "INFO", http, rpc, serf, fmt.Sprintf(`
+		c.serverCfgs = append(c.serverCfgs, writeFile(t, dir, "server.hcl", agentHCLAt(addr(i), fmt.Sprintf("srv%d", i), dir, "INFO", http, rpc, serf, fmt.Sprintf(`
 server {
   enabled          = true
   bootstrap_expect = 3
   server_join {
     retry_join = [%s]
   }
+  %s
 }
-`, strings.Join(joins, ", ")))))
-		c.serverURLs = append(c.serverURLs, fmt.Sprintf("http://127.0.0.1:%d", http))
-		c.serverRPCs = append(c.serverRPCs, fmt.Sprintf("127.0.0.1:%d", rpc))
+`, strings.Join(joins, ", "), serverHCL))))
+		c.serverURLs = append(c.serverURLs, fmt.Sprintf("http://%s:%d", addr(i), http))
+		c.serverRPCs = append(c.serverRPCs, fmt.Sprintf("%s:%d", addr(i), rpc))
 	}
 	for i := 0; i < 3; i++ {
 		dir := t.TempDir()
@@ -70,7 +85,11 @@ plugin "raw_exec" {
 `, i, dir, http, rpc, serf, c.serverRPCs[i])))
 		c.nodeURLs = append(c.nodeURLs, fmt.Sprintf("http://127.0.0.1:%d", http))
 	}
-	for _, cfg := range c.serverCfgs {
+	for i, cfg := range c.serverCfgs {
+		if tn != nil {
+			c.servers = append(c.servers, startProcCmd(t, cfg, tn.command(i, tetherBin, "agent", "-config", cfg)))
+			continue
+		}
 		c.servers = append(c.servers, startProc(t, cfg))
 	}
 	c.waitStable(c.all())
@@ -86,8 +105,14 @@ func (c *procCluster) all() []int { return []int{0, 1, 2} }
 // lists 3 voters; it returns the leader's RPC address.
 func (c *procCluster) waitStable(servers []int) string {
 	c.t.Helper()
+	return c.waitStableWithin(servers, 30*time.Second)
+}
+
+// waitStableWithin is waitStable within limit.
+func (c *procCluster) waitStableWithin(servers []int, limit time.Duration) string {
+	c.t.Helper()
 	var leader string
-	waitFor(c.t, 30*time.Second, "a leader and 3 voters", func() (bool, error) {
+	waitFor(c.t, limit, "a leader and 3 voters", func() (bool, error) {
 		leader = ""
 		for _, i := range servers {
 			code, body, err := tryGet(c.serverURLs[i] + "/v1/status/leader")

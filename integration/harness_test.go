@@ -223,10 +223,15 @@ func tryGet(url string) (int, string, error) {
 // dir, loopback binds and advertise, log level, the three ports) followed
 // by rest (server, client, acl, tls blocks and the like).
 func agentHCL(name, dataDir, logLevel string, http, rpc, serf int, rest string) string {
+	return agentHCLAt("127.0.0.1", name, dataDir, logLevel, http, rpc, serf, rest)
+}
+
+// agentHCLAt is agentHCL for an agent bound to and advertising addr.
+func agentHCLAt(addr, name, dataDir, logLevel string, http, rpc, serf int, rest string) string {
 	return fmt.Sprintf(`
 name       = %q
 data_dir   = %q
-bind_addr  = "127.0.0.1"
+bind_addr  = %q
 log_level  = %q
 ports {
   http = %d
@@ -234,9 +239,9 @@ ports {
   serf = %d
 }
 advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
+  http = %q
+  rpc  = %q
+  serf = %q
 }
-`, name, dataDir, logLevel, http, rpc, serf) + rest
+`, name, dataDir, addr, logLevel, http, rpc, serf, addr, addr, addr) + rest
 }

@@ -68,11 +68,17 @@ type proc struct {
 // kills the group when the test ends.
 func startProc(t testing.TB, configFile string) *proc {
 	t.Helper()
+	return startProcCmd(t, configFile, exec.Command(tetherBin, "agent", "-config", configFile))
+}
+
+// startProcCmd is startProc with the command given (run in a network
+// namespace, say); configFile's directory holds the agent's tasks.
+func startProcCmd(t testing.TB, configFile string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(tetherBin, "agent", "-config", configFile)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
