@@ -223,7 +223,9 @@ func TestFault_Partition(t *testing.T) {
 	waitFor(t, healBound-time.Since(healed), "three alive members on every server", func() (bool, error) {
 		for i, url := range c.serverURLs {
 			code, body, err := tryGet(url + "/v1/agent/members")
-			var out struct{ Members []struct{ Name, Status string } }
+			var out struct {
+				Members []struct{ Name, Status string }
+			}
 			if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
 				return false, fmt.Errorf("srv%d: %d %s %v", i, code, body, err)
 			}
