@@ -101,6 +101,32 @@ func (f *fakeAllocServer) counts() (pulls, heartbeats, registers int) {
 	return f.pulls, f.heartbeats, f.registers
 }
 
+// startRegisteredNode starts a node on server, with cfg changed by edit
+// when not nil, and waits until it has registered; the test's cleanup
+// shuts it down.
+func startRegisteredNode(t *testing.T, server string, edit func(*Config)) *Client {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	cfg.AllocDir = t.TempDir()
+	cfg.Servers = []string{server}
+	if edit != nil {
+		edit(cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	t.Cleanup(c.Shutdown)
+	select {
+	case <-c.Registered():
+	case <-time.After(10 * time.Second):
+		t.Fatal("node did not register")
+	}
+	return c
+}
+
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -119,21 +145,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // what it has; heartbeats at the index it has make no pull.
 func TestAllocs_PullWhenTold(t *testing.T) {
 	f := newFakeAllocServer(t)
-	cfg := DefaultConfig()
-	cfg.StateDir = t.TempDir()
-	cfg.AllocDir = t.TempDir()
-	cfg.Servers = []string{f.addr}
-	c, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Start()
-	t.Cleanup(c.Shutdown)
-	select {
-	case <-c.Registered():
-	case <-time.After(10 * time.Second):
-		t.Fatal("node did not register")
-	}
+	startRegisteredNode(t, f.addr, nil)
 
 	pulls := 0
 	steps := []struct {

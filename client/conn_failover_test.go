@@ -29,22 +29,7 @@ func TestConn_HeartbeatFailover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := newFakeAllocServer(t), newFakeAllocServer(t)
 			a.servers = []string{a.addr, b.addr}
-			cfg := DefaultConfig()
-			cfg.StateDir = t.TempDir()
-			cfg.AllocDir = t.TempDir()
-			cfg.Servers = []string{a.addr}
-			cfg.HeartbeatFailover = tc.failover
-			c, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Start()
-			t.Cleanup(c.Shutdown)
-			select {
-			case <-c.Registered():
-			case <-time.After(10 * time.Second):
-				t.Fatal("node did not register")
-			}
+			c := startRegisteredNode(t, a.addr, func(cfg *Config) { cfg.HeartbeatFailover = tc.failover })
 			a.mu.Lock()
 			hb0 := a.heartbeats
 			a.hbRefuse = noLeader

@@ -132,6 +132,19 @@ func (c *procCluster) waitStableWithin(servers []int, limit time.Duration) strin
 	return leader
 }
 
+// serverIndex is the index of the server whose RPC address is rpcAddr
+// (a leader's, say).
+func (c *procCluster) serverIndex(rpcAddr string) int {
+	c.t.Helper()
+	for i, r := range c.serverRPCs {
+		if r == rpcAddr {
+			return i
+		}
+	}
+	c.t.Fatalf("server %s is none of %v", rpcAddr, c.serverRPCs)
+	return -1
+}
+
 // nodeIDs waits until every given server lists 3 ready nodes and returns
 // their IDs by node name.
 func (c *procCluster) nodeIDs(servers []int) map[string]string {
@@ -215,15 +228,7 @@ func TestProcess_Cluster(t *testing.T) {
 
 	// kill -9 the leader.
 	leader := c.waitStable(c.all())
-	li := -1
-	for i, r := range c.serverRPCs {
-		if r == leader {
-			li = i
-		}
-	}
-	if li < 0 {
-		t.Fatalf("leader %s is none of %v", leader, c.serverRPCs)
-	}
+	li := c.serverIndex(leader)
 	orphan := ids[fmt.Sprintf("node%d", li)]
 	var survivors []int
 	for _, i := range c.all() {

@@ -115,15 +115,7 @@ func TestFault_Partition(t *testing.T) {
 	tn := newTestNet(t, 3)
 	c := startProcClusterOn(t, tn, `min_heartbeat_ttl = "2s"`)
 	leader := c.waitStable(c.all())
-	cut := -1
-	for i, r := range c.serverRPCs {
-		if r == leader {
-			cut = i
-		}
-	}
-	if cut < 0 {
-		t.Fatalf("leader %s is none of %v", leader, c.serverRPCs)
-	}
+	cut := c.serverIndex(leader)
 	var maj []int
 	for i := range c.serverRPCs {
 		if i != cut {
