@@ -518,10 +518,21 @@ func TestCrash_ServerRaft(t *testing.T) {
 		got := w.finish(t)
 		acked = append(acked, got...)
 		next = got[len(got)-1] + 2
+		// What a kill in the middle of a snapshot leaves, for certain.
+		partial := filepath.Join(snapDir, fmt.Sprintf("2-%d-1-partial.tmp", 1000+cycle))
+		if err := os.MkdirAll(partial, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(partial, "state.bin"), []byte("torn"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 
 		p = startProc(t, cfg)
 		waitLeader(t, url)
 		waitJobs(t, url, acked, false)
+		if _, err := os.Stat(partial); !os.IsNotExist(err) {
+			t.Fatalf("partial snapshot %s still there after the restart (%v)", filepath.Base(partial), err)
+		}
 	}
 
 	// A torn last write. Only a write not yet synced can be torn, and a

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
@@ -90,6 +91,7 @@ func (s *Server) setupRaft() error {
 			return fmt.Errorf("opening raft log: %w", err)
 		}
 		s.wal = wal
+		removePartialSnapshots(filepath.Join(dir, "snapshots"), s.logger.Named("snapshot"))
 		fss, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("opening raft snapshots: %w", err)
@@ -383,6 +385,28 @@ func (s *Server) leaderCall(ctx context.Context, method string, args, reply any,
 			return noLeader(lastErr)
 		}
 		t.Stop()
+	}
+}
+
+// removePartialSnapshots removes the snapshots that a process killed
+// while writing them left in dir: raft writes a snapshot into NAME.tmp
+// and renames it when whole, never reads a .tmp and never reaps one, so
+// each crash during a snapshot would leave one for good. It runs before
+// raft starts, when no snapshot is being written.
+func removePartialSnapshots(dir string, logger hclog.Logger) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return // no snapshot yet
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			logger.Warn("cannot remove a partial snapshot", "snapshot", e.Name(), "error", err)
+			continue
+		}
+		logger.Info("removed a snapshot left partial by a crash", "snapshot", e.Name())
 	}
 }
 
