@@ -102,9 +102,13 @@ func (g *loadGate) wait(stop <-chan struct{}) (context.Context, bool) {
 // soakFigures is one process at one moment.
 type soakFigures struct {
 	rssKiB, goroutines, fds int64
-	role                    string         // servers: "leader" or "follower"; nodes: "node"
-	fdKinds                 map[string]int // what the fds are (fdKinds)
-	goroutineProfile        string         // pprof goroutine?debug=1
+	// anonKiB and fileKiB split rssKiB: the heap and stacks, and the
+	// pages of the binary (shared by every process of it, and growing as
+	// more of its code runs).
+	anonKiB, fileKiB int64
+	role             string         // servers: "leader" or "follower"; nodes: "node"
+	fdKinds          map[string]int // what the fds are (fdKinds)
+	goroutineProfile string         // pprof goroutine?debug=1
 }
 
 // soak is one soak run: three servers and three nodes as processes with
@@ -283,7 +287,32 @@ func (s *soak) quietFigures() map[string]soakFigures {
 	case <-s.ctx.Done():
 	case <-time.After(25 * time.Second): // IdleStreamTimeout 5 s, DataPoolIdle 20 s
 	}
+	// RSS after a burst holds the heap the burst grew until a collection
+	// and the runtime's background scavenger give it back: a process
+	// restarted into the catch-up of 33 follows would otherwise be held
+	// to its peak. So every process collects (as an operator asks with
+	// pprof's gc=1) and is given time to return the pages.
+	for i := range len(s.srvs) + len(s.nodes) {
+		_, _, _ = s.callTimeout(30*time.Second, "GET", s.pprofURL(i, "heap?gc=1"), nil)
+	}
+	select {
+	case <-s.ctx.Done():
+	case <-time.After(10 * time.Second): // the scavenger's pace; nothing to wait on
+	}
 	return s.figures()
+}
+
+// pprofURL is the address of profile (with its query) of process i: a
+// server's own, or a node's through its server.
+func (s *soak) pprofURL(i int, profile string) string {
+	if i < len(s.srvs) {
+		return s.servers[i].url + "/v1/agent/pprof/" + profile
+	}
+	sep := "?"
+	if strings.Contains(profile, "?") {
+		sep = "&"
+	}
+	return s.serverURL(i) + "/v1/agent/pprof/" + profile + sep + "node_id=" + s.ids()[i-len(s.srvs)]
 }
 
 // call makes one request with the token, counting it.
@@ -686,13 +715,7 @@ func (s *soak) figures() map[string]soakFigures {
 	for i, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
 		var g int64
 		var prof string
-		url := s.serverURL(i) + "/v1/agent/pprof/goroutine?debug=1"
-		if i < len(s.srvs) {
-			url = s.servers[i].url + "/v1/agent/pprof/goroutine?debug=1"
-		} else {
-			url += "&node_id=" + s.ids()[i-len(s.srvs)]
-		}
-		if code, body, _ := s.callTimeout(30*time.Second, "GET", url, nil); code == 200 {
+		if code, body, _ := s.callTimeout(30*time.Second, "GET", s.pprofURL(i, "goroutine?debug=1"), nil); code == 200 {
 			prof = string(body)
 			fmt.Sscanf(prof, "goroutine profile: total %d", &g)
 		}
@@ -704,7 +727,7 @@ func (s *soak) figures() map[string]soakFigures {
 				role = "leader"
 			}
 		}
-		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), goroutines: g, fds: procFDs(pid), role: role, fdKinds: fdKinds(pid, s.portNames), goroutineProfile: prof}
+		out[p.name] = soakFigures{rssKiB: procStatusKiB(pid, "VmRSS"), anonKiB: procStatusKiB(pid, "RssAnon"), fileKiB: procStatusKiB(pid, "RssFile"), goroutines: g, fds: procFDs(pid), role: role, fdKinds: fdKinds(pid, s.portNames), goroutineProfile: prof}
 	}
 	return out
 }
@@ -816,7 +839,7 @@ func (s *soak) verifyMeta() {
 func (s *soak) report(base, final map[string]soakFigures) {
 	t := s.t
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| process | role warm → end | RSS MiB warm → end | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&sb, "| process | role warm → end | RSS MiB warm → end | of it anon, MiB | of it file, MiB | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	ok := true
 	grew := func(a, b int64) bool { return float64(b) > float64(a)*1.10 }
 	for _, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
@@ -832,8 +855,9 @@ func (s *soak) report(base, final map[string]soakFigures) {
 			t.Logf("soak: %s goroutines after warm-up:\n%s\nat the end:\n%s", p.name, base[p.name].goroutineProfile, b.goroutineProfile)
 		}
 		w := base[p.name]
-		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
-			float64(w.rssKiB)/1024, float64(b.rssKiB)/1024, w.goroutines, b.goroutines, w.fds, b.fds)
+		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %.1f → %.1f | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
+			float64(w.rssKiB)/1024, float64(b.rssKiB)/1024, float64(w.anonKiB)/1024, float64(b.anonKiB)/1024,
+			float64(w.fileKiB)/1024, float64(b.fileKiB)/1024, w.goroutines, b.goroutines, w.fds, b.fds)
 	}
 	var notes []string
 	s.failNotes.Range(func(k, v any) bool {
