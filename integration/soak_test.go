@@ -109,6 +109,7 @@ type soakFigures struct {
 	role             string         // servers: "leader" or "follower"; nodes: "node"
 	fdKinds          map[string]int // what the fds are (fdKinds)
 	goroutineProfile string         // pprof goroutine?debug=1
+	heapProfile      string         // pprof heap?gc=1&debug=1, taken just before
 }
 
 // soak is one soak run: three servers and three nodes as processes with
@@ -295,14 +296,23 @@ func (s *soak) quietFigures() map[string]soakFigures {
 	// restarted into the catch-up of 33 follows would otherwise be held
 	// to its peak. So every process collects (as an operator asks with
 	// pprof's gc=1) and is given time to return the pages.
+	heaps := map[int]string{}
 	for i := range len(s.srvs) + len(s.nodes) {
-		_, _, _ = s.callTimeout(30*time.Second, "GET", s.pprofURL(i, "heap?gc=1"), nil)
+		if code, body, _ := s.callTimeout(30*time.Second, "GET", s.pprofURL(i, "heap?gc=1&debug=1"), nil); code == 200 {
+			heaps[i] = string(body)
+		}
 	}
 	select {
 	case <-s.ctx.Done():
 	case <-time.After(10 * time.Second): // the scavenger's pace; nothing to wait on
 	}
-	return s.figures()
+	out := s.figures()
+	for i, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
+		f := out[p.name]
+		f.heapProfile = heaps[i]
+		out[p.name] = f
+	}
+	return out
 }
 
 // pprofURL is the address of profile (with its query) of process i: a
@@ -743,26 +753,35 @@ func (s *soak) figures() map[string]soakFigures {
 }
 
 // reference is what a process's end figures are held to: its own after
-// warm-up when its role is the same, else those of the processes that
-// had its end role then (a leader runs more than a follower: raft
-// replication to each peer, the scheduler, heartbeat timers; restarts
-// move the leadership).
+// warm-up, and when its role changed (a leader runs more than a
+// follower: raft replication to each peer, the scheduler, heartbeat
+// timers; restarts move the leadership), those plus what the processes
+// of its end role had over those of its warm-up role then.
 func (s *soak) reference(base map[string]soakFigures, name, role string) soakFigures {
-	if b := base[name]; b.role == role {
-		return b
+	own := base[name]
+	if own.role == role {
+		return own
 	}
-	var sum soakFigures
-	n := int64(0)
-	for _, b := range base {
-		if b.role == role {
-			sum.rssKiB, sum.goroutines, sum.fds = sum.rssKiB+b.rssKiB, sum.goroutines+b.goroutines, sum.fds+b.fds
-			n++
+	mean := func(role string) (f soakFigures, ok bool) {
+		n := int64(0)
+		for _, b := range base {
+			if b.role == role {
+				f.rssKiB, f.goroutines, f.fds = f.rssKiB+b.rssKiB, f.goroutines+b.goroutines, f.fds+b.fds
+				n++
+			}
 		}
+		if n == 0 {
+			return f, false
+		}
+		return soakFigures{rssKiB: f.rssKiB / n, goroutines: f.goroutines / n, fds: f.fds / n}, true
 	}
-	if n == 0 {
-		return base[name]
+	to, ok1 := mean(role)
+	from, ok2 := mean(own.role)
+	if !ok1 || !ok2 {
+		return own
 	}
-	return soakFigures{rssKiB: sum.rssKiB / n, goroutines: sum.goroutines / n, fds: sum.fds / n, role: role}
+	return soakFigures{rssKiB: own.rssKiB + to.rssKiB - from.rssKiB, goroutines: own.goroutines + to.goroutines - from.goroutines,
+		fds: own.fds + to.fds - from.fds, role: role}
 }
 
 // fdKinds counts a process's descriptors by kind: TCP sockets by the
@@ -848,6 +867,16 @@ func (s *soak) verifyMeta() {
 	}
 }
 
+// heapTop is the head of a heap profile in text form: its totals and
+// the biggest sites in use, without the runtime.MemStats dump at its end.
+func heapTop(prof string) string {
+	if i := strings.Index(prof, "\n# runtime.MemStats"); i >= 0 {
+		prof = prof[:i]
+	}
+	lines := strings.SplitN(prof, "\n", 121)
+	return strings.Join(lines[:min(len(lines), 120)], "\n")
+}
+
 func (s *soak) report(base, final map[string]soakFigures) {
 	t := s.t
 	var sb strings.Builder
@@ -862,6 +891,9 @@ func (s *soak) report(base, final map[string]soakFigures) {
 		}
 		if grew(a.fds, b.fds) {
 			t.Logf("soak: %s fds after warm-up %v; at the end %v", p.name, base[p.name].fdKinds, b.fdKinds)
+		}
+		if grew(a.rssKiB, b.rssKiB) {
+			t.Logf("soak: %s heap after warm-up:\n%s\nat the end:\n%s", p.name, heapTop(base[p.name].heapProfile), heapTop(b.heapProfile))
 		}
 		if grew(a.goroutines, b.goroutines) {
 			t.Logf("soak: %s goroutines after warm-up:\n%s\nat the end:\n%s", p.name, base[p.name].goroutineProfile, b.goroutineProfile)
