@@ -867,14 +867,17 @@ func (s *soak) verifyMeta() {
 	}
 }
 
-// heapTop is the head of a heap profile in text form: its totals and
-// the biggest sites in use, without the runtime.MemStats dump at its end.
+// heapTop is the head of a heap profile in text form: its totals, the
+// biggest sites in use, and the runtime.MemStats dump at its end (where
+// memory that is not live heap shows: idle and released spans, stacks,
+// the runtime's own).
 func heapTop(prof string) string {
+	stats := ""
 	if i := strings.Index(prof, "\n# runtime.MemStats"); i >= 0 {
-		prof = prof[:i]
+		prof, stats = prof[:i], prof[i:]
 	}
-	lines := strings.SplitN(prof, "\n", 121)
-	return strings.Join(lines[:min(len(lines), 120)], "\n")
+	lines := strings.SplitN(prof, "\n", 41)
+	return strings.Join(lines[:min(len(lines), 40)], "\n") + stats
 }
 
 func (s *soak) report(base, final map[string]soakFigures) {
