@@ -19,6 +19,10 @@ const (
 	// is refused, it fails over after client HeartbeatFailover (5 s) of
 	// refusals, retried every 2 s, and the majority's routes find it.
 	partitionNodeBound = 25 * time.Second
+	// partitionCutCallBound: a call through the cut-off server to a node
+	// on the other side fails: a dial to the peer (rpc DialTimeout 10 s)
+	// and a peer query (PeerQueryTimeout 2 s) at most.
+	partitionCutCallBound = 15 * time.Second
 	// partitionHold is how long the partition lasts in all, long enough
 	// for memberlist to mark the other side failed (so the heal goes
 	// through a rejoin).
@@ -192,8 +196,15 @@ func TestFault_Partition(t *testing.T) {
 	if resp.StatusCode < 500 || !strings.Contains(body.String(), "No cluster leader") || refused > faultNoticeBound {
 		t.Fatalf("write through the cut-off server: %d %q after %v; want No cluster leader within %v", resp.StatusCode, body.String(), refused, faultNoticeBound)
 	}
-	// A call through the cut-off server to a node on the majority side.
-	noPath := expectClearError(t, c.serverURLs[cut]+"/v1/client/stats?node_id="+majNode, "No path to node")
+	// A call through the cut-off server to a node on the majority side:
+	// its pooled session to the peer holding the node is gone (its ping
+	// failed), and a new dial meets silence until rpc.Config.DialTimeout
+	// (10 s) unless membership has marked the peer failed first; then
+	// "No path to node".
+	ccode, cbody, noPath := timedGet(c.serverURLs[cut]+"/v1/client/stats?node_id="+majNode, 3*partitionCutCallBound)
+	if ccode != 404 || !strings.Contains(cbody, "No path to node") || noPath > partitionCutCallBound {
+		t.Fatalf("call through the cut-off server: %d %q after %v; want No path to node within %v", ccode, cbody, noPath, partitionCutCallBound)
+	}
 	// The cut-off server's node moves to the majority.
 	var nodeBack [3]time.Duration
 	for _, i := range maj {
