@@ -30,6 +30,14 @@ type Pool struct {
 	// ErrUnknownMethod.
 	Mux *Mux
 
+	// DialWait, if positive, is the longest a caller waits for a dial of
+	// an address with no live session (the dial goes on, bounded by
+	// Config.DialTimeout, for the callers after it). A peer that went
+	// silent then costs a caller DialWait rather than the whole
+	// DialTimeout. Zero waits for the dial (or ctx). Set it before first
+	// use.
+	DialWait time.Duration
+
 	cfg    *Config
 	cfgErr error
 
@@ -105,11 +113,19 @@ func (p *Pool) Session(ctx context.Context, addr string) (*Session, error) {
 	}
 	p.mu.Unlock()
 
+	var waited <-chan time.Time
+	if p.DialWait > 0 {
+		t := time.NewTimer(p.DialWait)
+		defer t.Stop()
+		waited = t.C
+	}
 	select {
 	case <-d.done:
 		return d.sess, d.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("rpc: dial %s: %w", addr, ctxError(ctx))
+	case <-waited:
+		return nil, fmt.Errorf("rpc: dial %s: no session after %v: %w", addr, p.DialWait, ErrTimeout)
 	}
 }
 

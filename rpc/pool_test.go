@@ -306,3 +306,45 @@ func testPoolServesMux(t *testing.T, withMux bool) {
 		t.Fatalf("call back = %v; want ErrUnknownMethod", err)
 	}
 }
+
+// TestPool_DialWait checks that a caller waits at most DialWait for a
+// dial to an address that accepts and never answers (a silent peer),
+// that the dial goes on for the callers after it (one connection for
+// all), and that Close ends it.
+func TestPool_DialWait(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &countingListener{Listener: raw}
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		raw.Close()
+		for len(conns) > 0 {
+			(<-conns).Close()
+		}
+	})
+	cfg := testConfig(t)
+	cfg.DialTimeout = time.Hour
+	p := NewPool(cfg)
+	p.DialWait = 20 * time.Millisecond
+	for i := 0; i < 3; i++ {
+		_, err := p.Session(context.Background(), ln.Addr().String())
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("Session %d to a silent address = %v; want ErrTimeout", i, err)
+		}
+	}
+	if n := ln.n.Load(); n > 1 {
+		t.Errorf("%d connections for three waits; want the one dial going on", n)
+	}
+	p.Close() // ends the dial in progress, or this test would hang
+}

@@ -187,6 +187,9 @@ func New(cfg *Config) (_ *Server, err error) {
 	}
 	s.peerRPC = peerCfg
 	s.pool = rpc.NewPool(peerCfg)
+	// A call routed to a peer that went silent (partitioned, frozen)
+	// fails over to the other peers as fast as a peer query would.
+	s.pool.DialWait = cfg.PeerQueryTimeout
 	s.hb = newHeartbeats(cfg, s.nodeExpired)
 	s.registerEndpoints()
 	s.registerHTTPForward()
