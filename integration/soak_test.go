@@ -205,7 +205,11 @@ func TestSoak(t *testing.T) {
 	}
 	wait(warm)
 	base := s.quietFigures()
-	t.Logf("soak: warm after %v: %v", warm, base)
+	for _, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
+		f := base[p.name]
+		t.Logf("soak: warm after %v: %s %s RSS %d KiB (anon %d, file %d; Go %s), %d goroutines, %d fds %v", warm, p.name, f.role,
+			f.rssKiB, f.anonKiB, f.fileKiB, f.goMemory(), f.goroutines, f.fds, f.fdKinds)
+	}
 	start := time.Now()
 	end := start.Add(total - warm)
 	nextNode, nextServer := start.Add(restartEvery/2), start.Add(restartEvery)
@@ -871,6 +875,29 @@ func (s *soak) verifyMeta() {
 // biggest sites in use, and the runtime.MemStats dump at its end (where
 // memory that is not live heap shows: idle and released spans, stacks,
 // the runtime's own).
+// memStat is the runtime.MemStats field name as the heap profile's
+// debug=1 text gives it, or 0.
+func memStat(prof, name string) int64 {
+	_, rest, ok := strings.Cut(prof, "\n# "+name+" = ")
+	if !ok {
+		return 0
+	}
+	v, _ := strconv.ParseInt(strings.Fields(rest + " ")[0], 10, 64)
+	return v
+}
+
+// goMemory is where the runtime says its memory is, in MiB: heap spans
+// in use, idle heap not yet given back to the OS, goroutine stacks, and
+// the runtime's own (GC metadata, profiling buckets, span structures,
+// other), from the heap profile taken with the sample. What RssAnon has
+// beyond their sum is the binary's data and pages never touched again.
+func (f soakFigures) goMemory() string {
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+	p := f.heapProfile
+	runtime := memStat(p, "GCSys") + memStat(p, "BuckHashSys") + memStat(p, "MSpan") + memStat(p, "OtherSys")
+	return fmt.Sprintf("%.1f/%.1f/%.1f/%.1f", mib(memStat(p, "HeapInuse")), mib(memStat(p, "HeapIdle")-memStat(p, "HeapReleased")), mib(memStat(p, "Stack")), mib(runtime))
+}
+
 func heapTop(prof string) string {
 	stats := ""
 	if i := strings.Index(prof, "\n# runtime.MemStats"); i >= 0 {
@@ -883,7 +910,7 @@ func heapTop(prof string) string {
 func (s *soak) report(base, final map[string]soakFigures) {
 	t := s.t
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| process | role warm → end | RSS MiB warm → end | of it anon, MiB | of it file, MiB | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(&sb, "| process | role warm → end | RSS MiB warm → end | of it anon, MiB | of it file, MiB | Go heap in use/idle kept/stacks/runtime, MiB | goroutines warm → end | fds warm → end |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	ok := true
 	grew := func(a, b int64) bool { return float64(b) > float64(a)*1.10 }
 	for _, p := range append(append([]*soakProc{}, s.srvs...), s.nodes...) {
@@ -902,9 +929,9 @@ func (s *soak) report(base, final map[string]soakFigures) {
 			t.Logf("soak: %s goroutines after warm-up:\n%s\nat the end:\n%s", p.name, base[p.name].goroutineProfile, b.goroutineProfile)
 		}
 		w := base[p.name]
-		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %.1f → %.1f | %.1f → %.1f | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
+		fmt.Fprintf(&sb, "| %s%s | %s → %s | %.1f → %.1f | %.1f → %.1f | %.1f → %.1f | %s → %s | %d → %d | %d → %d |\n", p.name, mark, w.role, b.role,
 			float64(w.rssKiB)/1024, float64(b.rssKiB)/1024, float64(w.anonKiB)/1024, float64(b.anonKiB)/1024,
-			float64(w.fileKiB)/1024, float64(b.fileKiB)/1024, w.goroutines, b.goroutines, w.fds, b.fds)
+			float64(w.fileKiB)/1024, float64(b.fileKiB)/1024, w.goMemory(), b.goMemory(), w.goroutines, b.goroutines, w.fds, b.fds)
 	}
 	var notes []string
 	s.failNotes.Range(func(k, v any) bool {
