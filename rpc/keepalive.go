@@ -3,6 +3,7 @@ package rpc
 import (
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -45,14 +46,12 @@ func (s *Session) keepAlivePing() {
 	if s.IsClosed() {
 		return
 	}
-	timeout := s.cfg.KeepAliveTimeout
-	expired := time.AfterFunc(timeout, func() {
-		s.cfg.Counters.keepAliveTimeout()
-		s.logger.Warn("keepalive unanswered; closing session", "remote", s.RemoteAddr(), "timeout", timeout)
-		s.Close()
-	})
+	w := &pingWait{s: s, timeout: s.cfg.KeepAliveTimeout}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(w.timeout, w.expire)
+	w.mu.Unlock()
 	_, err := s.ys.Ping()
-	if !expired.Stop() {
+	if !w.answered() {
 		return // closed by the timeout
 	}
 	if err != nil {
@@ -68,4 +67,55 @@ func (s *Session) keepAlivePing() {
 		s.keepAlive.Reset(s.nextKeepAlive())
 	}
 	s.idleMu.Unlock()
+}
+
+// pingWait is one ping's wait for its answer. When KeepAliveTimeout
+// passes with bytes from the peer still unread in the socket, the answer
+// may be among them: this process is behind (a CPU-starved host: a
+// reconnect storm of thousands of TLS handshakes on two cores), not the
+// peer silent, and closing would feed the storm. The wait is then
+// extended, up to yamux's ConnectionWriteTimeout (10 s), after which
+// Ping itself gives up. A frozen or blackholed peer sends nothing, so it
+// is still noticed at KeepAliveTimeout.
+type pingWait struct {
+	s       *Session
+	timeout time.Duration
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	done     bool // the ping returned
+	closed   bool // expire closed the session
+	extended int
+}
+
+func (w *pingWait) expire() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	if n := unreadBytes(w.s.conn); n > 0 {
+		w.extended++
+		times := w.extended
+		w.timer.Reset(w.timeout)
+		w.mu.Unlock()
+		w.s.cfg.Counters.keepAliveExtended()
+		w.s.logger.Debug("keepalive answer may be unread; waiting longer", "unread_bytes", n, "times", times)
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	w.s.cfg.Counters.keepAliveTimeout()
+	w.s.logger.Warn("keepalive unanswered; closing session", "remote", w.s.RemoteAddr(), "timeout", w.timeout)
+	w.s.Close()
+}
+
+// answered records that the ping returned and reports whether the
+// session is still open as far as the wait is concerned.
+func (w *pingWait) answered() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
+	w.timer.Stop()
+	return !w.closed
 }

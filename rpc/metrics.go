@@ -10,6 +10,7 @@ type Counters struct {
 	handshakesRefused atomic.Uint64 // connections refused before a protocol was served
 	framesOverLimit   atomic.Uint64 // frames refused over MaxMessageSize
 	keepAlivesFailed  atomic.Uint64 // sessions closed because a ping went unanswered
+	keepAlivesLonger  atomic.Uint64 // ping waits extended: the peer's bytes sat unread here
 }
 
 func (c *Counters) connOverLimit() {
@@ -36,12 +37,20 @@ func (c *Counters) keepAliveTimeout() {
 	}
 }
 
+func (c *Counters) keepAliveExtended() {
+	if c != nil {
+		c.keepAlivesLonger.Add(1)
+	}
+}
+
 // Stats returns the totals: "rpc_conns_over_limit" (connections refused
 // over the per-IP limit), "rpc_handshakes_refused" (no protocol byte in
 // time, an unknown one, TLS refused or required, a raft peer refused)
 // "rpc_frames_over_limit" (requests and stream messages over the
-// message size limit) and "rpc_keepalive_timeouts" (sessions closed
-// because the peer stopped answering pings).
+// message size limit), "rpc_keepalive_timeouts" (sessions closed
+// because the peer stopped answering pings) and "rpc_keepalive_extended"
+// (ping waits extended because the peer's bytes sat unread in this
+// process's socket: this process was behind).
 func (c *Counters) Stats() map[string]uint64 {
 	if c == nil {
 		return map[string]uint64{}
@@ -51,6 +60,7 @@ func (c *Counters) Stats() map[string]uint64 {
 		"rpc_handshakes_refused": c.handshakesRefused.Load(),
 		"rpc_frames_over_limit":  c.framesOverLimit.Load(),
 		"rpc_keepalive_timeouts": c.keepAlivesFailed.Load(),
+		"rpc_keepalive_extended": c.keepAlivesLonger.Load(),
 	}
 }
 

@@ -139,6 +139,9 @@ var batchPool sync.Pool
 // NewRecordBatcher wraps c, the connection a tls.Conn is made over.
 func NewRecordBatcher(c net.Conn) *RecordBatcher { return &RecordBatcher{Conn: c} }
 
+// NetConn returns the connection under the batcher.
+func (b *RecordBatcher) NetConn() net.Conn { return b.Conn }
+
 // Write implements net.Conn: it appends to the batch if one is open, else
 // writes through.
 func (b *RecordBatcher) Write(p []byte) (int, error) {

@@ -44,6 +44,9 @@ type dialConn struct {
 	cause error
 }
 
+// NetConn returns the connection under the wrapper.
+func (c *dialConn) NetConn() net.Conn { return c.Conn }
+
 // Read reads from the connection, recording the first error.
 func (c *dialConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
