@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // yamuxHeaderSize is the size of a yamux frame header (spec: version,
@@ -55,6 +57,10 @@ type frameCoalescer struct {
 	// CoalesceKeep set them.
 	bulkMin, maxQueued, keep int
 
+	// lastRead is when a Read last returned bytes (monoNow): the
+	// keepalive pings only a peer that has been quiet (keepalive.go).
+	lastRead atomic.Int64
+
 	wmu  sync.Mutex // serialises writers (yamux has one; a late one waits)
 	hdr  [yamuxHeaderSize]byte
 	held bool // hdr is a data-frame header waiting for its body
@@ -72,7 +78,7 @@ type frameCoalescer struct {
 
 // coalesceFrames wraps the connection handed to yamux, tuned by cfg (a
 // normalized Config; nil means the defaults).
-func coalesceFrames(c net.Conn, cfg *Config) net.Conn {
+func coalesceFrames(c net.Conn, cfg *Config) *frameCoalescer {
 	if cfg == nil {
 		cfg, _ = DefaultConfig().normalize()
 	}
@@ -86,8 +92,31 @@ func coalesceFrames(c net.Conn, cfg *Config) net.Conn {
 		bulkMin: cfg.CoalesceBulkMin, maxQueued: cfg.CoalesceMaxQueued, keep: cfg.CoalesceKeep,
 	}
 	fc.cond.L = &fc.mu
+	fc.lastRead.Store(monoNow())
 	return fc
 }
+
+// Read implements net.Conn for yamux's receive loop, noting when the peer
+// was last heard from.
+func (c *frameCoalescer) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(monoNow())
+	}
+	return n, err
+}
+
+// quietFor is how long the peer has sent nothing this end has read.
+func (c *frameCoalescer) quietFor() time.Duration {
+	return time.Duration(monoNow() - c.lastRead.Load())
+}
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is the monotonic clock in nanoseconds since monoBase: a time
+// that fits an atomic.Int64 and does not jump with the wall clock.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
 
 // Write implements net.Conn for yamux's send loop.
 func (c *frameCoalescer) Write(p []byte) (int, error) {

@@ -173,7 +173,7 @@ func TestFrameCoalescer_CloseUnblocks(t *testing.T) {
 		}
 	}()
 	waitFor(t, 5*time.Second, "the queue to fill", func() bool {
-		fc := c.(*frameCoalescer)
+		fc := c
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		return len(fc.queue) >= fc.maxQueued

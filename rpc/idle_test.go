@@ -125,7 +125,7 @@ func TestFrameCoalescer_FlusherOnlyWhileQueued(t *testing.T) {
 			got <- append([]byte(nil), buf[:n]...)
 		}
 	}()
-	fc := coalesceFrames(c1, nil).(*frameCoalescer)
+	fc := coalesceFrames(c1, nil)
 	defer fc.Close()
 	idle := func() bool {
 		fc.mu.Lock()

@@ -12,40 +12,63 @@ import (
 // yamux's keepalive is a goroutine per session that sleeps for
 // KeepAliveInterval and pings: 2-8 KiB of stack per node session on a
 // server that holds thousands. A Session turns yamux's off
-// (Config.yamuxSession) and runs the same ping from a timer instead: no
+// (Config.yamuxSession) and runs its own from a timer instead: no
 // goroutine while it waits, one for the length of a ping when it fires.
 // Runtime timers live in per-P heaps, so 10,000 sessions share no lock.
+//
+// A session pings only a peer it has not heard from for
+// KeepAliveInterval: any frame read proves the peer alive as well as a
+// ping answer does. The timer is due one interval (less up to a quarter,
+// at random) after the peer last spoke; when it fires early because the
+// peer spoke since, it is armed again. On an idle session the two ends'
+// timers race, and whichever fires first pings; the ping and its answer
+// are what the other end hears, so it does not ping too. An idle session
+// thus costs one ping per interval, not one from each end, and a busy
+// one none; a peer whose pings are off is pinged by this end alone.
 //
 // A ping that goes unanswered for Config.KeepAliveTimeout closes the
 // session, which fails the calls in flight on it: a peer that stopped
 // answering without a reset (a blackholed link, a frozen process) is
-// noticed within interval + timeout. yamux's own ping waits for
-// ConnectionWriteTimeout, the bound it also puts on a congested socket,
-// so the session arms a timer of its own for the ping it sends.
+// noticed within interval + timeout of its last frame. yamux's own ping
+// waits for ConnectionWriteTimeout, the bound it also puts on a
+// congested socket, so the session arms a timer of its own for the ping
+// it sends.
 
 // startKeepAlive arms the keepalive timer when the config asks for one.
 func (s *Session) startKeepAlive() {
 	if s.cfg.keepAliveInterval > 0 {
 		s.idleMu.Lock()
-		s.keepAlive = time.AfterFunc(s.nextKeepAlive(), s.keepAlivePing)
+		s.keepAlive = time.AfterFunc(s.nextKeepAlive(0), s.keepAlivePing)
 		s.idleMu.Unlock()
 	}
 }
 
-// nextKeepAlive is the wait before the next ping: the interval, less up to
-// a quarter of it at random.
-func (s *Session) nextKeepAlive() time.Duration {
+// nextKeepAlive is the wait before the keepalive is next due, when the
+// peer has been quiet for quiet: the interval less up to a quarter of it
+// at random (so that sessions opened together do not ping together),
+// counted from when the peer last spoke.
+func (s *Session) nextKeepAlive(quiet time.Duration) time.Duration {
 	d := s.cfg.keepAliveInterval
-	return d - rand.N(d/4+1)
+	d -= rand.N(d/4 + 1)
+	if quiet >= d {
+		return 0
+	}
+	return d - quiet
 }
 
-// keepAlivePing pings the peer and re-arms, or closes the session when
-// the ping fails or goes unanswered for KeepAliveTimeout (yamux's
-// keepalive does the same, with ErrKeepAliveTimeout).
+// keepAlivePing pings the peer if it has been quiet for the interval and
+// re-arms, or closes the session when the ping fails or goes unanswered
+// for KeepAliveTimeout (yamux's keepalive does the same, with
+// ErrKeepAliveTimeout).
 func (s *Session) keepAlivePing() {
 	if s.IsClosed() {
 		return
 	}
+	if quiet := s.fc.quietFor(); quiet < s.cfg.keepAliveInterval*3/4 {
+		s.rearmKeepAlive(quiet) // heard from since the timer was armed
+		return
+	}
+	s.cfg.Counters.keepAlivePing()
 	w := &pingWait{s: s, timeout: s.cfg.KeepAliveTimeout}
 	w.mu.Lock()
 	w.timer = time.AfterFunc(w.timeout, w.expire)
@@ -62,9 +85,14 @@ func (s *Session) keepAlivePing() {
 		s.Close()
 		return
 	}
+	s.rearmKeepAlive(s.fc.quietFor())
+}
+
+// rearmKeepAlive arms the timer for when the keepalive is next due.
+func (s *Session) rearmKeepAlive(quiet time.Duration) {
 	s.idleMu.Lock()
 	if !s.ys.IsClosed() {
-		s.keepAlive.Reset(s.nextKeepAlive())
+		s.keepAlive.Reset(s.nextKeepAlive(quiet))
 	}
 	s.idleMu.Unlock()
 }

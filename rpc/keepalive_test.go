@@ -133,3 +133,60 @@ func TestUnreadBytes(t *testing.T) {
 		t.Errorf("a pipe = %d; want 0", n)
 	}
 }
+
+// TestKeepAlive_PingsOnlyQuietPeers checks what the keepalive costs: an
+// idle session is pinged about once per interval in all, not once from
+// each end, and a session whose peer keeps talking is not pinged at all.
+func TestKeepAlive_PingsOnlyQuietPeers(t *testing.T) {
+	tests := []struct {
+		name     string
+		interval time.Duration
+		busy     bool
+	}{
+		{"idle", 100 * time.Millisecond, false},
+		{"busy", time.Second, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			counters := &Counters{}
+			set := func(c *Config) {
+				c.KeepAliveInterval = tt.interval
+				c.KeepAliveTimeout = 5 * time.Second
+				c.Counters = counters
+			}
+			p := newTestPair(t, "tcp", pairOpts{clientCfg: set, serverCfg: set})
+			pings := func() uint64 { return counters.Stats()["rpc_keepalive_pings"] }
+			if !tt.busy {
+				// Both ends pinging would send one each per 0.75-1
+				// interval: 16 pings well inside 10 intervals. Pinging
+				// only a quiet peer spaces the session's pings by at
+				// least 0.75 of one; two may cross now and then.
+				const want = 16
+				start := time.Now()
+				waitFor(t, 30*time.Second, "pings", func() bool { return pings() >= want })
+				elapsed := time.Since(start)
+				if limit := int(elapsed/(tt.interval*3/4)) + 2; want > limit {
+					t.Fatalf("%d pings in %v: more than %d, both ends are pinging", want, elapsed, limit)
+				}
+				return
+			}
+			// Calls back to back for 2.5 intervals: each end hears the
+			// other all along, and neither pings.
+			deadline := time.Now().Add(tt.interval * 5 / 2)
+			calls := 0
+			for time.Now().Before(deadline) {
+				var r echoReply
+				if err := p.node.Call(context.Background(), "Test.Echo", &echoArgs{Msg: "m"}, &r); err != nil {
+					t.Fatal(err)
+				}
+				calls++
+			}
+			if n := pings(); n > 1 {
+				t.Fatalf("%d pings during %d calls over %v; want none on a busy session", n, calls, tt.interval*5/2)
+			}
+			if counters.Stats()["rpc_keepalive_timeouts"] != 0 {
+				t.Fatal("keepalive timed out")
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ type Counters struct {
 	connsOverLimit    atomic.Uint64 // connections refused over MaxConnsPerIP
 	handshakesRefused atomic.Uint64 // connections refused before a protocol was served
 	framesOverLimit   atomic.Uint64 // frames refused over MaxMessageSize
+	keepAlivePings    atomic.Uint64 // pings sent to a peer that had been quiet for the keepalive interval
 	keepAlivesFailed  atomic.Uint64 // sessions closed because a ping went unanswered
 	keepAlivesLonger  atomic.Uint64 // ping waits extended: the peer's bytes sat unread here
 }
@@ -31,6 +32,12 @@ func (c *Counters) frameOverLimit() {
 	}
 }
 
+func (c *Counters) keepAlivePing() {
+	if c != nil {
+		c.keepAlivePings.Add(1)
+	}
+}
+
 func (c *Counters) keepAliveTimeout() {
 	if c != nil {
 		c.keepAlivesFailed.Add(1)
@@ -47,7 +54,8 @@ func (c *Counters) keepAliveExtended() {
 // over the per-IP limit), "rpc_handshakes_refused" (no protocol byte in
 // time, an unknown one, TLS refused or required, a raft peer refused)
 // "rpc_frames_over_limit" (requests and stream messages over the
-// message size limit), "rpc_keepalive_timeouts" (sessions closed
+// message size limit), "rpc_keepalive_pings" (pings sent to peers
+// quiet for the keepalive interval), "rpc_keepalive_timeouts" (sessions closed
 // because the peer stopped answering pings) and "rpc_keepalive_extended"
 // (ping waits extended because the peer's bytes sat unread in this
 // process's socket: this process was behind).
@@ -59,6 +67,7 @@ func (c *Counters) Stats() map[string]uint64 {
 		"rpc_conns_over_limit":   c.connsOverLimit.Load(),
 		"rpc_handshakes_refused": c.handshakesRefused.Load(),
 		"rpc_frames_over_limit":  c.framesOverLimit.Load(),
+		"rpc_keepalive_pings":    c.keepAlivePings.Load(),
 		"rpc_keepalive_timeouts": c.keepAlivesFailed.Load(),
 		"rpc_keepalive_extended": c.keepAlivesLonger.Load(),
 	}

@@ -292,12 +292,13 @@ func (s *Server) serverTLS(ctx context.Context, conn net.Conn, isTLS bool) (net.
 // serveSession runs the server end of a multiplexed session.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	conn.SetDeadline(time.Time{})
-	ys, err := yamux.Server(coalesceFrames(conn, s.cfg), s.cfg.yamuxSession)
+	fc := coalesceFrames(conn, s.cfg)
+	ys, err := yamux.Server(fc, s.cfg.yamuxSession)
 	if err != nil {
 		s.logger.Error("starting session failed", "error", err)
 		return
 	}
-	sess := wrapSession(ys, conn, s.cfg)
+	sess := wrapSession(ys, fc, s.cfg)
 	defer sess.Close()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()

@@ -27,6 +27,7 @@ type Session struct {
 	id     uint64
 	ys     *yamux.Session
 	conn   net.Conn
+	fc     *frameCoalescer // between yamux and conn: it knows when the peer last spoke
 	cfg    *Config
 	logger hclog.Logger
 	seq    atomic.Uint64
@@ -284,21 +285,24 @@ func newClientSession(conn net.Conn, cfg *Config, deadline time.Time) (*Session,
 		return nil, fmt.Errorf("rpc: write protocol byte: %w", err)
 	}
 	conn.SetWriteDeadline(time.Time{})
-	ys, err := yamux.Client(coalesceFrames(conn, cfg), cfg.yamuxSession)
+	fc := coalesceFrames(conn, cfg)
+	ys, err := yamux.Client(fc, cfg.yamuxSession)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("rpc: start session: %w", err)
 	}
-	return wrapSession(ys, conn, cfg), nil
+	return wrapSession(ys, fc, cfg), nil
 }
 
-// wrapSession wraps a started yamux session.
-func wrapSession(ys *yamux.Session, conn net.Conn, cfg *Config) *Session {
+// wrapSession wraps a yamux session started over fc.
+func wrapSession(ys *yamux.Session, fc *frameCoalescer, cfg *Config) *Session {
 	id := sessionIDs.Add(1)
+	conn := fc.Conn
 	s := &Session{
 		id:     id,
 		ys:     ys,
 		conn:   conn,
+		fc:     fc,
 		cfg:    cfg,
 		logger: cfg.Logger.With("session", id, "remote", conn.RemoteAddr().String()),
 		watch:  newCallWatch(cfg, ys.CloseChan()),

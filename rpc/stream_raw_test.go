@@ -140,7 +140,7 @@ func TestFrameCoalescer_VectoredOverTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := coalesceFrames(conn, nil)
-	if !c.(*frameCoalescer).vectored {
+	if !c.vectored {
 		t.Fatal("TCP connection not written vectored")
 	}
 	body := bytes.Repeat([]byte{0xab}, 64<<10)

@@ -139,7 +139,7 @@ func TestCoalesceFrames_SeesThroughDialConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fc := coalesceFrames(&dialConn{Conn: conn}, nil).(*frameCoalescer)
+	fc := coalesceFrames(&dialConn{Conn: conn}, nil)
 	if !fc.vectored || fc.w != conn {
 		t.Fatalf("coalescer writes to %T (vectored=%v); want the TCP connection", fc.w, fc.vectored)
 	}
