@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -410,6 +411,10 @@ func runFleetBench(ctx context.Context, t *testing.T, n int) *fleetResult {
 	if f := failures(res.load.calls, func(loadCall) bool { return true }); f != "" {
 		t.Logf("load: failed calls: %s", f)
 	}
+	if sl := slowCalls(res.load.calls, 100*time.Millisecond); sl != "" {
+		t.Logf("load: %s", sl)
+	}
+	b.logKeepAlives("after the load")
 	b.follows(res)
 	b.killAndRestart(res)
 	return res
@@ -580,6 +585,25 @@ func (b *fleetBench) waitFor(timeout time.Duration, what string, cond func() (bo
 		case <-b.ctx.Done():
 		}
 	}
+}
+
+// logKeepAlives logs each live server's keepalive counters (sessions it
+// accepted): pings sent, waits extended, sessions closed unanswered.
+func (b *fleetBench) logKeepAlives(when string) {
+	var parts []string
+	for i := range b.servers {
+		if !b.alive[i].Load() {
+			continue
+		}
+		s, err := b.self(i)
+		if err != nil {
+			b.t.Logf("keepalives %s: %v", when, err)
+			return
+		}
+		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", b.servers[i].name,
+			s.stats["rpc_keepalive_pings"], s.stats["rpc_keepalive_extended"], s.stats["rpc_keepalive_timeouts"]))
+	}
+	b.t.Logf("keepalives %s (pings/extended/closed, since each server started): %s", when, strings.Join(parts, ", "))
 }
 
 // self reads server i's /v1/agent/self figures.
@@ -928,6 +952,36 @@ loop:
 	return res
 }
 
+// slowCalls says when the calls slower than over were sent (per second
+// of the load) and through which server: a p99 of seconds made by a
+// stall of everything for a moment reads differently from one spread
+// thinly over the run.
+func slowCalls(calls []loadCall, over time.Duration) string {
+	bySec := map[int]int{}
+	byServer := map[int]int{}
+	n := 0
+	for _, c := range calls {
+		if c.lat > over {
+			bySec[int(c.at/time.Second)]++
+			byServer[c.server]++
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	secs := slices.Sorted(maps.Keys(bySec))
+	var parts []string
+	for _, sec := range secs {
+		parts = append(parts, fmt.Sprintf("%ds:%d", sec, bySec[sec]))
+	}
+	var srv []string
+	for _, i := range slices.Sorted(maps.Keys(byServer)) {
+		srv = append(srv, fmt.Sprintf("srv%d:%d", i, byServer[i]))
+	}
+	return fmt.Sprintf("%d calls over %v, sent at %s; entered through %s", n, over, strings.Join(parts, " "), strings.Join(srv, " "))
+}
+
 // failureKind shortens a failed call's text to what tells failures
 // apart: up to the first colon or digit run that names a node or port.
 func failureKind(s string) string {
@@ -1268,6 +1322,7 @@ func (b *fleetBench) killAndRestart(res *fleetResult) {
 	t.Logf("kill: the killed server's nodes answered through %s in %v, through %s in %v (p50/p99/max); %d (server, node) pairs never answered; failed calls: %d of %d to nodes of the killed server, %d of %d to others; %d via the killed server",
 		b.servers[survivors[0]].name, res.failover[0], b.servers[survivors[1]].name, res.failover[1], res.unanswered,
 		res.failedKilled, res.callsKilled, res.failedOthers, res.callsOthers, res.viaKilled)
+	b.logKeepAlives("after the kill")
 
 	// Restart and let the fleet settle, with a light load running.
 	b.servers[victim].p = startBenchProc(t, b.servers[victim].name+"-restarted", "agent", "-config", b.servers[victim].cfg)
