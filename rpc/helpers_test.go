@@ -421,6 +421,9 @@ func testConnTypes(t *testing.T, fn func(t *testing.T, kind string)) {
 type pairOpts struct {
 	serverCfg func(*Config) // adjust the server's config
 	clientCfg func(*Config) // adjust the node's config
+	// clientConn, with "tcp", wraps the node's connection (plain TCP,
+	// dialled here) before its session starts on it.
+	clientConn func(net.Conn) net.Conn
 }
 
 // testPair is a node (client, the dialer) and a server connected by one
@@ -490,7 +493,16 @@ func newTestPair(t *testing.T, kind string, opts pairOpts) *testPair {
 			}
 		}()
 		p.dropConn = p.serverLn.closeConns
-		p.node, err = Dial(context.Background(), ln.Addr().String(), p.clientCfg)
+		if opts.clientConn == nil || kind != "tcp" {
+			p.node, err = Dial(context.Background(), ln.Addr().String(), p.clientCfg)
+			break
+		}
+		raw, derr := net.Dial("tcp", ln.Addr().String())
+		if derr != nil {
+			p.cancelServe()
+			t.Fatal(derr)
+		}
+		p.node, err = NewClientSession(opts.clientConn(raw), p.clientCfg)
 	default:
 		t.Fatalf("unknown conn type %q", kind)
 	}

@@ -48,12 +48,18 @@ func (s *Session) startKeepAlive() {
 // at random (so that sessions opened together do not ping together),
 // counted from when the peer last spoke.
 func (s *Session) nextKeepAlive(quiet time.Duration) time.Duration {
-	d := s.cfg.keepAliveInterval
-	d -= rand.N(d/4 + 1)
+	d := s.minKeepAlive() + rand.N(s.cfg.keepAliveInterval/4+1)
 	if quiet >= d {
 		return 0
 	}
 	return d - quiet
+}
+
+// minKeepAlive is the shortest quiet that earns the peer a ping: the
+// interval less a quarter.
+func (s *Session) minKeepAlive() time.Duration {
+	d := s.cfg.keepAliveInterval
+	return d - d/4
 }
 
 // keepAlivePing pings the peer if it has been quiet for the interval and
@@ -64,7 +70,7 @@ func (s *Session) keepAlivePing() {
 	if s.IsClosed() {
 		return
 	}
-	if quiet := s.fc.quietFor(); quiet < s.cfg.keepAliveInterval*3/4 {
+	if quiet := s.fc.quietFor(); quiet < s.minKeepAlive() {
 		s.rearmKeepAlive(quiet) // heard from since the timer was armed
 		return
 	}

@@ -39,44 +39,27 @@ func (g *gateConn) Close() error {
 // session works once this end reads again; a silent peer still closes it
 // (TestSession_KeepAliveTimer/unanswered).
 func TestKeepAlive_UnreadAnswerExtends(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg := testConfig(t)
-	scfg.KeepAliveInterval = -1 // only the gated end pings
-	mux := NewMux()
-	registerTestMethods(mux, "server", newHooks())
-	srv := NewServer(scfg, mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ctx, ln)
-	}()
-	t.Cleanup(func() { cancel(); <-served })
-
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gateConn{Conn: raw, open: make(chan struct{}), done: make(chan struct{})}
-	cfg := testConfig(t)
-	cfg.KeepAliveInterval = 20 * time.Millisecond
-	cfg.KeepAliveTimeout = 100 * time.Millisecond
-	cfg.Counters = &Counters{}
-	s, err := NewClientSession(g, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	go s.Serve(ctx, NewMux())
+	counters := &Counters{}
+	var g *gateConn
+	p := newTestPair(t, "tcp", pairOpts{
+		serverCfg: func(c *Config) { c.KeepAliveInterval = -1 }, // only the gated end pings
+		clientCfg: func(c *Config) {
+			c.KeepAliveInterval = 20 * time.Millisecond
+			c.KeepAliveTimeout = 100 * time.Millisecond
+			c.Counters = counters
+		},
+		clientConn: func(c net.Conn) net.Conn {
+			g = &gateConn{Conn: c, open: make(chan struct{}), done: make(chan struct{})}
+			return g
+		},
+	})
+	s := p.node
 
 	waitFor(t, 5*time.Second, "a ping wait extended", func() bool {
-		return cfg.Counters.Stats()["rpc_keepalive_extended"] >= 2
+		return counters.Stats()["rpc_keepalive_extended"] >= 2
 	})
-	if s.IsClosed() || cfg.Counters.Stats()["rpc_keepalive_timeouts"] != 0 {
-		t.Fatalf("session closed (%v) or timed out (%d) while the answer sat unread", s.IsClosed(), cfg.Counters.Stats()["rpc_keepalive_timeouts"])
+	if s.IsClosed() || counters.Stats()["rpc_keepalive_timeouts"] != 0 {
+		t.Fatalf("session closed (%v) or timed out (%d) while the answer sat unread", s.IsClosed(), counters.Stats()["rpc_keepalive_timeouts"])
 	}
 	close(g.open)
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
